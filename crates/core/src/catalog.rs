@@ -1,0 +1,225 @@
+//! The GPU catalog: every model herd knows, with the figures the market and the reward
+//! schedule need. Detection reports marketing names ("NVIDIA H100 80GB HBM3"); `lookup`
+//! maps them to a catalog entry.
+
+use crate::device::GpuVendor;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GpuModel {
+    /// The canonical name users type (`--gpu H100`).
+    pub name: &'static str,
+    pub vendor: GpuVendor,
+    pub vram_gib: u32,
+    /// Dense FP16/BF16 tensor throughput, in TFLOPS.
+    pub fp16_tflops: u32,
+    /// Block-reward multiplier, in hundredths (H100 = 10.00 → 1000), so it stays an integer.
+    pub reward_multiplier_centi: u32,
+    /// Substrings (lowercase, spaces removed) that identify the model in a detected name.
+    /// The first matching entry wins, so longer, more specific models come first.
+    pub patterns: &'static [&'static str],
+}
+
+use GpuVendor::{Apple, Nvidia};
+
+/// Multipliers for H100, H200, B200, A100-80GB, RTX 4090 and Apple M4 Max are the network's
+/// published figures (MISSION.md); the others are herd's interpolation by throughput.
+pub const GPU_MODELS: &[GpuModel] = &[
+    GpuModel {
+        name: "B200",
+        vendor: Nvidia,
+        vram_gib: 192,
+        fp16_tflops: 2250,
+        reward_multiplier_centi: 3000,
+        patterns: &["b200"],
+    },
+    GpuModel {
+        name: "H200",
+        vendor: Nvidia,
+        vram_gib: 141,
+        fp16_tflops: 989,
+        reward_multiplier_centi: 1200,
+        patterns: &["h200"],
+    },
+    GpuModel {
+        name: "H100",
+        vendor: Nvidia,
+        vram_gib: 80,
+        fp16_tflops: 989,
+        reward_multiplier_centi: 1000,
+        patterns: &["h100"],
+    },
+    GpuModel {
+        name: "A100-80GB",
+        vendor: Nvidia,
+        vram_gib: 80,
+        fp16_tflops: 312,
+        reward_multiplier_centi: 500,
+        patterns: &["a100-sxm4-80gb", "a10080gb", "a100-pcie-80gb", "a100-80gb"],
+    },
+    GpuModel {
+        name: "A100-40GB",
+        vendor: Nvidia,
+        vram_gib: 40,
+        fp16_tflops: 312,
+        reward_multiplier_centi: 400,
+        patterns: &["a100"],
+    },
+    GpuModel {
+        name: "L40S",
+        vendor: Nvidia,
+        vram_gib: 48,
+        fp16_tflops: 362,
+        reward_multiplier_centi: 300,
+        patterns: &["l40s"],
+    },
+    GpuModel {
+        name: "RTX 6000 Ada",
+        vendor: Nvidia,
+        vram_gib: 48,
+        fp16_tflops: 364,
+        reward_multiplier_centi: 250,
+        patterns: &["rtx6000ada"],
+    },
+    GpuModel {
+        name: "A6000",
+        vendor: Nvidia,
+        vram_gib: 48,
+        fp16_tflops: 155,
+        reward_multiplier_centi: 150,
+        patterns: &["rtxa6000", "a6000"],
+    },
+    GpuModel {
+        name: "RTX 4090",
+        vendor: Nvidia,
+        vram_gib: 24,
+        fp16_tflops: 165,
+        reward_multiplier_centi: 125,
+        patterns: &["rtx4090", "4090"],
+    },
+    GpuModel {
+        name: "RTX 4080",
+        vendor: Nvidia,
+        vram_gib: 16,
+        fp16_tflops: 97,
+        reward_multiplier_centi: 80,
+        patterns: &["rtx4080", "4080"],
+    },
+    GpuModel {
+        name: "RTX 3090",
+        vendor: Nvidia,
+        vram_gib: 24,
+        fp16_tflops: 71,
+        reward_multiplier_centi: 70,
+        patterns: &["rtx3090", "3090"],
+    },
+    GpuModel {
+        name: "A10",
+        vendor: Nvidia,
+        vram_gib: 24,
+        fp16_tflops: 125,
+        reward_multiplier_centi: 80,
+        patterns: &["a10g", "a10"],
+    },
+    GpuModel {
+        name: "L4",
+        vendor: Nvidia,
+        vram_gib: 24,
+        fp16_tflops: 121,
+        reward_multiplier_centi: 60,
+        patterns: &["l4"],
+    },
+    GpuModel {
+        name: "V100",
+        vendor: Nvidia,
+        vram_gib: 32,
+        fp16_tflops: 125,
+        reward_multiplier_centi: 60,
+        patterns: &["v100"],
+    },
+    GpuModel {
+        name: "T4",
+        vendor: Nvidia,
+        vram_gib: 16,
+        fp16_tflops: 65,
+        reward_multiplier_centi: 30,
+        patterns: &["teslat4", "t4"],
+    },
+    GpuModel {
+        name: "Apple M4 Max",
+        vendor: Apple,
+        vram_gib: 128,
+        fp16_tflops: 34,
+        reward_multiplier_centi: 150,
+        patterns: &["m4max"],
+    },
+    GpuModel {
+        name: "Apple M2 Ultra",
+        vendor: Apple,
+        vram_gib: 192,
+        fp16_tflops: 27,
+        reward_multiplier_centi: 120,
+        patterns: &["m2ultra"],
+    },
+];
+
+fn normalise(name: &str) -> String {
+    name.to_lowercase()
+        .replace("nvidia", "")
+        .replace("geforce", "")
+        .replace("apple", "")
+        .chars()
+        .filter(|c| !c.is_whitespace() && *c != '_')
+        .collect()
+}
+
+/// The catalog entry for a detected or typed GPU name, if herd knows the model.
+pub fn lookup(name: &str) -> Option<&'static GpuModel> {
+    let wanted = normalise(name);
+    if wanted.is_empty() {
+        return None;
+    }
+    GPU_MODELS
+        .iter()
+        .find(|m| normalise(m.name) == wanted)
+        .or_else(|| GPU_MODELS.iter().find(|m| m.patterns.iter().any(|p| wanted.contains(p))))
+}
+
+/// Canonical names, for "allowed values" in error messages.
+pub fn model_names() -> Vec<&'static str> {
+    GPU_MODELS.iter().map(|m| m.name).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detected_names_map_to_models() {
+        let cases = [
+            ("NVIDIA H100 80GB HBM3", "H100"),
+            ("NVIDIA H100 PCIe", "H100"),
+            ("NVIDIA H200", "H200"),
+            ("NVIDIA A100-SXM4-80GB", "A100-80GB"),
+            ("NVIDIA A100-SXM4-40GB", "A100-40GB"),
+            ("NVIDIA GeForce RTX 4090", "RTX 4090"),
+            ("rtx 4090", "RTX 4090"),
+            ("Tesla T4", "T4"),
+            ("NVIDIA A10G", "A10"),
+            ("NVIDIA L40S", "L40S"),
+            ("NVIDIA L4", "L4"),
+            ("Apple M4 Max", "Apple M4 Max"),
+        ];
+        for (detected, expected) in cases {
+            assert_eq!(lookup(detected).map(|m| m.name), Some(expected), "{detected}");
+        }
+        assert_eq!(lookup("Voodoo 3"), None);
+        assert_eq!(lookup(""), None);
+    }
+
+    #[test]
+    fn published_multipliers_hold() {
+        let m = |n| lookup(n).unwrap().reward_multiplier_centi;
+        assert_eq!((m("H100"), m("H200"), m("B200")), (1000, 1200, 3000));
+        assert_eq!((m("A100-80GB"), m("RTX 4090"), m("Apple M4 Max")), (500, 125, 150));
+    }
+}

@@ -1,0 +1,15 @@
+//! herd's shared vocabulary.
+//!
+//! Architecture invariant: this crate does no IO and reads no clock. Time and randomness come
+//! in as arguments, so everything here is deterministic and unit-testable.
+
+pub mod catalog;
+pub mod device;
+pub mod id;
+pub mod job;
+pub mod time;
+
+pub use device::{CpuSpec, DeviceEvent, DeviceSpec, DeviceState, GpuSpec, GpuVendor};
+pub use id::{Address, ClusterId, IdError, JobId};
+pub use job::{ClusterState, JobState, TaskState};
+pub use time::Timestamp;
