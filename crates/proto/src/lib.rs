@@ -1,1 +1,10 @@
+//! Wire formats. Architecture invariant: only this crate defines what crosses the network —
+//! the REST bodies (`api`), the worker socket messages (`worker`) and what gets signed
+//! (`signing`). Both ends depend on it, so they cannot drift apart.
 
+pub mod api;
+pub mod signing;
+pub mod worker;
+
+/// The protocol version a worker announces; the coordinator refuses other major versions.
+pub const WORKER_PROTOCOL_VERSION: u32 = 1;

@@ -1,0 +1,18 @@
+//! The exact bytes each signature covers. Every message is domain-separated, so a signature
+//! made for one purpose can never be replayed for another.
+
+/// Signed by an account key to prove ownership when registering or asking for an API key.
+pub fn account_challenge_message(purpose: &str, address: &str, nonce: &str) -> Vec<u8> {
+    format!("herd-account-v1\npurpose={purpose}\naddress={address}\nnonce={nonce}").into_bytes()
+}
+
+/// Signed by a device key over its hello payload (JSON text, which carries the nonce).
+pub fn worker_hello_message(payload: &str) -> Vec<u8> {
+    let mut message = b"herd-worker-hello-v1\n".to_vec();
+    message.extend_from_slice(payload.as_bytes());
+    message
+}
+
+/// Purposes for `account_challenge_message`.
+pub const PURPOSE_REGISTER: &str = "register";
+pub const PURPOSE_LOGIN: &str = "login";

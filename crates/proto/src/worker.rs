@@ -1,0 +1,117 @@
+//! Messages on the worker socket (`/v1/worker/connect`), JSON text frames.
+//!
+//! Handshake: the coordinator sends `Challenge`; the worker answers `Hello` whose payload
+//! (JSON of `HelloPayload`, carrying the nonce) is signed by the device key; the coordinator
+//! answers `Welcome` or `Rejected` and closes. Then heartbeats and task events flow up,
+//! assignments flow down.
+
+use std::collections::BTreeMap;
+
+use herd_core::{Address, ClusterId, DeviceSpec, JobId, Timestamp};
+use serde::{Deserialize, Serialize};
+
+use crate::api::{Stream, Utilization};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMessage {
+    Challenge {
+        nonce: String,
+        server_time: Timestamp,
+    },
+    Welcome {
+        device_id: Address,
+        heartbeat_interval_ms: u64,
+    },
+    Rejected {
+        code: String,
+        message: String,
+    },
+    StartTask(TaskAssignment),
+    StopTask {
+        job_id: JobId,
+    },
+    /// The lease ended: stop everything that belongs to the cluster.
+    StopCluster {
+        cluster_id: ClusterId,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskAssignment {
+    pub job_id: JobId,
+    pub cluster_id: ClusterId,
+    pub rank: u32,
+    pub node_count: u32,
+    pub head_addr: String,
+    pub command: Vec<String>,
+    pub env: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum WorkerMessage {
+    Hello(SignedHello),
+    Heartbeat {
+        utilization: Utilization,
+    },
+    TaskStarted {
+        job_id: JobId,
+    },
+    TaskOutput {
+        job_id: JobId,
+        stream: Stream,
+        lines: Vec<String>,
+    },
+    /// `exit_code` is None when the process was killed by a signal or never started.
+    TaskExited {
+        job_id: JobId,
+        exit_code: Option<i32>,
+        error: Option<String>,
+    },
+}
+
+/// `payload` is the JSON text of a `HelloPayload`; the signature covers exactly those bytes
+/// (`signing::worker_hello_message`), so nothing is re-serialised before verification.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SignedHello {
+    pub payload: String,
+    pub signature: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HelloPayload {
+    pub protocol_version: u32,
+    pub nonce: String,
+    pub device_key: Address,
+    /// The supplier account this device belongs to; fixed at first registration.
+    pub owner: Address,
+    pub country: String,
+    pub simulated: bool,
+    /// Where other nodes of a cluster reach this device (`HERD_HEAD_ADDR`).
+    pub advertise_addr: String,
+    pub agent_version: String,
+    pub spec: DeviceSpec,
+    /// Every task the agent still holds, so a reconnect (or a coordinator restart) adopts
+    /// running work instead of restarting it.
+    pub tasks: Vec<TaskReport>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskReport {
+    pub job_id: JobId,
+    /// None while running.
+    pub exited: Option<TaskExit>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskExit {
+    pub exit_code: Option<i32>,
+    pub error: Option<String>,
+}
+
+/// Frames larger than this are refused by both ends.
+pub const FRAME_BYTES_MAX: usize = 1 << 20;
+/// Output lines per `TaskOutput` message and bytes per line, so one frame stays bounded.
+pub const OUTPUT_LINES_PER_MESSAGE_MAX: usize = 256;
+pub const OUTPUT_LINE_BYTES_MAX: usize = 2048;
