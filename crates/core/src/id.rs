@@ -49,6 +49,13 @@ impl Address {
     }
 }
 
+impl std::str::FromStr for Address {
+    type Err = IdError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Address::parse(s)
+    }
+}
+
 impl TryFrom<String> for Address {
     type Error = IdError;
     fn try_from(value: String) -> Result<Self, Self::Error> {
@@ -113,6 +120,13 @@ macro_rules! short_id {
 
             pub fn as_str(&self) -> &str {
                 &self.0
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = IdError;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                $name::parse(s)
             }
         }
 

@@ -5,7 +5,6 @@
 //! re-checks every device is still free, so a stale plan is rejected rather than applied.
 //! This is first fit; pricing and ranking come with the market proper.
 
-use std::collections::BTreeMap;
 use std::fmt;
 
 /// What each node of a cluster needs.
@@ -40,13 +39,38 @@ pub struct Plan {
     pub device_ids: Vec<String>,
 }
 
+/// How many ready devices matched when there were too few.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shortfall {
+    pub matching: u32,
+}
+
+/// Ready devices of one kind in one country, for "ready now: …" in a refusal.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Availability {
+    /// Catalog model and GPUs per device; None for CPU-only machines.
+    pub gpu: Option<(String, u32)>,
+    pub country: String,
+    pub devices: u32,
+}
+
 /// Why a request could not be placed, with what the network does have.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NoCapacity {
     pub wanted: String,
     pub matching: u32,
-    /// (hardware, country) → ready devices, sorted, for "available: …".
-    pub available: Vec<(String, String, u32)>,
+    pub available: Vec<Availability>,
+}
+
+impl NoCapacity {
+    pub fn new(request: &ClusterRequest, shortfall: Shortfall, mut available: Vec<Availability>) -> NoCapacity {
+        available.sort();
+        let wanted = match &request.country {
+            Some(country) => format!("{} × {} in {country}", request.nodes, request.hardware),
+            None => format!("{} × {}", request.nodes, request.hardware),
+        };
+        NoCapacity { wanted, matching: shortfall.matching, available }
+    }
 }
 
 impl fmt::Display for NoCapacity {
@@ -55,8 +79,14 @@ impl fmt::Display for NoCapacity {
         if self.available.is_empty() {
             return write!(f, "; no devices are ready on the network");
         }
-        let listed: Vec<String> =
-            self.available.iter().map(|(hw, country, n)| format!("{n} × {hw} in {country}")).collect();
+        let listed: Vec<String> = self
+            .available
+            .iter()
+            .map(|a| match &a.gpu {
+                Some((model, n)) => format!("{} × {n}×{model} in {}", a.devices, a.country),
+                None => format!("{} × CPU in {}", a.devices, a.country),
+            })
+            .collect();
         write!(f, "; ready now: {}", listed.join(", "))
     }
 }
@@ -79,38 +109,18 @@ impl fmt::Display for Hardware {
     }
 }
 
-fn offer_label(offer: &Offer) -> String {
-    match offer.gpu {
-        Some((model, n)) => format!("{n}×{model}"),
-        None => "CPU".to_owned(),
-    }
-}
-
 /// First fit over `offers` in the order given; all nodes or nothing.
-pub fn first_fit(request: &ClusterRequest, offers: &[Offer]) -> Result<Plan, NoCapacity> {
+pub fn first_fit(request: &ClusterRequest, offers: &[Offer]) -> Result<Plan, Shortfall> {
     let in_country = |o: &&Offer| request.country.as_ref().is_none_or(|c| &o.country == c);
     let mut matching: Vec<&Offer> = offers.iter().filter(in_country).filter(|o| request.hardware.accepts(o)).collect();
     if request.hardware == Hardware::Cpu {
         // Stable: CPU-only machines first, then the rest in their given order.
         matching.sort_by_key(|o| o.gpu.is_some());
     }
-    if matching.len() >= request.nodes as usize {
-        let device_ids = matching.iter().take(request.nodes as usize).map(|o| o.device_id.clone()).collect();
-        return Ok(Plan { device_ids });
+    if matching.len() < request.nodes as usize {
+        return Err(Shortfall { matching: matching.len() as u32 });
     }
-    let mut available: BTreeMap<(String, String), u32> = BTreeMap::new();
-    for offer in offers {
-        *available.entry((offer_label(offer), offer.country.clone())).or_default() += 1;
-    }
-    let wanted = match &request.country {
-        Some(country) => format!("{} × {} in {country}", request.nodes, request.hardware),
-        None => format!("{} × {}", request.nodes, request.hardware),
-    };
-    Err(NoCapacity {
-        wanted,
-        matching: matching.len() as u32,
-        available: available.into_iter().map(|((hw, c), n)| (hw, c, n)).collect(),
-    })
+    Ok(Plan { device_ids: matching.iter().take(request.nodes as usize).map(|o| o.device_id.clone()).collect() })
 }
 
 #[cfg(test)]
@@ -156,19 +166,20 @@ mod tests {
 
     #[test]
     fn shortfall_is_all_or_nothing_and_says_what_exists() {
-        let request = ClusterRequest {
-            hardware: Hardware::Gpu { model: "H100", per_node: 8 },
-            nodes: 1,
-            country: Some("JP".into()),
-        };
-        let err = first_fit(&request, &fleet()).unwrap_err();
-        assert_eq!(err.matching, 0);
-        let text = err.to_string();
-        assert!(text.contains("1 × 8×H100 in JP"), "{text}");
-        assert!(text.contains("1 × 4×H100 in JP"), "{text}");
-        assert!(text.contains("1 × 8×H100 in US"), "{text}");
+        let request =
+            ClusterRequest { hardware: Hardware::Gpu { model: "H100", per_node: 8 }, nodes: 1, country: Some("JP".into()) };
+        let shortfall = first_fit(&request, &fleet()).unwrap_err();
+        assert_eq!(shortfall.matching, 0);
+        let available = vec![
+            Availability { gpu: Some(("H100".into(), 8)), country: "US".into(), devices: 1 },
+            Availability { gpu: Some(("H100".into(), 4)), country: "JP".into(), devices: 1 },
+        ];
+        let text = NoCapacity::new(&request, shortfall, available).to_string();
+        assert!(text.starts_with("no capacity for 1 × 8×H100 in JP: 0 matching"), "{text}");
+        assert!(text.contains("1 × 4×H100 in JP, 1 × 8×H100 in US"), "{text}");
         let too_many = ClusterRequest { hardware: Hardware::Cpu, nodes: 6, country: None };
         assert_eq!(first_fit(&too_many, &fleet()).unwrap_err().matching, 5);
-        assert!(first_fit(&too_many, &[]).unwrap_err().to_string().contains("no devices are ready"));
+        let empty = NoCapacity::new(&too_many, Shortfall { matching: 0 }, vec![]);
+        assert!(empty.to_string().contains("no devices are ready"));
     }
 }

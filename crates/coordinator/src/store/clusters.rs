@@ -1,0 +1,224 @@
+//! Clusters: committing a placement plan atomically, reading, extending and terminating.
+
+use herd_core::device::DeviceEvent as Event;
+use herd_core::{Address, ClusterId, ClusterState, DeviceState, JobId, TaskState, Timestamp};
+use herd_proto::api;
+use sqlx::sqlite::SqliteRow;
+use sqlx::Row;
+
+use super::devices::apply_event;
+use super::jobs::refresh_job_state;
+use super::{parse_col, Store, StoreResult};
+
+/// A plan named a device that is no longer ready (another request took it first).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StalePlan {
+    pub device: Address,
+}
+
+/// What terminating a cluster released, so the caller can tell workers and log followers.
+#[derive(Debug, Clone, Default)]
+pub struct Terminated {
+    pub devices: Vec<Address>,
+    pub jobs: Vec<JobId>,
+}
+
+pub struct NewCluster<'a> {
+    pub id: &'a ClusterId,
+    pub owner: &'a Address,
+    pub hardware: &'a str,
+    pub country: Option<&'a str>,
+    /// In rank order.
+    pub devices: &'a [Address],
+    pub now: Timestamp,
+    pub expires_at: Timestamp,
+}
+
+impl Store {
+    /// Applies a placement plan in one transaction. Every device must still be ready and
+    /// unleased; otherwise nothing is written and the caller re-plans.
+    pub async fn commit_cluster(&self, new: &NewCluster<'_>) -> StoreResult<Result<(), StalePlan>> {
+        let mut tx = self.write.begin().await?;
+        sqlx::query(
+            "INSERT INTO clusters (id, owner, state, hardware, country, created_at, expires_at)
+             VALUES (?, ?, 'running', ?, ?, ?, ?)",
+        )
+        .bind(new.id.as_str())
+        .bind(new.owner.as_str())
+        .bind(new.hardware)
+        .bind(new.country)
+        .bind(new.now.0)
+        .bind(new.expires_at.0)
+        .execute(&mut *tx)
+        .await?;
+        let reason = format!("leased to cluster {}", new.id);
+        for (rank, device) in new.devices.iter().enumerate() {
+            let taken = sqlx::query(
+                "UPDATE devices SET cluster_id = ? WHERE id = ? AND state = 'ready' AND cluster_id IS NULL",
+            )
+            .bind(new.id.as_str())
+            .bind(device.as_str())
+            .execute(&mut *tx)
+            .await?;
+            if taken.rows_affected() != 1 {
+                return Ok(Err(StalePlan { device: device.clone() }));
+            }
+            apply_event(&mut tx, device, DeviceState::Ready, Event::Lease, &reason, new.now).await?;
+            sqlx::query("INSERT INTO cluster_nodes (cluster_id, rank, device_id) VALUES (?, ?, ?)")
+                .bind(new.id.as_str())
+                .bind(rank as i64)
+                .bind(device.as_str())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(Ok(()))
+    }
+
+    pub async fn cluster(&self, id: &ClusterId) -> StoreResult<Option<api::Cluster>> {
+        let row = sqlx::query("SELECT * FROM clusters WHERE id = ?").bind(id.as_str()).fetch_optional(&self.read).await?;
+        match row {
+            Some(row) => Ok(Some(self.cluster_from_row(&row).await?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The owner's clusters, newest first; terminated ones only when asked.
+    pub async fn clusters_of(&self, owner: &Address, include_terminated: bool, limit: u32) -> StoreResult<Vec<api::Cluster>> {
+        let rows = sqlx::query(
+            "SELECT * FROM clusters WHERE owner = ? AND (? OR state = 'running') ORDER BY created_at DESC LIMIT ?",
+        )
+        .bind(owner.as_str())
+        .bind(include_terminated)
+        .bind(limit)
+        .fetch_all(&self.read)
+        .await?;
+        let mut clusters = Vec::with_capacity(rows.len());
+        for row in &rows {
+            clusters.push(self.cluster_from_row(row).await?);
+        }
+        Ok(clusters)
+    }
+
+    async fn cluster_from_row(&self, row: &SqliteRow) -> StoreResult<api::Cluster> {
+        let id: ClusterId = parse_col("clusters.id", row.get("id"))?;
+        let nodes = sqlx::query(
+            "SELECT n.rank, n.device_id, d.state, d.country, d.advertise_addr, d.simulated
+             FROM cluster_nodes n JOIN devices d ON d.id = n.device_id
+             WHERE n.cluster_id = ? ORDER BY n.rank",
+        )
+        .bind(id.as_str())
+        .fetch_all(&self.read)
+        .await?;
+        let nodes = nodes
+            .iter()
+            .map(|n| {
+                Ok(api::ClusterNode {
+                    rank: n.get::<i64, _>("rank") as u32,
+                    device_id: parse_col("cluster_nodes.device_id", n.get("device_id"))?,
+                    device_state: parse_col("devices.state", n.get("state"))?,
+                    country: n.get("country"),
+                    address: n.get("advertise_addr"),
+                    simulated: n.get("simulated"),
+                })
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(api::Cluster {
+            owner: parse_col("clusters.owner", row.get("owner"))?,
+            state: parse_col("clusters.state", row.get("state"))?,
+            hardware: row.get("hardware"),
+            country: row.get("country"),
+            nodes,
+            created_at: Timestamp(row.get("created_at")),
+            expires_at: Timestamp(row.get("expires_at")),
+            ended_at: row.get::<Option<i64>, _>("ended_at").map(Timestamp),
+            end_reason: row.get("end_reason"),
+            id,
+        })
+    }
+
+    pub async fn cluster_owner(&self, id: &ClusterId) -> StoreResult<Option<(Address, ClusterState)>> {
+        let row = sqlx::query("SELECT owner, state FROM clusters WHERE id = ?")
+            .bind(id.as_str())
+            .fetch_optional(&self.read)
+            .await?;
+        row.map(|r| Ok((parse_col("clusters.owner", r.get(0))?, parse_col("clusters.state", r.get(1))?))).transpose()
+    }
+
+    /// Pushes a running cluster's end out by `add_ms`; None if it is not running.
+    pub async fn extend_cluster(&self, id: &ClusterId, add_ms: i64) -> StoreResult<Option<Timestamp>> {
+        let row = sqlx::query(
+            "UPDATE clusters SET expires_at = expires_at + ? WHERE id = ? AND state = 'running' RETURNING expires_at",
+        )
+        .bind(add_ms)
+        .bind(id.as_str())
+        .fetch_optional(&self.write)
+        .await?;
+        Ok(row.map(|r| Timestamp(r.get(0))))
+    }
+
+    /// Ends the lease: frees its devices and stops its unfinished tasks, in one transaction.
+    /// None if the cluster is unknown or already terminated.
+    pub async fn terminate_cluster(&self, id: &ClusterId, reason: &str, now: Timestamp) -> StoreResult<Option<Terminated>> {
+        let mut tx = self.write.begin().await?;
+        let ended = sqlx::query(
+            "UPDATE clusters SET state = 'terminated', ended_at = ?, end_reason = ? WHERE id = ? AND state = 'running'",
+        )
+        .bind(now.0)
+        .bind(reason)
+        .bind(id.as_str())
+        .execute(&mut *tx)
+        .await?;
+        if ended.rows_affected() == 0 {
+            return Ok(None);
+        }
+        let mut terminated = Terminated::default();
+        let devices = sqlx::query("SELECT id, state FROM devices WHERE cluster_id = ?")
+            .bind(id.as_str())
+            .fetch_all(&mut *tx)
+            .await?;
+        let release_reason = format!("released from cluster {id}: {reason}");
+        for row in &devices {
+            let device: Address = parse_col("devices.id", row.get(0))?;
+            let state: DeviceState = parse_col("devices.state", row.get(1))?;
+            sqlx::query("UPDATE devices SET cluster_id = NULL WHERE id = ?").bind(device.as_str()).execute(&mut *tx).await?;
+            apply_event(&mut tx, &device, state, Event::Release, &release_reason, now).await?;
+            terminated.devices.push(device);
+        }
+        let jobs = sqlx::query("SELECT id FROM jobs WHERE cluster_id = ? AND state IN ('pending', 'running')")
+            .bind(id.as_str())
+            .fetch_all(&mut *tx)
+            .await?;
+        let task_error = format!("cluster terminated: {reason}");
+        for row in &jobs {
+            let job: JobId = parse_col("jobs.id", row.get(0))?;
+            sqlx::query(
+                "UPDATE job_tasks SET state = ?, error = ?, finished_at = ?
+                 WHERE job_id = ? AND state IN ('pending', 'running')",
+            )
+            .bind(TaskState::Stopped.as_str())
+            .bind(&task_error)
+            .bind(now.0)
+            .bind(job.as_str())
+            .execute(&mut *tx)
+            .await?;
+            refresh_job_state(&mut tx, &job, now).await?;
+            terminated.jobs.push(job);
+        }
+        tx.commit().await?;
+        Ok(Some(terminated))
+    }
+
+    pub async fn expired_clusters(&self, now: Timestamp, limit: u32) -> StoreResult<Vec<ClusterId>> {
+        let rows = sqlx::query("SELECT id FROM clusters WHERE state = 'running' AND expires_at <= ? LIMIT ?")
+            .bind(now.0)
+            .bind(limit)
+            .fetch_all(&self.read)
+            .await?;
+        rows.iter().map(|r| parse_col("clusters.id", r.get(0))).collect()
+    }
+
+    pub async fn running_cluster_count(&self) -> StoreResult<i64> {
+        Ok(sqlx::query("SELECT COUNT(*) FROM clusters WHERE state = 'running'").fetch_one(&self.read).await?.get(0))
+    }
+}

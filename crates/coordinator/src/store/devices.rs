@@ -1,0 +1,318 @@
+//! Devices: registration on hello, heartbeats, state changes (each one recorded), listings.
+
+use herd_core::device::DeviceEvent as Event;
+use herd_core::{Address, DeviceState, Timestamp};
+use herd_market::{Availability, Offer};
+use herd_proto::api;
+use herd_proto::worker::HelloPayload;
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Row, SqliteConnection};
+
+use super::{json_col, parse_col, Store, StoreResult};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HelloOutcome {
+    pub state: DeviceState,
+    pub registered: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HelloRefusal {
+    OwnedByOther,
+    Blocked(String),
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct DeviceFilter {
+    pub state: Option<DeviceState>,
+    pub gpu_model: Option<String>,
+    pub country: Option<String>,
+    pub owner: Option<Address>,
+    pub limit: u32,
+    pub offset: u32,
+}
+
+const DEVICE_COLUMNS: &str = "id, owner, state, state_reason, simulated, country, gpu_model, gpu_count, spec, \
+     cluster_id, utilization, last_heartbeat_at, created_at";
+
+fn device_from_row(row: &SqliteRow) -> StoreResult<api::Device> {
+    let cluster_id: Option<String> = row.get("cluster_id");
+    let utilization: Option<String> = row.get("utilization");
+    Ok(api::Device {
+        id: parse_col("devices.id", row.get("id"))?,
+        owner: parse_col("devices.owner", row.get("owner"))?,
+        state: parse_col("devices.state", row.get("state"))?,
+        state_reason: row.get("state_reason"),
+        simulated: row.get("simulated"),
+        country: row.get("country"),
+        gpu_model: row.get("gpu_model"),
+        gpu_count: row.get::<i64, _>("gpu_count") as u32,
+        spec: json_col("devices.spec", row.get("spec"))?,
+        cluster_id: cluster_id.map(|c| parse_col("devices.cluster_id", &c)).transpose()?,
+        connected: false,
+        last_heartbeat_at: row.get::<Option<i64>, _>("last_heartbeat_at").map(Timestamp),
+        utilization: utilization.map(|u| json_col("devices.utilization", &u)).transpose()?,
+        created_at: Timestamp(row.get("created_at")),
+    })
+}
+
+/// Applies `event` to the device's current state and records the change; a transition the
+/// state machine forbids is skipped (and logged) rather than written.
+pub(super) async fn apply_event(
+    conn: &mut SqliteConnection,
+    id: &Address,
+    from: DeviceState,
+    event: Event,
+    reason: &str,
+    now: Timestamp,
+) -> StoreResult<DeviceState> {
+    let to = match from.next(event) {
+        Ok(to) => to,
+        Err(refused) => {
+            tracing::warn!(device = %id, %refused, "state change refused");
+            return Ok(from);
+        }
+    };
+    if to != from {
+        record_state(conn, id, Some(from), to, reason, now).await?;
+    }
+    Ok(to)
+}
+
+pub(super) async fn record_state(
+    conn: &mut SqliteConnection,
+    id: &Address,
+    from: Option<DeviceState>,
+    to: DeviceState,
+    reason: &str,
+    now: Timestamp,
+) -> StoreResult<()> {
+    sqlx::query("UPDATE devices SET state = ?, state_reason = ? WHERE id = ?")
+        .bind(to.as_str())
+        .bind(reason)
+        .bind(id.as_str())
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("INSERT INTO device_events (device_id, from_state, to_state, reason, at) VALUES (?, ?, ?, ?, ?)")
+        .bind(id.as_str())
+        .bind(from.map(|s| s.as_str()))
+        .bind(to.as_str())
+        .bind(reason)
+        .bind(now.0)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+impl Store {
+    /// Registers a device on its first authenticated hello, or refreshes what it reports and
+    /// brings it back online. A device stays bound to the owner it first registered with.
+    pub async fn device_hello(
+        &self,
+        hello: &HelloPayload,
+        now: Timestamp,
+    ) -> StoreResult<Result<HelloOutcome, HelloRefusal>> {
+        let id = &hello.device_key;
+        let offer = hello.spec.gpu_offer();
+        let spec = serde_json::to_string(&hello.spec).expect("a spec always serialises");
+        let mut tx = self.write.begin().await?;
+        let existing = sqlx::query("SELECT owner, state, state_reason, admitted, cluster_id FROM devices WHERE id = ?")
+            .bind(id.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+        let registered = existing.is_none();
+        let (mut state, admitted, leased) = match existing {
+            None => {
+                sqlx::query(
+                    "INSERT INTO devices (id, owner, state, state_reason, simulated, country, gpu_model, gpu_count,
+                        spec, advertise_addr, last_heartbeat_at, created_at)
+                     VALUES (?, ?, 'pending', 'registered', ?, ?, ?, ?, ?, ?, ?, ?)",
+                )
+                .bind(id.as_str())
+                .bind(hello.owner.as_str())
+                .bind(hello.simulated)
+                .bind(&hello.country)
+                .bind(offer.map(|(m, _)| m.name))
+                .bind(offer.map_or(0, |(_, n)| n))
+                .bind(&spec)
+                .bind(&hello.advertise_addr)
+                .bind(now.0)
+                .bind(now.0)
+                .execute(&mut *tx)
+                .await?;
+                record_state(&mut tx, id, None, DeviceState::Pending, "registered", now).await?;
+                (DeviceState::Pending, false, false)
+            }
+            Some(row) => {
+                let owner: &str = row.get("owner");
+                if owner != hello.owner.as_str() {
+                    return Ok(Err(HelloRefusal::OwnedByOther));
+                }
+                let state: DeviceState = parse_col("devices.state", row.get("state"))?;
+                if state == DeviceState::Blocked {
+                    return Ok(Err(HelloRefusal::Blocked(row.get("state_reason"))));
+                }
+                sqlx::query(
+                    "UPDATE devices SET simulated = ?, country = ?, gpu_model = ?, gpu_count = ?, spec = ?,
+                        advertise_addr = ?, last_heartbeat_at = ?
+                     WHERE id = ?",
+                )
+                .bind(hello.simulated)
+                .bind(&hello.country)
+                .bind(offer.map(|(m, _)| m.name))
+                .bind(offer.map_or(0, |(_, n)| n))
+                .bind(&spec)
+                .bind(&hello.advertise_addr)
+                .bind(now.0)
+                .bind(id.as_str())
+                .execute(&mut *tx)
+                .await?;
+                let leased = row.get::<Option<String>, _>("cluster_id").is_some();
+                (state, row.get::<bool, _>("admitted"), leased)
+            }
+        };
+        if state == DeviceState::Offline {
+            state = apply_event(&mut tx, id, state, Event::Reconnect { admitted, leased }, "reconnected", now).await?;
+        }
+        if state == DeviceState::Pending {
+            // Admission today checks the authenticated hello and a valid spec; proof of
+            // compute will gate this step once devices must prove their hardware.
+            sqlx::query("UPDATE devices SET admitted = 1 WHERE id = ?").bind(id.as_str()).execute(&mut *tx).await?;
+            state = apply_event(&mut tx, id, state, Event::Admit, "admitted: signed hello and valid spec", now).await?;
+        }
+        tx.commit().await?;
+        Ok(Ok(HelloOutcome { state, registered }))
+    }
+
+    pub async fn record_heartbeat(&self, id: &Address, utilization: &api::Utilization, now: Timestamp) -> StoreResult<()> {
+        let utilization = serde_json::to_string(utilization).expect("utilization always serialises");
+        sqlx::query("UPDATE devices SET last_heartbeat_at = ?, utilization = ? WHERE id = ?")
+            .bind(now.0)
+            .bind(utilization)
+            .bind(id.as_str())
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    /// Marks an online device offline; false if it was not online.
+    pub async fn mark_offline(&self, id: &Address, reason: &str, now: Timestamp) -> StoreResult<bool> {
+        let mut tx = self.write.begin().await?;
+        let Some(row) = sqlx::query("SELECT state FROM devices WHERE id = ?")
+            .bind(id.as_str())
+            .fetch_optional(&mut *tx)
+            .await?
+        else {
+            return Ok(false);
+        };
+        let state: DeviceState = parse_col("devices.state", row.get(0))?;
+        if !matches!(state, DeviceState::Pending | DeviceState::Ready | DeviceState::Hired) {
+            return Ok(false);
+        }
+        apply_event(&mut tx, id, state, Event::Disconnect, reason, now).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Devices the database believes are online; the coordinator watches them for heartbeats
+    /// after a restart.
+    pub async fn online_device_ids(&self) -> StoreResult<Vec<Address>> {
+        let rows = sqlx::query("SELECT id FROM devices WHERE state IN ('pending', 'ready', 'hired')")
+            .fetch_all(&self.read)
+            .await?;
+        rows.iter().map(|r| parse_col("devices.id", r.get(0))).collect()
+    }
+
+    pub async fn list_devices(&self, filter: &DeviceFilter) -> StoreResult<Vec<api::Device>> {
+        let sql = format!(
+            "SELECT {DEVICE_COLUMNS} FROM devices
+             WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR gpu_model = ?2)
+               AND (?3 IS NULL OR country = ?3) AND (?4 IS NULL OR owner = ?4)
+             ORDER BY created_at, id LIMIT ?5 OFFSET ?6"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(filter.state.map(|s| s.as_str()))
+            .bind(filter.gpu_model.as_deref())
+            .bind(filter.country.as_deref())
+            .bind(filter.owner.as_ref().map(|o| o.as_str()))
+            .bind(filter.limit)
+            .bind(filter.offset)
+            .fetch_all(&self.read)
+            .await?;
+        rows.iter().map(device_from_row).collect()
+    }
+
+    pub async fn device(&self, id: &Address) -> StoreResult<Option<api::Device>> {
+        let sql = format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE id = ?");
+        let row = sqlx::query(&sql).bind(id.as_str()).fetch_optional(&self.read).await?;
+        row.as_ref().map(device_from_row).transpose()
+    }
+
+    pub async fn device_events(&self, id: &Address, limit: u32) -> StoreResult<Vec<api::DeviceEvent>> {
+        let rows = sqlx::query(
+            "SELECT from_state, to_state, reason, at FROM device_events WHERE device_id = ? ORDER BY id DESC LIMIT ?",
+        )
+        .bind(id.as_str())
+        .bind(limit)
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(api::DeviceEvent {
+                    from: r.get::<Option<&str>, _>(0).map(|s| parse_col("device_events.from_state", s)).transpose()?,
+                    to: parse_col("device_events.to_state", r.get(1))?,
+                    reason: r.get(2),
+                    at: Timestamp(r.get(3)),
+                })
+            })
+            .collect()
+    }
+
+    /// Ready devices that can serve a request, narrowed by the placement index.
+    pub async fn ready_offers(&self, gpu_model: Option<&str>, country: Option<&str>, limit: u32) -> StoreResult<Vec<Offer>> {
+        let rows = sqlx::query(
+            "SELECT id, country, gpu_model, gpu_count FROM devices
+             WHERE state = 'ready' AND (?1 IS NULL OR gpu_model = ?1) AND (?2 IS NULL OR country = ?2)
+             ORDER BY created_at, id LIMIT ?3",
+        )
+        .bind(gpu_model)
+        .bind(country)
+        .bind(limit)
+        .fetch_all(&self.read)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| Offer {
+                device_id: r.get("id"),
+                country: r.get("country"),
+                gpu: r
+                    .get::<Option<&str>, _>("gpu_model")
+                    .and_then(herd_core::catalog::lookup)
+                    .map(|m| (m.name, r.get::<i64, _>("gpu_count") as u32)),
+            })
+            .collect())
+    }
+
+    /// What is ready, grouped by hardware and country (largest groups first, at most 20).
+    pub async fn availability(&self) -> StoreResult<Vec<Availability>> {
+        let rows = sqlx::query(
+            "SELECT gpu_model, gpu_count, country, COUNT(*) FROM devices WHERE state = 'ready'
+             GROUP BY gpu_model, gpu_count, country ORDER BY COUNT(*) DESC LIMIT 20",
+        )
+        .fetch_all(&self.read)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| Availability {
+                gpu: r.get::<Option<String>, _>(0).map(|m| (m, r.get::<i64, _>(1) as u32)),
+                country: r.get(2),
+                devices: r.get::<i64, _>(3) as u32,
+            })
+            .collect())
+    }
+
+    pub async fn device_counts_by_state(&self) -> StoreResult<Vec<(String, i64)>> {
+        let rows = sqlx::query("SELECT state, COUNT(*) FROM devices GROUP BY state").fetch_all(&self.read).await?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+}

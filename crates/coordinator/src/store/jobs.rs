@@ -1,0 +1,314 @@
+//! Jobs, their per-node tasks and their output.
+
+use std::collections::BTreeMap;
+
+use herd_core::{Address, ClusterId, JobId, JobState, TaskState, Timestamp};
+use herd_proto::api::{self, LogLine, Stream};
+use herd_proto::worker::TaskAssignment;
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Row, SqliteConnection};
+
+use super::{json_col, parse_col, Store, StoreResult};
+
+pub struct NewJob<'a> {
+    pub id: &'a JobId,
+    pub cluster_id: &'a ClusterId,
+    pub owner: &'a Address,
+    pub command: &'a [String],
+    pub env: &'a BTreeMap<String, String>,
+    /// Devices in rank order.
+    pub nodes: &'a [Address],
+    pub now: Timestamp,
+}
+
+/// Re-derives a job's state from its tasks (the only source of truth) and stores it.
+pub(super) async fn refresh_job_state(conn: &mut SqliteConnection, job: &JobId, now: Timestamp) -> StoreResult<JobState> {
+    let rows = sqlx::query("SELECT state FROM job_tasks WHERE job_id = ?").bind(job.as_str()).fetch_all(&mut *conn).await?;
+    let tasks = rows.iter().map(|r| parse_col("job_tasks.state", r.get(0))).collect::<StoreResult<Vec<TaskState>>>()?;
+    let state = JobState::from_tasks(&tasks);
+    sqlx::query(
+        "UPDATE jobs SET state = ?, finished_at = CASE WHEN ? THEN COALESCE(finished_at, ?) ELSE NULL END WHERE id = ?",
+    )
+    .bind(state.as_str())
+    .bind(state.is_terminal())
+    .bind(now.0)
+    .bind(job.as_str())
+    .execute(&mut *conn)
+    .await?;
+    Ok(state)
+}
+
+fn stream_name(stream: Stream) -> &'static str {
+    match stream {
+        Stream::Stdout => "stdout",
+        Stream::Stderr => "stderr",
+    }
+}
+
+impl Store {
+    pub async fn create_job(&self, new: &NewJob<'_>) -> StoreResult<()> {
+        let mut tx = self.write.begin().await?;
+        sqlx::query(
+            "INSERT INTO jobs (id, cluster_id, owner, state, command, env, created_at) VALUES (?, ?, ?, 'pending', ?, ?, ?)",
+        )
+        .bind(new.id.as_str())
+        .bind(new.cluster_id.as_str())
+        .bind(new.owner.as_str())
+        .bind(serde_json::to_string(new.command).expect("strings serialise"))
+        .bind(serde_json::to_string(new.env).expect("strings serialise"))
+        .bind(new.now.0)
+        .execute(&mut *tx)
+        .await?;
+        for (rank, device) in new.nodes.iter().enumerate() {
+            sqlx::query("INSERT INTO job_tasks (job_id, rank, device_id, state) VALUES (?, ?, ?, 'pending')")
+                .bind(new.id.as_str())
+                .bind(rank as i64)
+                .bind(device.as_str())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn job(&self, id: &JobId) -> StoreResult<Option<api::Job>> {
+        let row = sqlx::query("SELECT * FROM jobs WHERE id = ?").bind(id.as_str()).fetch_optional(&self.read).await?;
+        match row {
+            Some(row) => Ok(Some(self.job_from_row(&row).await?)),
+            None => Ok(None),
+        }
+    }
+
+    pub async fn jobs_of(&self, owner: &Address, cluster: Option<&ClusterId>, limit: u32) -> StoreResult<Vec<api::Job>> {
+        let rows = sqlx::query(
+            "SELECT * FROM jobs WHERE owner = ? AND (? IS NULL OR cluster_id = ?) ORDER BY created_at DESC LIMIT ?",
+        )
+        .bind(owner.as_str())
+        .bind(cluster.map(|c| c.as_str()))
+        .bind(cluster.map(|c| c.as_str()))
+        .bind(limit)
+        .fetch_all(&self.read)
+        .await?;
+        let mut jobs = Vec::with_capacity(rows.len());
+        for row in &rows {
+            jobs.push(self.job_from_row(row).await?);
+        }
+        Ok(jobs)
+    }
+
+    async fn job_from_row(&self, row: &SqliteRow) -> StoreResult<api::Job> {
+        let id: JobId = parse_col("jobs.id", row.get("id"))?;
+        let tasks = sqlx::query("SELECT * FROM job_tasks WHERE job_id = ? ORDER BY rank")
+            .bind(id.as_str())
+            .fetch_all(&self.read)
+            .await?;
+        let tasks = tasks
+            .iter()
+            .map(|t| {
+                Ok(api::Task {
+                    rank: t.get::<i64, _>("rank") as u32,
+                    device_id: parse_col("job_tasks.device_id", t.get("device_id"))?,
+                    state: parse_col("job_tasks.state", t.get("state"))?,
+                    exit_code: t.get::<Option<i64>, _>("exit_code").map(|c| c as i32),
+                    error: t.get("error"),
+                    started_at: t.get::<Option<i64>, _>("started_at").map(Timestamp),
+                    finished_at: t.get::<Option<i64>, _>("finished_at").map(Timestamp),
+                })
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(api::Job {
+            cluster_id: parse_col("jobs.cluster_id", row.get("cluster_id"))?,
+            owner: parse_col("jobs.owner", row.get("owner"))?,
+            state: parse_col("jobs.state", row.get("state"))?,
+            command: json_col("jobs.command", row.get("command"))?,
+            tasks,
+            created_at: Timestamp(row.get("created_at")),
+            finished_at: row.get::<Option<i64>, _>("finished_at").map(Timestamp),
+            id,
+        })
+    }
+
+    pub async fn job_owner(&self, id: &JobId) -> StoreResult<Option<Address>> {
+        let row = sqlx::query("SELECT owner FROM jobs WHERE id = ?").bind(id.as_str()).fetch_optional(&self.read).await?;
+        row.map(|r| parse_col("jobs.owner", r.get(0))).transpose()
+    }
+
+    pub async fn job_state(&self, id: &JobId) -> StoreResult<Option<JobState>> {
+        let row = sqlx::query("SELECT state FROM jobs WHERE id = ?").bind(id.as_str()).fetch_optional(&self.read).await?;
+        row.map(|r| parse_col("jobs.state", r.get(0))).transpose()
+    }
+
+    /// The worker confirmed it started the task. Only the device the task was assigned to
+    /// can report on it.
+    pub async fn task_started(&self, job: &JobId, device: &Address, now: Timestamp) -> StoreResult<bool> {
+        let mut tx = self.write.begin().await?;
+        let done = sqlx::query(
+            "UPDATE job_tasks SET state = 'running', started_at = ? WHERE job_id = ? AND device_id = ? AND state = 'pending'",
+        )
+        .bind(now.0)
+        .bind(job.as_str())
+        .bind(device.as_str())
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        refresh_job_state(&mut tx, job, now).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Records how a task ended; false if it had already ended (reports are idempotent).
+    pub async fn task_exited(
+        &self,
+        job: &JobId,
+        device: &Address,
+        exit_code: Option<i32>,
+        error: Option<&str>,
+        now: Timestamp,
+    ) -> StoreResult<bool> {
+        let mut tx = self.write.begin().await?;
+        let Some(row) = sqlx::query("SELECT stop_requested FROM jobs WHERE id = ?")
+            .bind(job.as_str())
+            .fetch_optional(&mut *tx)
+            .await?
+        else {
+            return Ok(false);
+        };
+        let state = TaskState::from_exit(exit_code, row.get::<bool, _>(0));
+        let done = sqlx::query(
+            "UPDATE job_tasks SET state = ?, exit_code = ?, error = ?, finished_at = ?,
+                started_at = COALESCE(started_at, ?)
+             WHERE job_id = ? AND device_id = ? AND state IN ('pending', 'running')",
+        )
+        .bind(state.as_str())
+        .bind(exit_code)
+        .bind(error)
+        .bind(now.0)
+        .bind(now.0)
+        .bind(job.as_str())
+        .bind(device.as_str())
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        refresh_job_state(&mut tx, job, now).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Appends output lines from the device that runs the task; false if the device has no
+    /// task in this job.
+    pub async fn append_logs(
+        &self,
+        job: &JobId,
+        device: &Address,
+        stream: Stream,
+        lines: &[String],
+        now: Timestamp,
+    ) -> StoreResult<bool> {
+        let mut tx = self.write.begin().await?;
+        let Some(row) = sqlx::query("SELECT rank FROM job_tasks WHERE job_id = ? AND device_id = ?")
+            .bind(job.as_str())
+            .bind(device.as_str())
+            .fetch_optional(&mut *tx)
+            .await?
+        else {
+            return Ok(false);
+        };
+        let rank: i64 = row.get(0);
+        for line in lines {
+            sqlx::query("INSERT INTO job_logs (job_id, rank, stream, text, at) VALUES (?, ?, ?, ?, ?)")
+                .bind(job.as_str())
+                .bind(rank)
+                .bind(stream_name(stream))
+                .bind(line)
+                .bind(now.0)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    pub async fn logs_after(&self, job: &JobId, after_seq: i64, limit: u32) -> StoreResult<Vec<LogLine>> {
+        let rows = sqlx::query(
+            "SELECT seq, rank, stream, text, at FROM job_logs WHERE job_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+        )
+        .bind(job.as_str())
+        .bind(after_seq)
+        .bind(limit)
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(LogLine {
+                    seq: r.get(0),
+                    rank: r.get::<i64, _>(1) as u32,
+                    stream: if r.get::<&str, _>(2) == "stderr" { Stream::Stderr } else { Stream::Stdout },
+                    text: r.get(3),
+                    at: Timestamp(r.get(4)),
+                })
+            })
+            .collect()
+    }
+
+    /// Asks the job to stop: tasks not yet started end now; returns the devices whose tasks
+    /// may be running and must be told.
+    pub async fn request_stop(&self, job: &JobId, now: Timestamp) -> StoreResult<Vec<Address>> {
+        let mut tx = self.write.begin().await?;
+        sqlx::query("UPDATE jobs SET stop_requested = 1 WHERE id = ?").bind(job.as_str()).execute(&mut *tx).await?;
+        let rows = sqlx::query("SELECT device_id FROM job_tasks WHERE job_id = ? AND state IN ('pending', 'running')")
+            .bind(job.as_str())
+            .fetch_all(&mut *tx)
+            .await?;
+        let devices = rows.iter().map(|r| parse_col("job_tasks.device_id", r.get(0))).collect::<StoreResult<Vec<_>>>()?;
+        sqlx::query(
+            "UPDATE job_tasks SET state = 'stopped', error = 'stopped before it started', finished_at = ?
+             WHERE job_id = ? AND state = 'pending'",
+        )
+        .bind(now.0)
+        .bind(job.as_str())
+        .execute(&mut *tx)
+        .await?;
+        refresh_job_state(&mut tx, job, now).await?;
+        tx.commit().await?;
+        Ok(devices)
+    }
+
+    /// Unfinished tasks assigned to a device, with what the worker needs to run them.
+    pub async fn device_assignments(&self, device: &Address) -> StoreResult<Vec<(TaskAssignment, TaskState)>> {
+        let rows = sqlx::query(
+            "SELECT t.job_id, t.rank, t.state, j.cluster_id, j.command, j.env,
+                (SELECT COUNT(*) FROM cluster_nodes n WHERE n.cluster_id = j.cluster_id) AS node_count,
+                (SELECT d.advertise_addr FROM cluster_nodes n JOIN devices d ON d.id = n.device_id
+                  WHERE n.cluster_id = j.cluster_id AND n.rank = 0) AS head_addr
+             FROM job_tasks t JOIN jobs j ON j.id = t.job_id
+             WHERE t.device_id = ? AND t.state IN ('pending', 'running')
+             ORDER BY j.created_at",
+        )
+        .bind(device.as_str())
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let assignment = TaskAssignment {
+                    job_id: parse_col("job_tasks.job_id", r.get("job_id"))?,
+                    cluster_id: parse_col("jobs.cluster_id", r.get("cluster_id"))?,
+                    rank: r.get::<i64, _>("rank") as u32,
+                    node_count: r.get::<i64, _>("node_count") as u32,
+                    head_addr: r.get::<Option<String>, _>("head_addr").unwrap_or_default(),
+                    command: json_col("jobs.command", r.get("command"))?,
+                    env: json_col("jobs.env", r.get("env"))?,
+                };
+                Ok((assignment, parse_col("job_tasks.state", r.get("state"))?))
+            })
+            .collect()
+    }
+
+    pub async fn job_counts_by_state(&self) -> StoreResult<Vec<(String, i64)>> {
+        let rows = sqlx::query("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetch_all(&self.read).await?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+}
