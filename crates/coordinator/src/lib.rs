@@ -1,1 +1,20 @@
+//! The coordinator: HTTP API, worker sockets, reconcilers and the database.
+//!
+//! Architecture invariant: only this crate knows SQL (in `store`), and it applies what the
+//! pure crates (`herd-market`, later ledger and verify) decide.
+
+mod actions;
+mod api;
+mod app;
+mod auth;
+mod error;
+mod hub;
+mod metrics;
+mod reconcile;
+mod server;
 pub mod store;
+mod worker_socket;
+
+pub use api::ApiDoc;
+pub use app::CoordinatorConfig;
+pub use server::{start, RunningCoordinator, StartError};

@@ -166,8 +166,11 @@ mod tests {
 
     #[test]
     fn shortfall_is_all_or_nothing_and_says_what_exists() {
-        let request =
-            ClusterRequest { hardware: Hardware::Gpu { model: "H100", per_node: 8 }, nodes: 1, country: Some("JP".into()) };
+        let request = ClusterRequest {
+            hardware: Hardware::Gpu { model: "H100", per_node: 8 },
+            nodes: 1,
+            country: Some("JP".into()),
+        };
         let shortfall = first_fit(&request, &fleet()).unwrap_err();
         assert_eq!(shortfall.matching, 0);
         let available = vec![

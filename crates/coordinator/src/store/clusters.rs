@@ -76,7 +76,8 @@ impl Store {
     }
 
     pub async fn cluster(&self, id: &ClusterId) -> StoreResult<Option<api::Cluster>> {
-        let row = sqlx::query("SELECT * FROM clusters WHERE id = ?").bind(id.as_str()).fetch_optional(&self.read).await?;
+        let row =
+            sqlx::query("SELECT * FROM clusters WHERE id = ?").bind(id.as_str()).fetch_optional(&self.read).await?;
         match row {
             Some(row) => Ok(Some(self.cluster_from_row(&row).await?)),
             None => Ok(None),
@@ -84,7 +85,12 @@ impl Store {
     }
 
     /// The owner's clusters, newest first; terminated ones only when asked.
-    pub async fn clusters_of(&self, owner: &Address, include_terminated: bool, limit: u32) -> StoreResult<Vec<api::Cluster>> {
+    pub async fn clusters_of(
+        &self,
+        owner: &Address,
+        include_terminated: bool,
+        limit: u32,
+    ) -> StoreResult<Vec<api::Cluster>> {
         let rows = sqlx::query(
             "SELECT * FROM clusters WHERE owner = ? AND (? OR state = 'running') ORDER BY created_at DESC LIMIT ?",
         )
@@ -159,7 +165,12 @@ impl Store {
 
     /// Ends the lease: frees its devices and stops its unfinished tasks, in one transaction.
     /// None if the cluster is unknown or already terminated.
-    pub async fn terminate_cluster(&self, id: &ClusterId, reason: &str, now: Timestamp) -> StoreResult<Option<Terminated>> {
+    pub async fn terminate_cluster(
+        &self,
+        id: &ClusterId,
+        reason: &str,
+        now: Timestamp,
+    ) -> StoreResult<Option<Terminated>> {
         let mut tx = self.write.begin().await?;
         let ended = sqlx::query(
             "UPDATE clusters SET state = 'terminated', ended_at = ?, end_reason = ? WHERE id = ? AND state = 'running'",
@@ -181,7 +192,10 @@ impl Store {
         for row in &devices {
             let device: Address = parse_col("devices.id", row.get(0))?;
             let state: DeviceState = parse_col("devices.state", row.get(1))?;
-            sqlx::query("UPDATE devices SET cluster_id = NULL WHERE id = ?").bind(device.as_str()).execute(&mut *tx).await?;
+            sqlx::query("UPDATE devices SET cluster_id = NULL WHERE id = ?")
+                .bind(device.as_str())
+                .execute(&mut *tx)
+                .await?;
             apply_event(&mut tx, &device, state, Event::Release, &release_reason, now).await?;
             terminated.devices.push(device);
         }

@@ -184,7 +184,12 @@ impl Store {
         Ok(Ok(HelloOutcome { state, registered }))
     }
 
-    pub async fn record_heartbeat(&self, id: &Address, utilization: &api::Utilization, now: Timestamp) -> StoreResult<()> {
+    pub async fn record_heartbeat(
+        &self,
+        id: &Address,
+        utilization: &api::Utilization,
+        now: Timestamp,
+    ) -> StoreResult<()> {
         let utilization = serde_json::to_string(utilization).expect("utilization always serialises");
         sqlx::query("UPDATE devices SET last_heartbeat_at = ?, utilization = ? WHERE id = ?")
             .bind(now.0)
@@ -198,10 +203,8 @@ impl Store {
     /// Marks an online device offline; false if it was not online.
     pub async fn mark_offline(&self, id: &Address, reason: &str, now: Timestamp) -> StoreResult<bool> {
         let mut tx = self.write.begin().await?;
-        let Some(row) = sqlx::query("SELECT state FROM devices WHERE id = ?")
-            .bind(id.as_str())
-            .fetch_optional(&mut *tx)
-            .await?
+        let Some(row) =
+            sqlx::query("SELECT state FROM devices WHERE id = ?").bind(id.as_str()).fetch_optional(&mut *tx).await?
         else {
             return Ok(false);
         };
@@ -269,7 +272,12 @@ impl Store {
     }
 
     /// Ready devices that can serve a request, narrowed by the placement index.
-    pub async fn ready_offers(&self, gpu_model: Option<&str>, country: Option<&str>, limit: u32) -> StoreResult<Vec<Offer>> {
+    pub async fn ready_offers(
+        &self,
+        gpu_model: Option<&str>,
+        country: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Vec<Offer>> {
         let rows = sqlx::query(
             "SELECT id, country, gpu_model, gpu_count FROM devices
              WHERE state = 'ready' AND (?1 IS NULL OR gpu_model = ?1) AND (?2 IS NULL OR country = ?2)

@@ -22,8 +22,13 @@ pub struct NewJob<'a> {
 }
 
 /// Re-derives a job's state from its tasks (the only source of truth) and stores it.
-pub(super) async fn refresh_job_state(conn: &mut SqliteConnection, job: &JobId, now: Timestamp) -> StoreResult<JobState> {
-    let rows = sqlx::query("SELECT state FROM job_tasks WHERE job_id = ?").bind(job.as_str()).fetch_all(&mut *conn).await?;
+pub(super) async fn refresh_job_state(
+    conn: &mut SqliteConnection,
+    job: &JobId,
+    now: Timestamp,
+) -> StoreResult<JobState> {
+    let rows =
+        sqlx::query("SELECT state FROM job_tasks WHERE job_id = ?").bind(job.as_str()).fetch_all(&mut *conn).await?;
     let tasks = rows.iter().map(|r| parse_col("job_tasks.state", r.get(0))).collect::<StoreResult<Vec<TaskState>>>()?;
     let state = JobState::from_tasks(&tasks);
     sqlx::query(
@@ -79,7 +84,12 @@ impl Store {
         }
     }
 
-    pub async fn jobs_of(&self, owner: &Address, cluster: Option<&ClusterId>, limit: u32) -> StoreResult<Vec<api::Job>> {
+    pub async fn jobs_of(
+        &self,
+        owner: &Address,
+        cluster: Option<&ClusterId>,
+        limit: u32,
+    ) -> StoreResult<Vec<api::Job>> {
         let rows = sqlx::query(
             "SELECT * FROM jobs WHERE owner = ? AND (? IS NULL OR cluster_id = ?) ORDER BY created_at DESC LIMIT ?",
         )
@@ -129,12 +139,14 @@ impl Store {
     }
 
     pub async fn job_owner(&self, id: &JobId) -> StoreResult<Option<Address>> {
-        let row = sqlx::query("SELECT owner FROM jobs WHERE id = ?").bind(id.as_str()).fetch_optional(&self.read).await?;
+        let row =
+            sqlx::query("SELECT owner FROM jobs WHERE id = ?").bind(id.as_str()).fetch_optional(&self.read).await?;
         row.map(|r| parse_col("jobs.owner", r.get(0))).transpose()
     }
 
     pub async fn job_state(&self, id: &JobId) -> StoreResult<Option<JobState>> {
-        let row = sqlx::query("SELECT state FROM jobs WHERE id = ?").bind(id.as_str()).fetch_optional(&self.read).await?;
+        let row =
+            sqlx::query("SELECT state FROM jobs WHERE id = ?").bind(id.as_str()).fetch_optional(&self.read).await?;
         row.map(|r| parse_col("jobs.state", r.get(0))).transpose()
     }
 
@@ -263,7 +275,8 @@ impl Store {
             .bind(job.as_str())
             .fetch_all(&mut *tx)
             .await?;
-        let devices = rows.iter().map(|r| parse_col("job_tasks.device_id", r.get(0))).collect::<StoreResult<Vec<_>>>()?;
+        let devices =
+            rows.iter().map(|r| parse_col("job_tasks.device_id", r.get(0))).collect::<StoreResult<Vec<_>>>()?;
         sqlx::query(
             "UPDATE job_tasks SET state = 'stopped', error = 'stopped before it started', finished_at = ?
              WHERE job_id = ? AND state = 'pending'",

@@ -18,8 +18,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 use sqlx::Row;
 
 pub use clusters::{NewCluster, StalePlan, Terminated};
-pub use jobs::NewJob;
 pub use devices::{DeviceFilter, HelloOutcome, HelloRefusal};
+pub use jobs::NewJob;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -1,0 +1,65 @@
+//! What the coordinator does after a committed change: tell the workers involved and wake
+//! log followers. The database is the desired state; these messages drive reality towards it,
+//! and a worker that misses one is resynchronised from the database when it reconnects.
+
+use herd_core::{Address, ClusterId, TaskState};
+use herd_proto::worker::{ServerMessage, TaskAssignment, TaskReport};
+
+use crate::app::{now, App};
+use crate::store::StoreResult;
+
+/// Sends a newly created task to its worker; if the worker is away, it gets it on reconnect.
+pub fn dispatch(app: &App, device: &Address, assignment: TaskAssignment) {
+    if !app.hub.send(device, ServerMessage::StartTask(assignment)) {
+        tracing::info!(%device, "worker not connected; the task starts when it reconnects");
+    }
+}
+
+/// Reconciles a (re)connected worker's tasks with the database: adopts what still runs,
+/// records what ended while it was away, restarts nothing, fails what it lost, sends what it
+/// never received, and stops what it runs that is no longer wanted.
+pub async fn adopt(app: &App, device: &Address, reports: &[TaskReport]) -> StoreResult<()> {
+    let assignments = app.store.device_assignments(device).await?;
+    let at = now();
+    for (assignment, state) in &assignments {
+        let job = &assignment.job_id;
+        match reports.iter().find(|r| &r.job_id == job) {
+            Some(TaskReport { exited: Some(exit), .. }) => {
+                app.store.task_exited(job, device, exit.exit_code, exit.error.as_deref(), at).await?;
+                app.notify_job(job);
+            }
+            Some(_) if *state == TaskState::Pending => {
+                app.store.task_started(job, device, at).await?;
+                app.notify_job(job);
+            }
+            Some(_) => {}
+            None if *state == TaskState::Running => {
+                let error = "lost: the worker no longer runs this task (it restarted)";
+                app.store.task_exited(job, device, None, Some(error), at).await?;
+                app.notify_job(job);
+            }
+            None => dispatch(app, device, assignment.clone()),
+        }
+    }
+    for report in reports.iter().filter(|r| r.exited.is_none()) {
+        if !assignments.iter().any(|(a, _)| a.job_id == report.job_id) {
+            app.hub.send(device, ServerMessage::StopTask { job_id: report.job_id.clone() });
+        }
+    }
+    Ok(())
+}
+
+/// Ends a lease; false if the cluster was not running.
+pub async fn terminate_cluster(app: &App, cluster: &ClusterId, reason: &str) -> StoreResult<bool> {
+    let Some(terminated) = app.store.terminate_cluster(cluster, reason, now()).await? else {
+        return Ok(false);
+    };
+    for device in &terminated.devices {
+        app.hub.send(device, ServerMessage::StopCluster { cluster_id: cluster.clone() });
+    }
+    for job in &terminated.jobs {
+        app.notify_job(job);
+    }
+    tracing::info!(%cluster, reason, devices = terminated.devices.len(), "cluster terminated");
+    Ok(true)
+}

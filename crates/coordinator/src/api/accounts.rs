@@ -1,0 +1,89 @@
+//! Accounts are Ed25519 keys. Registering and obtaining API keys both require signing a
+//! one-time challenge, so nobody can act for an address without its private key.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use herd_core::Timestamp;
+use herd_proto::api::{Account, ApiKeyIssued, Challenge, ChallengeRequest, ErrorBody, SignedChallenge};
+use herd_proto::signing::{account_challenge_message, PURPOSE_LOGIN, PURPOSE_REGISTER};
+
+use crate::app::{now, App};
+use crate::auth::{new_api_key, random_token, verify_signature, Caller};
+use crate::error::{ApiError, ApiJson, ApiResult};
+
+const CHALLENGE_TTL_MS: i64 = 5 * 60 * 1000;
+
+/// A one-time nonce to sign with the account key (valid 5 minutes).
+#[utoipa::path(post, path = "/v1/auth/challenge", request_body = ChallengeRequest,
+    responses((status = 201, body = Challenge), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn challenge(
+    State(app): State<App>,
+    ApiJson(request): ApiJson<ChallengeRequest>,
+) -> ApiResult<(StatusCode, Json<Challenge>)> {
+    let exists = app.store.account_exists(&request.address).await?;
+    match request.purpose.as_str() {
+        PURPOSE_REGISTER if exists => {
+            return Err(ApiError::conflict(format!("account {} already exists", request.address)))
+        }
+        PURPOSE_LOGIN if !exists => {
+            return Err(ApiError::not_found(format!("no account {}; register it first", request.address)))
+        }
+        PURPOSE_REGISTER | PURPOSE_LOGIN => {}
+        other => {
+            return Err(ApiError::bad_request(format!("invalid purpose {other:?}: expected \"register\" or \"login\"")))
+        }
+    }
+    let at = now();
+    let nonce = random_token();
+    let expires_at = Timestamp(at.0 + CHALLENGE_TTL_MS);
+    app.store.create_challenge(&nonce, &request.address, &request.purpose, expires_at, at).await?;
+    Ok((StatusCode::CREATED, Json(Challenge { nonce, expires_at })))
+}
+
+async fn check_signed(app: &App, signed: &SignedChallenge, purpose: &str) -> ApiResult<()> {
+    let message = account_challenge_message(purpose, signed.address.as_str(), &signed.nonce);
+    verify_signature(&signed.address, &message, &signed.signature)
+        .map_err(|e| ApiError::unauthorized(e.to_string()))?;
+    if !app.store.consume_challenge(&signed.nonce, &signed.address, purpose, now()).await? {
+        return Err(ApiError::unauthorized("challenge unknown, expired or already used; request a new one"));
+    }
+    Ok(())
+}
+
+/// Registers an account (proving possession of its key) and returns its first API key.
+#[utoipa::path(post, path = "/v1/accounts", request_body = SignedChallenge,
+    responses((status = 201, body = ApiKeyIssued), (status = 401, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn register(
+    State(app): State<App>,
+    ApiJson(signed): ApiJson<SignedChallenge>,
+) -> ApiResult<(StatusCode, Json<ApiKeyIssued>)> {
+    check_signed(&app, &signed, PURPOSE_REGISTER).await?;
+    let (api_key, hash) = new_api_key();
+    if !app.store.register_account(&signed.address, &hash, now()).await? {
+        return Err(ApiError::conflict(format!("account {} already exists", signed.address)));
+    }
+    tracing::info!(address = %signed.address, "account registered");
+    Ok((StatusCode::CREATED, Json(ApiKeyIssued { address: signed.address, api_key })))
+}
+
+/// Issues a new API key for an existing account.
+#[utoipa::path(post, path = "/v1/auth/api-keys", request_body = SignedChallenge,
+    responses((status = 201, body = ApiKeyIssued), (status = 401, body = ErrorBody)))]
+pub async fn login(
+    State(app): State<App>,
+    ApiJson(signed): ApiJson<SignedChallenge>,
+) -> ApiResult<(StatusCode, Json<ApiKeyIssued>)> {
+    check_signed(&app, &signed, PURPOSE_LOGIN).await?;
+    let (api_key, hash) = new_api_key();
+    app.store.add_api_key(&signed.address, &hash, now()).await?;
+    Ok((StatusCode::CREATED, Json(ApiKeyIssued { address: signed.address, api_key })))
+}
+
+/// The calling account.
+#[utoipa::path(get, path = "/v1/account", security(("api_key" = [])),
+    responses((status = 200, body = Account), (status = 401, body = ErrorBody)))]
+pub async fn me(State(app): State<App>, Caller(address): Caller) -> ApiResult<Json<Account>> {
+    let account = app.store.account(&address).await?.ok_or_else(|| ApiError::not_found("account not found"))?;
+    Ok(Json(account))
+}

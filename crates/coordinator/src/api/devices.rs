@@ -1,0 +1,75 @@
+//! Devices are public (the explorer shows them all); only their owner's address is shown,
+//! never anything secret.
+
+use axum::extract::{Path, State};
+use axum::Json;
+use herd_core::{Address, DeviceState};
+use herd_proto::api::{Device, DeviceDetail, ErrorBody};
+use serde::Deserialize;
+
+use super::{parse_id, validate_country};
+use crate::app::App;
+use crate::error::{ApiError, ApiQuery, ApiResult};
+use crate::store::DeviceFilter;
+
+const PAGE_MAX: u32 = 1000;
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct DeviceQuery {
+    /// pending, ready, hired, offline or blocked
+    state: Option<String>,
+    /// A catalog GPU model, e.g. `H100`.
+    gpu: Option<String>,
+    country: Option<String>,
+    owner: Option<String>,
+    /// Page size, 1..=1000 (default 100).
+    limit: Option<u32>,
+    offset: Option<u32>,
+}
+
+/// Devices on the network, oldest first.
+#[utoipa::path(get, path = "/v1/devices", params(DeviceQuery),
+    responses((status = 200, body = Vec<Device>), (status = 400, body = ErrorBody)))]
+pub async fn list(State(app): State<App>, ApiQuery(query): ApiQuery<DeviceQuery>) -> ApiResult<Json<Vec<Device>>> {
+    let state = query.state.as_deref().map(str::parse::<DeviceState>).transpose().map_err(ApiError::bad_request)?;
+    let gpu_model = match query.gpu.as_deref() {
+        Some(name) => Some(
+            herd_core::catalog::lookup(name)
+                .ok_or_else(|| {
+                    ApiError::bad_request(format!(
+                        "unknown GPU model {name:?}; known models: {}",
+                        herd_core::catalog::model_names().join(", ")
+                    ))
+                })?
+                .name
+                .to_owned(),
+        ),
+        None => None,
+    };
+    if let Some(country) = &query.country {
+        validate_country(country)?;
+    }
+    let owner = query.owner.as_deref().map(parse_id::<Address>).transpose()?;
+    let limit = query.limit.unwrap_or(100);
+    if limit == 0 || limit > PAGE_MAX {
+        return Err(ApiError::bad_request(format!("limit must be 1..={PAGE_MAX}, got {limit}")));
+    }
+    let filter =
+        DeviceFilter { state, gpu_model, country: query.country, owner, limit, offset: query.offset.unwrap_or(0) };
+    let mut devices = app.store.list_devices(&filter).await?;
+    for device in &mut devices {
+        device.connected = app.hub.is_connected(&device.id);
+    }
+    Ok(Json(devices))
+}
+
+/// One device with its recent state changes.
+#[utoipa::path(get, path = "/v1/devices/{id}", params(("id" = String, Path, description = "device public key (base58)")),
+    responses((status = 200, body = DeviceDetail), (status = 404, body = ErrorBody)))]
+pub async fn show(State(app): State<App>, Path(id): Path<String>) -> ApiResult<Json<DeviceDetail>> {
+    let id: Address = parse_id(&id)?;
+    let mut device = app.store.device(&id).await?.ok_or_else(|| ApiError::not_found(format!("no device {id}")))?;
+    device.connected = app.hub.is_connected(&id);
+    let events = app.store.device_events(&id, 100).await?;
+    Ok(Json(DeviceDetail { device, events }))
+}

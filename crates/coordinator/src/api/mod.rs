@@ -1,0 +1,124 @@
+//! The `/v1` JSON API, `/metrics`, and the index page.
+
+mod accounts;
+mod clusters;
+mod devices;
+mod jobs;
+mod system;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::Router;
+use utoipa::OpenApi;
+
+use crate::app::App;
+use crate::error::{not_found_fallback, ApiError};
+use crate::metrics::labels;
+use crate::worker_socket;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "herd coordinator API", description = "Accounts, devices, clusters and jobs of a herd network."),
+    paths(
+        system::health,
+        accounts::challenge,
+        accounts::register,
+        accounts::login,
+        accounts::me,
+        devices::list,
+        devices::show,
+        clusters::create,
+        clusters::list,
+        clusters::show,
+        clusters::delete,
+        clusters::extend,
+        jobs::create,
+        jobs::list,
+        jobs::show,
+        jobs::stop,
+        jobs::logs,
+    ),
+    components(schemas(herd_proto::api::ErrorBody, herd_proto::api::LogEvent)),
+    modifiers(&BearerAuth)
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("herd_…").build()),
+        );
+    }
+}
+
+pub fn router(app: App) -> Router {
+    Router::new()
+        .route("/", get(system::index))
+        .route("/metrics", get(system::metrics))
+        .route("/v1/health", get(system::health))
+        .route("/v1/openapi.json", get(system::openapi))
+        .route("/v1/auth/challenge", post(accounts::challenge))
+        .route("/v1/accounts", post(accounts::register))
+        .route("/v1/auth/api-keys", post(accounts::login))
+        .route("/v1/account", get(accounts::me))
+        .route("/v1/devices", get(devices::list))
+        .route("/v1/devices/{id}", get(devices::show))
+        .route("/v1/clusters", post(clusters::create).get(clusters::list))
+        .route("/v1/clusters/{id}", get(clusters::show).delete(clusters::delete))
+        .route("/v1/clusters/{id}/extend", post(clusters::extend))
+        .route("/v1/jobs", post(jobs::create).get(jobs::list))
+        .route("/v1/jobs/{id}", get(jobs::show))
+        .route("/v1/jobs/{id}/stop", post(jobs::stop))
+        .route("/v1/jobs/{id}/logs", get(jobs::logs))
+        .route("/v1/worker/connect", get(worker_socket::connect))
+        .route_layer(middleware::from_fn_with_state(app.clone(), count_requests))
+        .fallback(not_found_fallback)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(app)
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError {
+        status: axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        code: "method_not_allowed",
+        message: "method not allowed on this path".into(),
+    }
+}
+
+async fn count_requests(State(app): State<App>, request: Request, next: Next) -> Response {
+    let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()).unwrap_or_default();
+    let method = request.method().to_string();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    app.metrics
+        .http_requests
+        .get_or_create(&labels(&[("method", &method), ("route", &route), ("status", &status)]))
+        .inc();
+    response
+}
+
+/// ISO 3166-1 alpha-2, upper case: two ASCII letters.
+pub fn validate_country(country: &str) -> Result<(), ApiError> {
+    if country.len() == 2 && country.bytes().all(|b| b.is_ascii_uppercase()) {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(format!(
+            "invalid country {country:?}: expected an ISO 3166-1 alpha-2 code in upper case, such as US or DE"
+        )))
+    }
+}
+
+/// Parses a path segment into a typed id; a malformed id is a 400 that says the format.
+fn parse_id<T: std::str::FromStr>(text: &str) -> Result<T, ApiError>
+where
+    T::Err: std::fmt::Display,
+{
+    text.parse().map_err(|e: T::Err| ApiError::bad_request(e.to_string()))
+}

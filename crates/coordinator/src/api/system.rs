@@ -1,0 +1,52 @@
+use axum::extract::State;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::{Html, IntoResponse, Response};
+use axum::Json;
+use herd_proto::api::Health;
+use utoipa::OpenApi;
+
+use super::ApiDoc;
+use crate::app::App;
+use crate::error::{ApiError, ApiResult};
+use crate::metrics::labels;
+
+/// Liveness and readiness: the database answers.
+#[utoipa::path(get, path = "/v1/health", responses((status = 200, body = Health), (status = 503, body = herd_proto::api::ErrorBody)))]
+pub async fn health(State(app): State<App>) -> ApiResult<Json<Health>> {
+    app.store.ping().await.map_err(|_| ApiError::unavailable("database unavailable"))?;
+    Ok(Json(Health {
+        status: "ok".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        workers_connected: app.hub.connected_count() as u64,
+    }))
+}
+
+pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}
+
+pub async fn metrics(State(app): State<App>) -> ApiResult<Response> {
+    app.metrics.workers_connected.set(app.hub.connected_count() as i64);
+    for (state, count) in app.store.device_counts_by_state().await? {
+        app.metrics.devices.get_or_create(&labels(&[("state", &state)])).set(count);
+    }
+    for (state, count) in app.store.job_counts_by_state().await? {
+        app.metrics.jobs.get_or_create(&labels(&[("state", &state)])).set(count);
+    }
+    app.metrics.clusters_running.set(app.store.running_cluster_count().await?);
+    Ok(([(CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], app.metrics.render())
+        .into_response())
+}
+
+pub async fn index() -> Html<&'static str> {
+    Html(concat!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>herd</title></head><body>",
+        "<h1>herd coordinator</h1>",
+        "<p>An open, decentralized GPU cloud. This coordinator serves:</p><ul>",
+        "<li><a href=\"/v1/health\">/v1/health</a> — health</li>",
+        "<li><a href=\"/v1/devices\">/v1/devices</a> — every device on the network (public)</li>",
+        "<li><a href=\"/v1/openapi.json\">/v1/openapi.json</a> — the API, generated from the code</li>",
+        "<li><a href=\"/metrics\">/metrics</a> — Prometheus metrics</li></ul>",
+        "<p>Use the <code>herd</code> CLI to create clusters and run jobs.</p></body></html>"
+    ))
+}

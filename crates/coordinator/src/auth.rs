@@ -1,0 +1,118 @@
+//! Authentication: account and device signatures (Ed25519), API keys (random, stored hashed),
+//! and the `Caller` extractor every customer endpoint takes.
+
+use axum::extract::FromRequestParts;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use ed25519_dalek::{Signature, VerifyingKey};
+use herd_core::Address;
+use rand::rngs::OsRng;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+
+use crate::app::App;
+use crate::error::ApiError;
+
+pub const API_KEY_PREFIX: &str = "herd_";
+
+/// 32 random bytes in base58: nonces, API keys.
+pub fn random_token() -> String {
+    let mut bytes = [0u8; 32];
+    OsRng.fill_bytes(&mut bytes);
+    bs58::encode(bytes).into_string()
+}
+
+pub fn random_entropy() -> [u8; 8] {
+    let mut bytes = [0u8; 8];
+    OsRng.fill_bytes(&mut bytes);
+    bytes
+}
+
+/// A new API key and the hash that is stored. A 256-bit random key needs no slow hash:
+/// SHA-256 already makes a leaked table useless.
+pub fn new_api_key() -> (String, String) {
+    let key = format!("{API_KEY_PREFIX}{}", random_token());
+    let hash = hash_api_key(&key);
+    (key, hash)
+}
+
+pub fn hash_api_key(key: &str) -> String {
+    Sha256::digest(key.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureError {
+    #[error("signature is not a base58 Ed25519 signature (64 bytes)")]
+    Malformed,
+    #[error("the address is not a valid Ed25519 public key")]
+    BadKey,
+    #[error("signature does not verify against the address")]
+    Mismatch,
+}
+
+/// Strict Ed25519 verification (rejects malleable and small-order forms).
+pub fn verify_signature(signer: &Address, message: &[u8], signature_b58: &str) -> Result<(), SignatureError> {
+    let mut bytes = [0u8; 64];
+    match bs58::decode(signature_b58).onto(&mut bytes) {
+        Ok(64) => {}
+        _ => return Err(SignatureError::Malformed),
+    }
+    let key = VerifyingKey::from_bytes(&signer.public_key_bytes()).map_err(|_| SignatureError::BadKey)?;
+    key.verify_strict(message, &Signature::from_bytes(&bytes)).map_err(|_| SignatureError::Mismatch)
+}
+
+/// The authenticated account behind a request (`Authorization: Bearer herd_…`).
+#[derive(Debug, Clone)]
+pub struct Caller(pub Address);
+
+impl FromRequestParts<App> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, Self::Rejection> {
+        let header = parts.headers.get(AUTHORIZATION).ok_or_else(|| {
+            ApiError::unauthorized(
+                "missing API key: send Authorization: Bearer <key> (get one with `herd account create`)",
+            )
+        })?;
+        let key = header
+            .to_str()
+            .ok()
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .filter(|k| k.starts_with(API_KEY_PREFIX) && k.len() <= 128)
+            .ok_or_else(|| ApiError::unauthorized("malformed Authorization header: expected `Bearer herd_…`"))?;
+        match app.store.address_for_api_key(&hash_api_key(key)).await? {
+            Some(address) => Ok(Caller(address)),
+            None => Err(ApiError::unauthorized("unknown API key")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ed25519_dalek::{Signer, SigningKey};
+
+    #[test]
+    fn signatures_verify_only_for_their_key_and_message() {
+        let key = SigningKey::generate(&mut OsRng);
+        let address = Address::from_public_key(key.verifying_key().as_bytes());
+        let signature = bs58::encode(key.sign(b"hello").to_bytes()).into_string();
+        assert_eq!(verify_signature(&address, b"hello", &signature), Ok(()));
+        assert_eq!(verify_signature(&address, b"hellO", &signature), Err(SignatureError::Mismatch));
+        let other = SigningKey::generate(&mut OsRng);
+        let other = Address::from_public_key(other.verifying_key().as_bytes());
+        assert_eq!(verify_signature(&other, b"hello", &signature), Err(SignatureError::Mismatch));
+        assert_eq!(verify_signature(&address, b"hello", "abc"), Err(SignatureError::Malformed));
+    }
+
+    #[test]
+    fn api_keys_are_unique_and_hashed() {
+        let (a, hash_a) = new_api_key();
+        let (b, _) = new_api_key();
+        assert_ne!(a, b);
+        assert!(a.starts_with(API_KEY_PREFIX));
+        assert_eq!(hash_a, hash_api_key(&a));
+        assert_eq!(hash_a.len(), 64);
+        assert!(!hash_a.contains(&a));
+    }
+}

@@ -1,0 +1,152 @@
+//! The connected workers: one bounded outbox per device, and when each was last heard from.
+//!
+//! Liveness uses tokio's clock (`Instant`), so tests drive it with paused time. A device is
+//! watched from its hello (or, after a coordinator restart, from start-up if the database
+//! says it was online) until it is declared offline.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use herd_core::Address;
+use herd_proto::worker::ServerMessage;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+/// Messages queued for one worker. A worker that lets this fill up is disconnected rather
+/// than buffered without bound; on reconnect it is sent its unfinished assignments again.
+pub const OUTBOX_CAPACITY: usize = 256;
+
+struct Connection {
+    id: u64,
+    outbox: mpsc::Sender<ServerMessage>,
+}
+
+#[derive(Default)]
+struct Inner {
+    next_connection_id: u64,
+    connections: HashMap<Address, Connection>,
+    last_seen: HashMap<Address, Instant>,
+}
+
+#[derive(Default)]
+pub struct Hub {
+    inner: Mutex<Inner>,
+}
+
+impl Hub {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic while holding this lock leaves only plain maps behind; keep serving.
+        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Registers a new connection for `device`, replacing (and so closing) an older one.
+    pub fn attach(&self, device: &Address, now: Instant) -> (u64, mpsc::Receiver<ServerMessage>) {
+        let (outbox, receiver) = mpsc::channel(OUTBOX_CAPACITY);
+        let mut inner = self.lock();
+        inner.next_connection_id += 1;
+        let id = inner.next_connection_id;
+        inner.connections.insert(device.clone(), Connection { id, outbox });
+        inner.last_seen.insert(device.clone(), now);
+        (id, receiver)
+    }
+
+    /// Removes the connection if it is still the current one for `device`.
+    pub fn detach(&self, device: &Address, connection_id: u64) {
+        let mut inner = self.lock();
+        if inner.connections.get(device).is_some_and(|c| c.id == connection_id) {
+            inner.connections.remove(device);
+        }
+    }
+
+    pub fn touch(&self, device: &Address, now: Instant) {
+        if let Some(seen) = self.lock().last_seen.get_mut(device) {
+            *seen = now;
+        }
+    }
+
+    /// Starts watching a device the database believes is online (used at start-up).
+    pub fn watch(&self, device: &Address, now: Instant) {
+        self.lock().last_seen.entry(device.clone()).or_insert(now);
+    }
+
+    /// Queues a message; false if the device is not connected or its outbox is full (then
+    /// the connection is dropped so the worker reconnects and resynchronises).
+    pub fn send(&self, device: &Address, message: ServerMessage) -> bool {
+        let mut inner = self.lock();
+        let Some(connection) = inner.connections.get(device) else {
+            return false;
+        };
+        match connection.outbox.try_send(message) {
+            Ok(()) => true,
+            Err(error) => {
+                tracing::warn!(%device, %error, "worker outbox unavailable; dropping the connection");
+                inner.connections.remove(device);
+                false
+            }
+        }
+    }
+
+    pub fn is_connected(&self, device: &Address) -> bool {
+        self.lock().connections.contains_key(device)
+    }
+
+    pub fn connected_count(&self) -> usize {
+        self.lock().connections.len()
+    }
+
+    /// Devices not heard from within `timeout`: they stop being watched and lose their
+    /// connection, if any. The caller records them offline.
+    pub fn take_stale(&self, now: Instant, timeout: Duration) -> Vec<Address> {
+        let mut inner = self.lock();
+        let stale: Vec<Address> = inner
+            .last_seen
+            .iter()
+            .filter(|(_, seen)| now.duration_since(**seen) > timeout)
+            .map(|(d, _)| d.clone())
+            .collect();
+        for device in &stale {
+            inner.last_seen.remove(device);
+            inner.connections.remove(device);
+        }
+        stale
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn device(n: u8) -> Address {
+        Address::from_public_key(&[n; 32])
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn silent_devices_become_stale_after_the_timeout() {
+        let hub = Hub::default();
+        let timeout = Duration::from_secs(15);
+        let (_id, _rx) = hub.attach(&device(1), Instant::now());
+        hub.watch(&device(2), Instant::now());
+        tokio::time::advance(Duration::from_secs(10)).await;
+        hub.touch(&device(1), Instant::now());
+        assert!(hub.take_stale(Instant::now(), timeout).is_empty());
+        tokio::time::advance(Duration::from_secs(6)).await;
+        assert_eq!(hub.take_stale(Instant::now(), timeout), vec![device(2)]);
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert_eq!(hub.take_stale(Instant::now(), timeout), vec![device(1)]);
+        assert!(!hub.is_connected(&device(1)), "a stale device loses its connection");
+        assert!(hub.take_stale(Instant::now(), timeout).is_empty(), "reported once");
+    }
+
+    #[tokio::test]
+    async fn a_new_connection_replaces_the_old_one() {
+        let hub = Hub::default();
+        let (first, mut first_rx) = hub.attach(&device(1), Instant::now());
+        let (_second, mut second_rx) = hub.attach(&device(1), Instant::now());
+        assert!(first_rx.recv().await.is_none(), "the replaced connection's outbox closes");
+        hub.detach(&device(1), first);
+        assert!(hub.is_connected(&device(1)), "detaching a replaced connection keeps the new one");
+        assert!(hub.send(&device(1), ServerMessage::Rejected { code: "x".into(), message: "y".into() }));
+        assert!(second_rx.recv().await.is_some());
+    }
+}

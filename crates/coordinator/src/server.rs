@@ -1,0 +1,87 @@
+//! Starting and stopping a coordinator.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::app::{App, CoordinatorConfig};
+use crate::store::{Store, StoreError};
+use crate::{api, reconcile};
+
+/// How long shutdown waits for in-flight requests and sockets to finish.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot open the database {url}: {source}")]
+    Database { url: String, source: StoreError },
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: std::io::Error },
+}
+
+pub struct RunningCoordinator {
+    addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    server: JoinHandle<()>,
+    reconciler: JoinHandle<()>,
+    store: Store,
+}
+
+/// Opens the database, binds the listener and starts serving and reconciling.
+pub async fn start(config: CoordinatorConfig) -> Result<RunningCoordinator, StartError> {
+    let store = Store::open(&config.db_url)
+        .await
+        .map_err(|source| StartError::Database { url: config.db_url.clone(), source })?;
+    let listener =
+        TcpListener::bind(config.listen).await.map_err(|source| StartError::Listen { addr: config.listen, source })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Listen { addr: config.listen, source })?;
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let app = App::new(store.clone(), config, shutdown_rx.clone());
+    // After a restart, devices the database says are online get one timeout to reconnect.
+    let online = store
+        .online_device_ids()
+        .await
+        .map_err(|source| StartError::Database { url: app.config.db_url.clone(), source })?;
+    for device in &online {
+        app.hub.watch(device, Instant::now());
+    }
+    let router = api::router(app.clone());
+    let mut server_shutdown = shutdown_rx.clone();
+    let server = tokio::spawn(async move {
+        let serving = axum::serve(listener, router).with_graceful_shutdown(async move {
+            let _ = server_shutdown.wait_for(|stop| *stop).await;
+        });
+        if let Err(error) = serving.await {
+            tracing::error!(%error, "HTTP server failed");
+        }
+    });
+    let reconciler = tokio::spawn(reconcile::run(app.clone(), shutdown_rx));
+    tracing::info!(%addr, devices_watched = online.len(), "coordinator listening");
+    Ok(RunningCoordinator { addr, shutdown, server, reconciler, store })
+}
+
+impl RunningCoordinator {
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Graceful stop: workers are told, in-flight requests finish (up to a grace period),
+    /// then the database is closed cleanly.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        if tokio::time::timeout(SHUTDOWN_GRACE, self.server).await.is_err() {
+            tracing::warn!("requests still running after the grace period; closing anyway");
+        }
+        let _ = self.reconciler.await;
+        self.store.close().await;
+        tracing::info!("coordinator stopped");
+    }
+}

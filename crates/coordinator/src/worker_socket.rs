@@ -1,0 +1,214 @@
+//! `/v1/worker/connect`: the socket every worker dials out to.
+//!
+//! Handshake: a fresh nonce per connection; the worker signs its hello (which carries that
+//! nonce) with its own device key. A hello captured from another connection carries another
+//! nonce and is refused, so replays fail; a device stays bound to its first owner.
+
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::State;
+use axum::response::Response;
+use futures_util::{SinkExt, StreamExt};
+use herd_core::Address;
+use herd_proto::signing::worker_hello_message;
+use herd_proto::worker::{
+    HelloPayload, ServerMessage, WorkerMessage, FRAME_BYTES_MAX, OUTPUT_LINES_PER_MESSAGE_MAX, OUTPUT_LINE_BYTES_MAX,
+};
+use herd_proto::WORKER_PROTOCOL_VERSION;
+use tokio::time::Instant;
+
+use crate::actions;
+use crate::api::validate_country;
+use crate::app::{now, App};
+use crate::auth::{random_token, verify_signature};
+use crate::metrics::labels;
+use crate::store::HelloRefusal;
+
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+const ADVERTISE_ADDR_LEN_MAX: usize = 255;
+
+pub async fn connect(State(app): State<App>, upgrade: WebSocketUpgrade) -> Response {
+    upgrade
+        .max_message_size(FRAME_BYTES_MAX)
+        .max_frame_size(FRAME_BYTES_MAX)
+        .on_upgrade(move |socket| session(app, socket))
+}
+
+struct Refusal {
+    code: &'static str,
+    message: String,
+}
+
+fn refuse(code: &'static str, message: impl Into<String>) -> Refusal {
+    Refusal { code, message: message.into() }
+}
+
+fn encode(message: &ServerMessage) -> Message {
+    Message::Text(serde_json::to_string(message).expect("server messages serialise").into())
+}
+
+async fn session(app: App, mut socket: WebSocket) {
+    match handshake(&app, &mut socket).await {
+        Ok(hello) => {
+            app.metrics.worker_sessions.get_or_create(&labels(&[("outcome", "accepted")])).inc();
+            serve(app, socket, hello).await;
+        }
+        Err(refusal) => {
+            app.metrics.worker_sessions.get_or_create(&labels(&[("outcome", refusal.code)])).inc();
+            tracing::warn!(code = refusal.code, message = %refusal.message, "worker refused");
+            let rejected = ServerMessage::Rejected { code: refusal.code.to_owned(), message: refusal.message };
+            let _ = socket.send(encode(&rejected)).await;
+            let _ = socket.send(Message::Close(None)).await;
+        }
+    }
+}
+
+async fn handshake(app: &App, socket: &mut WebSocket) -> Result<HelloPayload, Refusal> {
+    let nonce = random_token();
+    let challenge = ServerMessage::Challenge { nonce: nonce.clone(), server_time: now() };
+    socket.send(encode(&challenge)).await.map_err(|e| refuse("io", e.to_string()))?;
+    let first = tokio::time::timeout(HELLO_TIMEOUT, socket.recv())
+        .await
+        .map_err(|_| refuse("timeout", "no hello within 10 s"))?;
+    let Some(Ok(Message::Text(text))) = first else {
+        return Err(refuse("expected_hello", "the first message must be a hello (JSON text)"));
+    };
+    let Ok(WorkerMessage::Hello(signed)) = serde_json::from_str::<WorkerMessage>(&text) else {
+        return Err(refuse("expected_hello", "the first message must be a hello"));
+    };
+    let hello: HelloPayload = serde_json::from_str(&signed.payload)
+        .map_err(|e| refuse("bad_hello", format!("invalid hello payload: {e}")))?;
+    verify_signature(&hello.device_key, &worker_hello_message(&signed.payload), &signed.signature)
+        .map_err(|e| refuse("bad_signature", format!("hello signature refused: {e}")))?;
+    if hello.nonce != nonce {
+        return Err(refuse("stale_nonce", "the hello was signed for another connection's nonce (replayed?)"));
+    }
+    if hello.protocol_version != WORKER_PROTOCOL_VERSION {
+        return Err(refuse(
+            "protocol_version",
+            format!(
+                "worker protocol {} is not supported; this coordinator speaks {WORKER_PROTOCOL_VERSION}",
+                hello.protocol_version
+            ),
+        ));
+    }
+    hello.spec.validate().map_err(|e| refuse("bad_spec", e.to_string()))?;
+    validate_country(&hello.country).map_err(|e| refuse("bad_country", e.message))?;
+    if hello.advertise_addr.is_empty() || hello.advertise_addr.len() > ADVERTISE_ADDR_LEN_MAX {
+        return Err(refuse("bad_address", "advertise_addr must be 1..=255 bytes"));
+    }
+    let owner_known = app.store.account_exists(&hello.owner).await.map_err(|e| refuse("unavailable", e.to_string()))?;
+    if !owner_known {
+        return Err(refuse(
+            "unknown_owner",
+            format!("no account {}; the owner creates it with `herd account create`", hello.owner),
+        ));
+    }
+    match app.store.device_hello(&hello, now()).await.map_err(|e| refuse("unavailable", e.to_string()))? {
+        Ok(outcome) => {
+            tracing::info!(device = %hello.device_key, state = %outcome.state, registered = outcome.registered,
+                simulated = hello.simulated, "worker connected");
+            Ok(hello)
+        }
+        Err(HelloRefusal::OwnedByOther) => {
+            Err(refuse("device_owned", "this device key is bound to another account; a device cannot change owner"))
+        }
+        Err(HelloRefusal::Blocked(reason)) => Err(refuse("blocked", format!("device blocked: {reason}"))),
+    }
+}
+
+async fn serve(app: App, socket: WebSocket, hello: HelloPayload) {
+    let device = hello.device_key.clone();
+    let (connection, mut outbox) = app.hub.attach(&device, Instant::now());
+    let (mut sink, mut inbox) = socket.split();
+    let welcome = ServerMessage::Welcome {
+        device_id: device.clone(),
+        heartbeat_interval_ms: app.config.heartbeat_interval.as_millis() as u64,
+    };
+    if sink.send(encode(&welcome)).await.is_err() {
+        app.hub.detach(&device, connection);
+        return;
+    }
+    if let Err(error) = actions::adopt(&app, &device, &hello.tasks).await {
+        tracing::error!(%device, %error, "could not reconcile the worker's tasks");
+    }
+    let mut shutdown = app.shutdown.clone();
+    loop {
+        tokio::select! {
+            incoming = inbox.next() => match incoming {
+                Some(Ok(Message::Text(text))) => {
+                    app.hub.touch(&device, Instant::now());
+                    if let Err(error) = handle(&app, &device, &text).await {
+                        tracing::warn!(%device, %error, "bad message from worker; closing");
+                        break;
+                    }
+                }
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                Some(Ok(_)) => app.hub.touch(&device, Instant::now()),
+            },
+            outgoing = outbox.recv() => match outgoing {
+                Some(message) => {
+                    if sink.send(encode(&message)).await.is_err() {
+                        break;
+                    }
+                }
+                // Replaced by a newer connection, or declared offline.
+                None => break,
+            },
+            _ = shutdown.changed() => {
+                let frame = CloseFrame { code: 1001, reason: "coordinator shutting down".into() };
+                let _ = sink.send(Message::Close(Some(frame))).await;
+                break;
+            }
+        }
+    }
+    app.hub.detach(&device, connection);
+    tracing::info!(%device, "worker disconnected");
+}
+
+async fn handle(app: &App, device: &Address, text: &str) -> Result<(), String> {
+    let message: WorkerMessage = serde_json::from_str(text).map_err(|e| format!("undecodable message: {e}"))?;
+    let at = now();
+    let result = match message {
+        WorkerMessage::Heartbeat { utilization } => {
+            app.metrics.heartbeats.inc();
+            app.store.record_heartbeat(device, &utilization, at).await
+        }
+        WorkerMessage::TaskStarted { job_id } => {
+            let changed = app.store.task_started(&job_id, device, at).await;
+            app.notify_job(&job_id);
+            changed.map(drop)
+        }
+        WorkerMessage::TaskOutput { job_id, stream, mut lines } => {
+            lines.truncate(OUTPUT_LINES_PER_MESSAGE_MAX);
+            for line in &mut lines {
+                truncate_utf8(line, OUTPUT_LINE_BYTES_MAX);
+            }
+            let stored = app.store.append_logs(&job_id, device, stream, &lines, at).await;
+            app.notify_job(&job_id);
+            stored.map(drop)
+        }
+        WorkerMessage::TaskExited { job_id, exit_code, error } => {
+            let changed = app.store.task_exited(&job_id, device, exit_code, error.as_deref(), at).await;
+            app.notify_job(&job_id);
+            changed.map(drop)
+        }
+        WorkerMessage::Hello(_) => return Err("hello after the handshake".into()),
+    };
+    // A database hiccup is the coordinator's problem, not the worker's: log and carry on.
+    if let Err(error) = result {
+        tracing::error!(%device, %error, "could not record a worker message");
+    }
+    Ok(())
+}
+
+fn truncate_utf8(text: &mut String, bytes_max: usize) {
+    if text.len() > bytes_max {
+        let mut cut = bytes_max;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+    }
+}
