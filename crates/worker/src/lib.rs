@@ -1,1 +1,9 @@
+//! The worker agent: detects the machine, proves who it is with its own device key, dials
+//! out to the coordinator, heartbeats, and runs what the coordinator assigns.
 
+mod agent;
+pub mod detect;
+pub mod keys;
+mod runtime;
+
+pub use agent::{run, AgentConfig, AgentError};

@@ -1,0 +1,307 @@
+//! The agent's connection loop: dial out, authenticate with the device key, heartbeat, take
+//! assignments; on any failure reconnect with capped exponential backoff and jitter.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ed25519_dalek::{Signer, SigningKey};
+use futures_util::{SinkExt, StreamExt};
+use herd_core::{Address, DeviceSpec};
+use herd_proto::signing::worker_hello_message;
+use herd_proto::worker::{HelloPayload, ServerMessage, SignedHello, WorkerMessage, FRAME_BYTES_MAX};
+use herd_proto::WORKER_PROTOCOL_VERSION;
+use rand::Rng;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use crate::detect::{detect_machine, GpuProbe, LoadSampler};
+use crate::keys::{self, KeyError};
+use crate::runtime::Tasks;
+
+/// Task events queued while disconnected (see `Tasks`).
+const EVENT_QUEUE_CAPACITY: usize = 1024;
+/// Refusals that retrying cannot fix: the agent stops and says why.
+const FATAL_REFUSALS: &[&str] =
+    &["bad_signature", "device_owned", "blocked", "protocol_version", "bad_spec", "bad_country", "unknown_owner"];
+
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// `http://HOST:PORT` of the coordinator.
+    pub coordinator: String,
+    /// Holds `device.key` and the jobs' working directories.
+    pub data_dir: PathBuf,
+    pub owner: Address,
+    /// ISO 3166-1 alpha-2, upper case.
+    pub country: String,
+    /// Where other nodes reach this device; default: the local address of the connection
+    /// to the coordinator.
+    pub advertise_addr: Option<String>,
+    /// A simulated device reports this spec instead of the detected one and is marked
+    /// simulated everywhere. Its tasks still run for real, as local processes.
+    pub simulated: Option<DeviceSpec>,
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+}
+
+impl AgentConfig {
+    pub fn new(coordinator: impl Into<String>, data_dir: PathBuf, owner: Address, country: impl Into<String>) -> Self {
+        AgentConfig {
+            coordinator: coordinator.into(),
+            data_dir,
+            owner,
+            country: country.into(),
+            advertise_addr: None,
+            simulated: None,
+            backoff_initial: Duration::from_millis(500),
+            backoff_max: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error("the coordinator refused this device ({code}): {message}")]
+    Refused { code: String, message: String },
+    #[error("invalid coordinator URL {0:?}: expected http://HOST:PORT")]
+    BadUrl(String),
+}
+
+enum SessionEnd {
+    Refused { code: String, message: String },
+    Disconnected(String),
+    Shutdown,
+}
+
+type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+fn socket_url(coordinator: &str) -> Result<String, AgentError> {
+    let base = coordinator.trim_end_matches('/');
+    if let Some(rest) = base.strip_prefix("http://") {
+        Ok(format!("ws://{rest}/v1/worker/connect"))
+    } else if let Some(rest) = base.strip_prefix("https://") {
+        Ok(format!("wss://{rest}/v1/worker/connect"))
+    } else {
+        Err(AgentError::BadUrl(coordinator.to_owned()))
+    }
+}
+
+/// The delay before reconnect attempt `attempt` (0-based): exponential, capped, with "equal
+/// jitter" (half fixed, half random) so a fleet that lost its coordinator does not return
+/// in lockstep.
+pub fn backoff_delay(attempt: u32, initial: Duration, max: Duration, random_unit: f64) -> Duration {
+    let exponential = initial.saturating_mul(1u32 << attempt.min(16));
+    let capped = exponential.min(max);
+    capped / 2 + capped.mul_f64(random_unit.clamp(0.0, 1.0) / 2.0)
+}
+
+/// Runs the agent until `shutdown` turns true or the coordinator refuses the device for a
+/// reason retrying cannot fix.
+pub async fn run(config: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Result<(), AgentError> {
+    let url = socket_url(&config.coordinator)?;
+    let key = keys::load_or_create(&config.data_dir.join("device.key"))?;
+    let gpus = if config.simulated.is_some() { GpuProbe::none() } else { GpuProbe::load() };
+    let spec = match &config.simulated {
+        Some(spec) => spec.clone(),
+        None => detect_machine(&config.data_dir, &gpus),
+    };
+    let device = keys::address_of(&key);
+    tracing::info!(%device, owner = %config.owner, gpus = spec.gpus.len(), simulated = config.simulated.is_some(),
+        "worker agent starting");
+    let (events, mut event_queue) = mpsc::channel(EVENT_QUEUE_CAPACITY);
+    let tasks = Tasks::new(config.data_dir.join("jobs"), events);
+    let mut session = Session { config: &config, url: &url, key: &key, spec: &spec, tasks: &tasks, gpus: &gpus };
+    let mut attempt = 0u32;
+    let result = loop {
+        let (end, welcomed) = session.run(&mut event_queue, &mut shutdown).await;
+        if welcomed {
+            attempt = 0;
+        }
+        match end {
+            SessionEnd::Shutdown => break Ok(()),
+            SessionEnd::Refused { code, message } if FATAL_REFUSALS.contains(&code.as_str()) => {
+                break Err(AgentError::Refused { code, message });
+            }
+            SessionEnd::Refused { code, message } => tracing::warn!(%code, %message, "coordinator refused; retrying"),
+            SessionEnd::Disconnected(reason) => tracing::warn!(%reason, "disconnected from the coordinator"),
+        }
+        let delay = backoff_delay(attempt, config.backoff_initial, config.backoff_max, rand::thread_rng().gen());
+        attempt = attempt.saturating_add(1);
+        tracing::info!(delay_ms = delay.as_millis() as u64, attempt, "reconnecting");
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = async { let _ = shutdown.wait_for(|stop| *stop).await; } => break Ok(()),
+        }
+        session = Session { ..session };
+    };
+    tasks.stop_all().await;
+    tracing::info!(%device, "worker agent stopped");
+    result
+}
+
+struct Session<'a> {
+    config: &'a AgentConfig,
+    url: &'a str,
+    key: &'a SigningKey,
+    spec: &'a DeviceSpec,
+    tasks: &'a Tasks,
+    gpus: &'a GpuProbe,
+}
+
+async fn recv(socket: &mut Socket) -> Result<ServerMessage, String> {
+    loop {
+        match socket.next().await {
+            Some(Ok(Message::Text(text))) => {
+                return serde_json::from_str(&text)
+                    .map_err(|e| format!("undecodable message from the coordinator: {e}"))
+            }
+            Some(Ok(Message::Close(frame))) => {
+                return Err(format!(
+                    "closed by the coordinator{}",
+                    frame.map(|f| format!(": {}", f.reason)).unwrap_or_default()
+                ))
+            }
+            Some(Ok(_)) => continue,
+            Some(Err(error)) => return Err(error.to_string()),
+            None => return Err("connection closed".into()),
+        }
+    }
+}
+
+async fn send(socket: &mut Socket, message: &WorkerMessage) -> Result<(), String> {
+    let text = serde_json::to_string(message).expect("worker messages serialise");
+    socket.send(Message::Text(text.into())).await.map_err(|e| e.to_string())
+}
+
+impl Session<'_> {
+    /// One connection, from dialling to its end; the bool says whether it was welcomed.
+    async fn run(
+        &mut self,
+        event_queue: &mut mpsc::Receiver<WorkerMessage>,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> (SessionEnd, bool) {
+        let mut ws_config = WebSocketConfig::default();
+        ws_config.max_message_size = Some(FRAME_BYTES_MAX);
+        ws_config.max_frame_size = Some(FRAME_BYTES_MAX);
+        let mut socket = match tokio_tungstenite::connect_async_with_config(self.url, Some(ws_config), false).await {
+            Ok((socket, _)) => socket,
+            Err(error) => return (SessionEnd::Disconnected(format!("cannot reach {}: {error}", self.url)), false),
+        };
+        let heartbeat_interval = match self.handshake(&mut socket).await {
+            Ok(interval) => interval,
+            Err(end) => return (end, false),
+        };
+        tracing::info!(url = self.url, "connected to the coordinator");
+        let mut heartbeat = tokio::time::interval(heartbeat_interval);
+        let mut sampler = self.config.simulated.is_none().then(LoadSampler::new);
+        loop {
+            tokio::select! {
+                _ = heartbeat.tick() => {
+                    let tasks_running = self.tasks.running_count();
+                    let utilization = match &mut sampler {
+                        Some(sampler) => sampler.sample(self.gpus, tasks_running),
+                        None => herd_proto::api::Utilization { tasks_running, ..Default::default() },
+                    };
+                    if let Err(error) = send(&mut socket, &WorkerMessage::Heartbeat { utilization }).await {
+                        return (SessionEnd::Disconnected(error), true);
+                    }
+                }
+                Some(event) = event_queue.recv() => {
+                    if let Err(error) = send(&mut socket, &event).await {
+                        return (SessionEnd::Disconnected(error), true);
+                    }
+                }
+                message = recv(&mut socket) => match message {
+                    Ok(message) => self.apply(message).await,
+                    Err(reason) => return (SessionEnd::Disconnected(reason), true),
+                },
+                _ = async { let _ = shutdown.wait_for(|stop| *stop).await; } => {
+                    let _ = socket.close(None).await;
+                    return (SessionEnd::Shutdown, true);
+                }
+            }
+        }
+    }
+
+    async fn handshake(&self, socket: &mut Socket) -> Result<Duration, SessionEnd> {
+        let nonce = match recv(socket).await.map_err(SessionEnd::Disconnected)? {
+            ServerMessage::Challenge { nonce, .. } => nonce,
+            ServerMessage::Rejected { code, message } => return Err(SessionEnd::Refused { code, message }),
+            other => return Err(SessionEnd::Disconnected(format!("expected a challenge, got {other:?}"))),
+        };
+        let advertise_addr = self.config.advertise_addr.clone().unwrap_or_else(|| match socket.get_ref() {
+            MaybeTlsStream::Plain(tcp) => {
+                tcp.local_addr().map(|a| a.ip().to_string()).unwrap_or_else(|_| "127.0.0.1".into())
+            }
+            _ => "127.0.0.1".into(),
+        });
+        let payload = HelloPayload {
+            protocol_version: WORKER_PROTOCOL_VERSION,
+            nonce,
+            device_key: keys::address_of(self.key),
+            owner: self.config.owner.clone(),
+            country: self.config.country.clone(),
+            simulated: self.config.simulated.is_some(),
+            advertise_addr,
+            agent_version: env!("CARGO_PKG_VERSION").into(),
+            spec: self.spec.clone(),
+            tasks: self.tasks.reports(),
+        };
+        let payload = serde_json::to_string(&payload).expect("a hello serialises");
+        let signature = bs58::encode(self.key.sign(&worker_hello_message(&payload)).to_bytes()).into_string();
+        send(socket, &WorkerMessage::Hello(SignedHello { payload, signature }))
+            .await
+            .map_err(SessionEnd::Disconnected)?;
+        match recv(socket).await.map_err(SessionEnd::Disconnected)? {
+            ServerMessage::Welcome { heartbeat_interval_ms, .. } => {
+                Ok(Duration::from_millis(heartbeat_interval_ms.max(100)))
+            }
+            ServerMessage::Rejected { code, message } => Err(SessionEnd::Refused { code, message }),
+            other => Err(SessionEnd::Disconnected(format!("expected a welcome, got {other:?}"))),
+        }
+    }
+
+    async fn apply(&self, message: ServerMessage) {
+        match message {
+            ServerMessage::StartTask(assignment) => {
+                tracing::info!(job = %assignment.job_id, rank = assignment.rank, "starting task");
+                self.tasks.start(assignment);
+            }
+            ServerMessage::StopTask { job_id } => {
+                tracing::info!(job = %job_id, "stopping task");
+                self.tasks.stop(&job_id);
+            }
+            ServerMessage::StopCluster { cluster_id } => {
+                tracing::info!(cluster = %cluster_id, "lease ended; stopping its tasks");
+                self.tasks.stop_cluster(&cluster_id).await;
+            }
+            other => tracing::warn!(?other, "unexpected message after the handshake"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_caps_and_jitters() {
+        let (initial, max) = (Duration::from_millis(500), Duration::from_secs(30));
+        assert_eq!(backoff_delay(0, initial, max, 0.0), Duration::from_millis(250));
+        assert_eq!(backoff_delay(0, initial, max, 1.0), Duration::from_millis(500));
+        assert_eq!(backoff_delay(3, initial, max, 1.0), Duration::from_secs(4));
+        assert_eq!(backoff_delay(30, initial, max, 1.0), max, "capped");
+        assert_eq!(backoff_delay(30, initial, max, 0.0), max / 2, "jitter never drops below half");
+    }
+
+    #[test]
+    fn coordinator_urls_map_to_the_socket() {
+        assert_eq!(socket_url("http://127.0.0.1:7700/").unwrap(), "ws://127.0.0.1:7700/v1/worker/connect");
+        assert_eq!(socket_url("https://herd.example").unwrap(), "wss://herd.example/v1/worker/connect");
+        assert!(socket_url("127.0.0.1:7700").is_err());
+    }
+}
