@@ -1,1 +1,8 @@
+//! The `herd` command line, and the pieces tests reuse: the API client, credentials, and a
+//! whole local network in one process.
 
+pub mod client;
+pub mod commands;
+pub mod credentials;
+pub mod local;
+pub mod output;

@@ -1,0 +1,219 @@
+//! A typed client for the coordinator's `/v1` API.
+
+use futures_util::StreamExt;
+use herd_core::{Address, ClusterId, JobId};
+use herd_proto::api::{
+    Account, ApiKeyIssued, Challenge, ChallengeRequest, Cluster, CreateCluster, CreateJob, Device, DeviceDetail,
+    ErrorBody, Health, Job, LogEvent, SignedChallenge,
+};
+use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot reach the coordinator at {url} ({reason}); is it running? set --coordinator or HERD_COORDINATOR")]
+    Unreachable { url: String, reason: String },
+    #[error("{message}")]
+    Api { status: StatusCode, code: String, message: String },
+    #[error("unexpected response from the coordinator: {0}")]
+    Protocol(String),
+}
+
+impl ClientError {
+    pub fn status(&self) -> Option<StatusCode> {
+        match self {
+            ClientError::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Client {
+    base: String,
+    http: reqwest::Client,
+    api_key: Option<String>,
+}
+
+impl Client {
+    pub fn new(base: &str, api_key: Option<String>) -> Client {
+        Client { base: base.trim_end_matches('/').to_owned(), http: reqwest::Client::new(), api_key }
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    pub fn with_api_key(&self, api_key: String) -> Client {
+        Client { api_key: Some(api_key), ..self.clone() }
+    }
+
+    fn builder(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        let request = self.http.request(method, format!("{}{path}", self.base));
+        match &self.api_key {
+            Some(key) => request.bearer_auth(key),
+            None => request,
+        }
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response, ClientError> {
+        let response = request
+            .send()
+            .await
+            .map_err(|e| ClientError::Unreachable { url: self.base.clone(), reason: error_chain(&e) })?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        Err(match serde_json::from_str::<ErrorBody>(&text) {
+            Ok(body) => ClientError::Api { status, code: body.error.code, message: body.error.message },
+            Err(_) => ClientError::Api { status, code: "http".into(), message: format!("HTTP {status}: {text}") },
+        })
+    }
+
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&(impl Serialize + ?Sized)>,
+    ) -> Result<T, ClientError> {
+        let mut request = self.builder(method, path);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = self.send(request).await?;
+        response.json::<T>().await.map_err(|e| ClientError::Protocol(e.to_string()))
+    }
+
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        self.call(Method::GET, path, None::<&()>).await
+    }
+
+    pub async fn health(&self) -> Result<Health, ClientError> {
+        self.get("/v1/health").await
+    }
+
+    pub async fn challenge(&self, address: &Address, purpose: &str) -> Result<Challenge, ClientError> {
+        let body = ChallengeRequest { address: address.clone(), purpose: purpose.into() };
+        self.call(Method::POST, "/v1/auth/challenge", Some(&body)).await
+    }
+
+    pub async fn register(&self, signed: &SignedChallenge) -> Result<ApiKeyIssued, ClientError> {
+        self.call(Method::POST, "/v1/accounts", Some(signed)).await
+    }
+
+    pub async fn login(&self, signed: &SignedChallenge) -> Result<ApiKeyIssued, ClientError> {
+        self.call(Method::POST, "/v1/auth/api-keys", Some(signed)).await
+    }
+
+    pub async fn account(&self) -> Result<Account, ClientError> {
+        self.get("/v1/account").await
+    }
+
+    /// `query` is a URL query string without the `?` (built with `query_string`).
+    pub async fn devices(&self, query: &str) -> Result<Vec<Device>, ClientError> {
+        self.get(&format!("/v1/devices?{query}")).await
+    }
+
+    pub async fn device(&self, id: &str) -> Result<DeviceDetail, ClientError> {
+        self.get(&format!("/v1/devices/{}", encode(id))).await
+    }
+
+    pub async fn create_cluster(&self, request: &CreateCluster) -> Result<Cluster, ClientError> {
+        self.call(Method::POST, "/v1/clusters", Some(request)).await
+    }
+
+    pub async fn clusters(&self, all: bool) -> Result<Vec<Cluster>, ClientError> {
+        self.get(&format!("/v1/clusters?all={all}")).await
+    }
+
+    pub async fn cluster(&self, id: &str) -> Result<Cluster, ClientError> {
+        self.get(&format!("/v1/clusters/{}", encode(id))).await
+    }
+
+    pub async fn delete_cluster(&self, id: &str) -> Result<Cluster, ClientError> {
+        self.call(Method::DELETE, &format!("/v1/clusters/{}", encode(id)), None::<&()>).await
+    }
+
+    pub async fn extend_cluster(&self, id: &str, hours: u32) -> Result<Cluster, ClientError> {
+        let body = serde_json::json!({ "hours": hours });
+        self.call(Method::POST, &format!("/v1/clusters/{}/extend", encode(id)), Some(&body)).await
+    }
+
+    pub async fn create_job(&self, request: &CreateJob) -> Result<Job, ClientError> {
+        self.call(Method::POST, "/v1/jobs", Some(request)).await
+    }
+
+    pub async fn jobs(&self, cluster: Option<&ClusterId>) -> Result<Vec<Job>, ClientError> {
+        match cluster {
+            Some(cluster) => self.get(&format!("/v1/jobs?cluster={cluster}")).await,
+            None => self.get("/v1/jobs").await,
+        }
+    }
+
+    pub async fn job(&self, id: &str) -> Result<Job, ClientError> {
+        self.get(&format!("/v1/jobs/{}", encode(id))).await
+    }
+
+    pub async fn stop_job(&self, id: &JobId) -> Result<Job, ClientError> {
+        self.call(Method::POST, &format!("/v1/jobs/{id}/stop"), None::<&()>).await
+    }
+
+    /// Streams the job's log events to `on_event` until the stream ends. Returns the job if
+    /// the stream ended with it (a broken stream returns None: resume with `after`).
+    pub async fn stream_logs(
+        &self,
+        id: &str,
+        follow: bool,
+        after: i64,
+        mut on_event: impl FnMut(&LogEvent),
+    ) -> Result<Option<Job>, ClientError> {
+        let path = format!("/v1/jobs/{}/logs?follow={follow}&after={after}", encode(id));
+        let response = self.send(self.builder(Method::GET, &path)).await?;
+        let mut body = response.bytes_stream();
+        let mut pending = Vec::new();
+        while let Some(chunk) = body.next().await {
+            let Ok(chunk) = chunk else { return Ok(None) };
+            pending.extend_from_slice(&chunk);
+            while let Some(newline) = pending.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=newline).collect();
+                let event: LogEvent =
+                    serde_json::from_slice(&line).map_err(|e| ClientError::Protocol(format!("bad log event: {e}")))?;
+                on_event(&event);
+                if let LogEvent::End { job } = event {
+                    return Ok(Some(job));
+                }
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// Percent-encodes a path segment typed by a user (ids are plain, but input is input).
+fn encode(segment: &str) -> String {
+    segment
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// `key=value&…` for the pairs whose value is present.
+pub fn query_string(pairs: &[(&str, Option<String>)]) -> String {
+    pairs.iter().filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={}", encode(v)))).collect::<Vec<_>>().join("&")
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -1,0 +1,103 @@
+//! Subcommands. Each module owns one noun; all share `Context` (coordinator URL, `--json`).
+
+mod account;
+mod cluster;
+mod job;
+mod market;
+mod network;
+mod worker;
+
+use clap::{Parser, Subcommand};
+
+use crate::client::Client;
+use crate::credentials::Credentials;
+
+pub const DEFAULT_COORDINATOR: &str = "http://127.0.0.1:7700";
+
+#[derive(Debug, Parser)]
+#[command(name = "herd", version, about = "herd — an open, decentralized GPU cloud", propagate_version = true)]
+pub struct Cli {
+    /// Coordinator URL.
+    #[arg(long, global = true, env = "HERD_COORDINATOR", default_value = DEFAULT_COORDINATOR)]
+    pub coordinator: String,
+    /// Machine-readable JSON output.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Log format for long-running commands (logs go to stderr; filter with RUST_LOG).
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a local network in one process: coordinator + a worker for this machine.
+    Up(network::UpArgs),
+    /// Start a local network, create an account and a cluster, and run a real job on it.
+    Demo(network::DemoArgs),
+    /// Run a coordinator.
+    Coordinator(network::CoordinatorArgs),
+    /// Supply this machine to a network.
+    #[command(subcommand)]
+    Worker(worker::WorkerCommand),
+    /// Your account: keys and API keys.
+    #[command(subcommand)]
+    Account(account::AccountCommand),
+    /// What the network offers.
+    #[command(subcommand)]
+    Market(market::MarketCommand),
+    /// Rent devices as clusters.
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCommand),
+    /// Run commands on clusters.
+    #[command(subcommand)]
+    Job(job::JobCommand),
+}
+
+pub struct Context {
+    pub coordinator: String,
+    pub json: bool,
+    pub credentials: Credentials,
+}
+
+impl Context {
+    pub fn anonymous_client(&self) -> Client {
+        Client::new(&self.coordinator, None)
+    }
+
+    /// A client with this user's API key for the coordinator.
+    pub fn client(&self) -> anyhow::Result<Client> {
+        Ok(Client::new(&self.coordinator, Some(self.credentials.api_key(&self.coordinator)?)))
+    }
+}
+
+/// Runs a command; the exit code is returned so `job run` can fail when a node failed.
+pub async fn run(cli: Cli) -> anyhow::Result<i32> {
+    let context = Context { coordinator: cli.coordinator, json: cli.json, credentials: Credentials::at_default() };
+    match cli.command {
+        Command::Up(args) => network::up(&context, args).await,
+        Command::Demo(args) => network::demo(&context, args).await,
+        Command::Coordinator(args) => network::coordinator(args).await,
+        Command::Worker(command) => worker::run(&context, command).await,
+        Command::Account(command) => account::run(&context, command).await,
+        Command::Market(command) => market::run(&context, command).await,
+        Command::Cluster(command) => cluster::run(&context, command).await,
+        Command::Job(command) => job::run(&context, command).await,
+    }
+}
+
+/// ISO 3166-1 alpha-2, normalised to upper case (clap value parser).
+pub fn parse_country(text: &str) -> Result<String, String> {
+    if text.len() == 2 && text.bytes().all(|b| b.is_ascii_alphabetic()) {
+        Ok(text.to_ascii_uppercase())
+    } else {
+        Err(format!("expected a two-letter ISO 3166-1 country code such as US or DE, got {text:?}"))
+    }
+}

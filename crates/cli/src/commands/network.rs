@@ -1,0 +1,236 @@
+//! `herd up`, `herd demo` and `herd coordinator`: running a network.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Args;
+use herd_coordinator::CoordinatorConfig;
+use herd_core::JobState;
+use herd_proto::api::{CreateCluster, CreateJob, LogEvent, Stream};
+
+use super::{parse_country, Context};
+use crate::client::Client;
+use crate::credentials::{data_dir, sign_in};
+use crate::local::{LocalConfig, LocalNetwork};
+use crate::output::{print_json, spinner};
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Where the database, keys and job directories live (default: the user's data dir).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    #[arg(long, default_value = "127.0.0.1:7700")]
+    listen: SocketAddr,
+    /// Simulated supplier devices to add (clearly marked simulated everywhere).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=5000))]
+    sim_workers: u32,
+    /// Country of this machine's device.
+    #[arg(long, env = "HERD_COUNTRY", default_value = "US", value_parser = parse_country)]
+    country: String,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Where the demo network lives (default: `demo` under the user's data dir; reset each run).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Address to serve on; if it is taken, a free port is used.
+    #[arg(long, default_value = "127.0.0.1:7700")]
+    listen: SocketAddr,
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    sim_workers: u32,
+    /// Stop the network and exit after the job instead of leaving it running.
+    #[arg(long)]
+    exit: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CoordinatorArgs {
+    /// Database URL: sqlite://PATH (created if missing).
+    #[arg(long, env = "HERD_DB", default_value = "sqlite://herd.db")]
+    db: String,
+    #[arg(long, env = "HERD_LISTEN", default_value = "127.0.0.1:7700")]
+    listen: SocketAddr,
+    /// Heartbeat interval told to workers, in milliseconds.
+    #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(100..=600_000))]
+    heartbeat_interval_ms: u64,
+    /// Missed heartbeats before a device is offline.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    missed_heartbeats: u32,
+}
+
+/// SIGINT or SIGTERM.
+pub async fn wait_for_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate => {}
+    }
+}
+
+pub async fn coordinator(args: CoordinatorArgs) -> anyhow::Result<i32> {
+    let mut config = CoordinatorConfig::new(args.db, args.listen);
+    config.heartbeat_interval = Duration::from_millis(args.heartbeat_interval_ms);
+    config.missed_heartbeats_max = args.missed_heartbeats;
+    let coordinator = herd_coordinator::start(config).await?;
+    eprintln!("herd coordinator serving {} (Ctrl-C to stop)", coordinator.url());
+    wait_for_signal().await;
+    eprintln!("shutting down…");
+    coordinator.shutdown().await;
+    Ok(0)
+}
+
+pub async fn up(context: &Context, args: UpArgs) -> anyhow::Result<i32> {
+    let mut config = LocalConfig::new(args.data_dir.unwrap_or_else(data_dir), args.listen);
+    config.sim_workers = args.sim_workers as usize;
+    config.country = args.country;
+    let wait = spinner(format!("starting a local network with {} simulated device(s)", args.sim_workers), context.json);
+    let network = LocalNetwork::start(config.clone()).await;
+    wait.finish_and_clear();
+    let network = network?;
+    announce(context, &network, &config);
+    wait_for_signal().await;
+    eprintln!("shutting down…");
+    network.shutdown().await;
+    Ok(0)
+}
+
+fn announce(context: &Context, network: &LocalNetwork, config: &LocalConfig) {
+    if context.json {
+        print_json(&serde_json::json!({
+            "url": network.url(),
+            "devices": network.devices,
+            "supplier": network.supplier,
+            "data_dir": config.data_dir,
+        }));
+        return;
+    }
+    println!("herd is up at {}", network.url());
+    println!(
+        "  devices: {} ({} simulated), owned by supplier {}",
+        network.devices, config.sim_workers, network.supplier
+    );
+    println!("  data:    {}", config.data_dir.display());
+    println!("  API:     {}/v1/openapi.json   metrics: {}/metrics", network.url(), network.url());
+    println!("try: export HERD_COORDINATOR={}", network.url());
+    println!("     herd account create && herd market devices && herd cluster create --cpu --nodes 2");
+    println!("Ctrl-C stops the network.");
+}
+
+/// The demo's workload: each node hashes its own shard of a range of numbers and reports
+/// where it ran — real work, split by rank, using only tools every Unix has.
+const DEMO_SCRIPT: &str = r#"echo "node $HERD_NODE_RANK of $HERD_NODE_COUNT on $(hostname), head at $HERD_HEAD_ADDR"
+shard=500000
+first=$((HERD_NODE_RANK * shard + 1)); last=$(((HERD_NODE_RANK + 1) * shard))
+digest=$(seq "$first" "$last" | sha256sum | cut -c1-16)
+echo "shard $first..$last  sha256=$digest"
+"#;
+
+pub async fn demo(context: &Context, args: DemoArgs) -> anyhow::Result<i32> {
+    let dir = args.data_dir.unwrap_or_else(|| data_dir().join("demo"));
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).with_context(|| format!("cannot reset the demo data dir {}", dir.display()))?;
+    }
+    let mut config = LocalConfig::new(dir, args.listen);
+    config.sim_workers = args.sim_workers as usize;
+    let say = |text: String| {
+        if !context.json {
+            println!("{text}");
+        }
+    };
+
+    let wait = spinner("starting a local network", context.json);
+    let started = match LocalNetwork::start(config.clone()).await {
+        Ok(network) => Ok(network),
+        Err(error) if is_addr_in_use(&error) => {
+            config.listen.set_port(0);
+            LocalNetwork::start(config.clone()).await
+        }
+        Err(error) => Err(error),
+    };
+    wait.finish_and_clear();
+    let network = started?;
+    let url = network.url();
+    say(format!("1. network up at {url}: this machine + {} simulated device(s)", args.sim_workers));
+
+    let result = demo_steps(context, &url, &say).await;
+    let code = match result {
+        Ok(code) => code,
+        Err(error) => {
+            network.shutdown().await;
+            return Err(error);
+        }
+    };
+    if args.exit {
+        network.shutdown().await;
+        return Ok(code);
+    }
+    say(format!("\nThe network keeps running at {url}. Try:"));
+    say(format!("  export HERD_COORDINATOR={url}"));
+    say("  herd cluster list; herd market devices; herd job run --cluster <ID> -- uname -a".into());
+    say("Ctrl-C stops it.".into());
+    wait_for_signal().await;
+    network.shutdown().await;
+    Ok(code)
+}
+
+fn is_addr_in_use(error: &anyhow::Error) -> bool {
+    error
+        .chain()
+        .any(|cause| cause.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::AddrInUse))
+}
+
+async fn demo_steps(context: &Context, url: &str, say: &impl Fn(String)) -> anyhow::Result<i32> {
+    let key = context.credentials.account_key_or_create()?;
+    let (credential, _) = sign_in(&Client::new(url, None), &key).await?;
+    context.credentials.save(url, credential.clone())?;
+    say(format!("2. account {} signed in (key: {})", credential.address, context.credentials.key_path().display()));
+    let client = Client::new(url, Some(credential.api_key));
+
+    let cluster = client
+        .create_cluster(&CreateCluster { gpu: None, gpus_per_node: None, nodes: 2, country: None, hours: Some(1) })
+        .await?;
+    say(format!("3. cluster {} reserved: {} nodes", cluster.id, cluster.nodes.len()));
+    for node in &cluster.nodes {
+        let kind = if node.simulated { "simulated device" } else { "this machine" };
+        say(format!("     rank {}  {}  {}  ({kind})", node.rank, node.device_id.short(), node.country));
+    }
+
+    let job = client
+        .create_job(&CreateJob {
+            cluster_id: cluster.id.clone(),
+            command: vec!["sh".into(), "-c".into(), DEMO_SCRIPT.into()],
+            env: Default::default(),
+        })
+        .await?;
+    say(format!("4. job {} running on every node; output:", job.id));
+    let job = client
+        .stream_logs(job.id.as_str(), true, 0, |event| match event {
+            LogEvent::Line(line) if !context.json => match line.stream {
+                Stream::Stdout => println!("     [{}] {}", line.rank, line.text),
+                Stream::Stderr => eprintln!("     [{}] {}", line.rank, line.text),
+            },
+            _ => {}
+        })
+        .await?
+        .context("the log stream ended before the job did")?;
+    let exits: Vec<String> = job
+        .tasks
+        .iter()
+        .map(|t| format!("rank {} exit {}", t.rank, t.exit_code.map_or("-".into(), |c| c.to_string())))
+        .collect();
+    say(format!("5. job {} {} ({})", job.id, job.state, exits.join(", ")));
+    if context.json {
+        print_json(&serde_json::json!({ "url": url, "cluster": cluster, "job": job }));
+    }
+    Ok(if job.state == JobState::Succeeded { 0 } else { 1 })
+}

@@ -1,0 +1,124 @@
+//! A whole herd network in one process: a coordinator on embedded SQLite, a worker for this
+//! machine, and optionally simulated suppliers. Used by `herd up`, `herd demo` and tests.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use herd_coordinator::{CoordinatorConfig, RunningCoordinator};
+use herd_core::{Address, DeviceState};
+use herd_worker::{keys, AgentConfig, AgentError};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::client::Client;
+use crate::credentials::sign_in;
+
+/// Seed of the simulated fleet, so every `herd up --sim-workers N` shows the same network.
+pub const SIM_FLEET_SEED: u64 = 42;
+
+#[derive(Debug, Clone)]
+pub struct LocalConfig {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub sim_workers: usize,
+    pub local_worker: bool,
+    pub country: String,
+    pub heartbeat_interval: Duration,
+}
+
+impl LocalConfig {
+    pub fn new(data_dir: PathBuf, listen: SocketAddr) -> LocalConfig {
+        LocalConfig {
+            data_dir,
+            listen,
+            sim_workers: 0,
+            local_worker: true,
+            country: "US".into(),
+            heartbeat_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+pub struct LocalNetwork {
+    coordinator: RunningCoordinator,
+    /// The supplier account that owns this machine's and the simulated devices.
+    pub supplier: Address,
+    pub devices: usize,
+    workers: Vec<JoinHandle<Result<(), AgentError>>>,
+    stop_workers: watch::Sender<bool>,
+}
+
+impl LocalNetwork {
+    pub async fn start(config: LocalConfig) -> anyhow::Result<LocalNetwork> {
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("cannot create the data dir {}", config.data_dir.display()))?;
+        let db = config.data_dir.join("herd.db");
+        let mut coordinator_config = CoordinatorConfig::new(format!("sqlite://{}", db.display()), config.listen);
+        coordinator_config.heartbeat_interval = config.heartbeat_interval;
+        let coordinator = herd_coordinator::start(coordinator_config).await?;
+        let url = coordinator.url();
+
+        let supplier_key = keys::load_or_create(&config.data_dir.join("supplier.key"))?;
+        let (supplier, _) = sign_in(&Client::new(&url, None), &supplier_key).await?;
+        let supplier = supplier.address;
+
+        let (stop_workers, stop_rx) = watch::channel(false);
+        let mut agents = Vec::new();
+        if config.local_worker {
+            agents.push(AgentConfig::new(&url, config.data_dir.join("worker"), supplier.clone(), &config.country));
+        }
+        for (index, device) in herd_sim::fleet(SIM_FLEET_SEED, config.sim_workers).into_iter().enumerate() {
+            let dir = config.data_dir.join("sim").join(index.to_string());
+            let mut agent = AgentConfig::new(&url, dir, supplier.clone(), device.country);
+            agent.simulated = Some(device.spec);
+            agent.advertise_addr = Some("127.0.0.1".into());
+            agents.push(agent);
+        }
+        let devices = agents.len();
+        let workers = agents.into_iter().map(|agent| tokio::spawn(herd_worker::run(agent, stop_rx.clone()))).collect();
+        let network = LocalNetwork { coordinator, supplier, devices, workers, stop_workers };
+        network.wait_until_ready(Duration::from_secs(30)).await?;
+        Ok(network)
+    }
+
+    pub fn url(&self) -> String {
+        self.coordinator.url()
+    }
+
+    /// Waits until every device of this network is ready or hired.
+    async fn wait_until_ready(&self, timeout: Duration) -> anyhow::Result<()> {
+        let client = Client::new(&self.url(), None);
+        let query = format!("owner={}&limit=1000", self.supplier);
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let devices = client.devices(&query).await?;
+            let online = devices.iter().filter(|d| matches!(d.state, DeviceState::Ready | DeviceState::Hired)).count();
+            if online >= self.devices {
+                return Ok(());
+            }
+            if let Some(failed) = self.workers.iter().find(|w| w.is_finished()) {
+                let _ = failed;
+                bail!("a worker stopped while starting; run with RUST_LOG=info to see why");
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!("only {online} of {} devices came online within {}s", self.devices, timeout.as_secs());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Stops the workers (their tasks end), then the coordinator, cleanly.
+    pub async fn shutdown(self) {
+        let _ = self.stop_workers.send(true);
+        for worker in self.workers {
+            match worker.await {
+                Ok(Err(error)) => tracing::warn!(%error, "worker ended with an error"),
+                Err(error) => tracing::warn!(%error, "worker task failed"),
+                Ok(Ok(())) => {}
+            }
+        }
+        self.coordinator.shutdown().await;
+    }
+}
