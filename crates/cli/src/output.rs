@@ -30,7 +30,7 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
 }
 
 pub fn print_json(value: &impl Serialize) {
-    println!("{}", serde_json::to_string_pretty(value).expect("API types serialise"));
+    crate::outln!("{}", serde_json::to_string_pretty(value).expect("API types serialise"));
 }
 
 /// A spinner on stderr for a wait; hidden with `--json` or when stderr is not a terminal.
@@ -71,4 +71,22 @@ mod tests {
         assert_eq!(human_ms(185_000), "3m 05s");
         assert_eq!(human_ms(7_500_000), "2h 05m");
     }
+}
+
+/// Writes a line to stdout. A closed pipe (`herd … | head`) ends the process quietly, as
+/// for any Unix tool, instead of panicking.
+pub fn write_stdout(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(error) = stdout.write_fmt(args).and_then(|_| stdout.write_all(b"\n")) {
+        if error.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+    }
+}
+
+/// `println!` that tolerates a closed pipe (see `write_stdout`).
+#[macro_export]
+macro_rules! outln {
+    ($($arg:tt)*) => { $crate::output::write_stdout(format_args!($($arg)*)) };
 }

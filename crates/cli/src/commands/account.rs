@@ -33,8 +33,8 @@ pub async fn run(context: &Context, command: AccountCommand) -> anyhow::Result<i
                 }));
             } else {
                 let verb = if registered { "registered" } else { "already registered; signed in" };
-                println!("account {} {verb} at {}", credential.address, context.coordinator);
-                println!("key: {} (keep it safe: it is your account)", context.credentials.key_path().display());
+                crate::outln!("account {} {verb} at {}", credential.address, context.coordinator);
+                crate::outln!("key: {} (keep it safe: it is your account)", context.credentials.key_path().display());
             }
         }
         AccountCommand::Show => {
@@ -48,7 +48,7 @@ pub async fn run(context: &Context, command: AccountCommand) -> anyhow::Result<i
                     vec!["devices supplied".into(), account.devices.to_string()],
                     vec!["clusters running".into(), account.clusters_running.to_string()],
                 ];
-                println!("{}", table(&["ACCOUNT", ""], &rows));
+                crate::outln!("{}", table(&["ACCOUNT", ""], &rows));
             }
         }
     }

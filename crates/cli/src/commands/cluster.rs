@@ -27,7 +27,7 @@ pub enum ClusterCommand {
 }
 
 #[derive(Debug, Args)]
-#[group(id = "hardware", required = true, multiple = false, args = ["gpu", "cpu"])]
+#[command(group(clap::ArgGroup::new("hardware").required(true).args(["gpu", "cpu"])))]
 pub struct CreateArgs {
     /// GPU model from the catalog, e.g. H100, "RTX 4090", A100-80GB.
     #[arg(long)]
@@ -50,10 +50,10 @@ pub struct CreateArgs {
 }
 
 pub fn print_cluster(cluster: &Cluster) {
-    println!("cluster {}  {}  {} × {}", cluster.id, cluster.state, cluster.nodes.len(), cluster.hardware);
-    println!("created {}  expires {}", cluster.created_at, cluster.expires_at);
+    crate::outln!("cluster {}  {}  {} × {}", cluster.id, cluster.state, cluster.nodes.len(), cluster.hardware);
+    crate::outln!("created {}  expires {}", cluster.created_at, cluster.expires_at);
     if let Some(reason) = &cluster.end_reason {
-        println!("ended: {reason}");
+        crate::outln!("ended: {reason}");
     }
     let rows: Vec<Vec<String>> = cluster
         .nodes
@@ -69,7 +69,7 @@ pub fn print_cluster(cluster: &Cluster) {
             ]
         })
         .collect();
-    println!("{}", table(&["RANK", "DEVICE", "STATE", "COUNTRY", "ADDRESS", ""], &rows));
+    crate::outln!("{}", table(&["RANK", "DEVICE", "STATE", "COUNTRY", "ADDRESS", ""], &rows));
 }
 
 pub async fn run(context: &Context, command: ClusterCommand) -> anyhow::Result<i32> {
@@ -98,7 +98,7 @@ pub async fn run(context: &Context, command: ClusterCommand) -> anyhow::Result<i
             if context.json {
                 print_json(&clusters);
             } else if clusters.is_empty() {
-                println!("no clusters; create one with `herd cluster create --cpu --nodes 2`");
+                crate::outln!("no clusters; create one with `herd cluster create --cpu --nodes 2`");
             } else {
                 let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as i64;
                 let rows: Vec<Vec<String>> = clusters
@@ -114,7 +114,7 @@ pub async fn run(context: &Context, command: ClusterCommand) -> anyhow::Result<i
                         ]
                     })
                     .collect();
-                println!("{}", table(&["ID", "STATE", "NODES", "COUNTRY", "AGE", "EXPIRES"], &rows));
+                crate::outln!("{}", table(&["ID", "STATE", "NODES", "COUNTRY", "AGE", "EXPIRES"], &rows));
             }
         }
         ClusterCommand::Show { id } => {
@@ -130,7 +130,7 @@ pub async fn run(context: &Context, command: ClusterCommand) -> anyhow::Result<i
             if context.json {
                 print_json(&cluster);
             } else {
-                println!("cluster {} terminated; {} device(s) released", cluster.id, cluster.nodes.len());
+                crate::outln!("cluster {} terminated; {} device(s) released", cluster.id, cluster.nodes.len());
             }
         }
         ClusterCommand::Extend { id, hours } => {
@@ -138,7 +138,7 @@ pub async fn run(context: &Context, command: ClusterCommand) -> anyhow::Result<i
             if context.json {
                 print_json(&cluster);
             } else {
-                println!("cluster {} now expires {}", cluster.id, cluster.expires_at);
+                crate::outln!("cluster {} now expires {}", cluster.id, cluster.expires_at);
             }
         }
     }

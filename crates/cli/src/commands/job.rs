@@ -54,12 +54,12 @@ fn parse_env(text: &str) -> Result<(String, String), String> {
 
 fn print_event(event: &LogEvent, json: bool) {
     if json {
-        println!("{}", serde_json::to_string(event).expect("events serialise"));
+        crate::outln!("{}", serde_json::to_string(event).expect("events serialise"));
         return;
     }
     if let LogEvent::Line(line) = event {
         match line.stream {
-            Stream::Stdout => println!("[{}] {}", line.rank, line.text),
+            Stream::Stdout => crate::outln!("[{}] {}", line.rank, line.text),
             Stream::Stderr => eprintln!("[{}] {}", line.rank, line.text),
         }
     }
@@ -79,8 +79,8 @@ fn print_summary(job: &Job) {
             ]
         })
         .collect();
-    println!("job {} {}", job.id, job.state);
-    println!("{}", table(&["RANK", "DEVICE", "STATE", "EXIT", "ERROR"], &rows));
+    crate::outln!("job {} {}", job.id, job.state);
+    crate::outln!("{}", table(&["RANK", "DEVICE", "STATE", "EXIT", "ERROR"], &rows));
 }
 
 /// Follows a job's output to its end, resuming after broken streams. The first Ctrl-C
@@ -170,7 +170,7 @@ pub async fn run(context: &Context, command: JobCommand) -> anyhow::Result<i32> 
                         ]
                     })
                     .collect();
-                println!("{}", table(&["ID", "CLUSTER", "STATE", "NODES", "CREATED", "COMMAND"], &rows));
+                crate::outln!("{}", table(&["ID", "CLUSTER", "STATE", "NODES", "CREATED", "COMMAND"], &rows));
             }
             Ok(0)
         }
@@ -189,7 +189,7 @@ pub async fn run(context: &Context, command: JobCommand) -> anyhow::Result<i32> 
             if context.json {
                 print_json(&job);
             } else {
-                println!("job {} is {}; stop sent to every node", job.id, job.state);
+                crate::outln!("job {} is {}; stop sent to every node", job.id, job.state);
             }
             Ok(0)
         }

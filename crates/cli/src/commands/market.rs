@@ -53,7 +53,7 @@ pub async fn run(context: &Context, command: MarketCommand) -> anyhow::Result<i3
                     ]
                 })
                 .collect();
-            println!("{}", table(&["DEVICE", "STATE", "GPUS", "CPU", "MEMORY", "COUNTRY", ""], &rows));
+            crate::outln!("{}", table(&["DEVICE", "STATE", "GPUS", "CPU", "MEMORY", "COUNTRY", ""], &rows));
         }
     }
     Ok(0)

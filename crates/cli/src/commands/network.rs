@@ -114,16 +114,18 @@ fn announce(context: &Context, network: &LocalNetwork, config: &LocalConfig) {
         }));
         return;
     }
-    println!("herd is up at {}", network.url());
-    println!(
+    crate::outln!("herd is up at {}", network.url());
+    crate::outln!(
         "  devices: {} ({} simulated), owned by supplier {}",
-        network.devices, config.sim_workers, network.supplier
+        network.devices,
+        config.sim_workers,
+        network.supplier
     );
-    println!("  data:    {}", config.data_dir.display());
-    println!("  API:     {}/v1/openapi.json   metrics: {}/metrics", network.url(), network.url());
-    println!("try: export HERD_COORDINATOR={}", network.url());
-    println!("     herd account create && herd market devices && herd cluster create --cpu --nodes 2");
-    println!("Ctrl-C stops the network.");
+    crate::outln!("  data:    {}", config.data_dir.display());
+    crate::outln!("  API:     {}/v1/openapi.json   metrics: {}/metrics", network.url(), network.url());
+    crate::outln!("try: export HERD_COORDINATOR={}", network.url());
+    crate::outln!("     herd account create && herd market devices && herd cluster create --cpu --nodes 2");
+    crate::outln!("Ctrl-C stops the network.");
 }
 
 /// The demo's workload: each node hashes its own shard of a range of numbers and reports
@@ -144,7 +146,7 @@ pub async fn demo(context: &Context, args: DemoArgs) -> anyhow::Result<i32> {
     config.sim_workers = args.sim_workers as usize;
     let say = |text: String| {
         if !context.json {
-            println!("{text}");
+            crate::outln!("{text}");
         }
     };
 
@@ -216,7 +218,7 @@ async fn demo_steps(context: &Context, url: &str, say: &impl Fn(String)) -> anyh
     let job = client
         .stream_logs(job.id.as_str(), true, 0, |event| match event {
             LogEvent::Line(line) if !context.json => match line.stream {
-                Stream::Stdout => println!("     [{}] {}", line.rank, line.text),
+                Stream::Stdout => crate::outln!("     [{}] {}", line.rank, line.text),
                 Stream::Stderr => eprintln!("     [{}] {}", line.rank, line.text),
             },
             _ => {}
