@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use herd_core::{JobId, Timestamp};
-use tokio::sync::{broadcast, watch};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tokio::sync::{broadcast, watch, Notify};
 
 use crate::hub::Hub;
 use crate::metrics::Metrics;
@@ -47,6 +49,8 @@ pub const JOB_EVENTS_CAPACITY: usize = 1024;
 
 pub struct AppInner {
     pub store: Store,
+    /// Worker sessions in progress; shutdown waits for them before closing the database.
+    pub sessions: SessionTracker,
     pub hub: Hub,
     pub config: CoordinatorConfig,
     pub job_events: broadcast::Sender<JobId>,
@@ -60,7 +64,15 @@ pub struct App(Arc<AppInner>);
 impl App {
     pub fn new(store: Store, config: CoordinatorConfig, shutdown: watch::Receiver<bool>) -> App {
         let (job_events, _) = broadcast::channel(JOB_EVENTS_CAPACITY);
-        App(Arc::new(AppInner { store, hub: Hub::default(), config, job_events, metrics: Metrics::new(), shutdown }))
+        App(Arc::new(AppInner {
+            store,
+            sessions: SessionTracker::default(),
+            hub: Hub::default(),
+            config,
+            job_events,
+            metrics: Metrics::new(),
+            shutdown,
+        }))
     }
 
     pub fn notify_job(&self, job: &JobId) {
@@ -80,4 +92,39 @@ impl Deref for App {
 pub fn now() -> Timestamp {
     let since_epoch = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
     Timestamp(since_epoch.as_millis() as i64)
+}
+
+/// Counts live worker sessions. Upgraded WebSockets outlive the HTTP server's graceful
+/// shutdown, so the coordinator waits on this before it closes the database under them.
+#[derive(Default)]
+pub struct SessionTracker {
+    live: AtomicUsize,
+    idle: Notify,
+}
+
+pub struct SessionGuard<'a>(&'a SessionTracker);
+
+impl SessionTracker {
+    pub fn enter(&self) -> SessionGuard<'_> {
+        self.live.fetch_add(1, Ordering::SeqCst);
+        SessionGuard(self)
+    }
+
+    pub async fn wait_idle(&self) {
+        loop {
+            let idle = self.idle.notified();
+            if self.live.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            idle.await;
+        }
+    }
+}
+
+impl Drop for SessionGuard<'_> {
+    fn drop(&mut self) {
+        if self.0.live.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
 }

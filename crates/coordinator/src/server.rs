@@ -28,7 +28,7 @@ pub struct RunningCoordinator {
     shutdown: watch::Sender<bool>,
     server: JoinHandle<()>,
     reconciler: JoinHandle<()>,
-    store: Store,
+    app: App,
 }
 
 /// Opens the database, binds the listener and starts serving and reconciling.
@@ -61,7 +61,7 @@ pub async fn start(config: CoordinatorConfig) -> Result<RunningCoordinator, Star
     });
     let reconciler = tokio::spawn(reconcile::run(app.clone(), shutdown_rx));
     tracing::info!(%addr, devices_watched = online.len(), "coordinator listening");
-    Ok(RunningCoordinator { addr, shutdown, server, reconciler, store })
+    Ok(RunningCoordinator { addr, shutdown, server, reconciler, app })
 }
 
 impl RunningCoordinator {
@@ -80,8 +80,11 @@ impl RunningCoordinator {
         if tokio::time::timeout(SHUTDOWN_GRACE, self.server).await.is_err() {
             tracing::warn!("requests still running after the grace period; closing anyway");
         }
+        if tokio::time::timeout(SHUTDOWN_GRACE, self.app.sessions.wait_idle()).await.is_err() {
+            tracing::warn!("worker sessions still open after the grace period; closing anyway");
+        }
         let _ = self.reconciler.await;
-        self.store.close().await;
+        self.app.store.close().await;
         tracing::info!("coordinator stopped");
     }
 }

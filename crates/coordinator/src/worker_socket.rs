@@ -27,6 +27,8 @@ use crate::store::HelloRefusal;
 
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 const ADVERTISE_ADDR_LEN_MAX: usize = 255;
+/// How long a closing connection waits for the worker's in-flight messages.
+const SHUTDOWN_DRAIN_MAX: Duration = Duration::from_secs(2);
 
 pub async fn connect(State(app): State<App>, upgrade: WebSocketUpgrade) -> Response {
     upgrade
@@ -49,6 +51,8 @@ fn encode(message: &ServerMessage) -> Message {
 }
 
 async fn session(app: App, mut socket: WebSocket) {
+    let tracker = app.clone();
+    let _live = tracker.sessions.enter();
     match handshake(&app, &mut socket).await {
         Ok(hello) => {
             app.metrics.worker_sessions.get_or_create(&labels(&[("outcome", "accepted")])).inc();
@@ -159,6 +163,20 @@ async fn serve(app: App, socket: WebSocket, hello: HelloPayload) {
             _ = shutdown.changed() => {
                 let frame = CloseFrame { code: 1001, reason: "coordinator shutting down".into() };
                 let _ = sink.send(Message::Close(Some(frame))).await;
+                // What the worker sent before it saw our close arrives before its close
+                // reply: apply it, so a graceful restart loses no output or exit report.
+                let drain = async {
+                    while let Some(Ok(message)) = inbox.next().await {
+                        match message {
+                            Message::Text(text) => {
+                                let _ = handle(&app, &device, &text).await;
+                            }
+                            Message::Close(_) => break,
+                            _ => {}
+                        }
+                    }
+                };
+                let _ = tokio::time::timeout(SHUTDOWN_DRAIN_MAX, drain).await;
                 break;
             }
         }

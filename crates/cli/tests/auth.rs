@@ -1,0 +1,230 @@
+//! Authentication and authorisation: every request carries its own key, every account sees
+//! only its own things, and workers prove their device key on a fresh nonce.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use ed25519_dalek::{Signer, SigningKey};
+use futures_util::{SinkExt, StreamExt};
+use herd_cli::client::Client;
+use herd_cli::credentials::sign_challenge;
+use herd_core::{Address, DeviceState};
+use herd_proto::api::{CreateCluster, CreateJob};
+use herd_proto::signing::{worker_hello_message, PURPOSE_REGISTER};
+use herd_proto::worker::{HelloPayload, ServerMessage, SignedHello, WorkerMessage};
+use herd_worker::keys;
+use rand::rngs::OsRng;
+use tokio_tungstenite::tungstenite::Message;
+
+type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+fn status(error: herd_cli::client::ClientError) -> u16 {
+    error.status().expect("an API error").as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn customers_need_a_key_and_see_only_their_own_things() {
+    let dir = tempfile::tempdir().unwrap();
+    let coordinator = start_coordinator(&dir.path().join("herd.db"), loopback()).await;
+    let url = coordinator.url();
+    let (supplier_key, _) = new_account(&url).await;
+    let supplier = keys::address_of(&supplier_key);
+    let worker = start_worker(&url, &dir.path().join("w0"), &supplier);
+    devices_in_state(&url, &supplier, DeviceState::Ready, 1).await;
+
+    assert_eq!(status(Client::new(&url, None).clusters(false).await.unwrap_err()), 401);
+    assert_eq!(status(Client::new(&url, Some("herd_forged".into())).clusters(false).await.unwrap_err()), 401);
+    assert_eq!(status(Client::new(&url, Some("Basic abc".into())).account().await.unwrap_err()), 401);
+
+    let (_, alice) = new_account(&url).await;
+    let (_, bob) = new_account(&url).await;
+    let request = CreateCluster { gpu: None, gpus_per_node: None, nodes: 1, country: None, hours: None };
+    let cluster = alice.create_cluster(&request).await.unwrap();
+    let job = alice
+        .create_job(&CreateJob {
+            cluster_id: cluster.id.clone(),
+            command: vec!["true".into()],
+            env: Default::default(),
+        })
+        .await
+        .unwrap();
+
+    assert_eq!(status(bob.cluster(cluster.id.as_str()).await.unwrap_err()), 403);
+    assert_eq!(status(bob.delete_cluster(cluster.id.as_str()).await.unwrap_err()), 403);
+    assert_eq!(status(bob.extend_cluster(cluster.id.as_str(), 1).await.unwrap_err()), 403);
+    assert_eq!(status(bob.job(job.id.as_str()).await.unwrap_err()), 403);
+    assert_eq!(status(bob.stop_job(&job.id).await.unwrap_err()), 403);
+    assert_eq!(status(bob.stream_logs(job.id.as_str(), false, 0, |_| {}).await.unwrap_err()), 403);
+    let foreign_job = CreateJob { cluster_id: cluster.id.clone(), command: vec!["id".into()], env: Default::default() };
+    assert_eq!(status(bob.create_job(&foreign_job).await.unwrap_err()), 403);
+    assert!(bob.clusters(true).await.unwrap().is_empty());
+    assert!(bob.jobs(None).await.unwrap().is_empty());
+    assert_eq!(alice.clusters(false).await.unwrap().len(), 1);
+    assert_eq!(alice.cluster(cluster.id.as_str()).await.unwrap().id, cluster.id, "the owner still can");
+
+    worker.stop().await;
+    coordinator.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn account_challenges_need_the_key_and_work_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let coordinator = start_coordinator(&dir.path().join("herd.db"), loopback()).await;
+    let client = Client::new(&coordinator.url(), None);
+    let key = SigningKey::generate(&mut OsRng);
+    let address = keys::address_of(&key);
+
+    let challenge = client.challenge(&address, PURPOSE_REGISTER).await.unwrap();
+    let impostor = SigningKey::generate(&mut OsRng);
+    let mut forged = sign_challenge(&impostor, PURPOSE_REGISTER, challenge.nonce.clone());
+    forged.address = address.clone();
+    assert_eq!(status(client.register(&forged).await.unwrap_err()), 401, "signed by the wrong key");
+
+    let signed = sign_challenge(&key, PURPOSE_REGISTER, challenge.nonce);
+    let issued = client.register(&signed).await.unwrap();
+    assert!(issued.api_key.starts_with("herd_"));
+    assert_eq!(status(client.register(&signed).await.unwrap_err()), 401, "a used challenge is refused");
+    assert_eq!(status(client.challenge(&address, PURPOSE_REGISTER).await.unwrap_err()), 409);
+    assert_eq!(status(client.challenge(&address, "steal").await.unwrap_err()), 400);
+    coordinator.shutdown().await;
+}
+
+fn socket_url(http: &str) -> String {
+    format!("{}/v1/worker/connect", http.replace("http://", "ws://"))
+}
+
+async fn next_server_message(socket: &mut Socket) -> ServerMessage {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), socket.next()).await.expect("a message in time") {
+            Some(Ok(Message::Text(text))) => return serde_json::from_str(&text).unwrap(),
+            Some(Ok(_)) => continue,
+            other => panic!("socket ended: {other:?}"),
+        }
+    }
+}
+
+fn hello(key: &SigningKey, owner: &Address, nonce: &str) -> HelloPayload {
+    HelloPayload {
+        protocol_version: herd_proto::WORKER_PROTOCOL_VERSION,
+        nonce: nonce.into(),
+        device_key: keys::address_of(key),
+        owner: owner.clone(),
+        country: "DE".into(),
+        simulated: true,
+        advertise_addr: "127.0.0.1".into(),
+        agent_version: "test".into(),
+        spec: herd_sim::fleet(7, 1).remove(0).spec,
+        tasks: vec![],
+    }
+}
+
+fn signed(key: &SigningKey, payload: &HelloPayload) -> SignedHello {
+    let payload = serde_json::to_string(payload).unwrap();
+    let signature = bs58::encode(key.sign(&worker_hello_message(&payload)).to_bytes()).into_string();
+    SignedHello { payload, signature }
+}
+
+/// Connects, reads the challenge, and sends what `make_hello` builds from the nonce.
+async fn connect_with(url: &str, make_hello: impl FnOnce(&str) -> SignedHello) -> (Socket, ServerMessage) {
+    let (mut socket, _) = tokio_tungstenite::connect_async(socket_url(url)).await.unwrap();
+    let ServerMessage::Challenge { nonce, .. } = next_server_message(&mut socket).await else { panic!("no challenge") };
+    let hello = WorkerMessage::Hello(make_hello(&nonce));
+    socket.send(Message::Text(serde_json::to_string(&hello).unwrap().into())).await.unwrap();
+    let answer = next_server_message(&mut socket).await;
+    (socket, answer)
+}
+
+fn rejection_code(message: &ServerMessage) -> &str {
+    match message {
+        ServerMessage::Rejected { code, .. } => code,
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_handshakes_are_bound_to_key_nonce_and_owner() {
+    let dir = tempfile::tempdir().unwrap();
+    let coordinator = start_coordinator(&dir.path().join("herd.db"), loopback()).await;
+    let url = coordinator.url();
+    let (owner_key, _) = new_account(&url).await;
+    let owner = keys::address_of(&owner_key);
+    let device = SigningKey::generate(&mut OsRng);
+
+    // Signed by a key other than the device key it claims.
+    let thief = SigningKey::generate(&mut OsRng);
+    let (_, answer) = connect_with(&url, |nonce| signed(&thief, &hello(&device, &owner, nonce))).await;
+    assert_eq!(rejection_code(&answer), "bad_signature");
+
+    // A valid hello, captured and replayed on a new connection (whose nonce differs).
+    let mut captured = None;
+    let (socket, answer) = connect_with(&url, |nonce| {
+        let hello = signed(&device, &hello(&device, &owner, nonce));
+        captured = Some(hello.clone());
+        hello
+    })
+    .await;
+    assert!(matches!(answer, ServerMessage::Welcome { .. }), "{answer:?}");
+    drop(socket);
+    let (_, answer) = connect_with(&url, |_| captured.unwrap()).await;
+    assert_eq!(rejection_code(&answer), "stale_nonce");
+
+    // The device stays bound to its first owner.
+    let (other_key, _) = new_account(&url).await;
+    let other = keys::address_of(&other_key);
+    let (_, answer) = connect_with(&url, |nonce| signed(&device, &hello(&device, &other, nonce))).await;
+    assert_eq!(rejection_code(&answer), "device_owned");
+
+    // Owners must exist.
+    let nobody = keys::address_of(&SigningKey::generate(&mut OsRng));
+    let newcomer = SigningKey::generate(&mut OsRng);
+    let (_, answer) = connect_with(&url, |nonce| signed(&newcomer, &hello(&newcomer, &nobody, nonce))).await;
+    assert_eq!(rejection_code(&answer), "unknown_owner");
+
+    // Invalid specs are refused before anything is stored.
+    let (_, answer) = connect_with(&url, |nonce| {
+        let mut payload = hello(&newcomer, &owner, nonce);
+        payload.spec.cpu.logical_cores = 0;
+        signed(&newcomer, &payload)
+    })
+    .await;
+    assert_eq!(rejection_code(&answer), "bad_spec");
+    let client = Client::new(&url, None);
+    assert_eq!(client.devices(&format!("owner={owner}")).await.unwrap().len(), 1, "only the accepted device");
+    coordinator.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_worker_goes_offline_and_a_chatty_one_stays_ready() {
+    let dir = tempfile::tempdir().unwrap();
+    let coordinator = start_coordinator(&dir.path().join("herd.db"), loopback()).await;
+    let url = coordinator.url();
+    let (owner_key, _) = new_account(&url).await;
+    let owner = keys::address_of(&owner_key);
+    let live = start_worker(&url, &dir.path().join("live"), &owner);
+
+    // A worker that completes the handshake and then never heartbeats.
+    let silent = SigningKey::generate(&mut OsRng);
+    let (_socket, answer) = connect_with(&url, |nonce| signed(&silent, &hello(&silent, &owner, nonce))).await;
+    assert!(matches!(answer, ServerMessage::Welcome { .. }));
+    let client = Client::new(&url, None);
+    let silent_id = keys::address_of(&silent);
+    assert_eq!(client.device(silent_id.as_str()).await.unwrap().device.state, DeviceState::Ready);
+
+    // Offline after 3 missed intervals (600 ms here), even though its socket is still open.
+    devices_in_state(&url, &owner, DeviceState::Offline, 1).await;
+    let detail = client.device(silent_id.as_str()).await.unwrap();
+    assert_eq!(detail.device.state, DeviceState::Offline);
+    assert!(detail.events[0].reason.contains("missed 3 heartbeats"), "{:?}", detail.events[0]);
+    let states: Vec<_> = detail.events.iter().rev().map(|e| e.to).collect();
+    assert_eq!(states, [DeviceState::Pending, DeviceState::Ready, DeviceState::Offline]);
+
+    // The real worker heartbeats, so it is still ready well past the timeout.
+    tokio::time::sleep(HEARTBEAT * 5).await;
+    let devices = client.devices(&format!("owner={owner}&state=ready")).await.unwrap();
+    assert_eq!(devices.len(), 1);
+    assert!(devices[0].utilization.is_some(), "heartbeats carry utilisation");
+    live.stop().await;
+    coordinator.shutdown().await;
+}

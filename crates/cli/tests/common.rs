@@ -1,0 +1,89 @@
+//! Shared fixtures: a coordinator on a temp SQLite file and loopback port, real worker agents
+//! in-process, and accounts signed in with real keys.
+
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use ed25519_dalek::SigningKey;
+use herd_cli::client::Client;
+use herd_cli::credentials::sign_in;
+use herd_coordinator::{CoordinatorConfig, RunningCoordinator};
+use herd_core::{Address, DeviceState};
+use herd_worker::AgentConfig;
+use rand::rngs::OsRng;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub const HEARTBEAT: Duration = Duration::from_millis(200);
+
+pub async fn start_coordinator(db: &Path, listen: SocketAddr) -> RunningCoordinator {
+    let mut config = CoordinatorConfig::new(format!("sqlite://{}", db.display()), listen);
+    config.heartbeat_interval = HEARTBEAT;
+    config.reconcile_interval = Duration::from_millis(50);
+    herd_coordinator::start(config).await.expect("coordinator starts")
+}
+
+pub fn loopback() -> SocketAddr {
+    "127.0.0.1:0".parse().unwrap()
+}
+
+/// A new account, registered with a fresh key; returns the key and an authenticated client.
+pub async fn new_account(url: &str) -> (SigningKey, Client) {
+    let key = SigningKey::generate(&mut OsRng);
+    let anonymous = Client::new(url, None);
+    let (credential, registered) = sign_in(&anonymous, &key).await.expect("sign in");
+    assert!(registered);
+    (key, anonymous.with_api_key(credential.api_key))
+}
+
+pub struct Worker {
+    pub stop: watch::Sender<bool>,
+    pub handle: JoinHandle<Result<(), herd_worker::AgentError>>,
+}
+
+impl Worker {
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        self.handle.await.unwrap().unwrap();
+    }
+}
+
+/// A real worker agent (detected hardware, process runtime) with fast reconnects.
+pub fn start_worker(url: &str, data_dir: &Path, owner: &Address) -> Worker {
+    let mut config = AgentConfig::new(url, data_dir.to_path_buf(), owner.clone(), "US");
+    config.backoff_initial = Duration::from_millis(50);
+    config.backoff_max = Duration::from_millis(300);
+    let (stop, stop_rx) = watch::channel(false);
+    Worker { stop, handle: tokio::spawn(herd_worker::run(config, stop_rx)) }
+}
+
+/// Polls `check` until it returns Some, or panics after `timeout` with `what`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Waits until `count` devices of `owner` are in `state`.
+pub async fn devices_in_state(url: &str, owner: &Address, state: DeviceState, count: usize) {
+    let client = Client::new(url, None);
+    let query = format!("owner={owner}");
+    eventually(&format!("{count} device(s) {state}"), Duration::from_secs(20), || async {
+        let devices = client.devices(&query).await.ok()?;
+        (devices.iter().filter(|d| d.state == state).count() == count).then_some(())
+    })
+    .await
+}

@@ -1,0 +1,208 @@
+//! The whole path on loopback: coordinator + two real worker agents + the client.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use herd_core::{ClusterState, DeviceState, JobState, TaskState};
+use herd_proto::api::{CreateCluster, CreateJob, LogEvent, Stream};
+use herd_worker::keys;
+
+fn cpu_cluster(nodes: u32) -> CreateCluster {
+    CreateCluster { gpu: None, gpus_per_node: None, nodes, country: None, hours: Some(1) }
+}
+
+fn job(cluster: &herd_proto::api::Cluster, script: &str) -> CreateJob {
+    CreateJob {
+        cluster_id: cluster.id.clone(),
+        command: vec!["sh".into(), "-c".into(), script.into()],
+        env: [("GREETING".to_string(), "hello".to_string())].into(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_two_node_job_runs_streams_and_frees_its_devices() {
+    let dir = tempfile::tempdir().unwrap();
+    let coordinator = start_coordinator(&dir.path().join("herd.db"), loopback()).await;
+    let url = coordinator.url();
+    let (supplier_key, _) = new_account(&url).await;
+    let supplier = keys::address_of(&supplier_key);
+    let workers =
+        [start_worker(&url, &dir.path().join("w0"), &supplier), start_worker(&url, &dir.path().join("w1"), &supplier)];
+    devices_in_state(&url, &supplier, DeviceState::Ready, 2).await;
+
+    let (_, customer) = new_account(&url).await;
+    let cluster = customer.create_cluster(&cpu_cluster(2)).await.unwrap();
+    assert_eq!(cluster.nodes.len(), 2);
+    assert_eq!(cluster.state, ClusterState::Running);
+    devices_in_state(&url, &supplier, DeviceState::Hired, 2).await;
+
+    let script =
+        "echo \"rank $HERD_NODE_RANK of $HERD_NODE_COUNT says $GREETING\"; echo oops >&2; exit $((HERD_NODE_RANK * 7))";
+    let created = customer.create_job(&job(&cluster, script)).await.unwrap();
+    let mut lines = Vec::new();
+    let finished = customer
+        .stream_logs(created.id.as_str(), true, 0, |event| {
+            if let LogEvent::Line(line) = event {
+                lines.push((line.rank, line.stream, line.text.clone()));
+            }
+        })
+        .await
+        .unwrap()
+        .expect("the stream ends with the job");
+
+    lines.sort_by(|a, b| (a.0, a.2.clone()).cmp(&(b.0, b.2.clone())));
+    assert_eq!(
+        lines,
+        vec![
+            (0, Stream::Stderr, "oops".to_string()),
+            (0, Stream::Stdout, "rank 0 of 2 says hello".to_string()),
+            (1, Stream::Stderr, "oops".to_string()),
+            (1, Stream::Stdout, "rank 1 of 2 says hello".to_string()),
+        ]
+    );
+    assert_eq!(finished.state, JobState::Failed, "rank 1 exits 7");
+    let exits: Vec<_> = finished.tasks.iter().map(|t| (t.rank, t.state, t.exit_code)).collect();
+    assert_eq!(exits, [(0, TaskState::Succeeded, Some(0)), (1, TaskState::Failed, Some(7))]);
+
+    // Stored logs replay without following, and resume after a sequence number.
+    let mut replayed = 0;
+    customer
+        .stream_logs(created.id.as_str(), false, 0, |e| replayed += matches!(e, LogEvent::Line(_)) as usize)
+        .await
+        .unwrap();
+    assert_eq!(replayed, 4);
+
+    let deleted = customer.delete_cluster(cluster.id.as_str()).await.unwrap();
+    assert_eq!(deleted.state, ClusterState::Terminated);
+    devices_in_state(&url, &supplier, DeviceState::Ready, 2).await;
+    let again = customer.delete_cluster(cluster.id.as_str()).await.unwrap();
+    assert_eq!(again.state, ClusterState::Terminated, "delete is idempotent");
+
+    for worker in workers {
+        worker.stop().await;
+    }
+    coordinator.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_a_job_and_deleting_its_cluster_end_the_processes() {
+    let dir = tempfile::tempdir().unwrap();
+    let coordinator = start_coordinator(&dir.path().join("herd.db"), loopback()).await;
+    let url = coordinator.url();
+    let (supplier_key, _) = new_account(&url).await;
+    let supplier = keys::address_of(&supplier_key);
+    let worker = start_worker(&url, &dir.path().join("w0"), &supplier);
+    devices_in_state(&url, &supplier, DeviceState::Ready, 1).await;
+    let (_, customer) = new_account(&url).await;
+    let cluster = customer.create_cluster(&cpu_cluster(1)).await.unwrap();
+
+    let long = customer.create_job(&job(&cluster, "echo started; sleep 60")).await.unwrap();
+    eventually("the job to start", Duration::from_secs(10), || async {
+        let job = customer.job(long.id.as_str()).await.ok()?;
+        (job.state == JobState::Running).then_some(())
+    })
+    .await;
+    let stopped = customer.stop_job(&long.id).await.unwrap();
+    assert!(!stopped.state.is_terminal() || stopped.state == JobState::Stopped);
+    let end = customer.stream_logs(long.id.as_str(), true, 0, |_| {}).await.unwrap().unwrap();
+    assert_eq!(end.state, JobState::Stopped);
+    assert!(end.tasks[0].error.as_deref().unwrap_or_default().contains("signal"));
+
+    let orphan = customer.create_job(&job(&cluster, "sleep 60")).await.unwrap();
+    eventually("the second job to start", Duration::from_secs(10), || async {
+        (customer.job(orphan.id.as_str()).await.ok()?.state == JobState::Running).then_some(())
+    })
+    .await;
+    customer.delete_cluster(cluster.id.as_str()).await.unwrap();
+    let job = customer.job(orphan.id.as_str()).await.unwrap();
+    assert_eq!(job.state, JobState::Stopped, "deleting the cluster stops its jobs");
+    devices_in_state(&url, &supplier, DeviceState::Ready, 1).await;
+    eventually("the job's directory to be removed", Duration::from_secs(10), || async {
+        (!dir.path().join("w0/jobs").join(orphan.id.as_str()).exists()).then_some(())
+    })
+    .await;
+
+    worker.stop().await;
+    coordinator.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_that_cannot_be_served_say_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let coordinator = start_coordinator(&dir.path().join("herd.db"), loopback()).await;
+    let url = coordinator.url();
+    let (supplier_key, _) = new_account(&url).await;
+    let supplier = keys::address_of(&supplier_key);
+    let worker = start_worker(&url, &dir.path().join("w0"), &supplier);
+    devices_in_state(&url, &supplier, DeviceState::Ready, 1).await;
+    let (_, customer) = new_account(&url).await;
+
+    let error = customer.create_cluster(&cpu_cluster(3)).await.unwrap_err();
+    assert_eq!(error.status().map(|s| s.as_u16()), Some(409));
+    assert!(
+        error.to_string().contains("no capacity for 3 × CPU: 1 matching device(s) ready; ready now: 1 × CPU in US"),
+        "{error}"
+    );
+
+    let unknown = CreateCluster { gpu: Some("Voodoo".into()), ..cpu_cluster(1) };
+    let error = customer.create_cluster(&unknown).await.unwrap_err();
+    assert_eq!(error.status().map(|s| s.as_u16()), Some(422));
+    assert!(error.to_string().contains("known models: B200, H200, H100"), "{error}");
+
+    let error = customer.create_cluster(&CreateCluster { nodes: 0, ..cpu_cluster(1) }).await.unwrap_err();
+    assert_eq!(error.status().map(|s| s.as_u16()), Some(400));
+    let error =
+        customer.create_cluster(&CreateCluster { country: Some("usa".into()), ..cpu_cluster(1) }).await.unwrap_err();
+    assert!(error.to_string().contains("ISO 3166-1"), "{error}");
+
+    let error = customer.cluster("cl-0000000000").await.unwrap_err();
+    assert_eq!(error.status().map(|s| s.as_u16()), Some(404));
+    let error = customer.job("not-an-id").await.unwrap_err();
+    assert_eq!(error.status().map(|s| s.as_u16()), Some(400));
+
+    // Malformed bodies get herd's error format, not a bare 4xx.
+    let response = reqwest::Client::new()
+        .post(format!("{url}/v1/clusters"))
+        .header("content-type", "application/json")
+        .body("{\"nodes\": \"many\"}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 401, "authentication comes before the body");
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "unauthorized");
+
+    worker.stop().await;
+    coordinator.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_metrics_and_openapi_are_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let coordinator = start_coordinator(&dir.path().join("herd.db"), loopback()).await;
+    let url = coordinator.url();
+    let client = herd_cli::client::Client::new(&url, None);
+    assert_eq!(client.health().await.unwrap().status, "ok");
+
+    let openapi: serde_json::Value =
+        reqwest::get(format!("{url}/v1/openapi.json")).await.unwrap().json().await.unwrap();
+    for path in ["/v1/clusters", "/v1/clusters/{id}", "/v1/jobs/{id}/logs", "/v1/devices", "/v1/accounts"] {
+        assert!(openapi["paths"].get(path).is_some(), "{path} is documented");
+    }
+    assert!(openapi["components"]["schemas"].get("Cluster").is_some());
+
+    let metrics = reqwest::get(format!("{url}/metrics")).await.unwrap().text().await.unwrap();
+    assert!(
+        metrics.contains("herd_http_requests_total{method=\"GET\",route=\"/v1/openapi.json\",status=\"200\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("herd_workers_connected 0"));
+
+    let missing = reqwest::get(format!("{url}/v1/nope")).await.unwrap();
+    assert_eq!(missing.status().as_u16(), 404);
+    let body: serde_json::Value = missing.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "not_found");
+    coordinator.shutdown().await;
+}
