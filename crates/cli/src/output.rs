@@ -45,6 +45,12 @@ pub fn spinner(message: impl Into<String>, json: bool) -> ProgressBar {
     bar
 }
 
+/// Now, in milliseconds since the Unix epoch: the CLI's one reading of the wall clock.
+#[allow(clippy::disallowed_methods)] // the one marked place
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
 /// A duration like `3m 05s` for tables.
 pub fn human_ms(ms: i64) -> String {
     let secs = ms.max(0) / 1000;
@@ -52,24 +58,6 @@ pub fn human_ms(ms: i64) -> String {
         s if s < 60 => format!("{s}s"),
         s if s < 3600 => format!("{}m {:02}s", s / 60, s % 60),
         s => format!("{}h {:02}m", s / 3600, s % 3600 / 60),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tables_align() {
-        let text = table(&["ID", "STATE"], &[vec!["a".into(), "ready".into()], vec!["long-id".into(), "x".into()]]);
-        assert_eq!(text, "ID       STATE\na        ready\nlong-id  x");
-    }
-
-    #[test]
-    fn durations_read_well() {
-        assert_eq!(human_ms(5_000), "5s");
-        assert_eq!(human_ms(185_000), "3m 05s");
-        assert_eq!(human_ms(7_500_000), "2h 05m");
     }
 }
 
@@ -89,4 +77,22 @@ pub fn write_stdout(args: std::fmt::Arguments<'_>) {
 #[macro_export]
 macro_rules! outln {
     ($($arg:tt)*) => { $crate::output::write_stdout(format_args!($($arg)*)) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_align() {
+        let text = table(&["ID", "STATE"], &[vec!["a".into(), "ready".into()], vec!["long-id".into(), "x".into()]]);
+        assert_eq!(text, "ID       STATE\na        ready\nlong-id  x");
+    }
+
+    #[test]
+    fn durations_read_well() {
+        assert_eq!(human_ms(5_000), "5s");
+        assert_eq!(human_ms(185_000), "3m 05s");
+        assert_eq!(human_ms(7_500_000), "2h 05m");
+    }
 }

@@ -52,7 +52,7 @@ async fn a_two_node_job_runs_streams_and_frees_its_devices() {
         .unwrap()
         .expect("the stream ends with the job");
 
-    lines.sort_by(|a, b| (a.0, a.2.clone()).cmp(&(b.0, b.2.clone())));
+    lines.sort_by_key(|line| (line.0, line.2.clone()));
     assert_eq!(
         lines,
         vec![

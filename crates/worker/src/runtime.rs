@@ -343,7 +343,7 @@ mod tests {
         let job_id = job.job_id.clone();
         tasks.start(job);
         let (lines, code, error) = collect(receiver).await;
-        assert_eq!(lines, [format!("rank=1/2 head=10.0.0.1 hi"), format!("home={job_id} secret=none")]);
+        assert_eq!(lines, ["rank=1/2 head=10.0.0.1 hi".to_string(), format!("home={job_id} secret=none")]);
         assert_eq!((code, error), (Some(3), None));
         assert_eq!(tasks.reports()[0].exited.as_ref().unwrap().exit_code, Some(3));
     }

@@ -2,7 +2,7 @@ use clap::{Args, Subcommand};
 use herd_proto::api::{Cluster, CreateCluster};
 
 use super::{parse_country, Context};
-use crate::output::{human_ms, print_json, spinner, table};
+use crate::output::{human_ms, now_ms, print_json, spinner, table};
 
 #[derive(Debug, Subcommand)]
 pub enum ClusterCommand {
@@ -100,7 +100,7 @@ pub async fn run(context: &Context, command: ClusterCommand) -> anyhow::Result<i
             } else if clusters.is_empty() {
                 crate::outln!("no clusters; create one with `herd cluster create --cpu --nodes 2`");
             } else {
-                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as i64;
+                let now = now_ms();
                 let rows: Vec<Vec<String>> = clusters
                     .iter()
                     .map(|c| {
