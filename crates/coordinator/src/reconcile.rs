@@ -44,3 +44,91 @@ async fn end_expired_leases(app: &App) -> crate::store::StoreResult<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use herd_core::{Address, DeviceState};
+    use herd_proto::worker::HelloPayload;
+
+    use super::*;
+    use crate::app::CoordinatorConfig;
+    use crate::store::Store;
+
+    fn hello(device: &Address, owner: &Address) -> HelloPayload {
+        HelloPayload {
+            protocol_version: herd_proto::WORKER_PROTOCOL_VERSION,
+            nonce: "n".into(),
+            device_key: device.clone(),
+            owner: owner.clone(),
+            country: "FR".into(),
+            simulated: true,
+            advertise_addr: "127.0.0.1".into(),
+            agent_version: "test".into(),
+            spec: herd_core::DeviceSpec {
+                hostname: "h".into(),
+                os: "Linux".into(),
+                arch: "x86_64".into(),
+                cpu: herd_core::CpuSpec { model: "cpu".into(), physical_cores: 1, logical_cores: 2 },
+                memory_bytes: 1 << 30,
+                disk_bytes: 1 << 30,
+                gpus: vec![],
+            },
+            tasks: vec![],
+        }
+    }
+
+    /// The liveness reconciler on paused time: 3 missed 5 s heartbeats and the device is
+    /// offline, with the reason recorded; a heartbeat just before the deadline saves it.
+    #[tokio::test(flavor = "current_thread")]
+    async fn silent_devices_go_offline_after_three_missed_heartbeats() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = Store::open(&url).await.unwrap();
+        let (owner, quiet, chatty) = (
+            Address::from_public_key(&[1; 32]),
+            Address::from_public_key(&[2; 32]),
+            Address::from_public_key(&[3; 32]),
+        );
+        assert!(store.register_account(&owner, "hash", now()).await.unwrap());
+        for device in [&quiet, &chatty] {
+            store.device_hello(&hello(device, &owner), now()).await.unwrap().unwrap();
+        }
+        let (_stop, shutdown) = tokio::sync::watch::channel(false);
+        let app = App::new(store.clone(), CoordinatorConfig::new(url, "127.0.0.1:0".parse().unwrap()), shutdown);
+
+        // Open the read pool's connection before pausing: a connect under paused time would
+        // let tokio jump to sqlx's acquire timeout while the connect waits on its thread.
+        assert_eq!(store.device(&quiet).await.unwrap().unwrap().state, DeviceState::Ready);
+        tokio::time::pause();
+        // While a query waits on SQLite's thread the runtime is idle, and paused time would
+        // jump to the next timer — sqlx's 30 s acquire timeout. A 1 ms ticker keeps each
+        // such jump to a millisecond.
+        let ticker = tokio::spawn(async {
+            loop {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        });
+        let (_c1, _rx1) = app.hub.attach(&quiet, Instant::now());
+        let (_c2, _rx2) = app.hub.attach(&chatty, Instant::now());
+        let state = |id: Address| {
+            let store = store.clone();
+            async move { store.device(&id).await.unwrap().unwrap().state }
+        };
+
+        tokio::time::advance(Duration::from_secs(14)).await;
+        app.hub.touch(&chatty, Instant::now());
+        mark_silent_devices_offline(&app).await.unwrap();
+        assert_eq!(state(quiet.clone()).await, DeviceState::Ready, "14 s is within 3 × 5 s");
+
+        tokio::time::advance(Duration::from_secs(2)).await;
+        mark_silent_devices_offline(&app).await.unwrap();
+        assert_eq!(state(quiet.clone()).await, DeviceState::Offline);
+        assert_eq!(state(chatty.clone()).await, DeviceState::Ready, "it spoke 2 s ago");
+        assert!(!app.hub.is_connected(&quiet), "its connection is dropped");
+        let events = store.device_events(&quiet, 10).await.unwrap();
+        assert_eq!(events[0].reason, "missed 3 heartbeats (15 s without a word)");
+        ticker.abort();
+    }
+}
