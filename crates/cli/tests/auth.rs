@@ -26,13 +26,8 @@ fn status(error: herd_cli::client::ClientError) -> u16 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn customers_need_a_key_and_see_only_their_own_things() {
-    let dir = tempfile::tempdir().unwrap();
-    let coordinator = start_coordinator(&dir.path().join("herd.db"), loopback()).await;
-    let url = coordinator.url();
-    let (supplier_key, _) = new_account(&url).await;
-    let supplier = keys::address_of(&supplier_key);
-    let worker = start_worker(&url, &dir.path().join("w0"), &supplier);
-    devices_in_state(&url, &supplier, DeviceState::Ready, 1).await;
+    let network = TestNetwork::start(1).await;
+    let url = network.url.clone();
 
     assert_eq!(status(Client::new(&url, None).clusters(false).await.unwrap_err()), 401);
     assert_eq!(status(Client::new(&url, Some("herd_forged".into())).clusters(false).await.unwrap_err()), 401);
@@ -64,8 +59,7 @@ async fn customers_need_a_key_and_see_only_their_own_things() {
     assert_eq!(alice.clusters(false).await.unwrap().len(), 1);
     assert_eq!(alice.cluster(cluster.id.as_str()).await.unwrap().id, cluster.id, "the owner still can");
 
-    worker.stop().await;
-    coordinator.shutdown().await;
+    network.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

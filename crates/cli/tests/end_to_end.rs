@@ -7,7 +7,6 @@ use std::time::Duration;
 use common::*;
 use herd_core::{ClusterState, DeviceState, JobState, TaskState};
 use herd_proto::api::{CreateCluster, CreateJob, LogEvent, Stream};
-use herd_worker::keys;
 
 fn cpu_cluster(nodes: u32) -> CreateCluster {
     CreateCluster { gpu: None, gpus_per_node: None, nodes, country: None, hours: Some(1) }
@@ -23,14 +22,8 @@ fn job(cluster: &herd_proto::api::Cluster, script: &str) -> CreateJob {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_two_node_job_runs_streams_and_frees_its_devices() {
-    let dir = tempfile::tempdir().unwrap();
-    let coordinator = start_coordinator(&dir.path().join("herd.db"), loopback()).await;
-    let url = coordinator.url();
-    let (supplier_key, _) = new_account(&url).await;
-    let supplier = keys::address_of(&supplier_key);
-    let workers =
-        [start_worker(&url, &dir.path().join("w0"), &supplier), start_worker(&url, &dir.path().join("w1"), &supplier)];
-    devices_in_state(&url, &supplier, DeviceState::Ready, 2).await;
+    let network = TestNetwork::start(2).await;
+    let (url, supplier) = (network.url.clone(), network.supplier.clone());
 
     let (_, customer) = new_account(&url).await;
     let cluster = customer.create_cluster(&cpu_cluster(2)).await.unwrap();
@@ -80,21 +73,13 @@ async fn a_two_node_job_runs_streams_and_frees_its_devices() {
     let again = customer.delete_cluster(cluster.id.as_str()).await.unwrap();
     assert_eq!(again.state, ClusterState::Terminated, "delete is idempotent");
 
-    for worker in workers {
-        worker.stop().await;
-    }
-    coordinator.shutdown().await;
+    network.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stopping_a_job_and_deleting_its_cluster_end_the_processes() {
-    let dir = tempfile::tempdir().unwrap();
-    let coordinator = start_coordinator(&dir.path().join("herd.db"), loopback()).await;
-    let url = coordinator.url();
-    let (supplier_key, _) = new_account(&url).await;
-    let supplier = keys::address_of(&supplier_key);
-    let worker = start_worker(&url, &dir.path().join("w0"), &supplier);
-    devices_in_state(&url, &supplier, DeviceState::Ready, 1).await;
+    let network = TestNetwork::start(1).await;
+    let (url, supplier) = (network.url.clone(), network.supplier.clone());
     let (_, customer) = new_account(&url).await;
     let cluster = customer.create_cluster(&cpu_cluster(1)).await.unwrap();
 
@@ -120,23 +105,17 @@ async fn stopping_a_job_and_deleting_its_cluster_end_the_processes() {
     assert_eq!(job.state, JobState::Stopped, "deleting the cluster stops its jobs");
     devices_in_state(&url, &supplier, DeviceState::Ready, 1).await;
     eventually("the job's directory to be removed", Duration::from_secs(10), || async {
-        (!dir.path().join("w0/jobs").join(orphan.id.as_str()).exists()).then_some(())
+        (!network.dir.path().join("w0/jobs").join(orphan.id.as_str()).exists()).then_some(())
     })
     .await;
 
-    worker.stop().await;
-    coordinator.shutdown().await;
+    network.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_that_cannot_be_served_say_why() {
-    let dir = tempfile::tempdir().unwrap();
-    let coordinator = start_coordinator(&dir.path().join("herd.db"), loopback()).await;
-    let url = coordinator.url();
-    let (supplier_key, _) = new_account(&url).await;
-    let supplier = keys::address_of(&supplier_key);
-    let worker = start_worker(&url, &dir.path().join("w0"), &supplier);
-    devices_in_state(&url, &supplier, DeviceState::Ready, 1).await;
+    let network = TestNetwork::start(1).await;
+    let url = network.url.clone();
     let (_, customer) = new_account(&url).await;
 
     let error = customer.create_cluster(&cpu_cluster(3)).await.unwrap_err();
@@ -174,8 +153,7 @@ async fn requests_that_cannot_be_served_say_why() {
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], "unauthorized");
 
-    worker.stop().await;
-    coordinator.shutdown().await;
+    network.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -87,3 +87,34 @@ pub async fn devices_in_state(url: &str, owner: &Address, state: DeviceState, co
     })
     .await
 }
+
+/// A coordinator on a temp database and loopback port, a supplier account, and `workers`
+/// real worker agents owned by it, all ready.
+pub struct TestNetwork {
+    pub dir: tempfile::TempDir,
+    pub coordinator: RunningCoordinator,
+    pub url: String,
+    pub supplier: Address,
+    pub workers: Vec<Worker>,
+}
+
+impl TestNetwork {
+    pub async fn start(workers: usize) -> TestNetwork {
+        let dir = tempfile::tempdir().unwrap();
+        let coordinator = start_coordinator(&dir.path().join("herd.db"), loopback()).await;
+        let url = coordinator.url();
+        let (supplier_key, _) = new_account(&url).await;
+        let supplier = herd_worker::keys::address_of(&supplier_key);
+        let workers: Vec<Worker> =
+            (0..workers).map(|i| start_worker(&url, &dir.path().join(format!("w{i}")), &supplier)).collect();
+        devices_in_state(&url, &supplier, DeviceState::Ready, workers.len()).await;
+        TestNetwork { dir, coordinator, url, supplier, workers }
+    }
+
+    pub async fn stop(self) {
+        for worker in self.workers {
+            worker.stop().await;
+        }
+        self.coordinator.shutdown().await;
+    }
+}
