@@ -67,7 +67,12 @@ impl LocalNetwork {
         let (stop_workers, stop_rx) = watch::channel(false);
         let mut agents = Vec::new();
         if config.local_worker {
-            agents.push(AgentConfig::new(&url, config.data_dir.join("worker"), supplier.clone(), &config.country));
+            agents.push(AgentConfig::new(
+                &url,
+                config.data_dir.join("local-worker"),
+                supplier.clone(),
+                &config.country,
+            ));
         }
         for (index, device) in herd_sim::fleet(SIM_FLEET_SEED, config.sim_workers).into_iter().enumerate() {
             let dir = config.data_dir.join("sim").join(index.to_string());

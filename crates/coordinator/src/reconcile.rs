@@ -131,4 +131,45 @@ mod tests {
         assert_eq!(events[0].reason, "missed 3 heartbeats (15 s without a word)");
         ticker.abort();
     }
+
+    #[tokio::test]
+    async fn expired_leases_end_and_free_their_devices() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = Store::open(&url).await.unwrap();
+        let (owner, device) = (Address::from_public_key(&[1; 32]), Address::from_public_key(&[2; 32]));
+        store.register_account(&owner, "hash", now()).await.unwrap();
+        store.device_hello(&hello(&device, &owner), now()).await.unwrap().unwrap();
+        let (_stop, shutdown) = tokio::sync::watch::channel(false);
+        let app = App::new(store.clone(), CoordinatorConfig::new(url, "127.0.0.1:0".parse().unwrap()), shutdown);
+        let (expired, current) =
+            (herd_core::ClusterId::from_entropy([1; 8]), herd_core::ClusterId::from_entropy([2; 8]));
+        let at = now();
+        let devices = [device.clone()];
+        let lease = |id, expires_at| crate::store::NewCluster {
+            id,
+            owner: &owner,
+            hardware: "CPU",
+            country: None,
+            devices: &devices,
+            now: at,
+            expires_at,
+        };
+        store.commit_cluster(&lease(&expired, herd_core::Timestamp(at.0 - 1))).await.unwrap().unwrap();
+        let stale = store.commit_cluster(&lease(&current, herd_core::Timestamp(at.0 + 3_600_000))).await.unwrap();
+        assert_eq!(
+            stale,
+            Err(crate::store::StalePlan { device: device.clone() }),
+            "a hired device cannot be leased twice"
+        );
+        assert_eq!(store.device(&device).await.unwrap().unwrap().state, DeviceState::Hired);
+
+        end_expired_leases(&app).await.unwrap();
+        let cluster = store.cluster(&expired).await.unwrap().unwrap();
+        assert_eq!(cluster.state, herd_core::ClusterState::Terminated);
+        assert_eq!(cluster.end_reason.as_deref(), Some("lease expired"));
+        let freed = store.device(&device).await.unwrap().unwrap();
+        assert_eq!((freed.state, freed.cluster_id), (DeviceState::Ready, None));
+        assert!(store.cluster(&current).await.unwrap().is_none(), "the refused plan left nothing behind");
+    }
 }
