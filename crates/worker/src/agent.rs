@@ -69,6 +69,8 @@ pub enum AgentError {
     Refused { code: String, message: String },
     #[error("invalid coordinator URL {0:?}: expected http://HOST:PORT")]
     BadUrl(String),
+    #[error("{0}: this build speaks plain http only (TLS client support is not built in yet)")]
+    NoTls(String),
 }
 
 enum SessionEnd {
@@ -83,8 +85,8 @@ fn socket_url(coordinator: &str) -> Result<String, AgentError> {
     let base = coordinator.trim_end_matches('/');
     if let Some(rest) = base.strip_prefix("http://") {
         Ok(format!("ws://{rest}/v1/worker/connect"))
-    } else if let Some(rest) = base.strip_prefix("https://") {
-        Ok(format!("wss://{rest}/v1/worker/connect"))
+    } else if base.starts_with("https://") {
+        Err(AgentError::NoTls(coordinator.to_owned()))
     } else {
         Err(AgentError::BadUrl(coordinator.to_owned()))
     }
@@ -301,7 +303,7 @@ mod tests {
     #[test]
     fn coordinator_urls_map_to_the_socket() {
         assert_eq!(socket_url("http://127.0.0.1:7700/").unwrap(), "ws://127.0.0.1:7700/v1/worker/connect");
-        assert_eq!(socket_url("https://herd.example").unwrap(), "wss://herd.example/v1/worker/connect");
+        assert!(matches!(socket_url("https://herd.example"), Err(AgentError::NoTls(_))));
         assert!(socket_url("127.0.0.1:7700").is_err());
     }
 }
