@@ -59,6 +59,18 @@ async fn customers_need_a_key_and_see_only_their_own_things() {
     assert_eq!(alice.clusters(false).await.unwrap().len(), 1);
     assert_eq!(alice.cluster(cluster.id.as_str()).await.unwrap().id, cluster.id, "the owner still can");
 
+    // Devices are public, but a machine's hostname is shown only to the device's owner.
+    let query = format!("owner={}", network.supplier);
+    let seen_by = |client: Client| {
+        let query = query.clone();
+        async move { client.devices(&query).await.unwrap().remove(0).spec.hostname }
+    };
+    assert_eq!(seen_by(Client::new(&url, None)).await, "");
+    assert_eq!(seen_by(alice.clone()).await, "");
+    assert!(!seen_by(network.supplier_client.clone()).await.is_empty());
+    let forged = Client::new(&url, Some("herd_forged".into()));
+    assert_eq!(status(forged.devices("").await.unwrap_err()), 401, "a bad key is refused even where none is needed");
+
     network.stop().await;
 }
 

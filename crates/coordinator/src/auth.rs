@@ -87,6 +87,22 @@ impl FromRequestParts<App> for Caller {
     }
 }
 
+/// The caller on public endpoints: anonymous without an Authorization header; a header that
+/// is present must still be valid (a bad key is reported, not silently ignored).
+#[derive(Debug, Clone)]
+pub struct MaybeCaller(pub Option<Address>);
+
+impl FromRequestParts<App> for MaybeCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, Self::Rejection> {
+        if !parts.headers.contains_key(AUTHORIZATION) {
+            return Ok(MaybeCaller(None));
+        }
+        Caller::from_request_parts(parts, app).await.map(|Caller(address)| MaybeCaller(Some(address)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -34,7 +34,7 @@ pub async fn run(context: &Context, command: MarketCommand) -> anyhow::Result<i3
                 ("country", country),
                 ("limit", Some(limit.to_string())),
             ]);
-            let devices = context.anonymous_client().devices(&query).await?;
+            let devices = context.client_or_anonymous().devices(&query).await?;
             if context.json {
                 print_json(&devices);
                 return Ok(0);

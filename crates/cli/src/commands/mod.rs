@@ -72,6 +72,15 @@ impl Context {
         Client::new(&self.coordinator, None)
     }
 
+    /// Signed in if this user has a key for the coordinator (owners see more of their own
+    /// devices), anonymous otherwise.
+    pub fn client_or_anonymous(&self) -> Client {
+        match self.credentials.get(&self.coordinator) {
+            Ok(Some(credential)) => Client::new(&self.coordinator, Some(credential.api_key)),
+            _ => self.anonymous_client(),
+        }
+    }
+
     /// A client with this user's API key for the coordinator.
     pub fn client(&self) -> anyhow::Result<Client> {
         Ok(Client::new(&self.coordinator, Some(self.credentials.api_key(&self.coordinator)?)))

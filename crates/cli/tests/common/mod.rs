@@ -95,6 +95,8 @@ pub struct TestNetwork {
     pub coordinator: RunningCoordinator,
     pub url: String,
     pub supplier: Address,
+    /// Signed in as the supplier.
+    pub supplier_client: Client,
     pub workers: Vec<Worker>,
 }
 
@@ -103,12 +105,12 @@ impl TestNetwork {
         let dir = tempfile::tempdir().unwrap();
         let coordinator = start_coordinator(&dir.path().join("herd.db"), loopback()).await;
         let url = coordinator.url();
-        let (supplier_key, _) = new_account(&url).await;
+        let (supplier_key, supplier_client) = new_account(&url).await;
         let supplier = herd_worker::keys::address_of(&supplier_key);
         let workers: Vec<Worker> =
             (0..workers).map(|i| start_worker(&url, &dir.path().join(format!("w{i}")), &supplier)).collect();
         devices_in_state(&url, &supplier, DeviceState::Ready, workers.len()).await;
-        TestNetwork { dir, coordinator, url, supplier, workers }
+        TestNetwork { dir, coordinator, url, supplier, supplier_client, workers }
     }
 
     pub async fn stop(self) {

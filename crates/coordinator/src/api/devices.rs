@@ -1,5 +1,5 @@
-//! Devices are public (the explorer shows them all); only their owner's address is shown,
-//! never anything secret.
+//! Devices are public (the explorer shows them all). Nothing secret is stored with them, and
+//! the one personal detail, the machine's hostname, is shown only to the device's owner.
 
 use axum::extract::{Path, State};
 use axum::Json;
@@ -9,10 +9,20 @@ use serde::Deserialize;
 
 use super::{parse_id, validate_country};
 use crate::app::App;
+use crate::auth::MaybeCaller;
 use crate::error::{ApiError, ApiQuery, ApiResult};
 use crate::store::DeviceFilter;
 
 const PAGE_MAX: u32 = 1000;
+
+/// Fills in what the database does not know (the live connection) and hides what only the
+/// owner should see.
+fn present(app: &App, viewer: &Option<Address>, device: &mut Device) {
+    device.connected = app.hub.is_connected(&device.id);
+    if viewer.as_ref() != Some(&device.owner) {
+        device.spec.hostname.clear();
+    }
+}
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub struct DeviceQuery {
@@ -30,7 +40,11 @@ pub struct DeviceQuery {
 /// Devices on the network, oldest first.
 #[utoipa::path(get, path = "/v1/devices", params(DeviceQuery),
     responses((status = 200, body = Vec<Device>), (status = 400, body = ErrorBody)))]
-pub async fn list(State(app): State<App>, ApiQuery(query): ApiQuery<DeviceQuery>) -> ApiResult<Json<Vec<Device>>> {
+pub async fn list(
+    State(app): State<App>,
+    MaybeCaller(viewer): MaybeCaller,
+    ApiQuery(query): ApiQuery<DeviceQuery>,
+) -> ApiResult<Json<Vec<Device>>> {
     let state = query.state.as_deref().map(str::parse::<DeviceState>).transpose().map_err(ApiError::bad_request)?;
     let gpu_model = match query.gpu.as_deref() {
         Some(name) => Some(
@@ -58,7 +72,7 @@ pub async fn list(State(app): State<App>, ApiQuery(query): ApiQuery<DeviceQuery>
         DeviceFilter { state, gpu_model, country: query.country, owner, limit, offset: query.offset.unwrap_or(0) };
     let mut devices = app.store.list_devices(&filter).await?;
     for device in &mut devices {
-        device.connected = app.hub.is_connected(&device.id);
+        present(&app, &viewer, device);
     }
     Ok(Json(devices))
 }
@@ -66,10 +80,14 @@ pub async fn list(State(app): State<App>, ApiQuery(query): ApiQuery<DeviceQuery>
 /// One device with its recent state changes.
 #[utoipa::path(get, path = "/v1/devices/{id}", params(("id" = String, Path, description = "device public key (base58)")),
     responses((status = 200, body = DeviceDetail), (status = 404, body = ErrorBody)))]
-pub async fn show(State(app): State<App>, Path(id): Path<String>) -> ApiResult<Json<DeviceDetail>> {
+pub async fn show(
+    State(app): State<App>,
+    MaybeCaller(viewer): MaybeCaller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<DeviceDetail>> {
     let id: Address = parse_id(&id)?;
     let mut device = app.store.device(&id).await?.ok_or_else(|| ApiError::not_found(format!("no device {id}")))?;
-    device.connected = app.hub.is_connected(&id);
+    present(&app, &viewer, &mut device);
     let events = app.store.device_events(&id, 100).await?;
     Ok(Json(DeviceDetail { device, events }))
 }
