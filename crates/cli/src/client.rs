@@ -4,7 +4,7 @@ use futures_util::StreamExt;
 use herd_core::{Address, ClusterId, JobId};
 use herd_proto::api::{
     Account, ApiKeyIssued, Challenge, ChallengeRequest, Cluster, CreateCluster, CreateJob, Device, DeviceDetail,
-    ErrorBody, Health, Job, LogEvent, SignedChallenge,
+    ErrorBody, Health, Job, LogEvent, PairingCode, SignedChallenge,
 };
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
@@ -106,6 +106,10 @@ impl Client {
 
     pub async fn login(&self, signed: &SignedChallenge) -> Result<ApiKeyIssued, ClientError> {
         self.call(Method::POST, "/v1/auth/api-keys", Some(signed)).await
+    }
+
+    pub async fn pairing_code(&self) -> Result<PairingCode, ClientError> {
+        self.call(Method::POST, "/v1/pairing-codes", None::<&()>).await
     }
 
     pub async fn account(&self) -> Result<Account, ClientError> {

@@ -67,16 +67,17 @@ impl LocalNetwork {
         let (stop_workers, stop_rx) = watch::channel(false);
         let mut agents = Vec::new();
         if config.local_worker {
-            agents.push(AgentConfig::new(
+            // The supplier key is local, so it endorses every device it runs.
+            agents.push(AgentConfig::owned_by(
                 &url,
                 config.data_dir.join("local-worker"),
-                supplier.clone(),
+                &supplier_key,
                 &config.country,
             ));
         }
         for (index, device) in herd_sim::fleet(SIM_FLEET_SEED, config.sim_workers).into_iter().enumerate() {
             let dir = config.data_dir.join("sim").join(index.to_string());
-            let mut agent = AgentConfig::new(&url, dir, supplier.clone(), device.country);
+            let mut agent = AgentConfig::owned_by(&url, dir, &supplier_key, device.country);
             agent.simulated = Some(device.spec);
             agent.advertise_addr = Some("127.0.0.1".into());
             agents.push(agent);

@@ -10,9 +10,9 @@ use ed25519_dalek::{Signer, SigningKey};
 use futures_util::{SinkExt, StreamExt};
 use herd_cli::client::Client;
 use herd_cli::credentials::sign_challenge;
-use herd_core::{Address, DeviceState};
+use herd_core::DeviceState;
 use herd_proto::api::{CreateCluster, CreateJob};
-use herd_proto::signing::{worker_hello_message, PURPOSE_REGISTER};
+use herd_proto::signing::{device_endorsement_message, worker_hello_message, PURPOSE_REGISTER};
 use herd_proto::worker::{HelloPayload, ServerMessage, SignedHello, WorkerMessage};
 use herd_worker::keys;
 use rand::rngs::OsRng;
@@ -111,12 +111,18 @@ async fn next_server_message(socket: &mut Socket) -> ServerMessage {
     }
 }
 
-fn hello(key: &SigningKey, owner: &Address, nonce: &str) -> HelloPayload {
+/// A hello from `key`'s device for `owner`, endorsed by the owner's key.
+fn hello(key: &SigningKey, owner: &SigningKey, nonce: &str) -> HelloPayload {
+    let device = keys::address_of(key);
+    let owner_address = keys::address_of(owner);
+    let endorsement = owner.sign(&device_endorsement_message(owner_address.as_str(), device.as_str()));
     HelloPayload {
+        owner_endorsement: Some(bs58::encode(endorsement.to_bytes()).into_string()),
+        pairing_code: None,
         protocol_version: herd_proto::WORKER_PROTOCOL_VERSION,
         nonce: nonce.into(),
-        device_key: keys::address_of(key),
-        owner: owner.clone(),
+        device_key: device,
+        owner: owner_address,
         country: "DE".into(),
         simulated: true,
         advertise_addr: "127.0.0.1".into(),
@@ -160,13 +166,13 @@ async fn worker_handshakes_are_bound_to_key_nonce_and_owner() {
 
     // Signed by a key other than the device key it claims.
     let thief = SigningKey::generate(&mut OsRng);
-    let (_, answer) = connect_with(&url, |nonce| signed(&thief, &hello(&device, &owner, nonce))).await;
+    let (_, answer) = connect_with(&url, |nonce| signed(&thief, &hello(&device, &owner_key, nonce))).await;
     assert_eq!(rejection_code(&answer), "bad_signature");
 
     // A valid hello, captured and replayed on a new connection (whose nonce differs).
     let mut captured = None;
     let (socket, answer) = connect_with(&url, |nonce| {
-        let hello = signed(&device, &hello(&device, &owner, nonce));
+        let hello = signed(&device, &hello(&device, &owner_key, nonce));
         captured = Some(hello.clone());
         hello
     })
@@ -178,19 +184,18 @@ async fn worker_handshakes_are_bound_to_key_nonce_and_owner() {
 
     // The device stays bound to its first owner.
     let (other_key, _) = new_account(&url).await;
-    let other = keys::address_of(&other_key);
-    let (_, answer) = connect_with(&url, |nonce| signed(&device, &hello(&device, &other, nonce))).await;
+    let (_, answer) = connect_with(&url, |nonce| signed(&device, &hello(&device, &other_key, nonce))).await;
     assert_eq!(rejection_code(&answer), "device_owned");
 
     // Owners must exist.
-    let nobody = keys::address_of(&SigningKey::generate(&mut OsRng));
+    let nobody = SigningKey::generate(&mut OsRng);
     let newcomer = SigningKey::generate(&mut OsRng);
     let (_, answer) = connect_with(&url, |nonce| signed(&newcomer, &hello(&newcomer, &nobody, nonce))).await;
     assert_eq!(rejection_code(&answer), "unknown_owner");
 
     // Invalid specs are refused before anything is stored.
     let (_, answer) = connect_with(&url, |nonce| {
-        let mut payload = hello(&newcomer, &owner, nonce);
+        let mut payload = hello(&newcomer, &owner_key, nonce);
         payload.spec.cpu.logical_cores = 0;
         signed(&newcomer, &payload)
     })
@@ -208,11 +213,11 @@ async fn a_silent_worker_goes_offline_and_a_chatty_one_stays_ready() {
     let url = coordinator.url();
     let (owner_key, _) = new_account(&url).await;
     let owner = keys::address_of(&owner_key);
-    let live = start_worker(&url, &dir.path().join("live"), &owner);
+    let live = start_worker(&url, &dir.path().join("live"), &owner_key);
 
     // A worker that completes the handshake and then never heartbeats.
     let silent = SigningKey::generate(&mut OsRng);
-    let (_socket, answer) = connect_with(&url, |nonce| signed(&silent, &hello(&silent, &owner, nonce))).await;
+    let (_socket, answer) = connect_with(&url, |nonce| signed(&silent, &hello(&silent, &owner_key, nonce))).await;
     assert!(matches!(answer, ServerMessage::Welcome { .. }));
     let client = Client::new(&url, None);
     let silent_id = keys::address_of(&silent);
@@ -232,5 +237,77 @@ async fn a_silent_worker_goes_offline_and_a_chatty_one_stays_ready() {
     assert_eq!(devices.len(), 1);
     assert!(devices[0].utilization.is_some(), "heartbeats carry utilisation");
     live.stop().await;
+    coordinator.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_devices_join_an_account_only_with_its_owners_consent() {
+    let dir = tempfile::tempdir().unwrap();
+    let coordinator = start_coordinator(&dir.path().join("herd.db"), loopback()).await;
+    let url = coordinator.url();
+    let (owner_key, owner_client) = new_account(&url).await;
+    let owner = keys::address_of(&owner_key);
+    let (_, stranger_client) = new_account(&url).await;
+
+    let unendorsed = |device: &SigningKey, nonce: &str| {
+        let mut payload = hello(device, &owner_key, nonce);
+        payload.owner_endorsement = None;
+        payload
+    };
+    let device = SigningKey::generate(&mut OsRng);
+    let (_, answer) = connect_with(&url, |nonce| signed(&device, &unendorsed(&device, nonce))).await;
+    assert_eq!(rejection_code(&answer), "no_consent", "nobody can attach devices to someone else's account");
+
+    let impostor = SigningKey::generate(&mut OsRng);
+    let (_, answer) = connect_with(&url, |nonce| {
+        let mut payload = hello(&device, &impostor, nonce);
+        payload.owner = owner.clone();
+        signed(&device, &payload)
+    })
+    .await;
+    assert_eq!(rejection_code(&answer), "bad_endorsement");
+
+    // A pairing code works once, and only for the account that issued it.
+    let code = owner_client.pairing_code().await.unwrap();
+    let foreign = stranger_client.pairing_code().await.unwrap();
+    let with_code = |device: &SigningKey, code: &str, nonce: &str| {
+        let mut payload = unendorsed(device, nonce);
+        payload.pairing_code = Some(code.to_uppercase());
+        signed(device, &payload)
+    };
+    let (_, answer) = connect_with(&url, |nonce| with_code(&device, &foreign.code, nonce)).await;
+    assert_eq!(rejection_code(&answer), "bad_pairing_code");
+    let (socket, answer) = connect_with(&url, |nonce| with_code(&device, &code.code, nonce)).await;
+    assert!(matches!(answer, ServerMessage::Welcome { .. }), "{answer:?}");
+    drop(socket);
+    let second = SigningKey::generate(&mut OsRng);
+    let (_, answer) = connect_with(&url, |nonce| with_code(&second, &code.code, nonce)).await;
+    assert_eq!(rejection_code(&answer), "bad_pairing_code", "single use");
+
+    // Once registered, the device reconnects without consent again.
+    let (_, answer) = connect_with(&url, |nonce| signed(&device, &unendorsed(&device, nonce))).await;
+    assert!(matches!(answer, ServerMessage::Welcome { .. }), "{answer:?}");
+
+    // The real agent: a pairing code admits it; without consent it stops and says why.
+    let code = owner_client.pairing_code().await.unwrap();
+    let consent = herd_worker::OwnerConsent::PairingCode(code.code);
+    let paired =
+        start_agent(herd_worker::AgentConfig::new(&url, dir.path().join("paired"), owner.clone(), consent, "US"));
+    let client = Client::new(&url, None);
+    eventually("the paired agent to be ready", Duration::from_secs(10), || async {
+        let devices = client.devices(&format!("owner={owner}&state=ready")).await.ok()?;
+        (devices.len() == 2).then_some(())
+    })
+    .await;
+    paired.stop().await;
+    let refused = start_agent(herd_worker::AgentConfig::new(
+        &url,
+        dir.path().join("refused"),
+        owner.clone(),
+        herd_worker::OwnerConsent::None,
+        "US",
+    ));
+    let error = refused.handle.await.unwrap().unwrap_err();
+    assert!(error.to_string().contains("herd worker pair"), "{error}");
     coordinator.shutdown().await;
 }

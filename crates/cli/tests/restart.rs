@@ -19,8 +19,10 @@ async fn a_coordinator_restart_mid_lease_keeps_clusters_devices_and_jobs() {
     let url = coordinator.url();
     let (supplier_key, _) = new_account(&url).await;
     let supplier = keys::address_of(&supplier_key);
-    let workers =
-        [start_worker(&url, &dir.path().join("w0"), &supplier), start_worker(&url, &dir.path().join("w1"), &supplier)];
+    let workers = [
+        start_worker(&url, &dir.path().join("w0"), &supplier_key),
+        start_worker(&url, &dir.path().join("w1"), &supplier_key),
+    ];
     devices_in_state(&url, &supplier, DeviceState::Ready, 2).await;
 
     let (_, customer) = new_account(&url).await;

@@ -37,7 +37,29 @@ pub fn new_api_key() -> (String, String) {
 }
 
 pub fn hash_api_key(key: &str) -> String {
-    Sha256::digest(key.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+    sha256_hex(key)
+}
+
+fn sha256_hex(text: &str) -> String {
+    Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+const PAIRING_ALPHABET: &[u8; 32] = b"0123456789abcdefghjkmnpqrstvwxyz";
+
+/// A pairing code people can type: 10 characters (50 bits) as `xxxxx-xxxxx`. Single use and
+/// short-lived, so guessing one is hopeless.
+pub fn new_pairing_code() -> String {
+    let mut bytes = [0u8; 10];
+    OsRng.fill_bytes(&mut bytes);
+    let chars: String = bytes.iter().map(|b| PAIRING_ALPHABET[(b % 32) as usize] as char).collect();
+    format!("{}-{}", &chars[..5], &chars[5..])
+}
+
+/// The stored form of a pairing code, whatever case or dashes it was typed with.
+pub fn hash_pairing_code(code: &str) -> String {
+    let normalised: String =
+        code.chars().filter(|c| c.is_ascii_alphanumeric()).map(|c| c.to_ascii_lowercase()).collect();
+    sha256_hex(&normalised)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -119,6 +141,14 @@ mod tests {
         let other = Address::from_public_key(other.verifying_key().as_bytes());
         assert_eq!(verify_signature(&other, b"hello", &signature), Err(SignatureError::Mismatch));
         assert_eq!(verify_signature(&address, b"hello", "abc"), Err(SignatureError::Malformed));
+    }
+
+    #[test]
+    fn pairing_codes_are_typable_and_hash_the_same_however_typed() {
+        let code = new_pairing_code();
+        assert_eq!(code.len(), 11);
+        assert_eq!(hash_pairing_code(&code), hash_pairing_code(&code.to_uppercase().replace('-', " ")));
+        assert_ne!(new_pairing_code(), code);
     }
 
     #[test]

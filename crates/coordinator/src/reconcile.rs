@@ -75,6 +75,8 @@ mod tests {
                 disk_bytes: 1 << 30,
                 gpus: vec![],
             },
+            owner_endorsement: None,
+            pairing_code: None,
             tasks: vec![],
         }
     }

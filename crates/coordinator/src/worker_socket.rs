@@ -11,7 +11,7 @@ use axum::extract::State;
 use axum::response::Response;
 use futures_util::{SinkExt, StreamExt};
 use herd_core::Address;
-use herd_proto::signing::worker_hello_message;
+use herd_proto::signing::{device_endorsement_message, worker_hello_message};
 use herd_proto::worker::{
     HelloPayload, ServerMessage, WorkerMessage, FRAME_BYTES_MAX, OUTPUT_LINES_PER_MESSAGE_MAX, OUTPUT_LINE_BYTES_MAX,
 };
@@ -21,7 +21,7 @@ use tokio::time::Instant;
 use crate::actions;
 use crate::api::validate_country;
 use crate::app::{now, App};
-use crate::auth::{random_token, verify_signature};
+use crate::auth::{hash_pairing_code, random_token, verify_signature};
 use crate::metrics::labels;
 use crate::store::HelloRefusal;
 
@@ -109,6 +109,10 @@ async fn handshake(app: &App, socket: &mut WebSocket) -> Result<HelloPayload, Re
             format!("no account {}; the owner creates it with `herd account create`", hello.owner),
         ));
     }
+    let registered = app.store.device(&hello.device_key).await.map_err(|e| refuse("unavailable", e.to_string()))?;
+    if registered.is_none() {
+        check_owner_consent(app, &hello).await?;
+    }
     match app.store.device_hello(&hello, now()).await.map_err(|e| refuse("unavailable", e.to_string()))? {
         Ok(outcome) => {
             tracing::info!(device = %hello.device_key, state = %outcome.state, registered = outcome.registered,
@@ -120,6 +124,37 @@ async fn handshake(app: &App, socket: &mut WebSocket) -> Result<HelloPayload, Re
         }
         Err(HelloRefusal::Blocked(reason)) => Err(refuse("blocked", format!("device blocked: {reason}"))),
     }
+}
+
+/// A device joins an account only with its owner's consent, so nobody can attach devices
+/// (real or fake) to someone else's account: the owner's signature over the device key, or a
+/// pairing code the owner issued.
+async fn check_owner_consent(app: &App, hello: &HelloPayload) -> Result<(), Refusal> {
+    if let Some(endorsement) = &hello.owner_endorsement {
+        let message = device_endorsement_message(hello.owner.as_str(), hello.device_key.as_str());
+        return verify_signature(&hello.owner, &message, endorsement)
+            .map_err(|e| refuse("bad_endorsement", format!("owner endorsement refused: {e}")));
+    }
+    if let Some(code) = &hello.pairing_code {
+        let used = app
+            .store
+            .consume_pairing_code(&hash_pairing_code(code), &hello.owner, now())
+            .await
+            .map_err(|e| refuse("unavailable", e.to_string()))?;
+        return if used {
+            Ok(())
+        } else {
+            Err(refuse("bad_pairing_code", "pairing code unknown, expired, already used or issued by another account"))
+        };
+    }
+    Err(refuse(
+        "no_consent",
+        format!(
+            "a new device needs its owner's consent: run the worker where the owner's account key is, \
+             or pass a pairing code from `herd worker pair` (owner {})",
+            hello.owner
+        ),
+    ))
 }
 
 async fn serve(app: App, socket: WebSocket, hello: HelloPayload) {

@@ -66,6 +66,14 @@ pub struct Account {
     pub clusters_running: u64,
 }
 
+/// A single-use code that lets one new device join the issuing account.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PairingCode {
+    pub code: String,
+    pub owner: Address,
+    pub expires_at: Timestamp,
+}
+
 // ---- devices ----
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

@@ -13,6 +13,11 @@ pub fn worker_hello_message(payload: &str) -> Vec<u8> {
     message
 }
 
+/// Signed by an owner's account key to consent to a device joining their account.
+pub fn device_endorsement_message(owner: &str, device_key: &str) -> Vec<u8> {
+    format!("herd-device-endorsement-v1\nowner={owner}\ndevice={device_key}").into_bytes()
+}
+
 /// Purposes for `account_challenge_message`.
 pub const PURPOSE_REGISTER: &str = "register";
 pub const PURPOSE_LOGIN: &str = "login";

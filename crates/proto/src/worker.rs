@@ -92,6 +92,13 @@ pub struct HelloPayload {
     pub advertise_addr: String,
     pub agent_version: String,
     pub spec: DeviceSpec,
+    /// The owner's consent, needed only when a device registers: their signature over
+    /// `signing::device_endorsement_message` (base58) when the worker runs where the
+    /// owner's key is, or else a pairing code the owner issued.
+    #[serde(default)]
+    pub owner_endorsement: Option<String>,
+    #[serde(default)]
+    pub pairing_code: Option<String>,
     /// Every task the agent still holds, so a reconnect (or a coordinator restart) adopts
     /// running work instead of restarting it.
     pub tasks: Vec<TaskReport>,

@@ -7,7 +7,7 @@ use std::time::Duration;
 use ed25519_dalek::{Signer, SigningKey};
 use futures_util::{SinkExt, StreamExt};
 use herd_core::{Address, DeviceSpec};
-use herd_proto::signing::worker_hello_message;
+use herd_proto::signing::{device_endorsement_message, worker_hello_message};
 use herd_proto::worker::{HelloPayload, ServerMessage, SignedHello, WorkerMessage, FRAME_BYTES_MAX};
 use herd_proto::WORKER_PROTOCOL_VERSION;
 use rand::Rng;
@@ -24,8 +24,30 @@ use crate::runtime::Tasks;
 /// Task events queued while disconnected (see `Tasks`).
 const EVENT_QUEUE_CAPACITY: usize = 1024;
 /// Refusals that retrying cannot fix: the agent stops and says why.
-const FATAL_REFUSALS: &[&str] =
-    &["bad_signature", "device_owned", "blocked", "protocol_version", "bad_spec", "bad_country", "unknown_owner"];
+const FATAL_REFUSALS: &[&str] = &[
+    "bad_signature",
+    "device_owned",
+    "blocked",
+    "protocol_version",
+    "bad_spec",
+    "bad_country",
+    "unknown_owner",
+    "no_consent",
+    "bad_endorsement",
+    "bad_pairing_code",
+];
+
+/// How the owner consents to this device joining their account (checked only when the
+/// device first registers).
+#[derive(Debug, Clone)]
+pub enum OwnerConsent {
+    /// The owner's account key is on this machine: it signs the device key.
+    Key(SigningKey),
+    /// A single-use code from `herd worker pair`.
+    PairingCode(String),
+    /// The device is already registered.
+    None,
+}
 
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
@@ -34,6 +56,7 @@ pub struct AgentConfig {
     /// Holds `device.key` and the jobs' working directories.
     pub data_dir: PathBuf,
     pub owner: Address,
+    pub consent: OwnerConsent,
     /// ISO 3166-1 alpha-2, upper case.
     pub country: String,
     /// Where other nodes reach this device; default: the local address of the connection
@@ -47,11 +70,34 @@ pub struct AgentConfig {
 }
 
 impl AgentConfig {
-    pub fn new(coordinator: impl Into<String>, data_dir: PathBuf, owner: Address, country: impl Into<String>) -> Self {
+    /// A worker owned by the holder of `owner_key`, which endorses the device.
+    pub fn owned_by(
+        coordinator: impl Into<String>,
+        data_dir: PathBuf,
+        owner_key: &SigningKey,
+        country: impl Into<String>,
+    ) -> Self {
+        AgentConfig::new(
+            coordinator,
+            data_dir,
+            keys::address_of(owner_key),
+            OwnerConsent::Key(owner_key.clone()),
+            country,
+        )
+    }
+
+    pub fn new(
+        coordinator: impl Into<String>,
+        data_dir: PathBuf,
+        owner: Address,
+        consent: OwnerConsent,
+        country: impl Into<String>,
+    ) -> Self {
         AgentConfig {
             coordinator: coordinator.into(),
             data_dir,
             owner,
+            consent,
             country: country.into(),
             advertise_addr: None,
             simulated: None,
@@ -69,6 +115,8 @@ pub enum AgentError {
     Refused { code: String, message: String },
     #[error("invalid coordinator URL {0:?}: expected http://HOST:PORT")]
     BadUrl(String),
+    #[error("the owner key given is for {given}, not the owner {owner}")]
+    WrongOwnerKey { given: Address, owner: Address },
     #[error("{0}: this build speaks plain http only (TLS client support is not built in yet)")]
     NoTls(String),
 }
@@ -112,11 +160,25 @@ pub async fn run(config: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Re
         None => detect_machine(&config.data_dir, &gpus),
     };
     let device = keys::address_of(&key);
+    let (owner_endorsement, pairing_code) = match &config.consent {
+        OwnerConsent::Key(owner_key) => {
+            let given = keys::address_of(owner_key);
+            if given != config.owner {
+                return Err(AgentError::WrongOwnerKey { given, owner: config.owner.clone() });
+            }
+            let message = device_endorsement_message(config.owner.as_str(), device.as_str());
+            (Some(bs58::encode(owner_key.sign(&message).to_bytes()).into_string()), None)
+        }
+        OwnerConsent::PairingCode(code) => (None, Some(code.clone())),
+        OwnerConsent::None => (None, None),
+    };
+    let consent = Consent { owner_endorsement, pairing_code };
     tracing::info!(%device, owner = %config.owner, gpus = spec.gpus.len(), simulated = config.simulated.is_some(),
         "worker agent starting");
     let (events, mut event_queue) = mpsc::channel(EVENT_QUEUE_CAPACITY);
     let tasks = Tasks::new(config.data_dir.join("jobs"), events);
-    let mut session = Session { config: &config, url: &url, key: &key, spec: &spec, tasks: &tasks, gpus: &gpus };
+    let mut session =
+        Session { config: &config, url: &url, key: &key, spec: &spec, tasks: &tasks, gpus: &gpus, consent: &consent };
     let mut attempt = 0u32;
     let result = loop {
         let (end, welcomed) = session.run(&mut event_queue, &mut shutdown).await;
@@ -145,7 +207,14 @@ pub async fn run(config: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Re
     result
 }
 
+/// What the hello carries as the owner's consent.
+struct Consent {
+    owner_endorsement: Option<String>,
+    pairing_code: Option<String>,
+}
+
 struct Session<'a> {
+    consent: &'a Consent,
     config: &'a AgentConfig,
     url: &'a str,
     key: &'a SigningKey,
@@ -251,6 +320,8 @@ impl Session<'_> {
             advertise_addr,
             agent_version: env!("CARGO_PKG_VERSION").into(),
             spec: self.spec.clone(),
+            owner_endorsement: self.consent.owner_endorsement.clone(),
+            pairing_code: self.consent.pairing_code.clone(),
             tasks: self.tasks.reports(),
         };
         let payload = serde_json::to_string(&payload).expect("a hello serialises");

@@ -6,4 +6,4 @@ pub mod detect;
 pub mod keys;
 mod runtime;
 
-pub use agent::{run, AgentConfig, AgentError};
+pub use agent::{run, AgentConfig, AgentError, OwnerConsent};

@@ -3,18 +3,26 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::{Subcommand, ValueEnum};
 use herd_core::Address;
-use herd_worker::{keys, AgentConfig};
+use herd_worker::{keys, AgentConfig, OwnerConsent};
 
 use super::{parse_country, Context};
 use crate::credentials::data_dir;
+use crate::output::print_json;
 
 #[derive(Debug, Subcommand)]
 pub enum WorkerCommand {
+    /// Issue a single-use pairing code (15 minutes) for adding a device from a machine that
+    /// does not hold your account key.
+    Pair,
     /// Run the worker agent for this machine until Ctrl-C.
     Start {
         /// The supplier account that earns from this device (default: your account).
         #[arg(long)]
         owner: Option<String>,
+        /// A code from `herd worker pair`, run by the owner; needed when the owner's account
+        /// key is not on this machine and the device is new.
+        #[arg(long, requires = "owner")]
+        pairing_code: Option<String>,
         /// Where the device is (ISO 3166-1 alpha-2).
         #[arg(long, env = "HERD_COUNTRY", default_value = "US", value_parser = parse_country)]
         country: String,
@@ -37,19 +45,29 @@ pub enum Runtime {
 }
 
 pub async fn run(context: &Context, command: WorkerCommand) -> anyhow::Result<i32> {
-    let WorkerCommand::Start { owner, country, runtime: Runtime::Process, data_dir: dir, advertise_addr } = command;
-    let owner = match owner {
-        Some(owner) => Address::parse(&owner)?,
-        None => {
-            let key = context
-                .credentials
-                .account_key()?
-                .context("no --owner given and no account on this machine; run `herd account create` first")?;
-            keys::address_of(&key)
+    let (owner, pairing_code, country, dir, advertise_addr) = match command {
+        WorkerCommand::Pair => return pair(context).await,
+        WorkerCommand::Start { owner, pairing_code, country, runtime: Runtime::Process, data_dir, advertise_addr } => {
+            (owner, pairing_code, country, data_dir, advertise_addr)
         }
     };
+    let account_key = context.credentials.account_key()?;
+    let owner = match owner {
+        Some(owner) => Address::parse(&owner)?,
+        None => keys::address_of(
+            account_key
+                .as_ref()
+                .context("no --owner given and no account on this machine; run `herd account create` first")?,
+        ),
+    };
+    let consent = match (pairing_code, account_key) {
+        (Some(code), _) => OwnerConsent::PairingCode(code),
+        (None, Some(key)) if keys::address_of(&key) == owner => OwnerConsent::Key(key),
+        // An already registered device needs no consent; a new one is refused with advice.
+        (None, _) => OwnerConsent::None,
+    };
     let data_dir = dir.unwrap_or_else(|| data_dir().join("worker"));
-    let mut config = AgentConfig::new(&context.coordinator, data_dir, owner, country);
+    let mut config = AgentConfig::new(&context.coordinator, data_dir, owner, consent, country);
     config.advertise_addr = advertise_addr;
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let mut agent = tokio::spawn(herd_worker::run(config, stop_rx));
@@ -62,5 +80,22 @@ pub async fn run(context: &Context, command: WorkerCommand) -> anyhow::Result<i3
     }
     let _ = stop.send(true);
     agent.await??;
+    Ok(0)
+}
+
+async fn pair(context: &Context) -> anyhow::Result<i32> {
+    let code = context.client()?.pairing_code().await?;
+    if context.json {
+        print_json(&code);
+    } else {
+        crate::outln!("pairing code {} (single use, valid until {})", code.code, code.expires_at);
+        crate::outln!("on the new machine run:");
+        crate::outln!(
+            "  herd worker start --coordinator {} --owner {} --pairing-code {}",
+            context.coordinator,
+            code.owner,
+            code.code
+        );
+    }
     Ok(0)
 }

@@ -52,9 +52,13 @@ impl Worker {
     }
 }
 
-/// A real worker agent (detected hardware, process runtime) with fast reconnects.
-pub fn start_worker(url: &str, data_dir: &Path, owner: &Address) -> Worker {
-    let mut config = AgentConfig::new(url, data_dir.to_path_buf(), owner.clone(), "US");
+/// A real worker agent (detected hardware, process runtime), endorsed by its owner's key,
+/// with fast reconnects.
+pub fn start_worker(url: &str, data_dir: &Path, owner: &SigningKey) -> Worker {
+    start_agent(AgentConfig::owned_by(url, data_dir.to_path_buf(), owner, "US"))
+}
+
+pub fn start_agent(mut config: AgentConfig) -> Worker {
     config.backoff_initial = Duration::from_millis(50);
     config.backoff_max = Duration::from_millis(300);
     let (stop, stop_rx) = watch::channel(false);
@@ -108,7 +112,7 @@ impl TestNetwork {
         let (supplier_key, supplier_client) = new_account(&url).await;
         let supplier = herd_worker::keys::address_of(&supplier_key);
         let workers: Vec<Worker> =
-            (0..workers).map(|i| start_worker(&url, &dir.path().join(format!("w{i}")), &supplier)).collect();
+            (0..workers).map(|i| start_worker(&url, &dir.path().join(format!("w{i}")), &supplier_key)).collect();
         devices_in_state(&url, &supplier, DeviceState::Ready, workers.len()).await;
         TestNetwork { dir, coordinator, url, supplier, supplier_client, workers }
     }

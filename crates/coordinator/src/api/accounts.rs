@@ -5,14 +5,15 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use herd_core::Timestamp;
-use herd_proto::api::{Account, ApiKeyIssued, Challenge, ChallengeRequest, ErrorBody, SignedChallenge};
+use herd_proto::api::{Account, ApiKeyIssued, Challenge, ChallengeRequest, ErrorBody, PairingCode, SignedChallenge};
 use herd_proto::signing::{account_challenge_message, PURPOSE_LOGIN, PURPOSE_REGISTER};
 
 use crate::app::{now, App};
-use crate::auth::{new_api_key, random_token, verify_signature, Caller};
+use crate::auth::{hash_pairing_code, new_api_key, new_pairing_code, random_token, verify_signature, Caller};
 use crate::error::{ApiError, ApiJson, ApiResult};
 
 const CHALLENGE_TTL_MS: i64 = 5 * 60 * 1000;
+const PAIRING_CODE_TTL_MS: i64 = 15 * 60 * 1000;
 
 /// A one-time nonce to sign with the account key (valid 5 minutes).
 #[utoipa::path(post, path = "/v1/auth/challenge", request_body = ChallengeRequest,
@@ -86,4 +87,16 @@ pub async fn login(
 pub async fn me(State(app): State<App>, Caller(address): Caller) -> ApiResult<Json<Account>> {
     let account = app.store.account(&address).await?.ok_or_else(|| ApiError::not_found("account not found"))?;
     Ok(Json(account))
+}
+
+/// A single-use code (valid 15 minutes) that lets one new device join the caller's account
+/// from a machine that does not hold the account key.
+#[utoipa::path(post, path = "/v1/pairing-codes", security(("api_key" = [])),
+    responses((status = 201, body = PairingCode), (status = 401, body = ErrorBody)))]
+pub async fn pairing_code(State(app): State<App>, Caller(owner): Caller) -> ApiResult<(StatusCode, Json<PairingCode>)> {
+    let code = new_pairing_code();
+    let at = now();
+    let expires_at = Timestamp(at.0 + PAIRING_CODE_TTL_MS);
+    app.store.create_pairing_code(&hash_pairing_code(&code), &owner, expires_at, at).await?;
+    Ok((StatusCode::CREATED, Json(PairingCode { code, owner, expires_at })))
 }

@@ -27,6 +27,7 @@ use crate::worker_socket;
         accounts::register,
         accounts::login,
         accounts::me,
+        accounts::pairing_code,
         devices::list,
         devices::show,
         clusters::create,
@@ -68,6 +69,7 @@ pub fn router(app: App) -> Router {
         .route("/v1/accounts", post(accounts::register))
         .route("/v1/auth/api-keys", post(accounts::login))
         .route("/v1/account", get(accounts::me))
+        .route("/v1/pairing-codes", post(accounts::pairing_code))
         .route("/v1/devices", get(devices::list))
         .route("/v1/devices/{id}", get(devices::show))
         .route("/v1/clusters", post(clusters::create).get(clusters::list))

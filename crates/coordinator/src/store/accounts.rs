@@ -83,6 +83,40 @@ impl Store {
         row.map(|r| super::parse_col("api_keys.address", r.get::<&str, _>(0))).transpose()
     }
 
+    /// Records a pairing code (hashed) and drops expired ones.
+    pub async fn create_pairing_code(
+        &self,
+        code_hash: &str,
+        owner: &Address,
+        expires_at: Timestamp,
+        now: Timestamp,
+    ) -> StoreResult<()> {
+        let mut tx = self.write.begin().await?;
+        sqlx::query("DELETE FROM pairing_codes WHERE expires_at <= ?").bind(now.0).execute(&mut *tx).await?;
+        sqlx::query("INSERT INTO pairing_codes (code_hash, owner, expires_at) VALUES (?, ?, ?)")
+            .bind(code_hash)
+            .bind(owner.as_str())
+            .bind(expires_at.0)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Uses up a pairing code issued by `owner`; false if unknown, expired, someone else's
+    /// or already used.
+    pub async fn consume_pairing_code(&self, code_hash: &str, owner: &Address, now: Timestamp) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE pairing_codes SET used = 1 WHERE code_hash = ? AND owner = ? AND used = 0 AND expires_at > ?",
+        )
+        .bind(code_hash)
+        .bind(owner.as_str())
+        .bind(now.0)
+        .execute(&self.write)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     pub async fn account_exists(&self, address: &Address) -> StoreResult<bool> {
         let row = sqlx::query("SELECT 1 FROM accounts WHERE address = ?")
             .bind(address.as_str())

@@ -47,7 +47,10 @@ pub(crate) fn json_col<T: serde::de::DeserializeOwned>(what: &'static str, text:
     serde_json::from_str(text).map_err(|e| corrupt(what, e))
 }
 
-const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "init", include_str!("../../migrations/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "init", include_str!("../../migrations/0001_init.sql")),
+    (2, "pairing_codes", include_str!("../../migrations/0002_pairing_codes.sql")),
+];
 
 #[derive(Clone)]
 pub struct Store {
