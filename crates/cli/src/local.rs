@@ -85,7 +85,8 @@ impl LocalNetwork {
         let devices = agents.len();
         let workers = agents.into_iter().map(|agent| tokio::spawn(herd_worker::run(agent, stop_rx.clone()))).collect();
         let network = LocalNetwork { coordinator, supplier, devices, workers, stop_workers };
-        network.wait_until_ready(Duration::from_secs(30)).await?;
+        // Registration is one durable commit per device: allow for large simulated fleets.
+        network.wait_until_ready(Duration::from_secs(30) + Duration::from_millis(20) * devices as u32).await?;
         Ok(network)
     }
 
@@ -95,17 +96,20 @@ impl LocalNetwork {
 
     /// Waits until every device of this network is ready or hired.
     async fn wait_until_ready(&self, timeout: Duration) -> anyhow::Result<()> {
+        const PAGE: usize = 1000;
         let client = Client::new(&self.url(), None);
-        let query = format!("owner={}&limit=1000", self.supplier);
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let devices = client.devices(&query).await?;
-            let online = devices.iter().filter(|d| matches!(d.state, DeviceState::Ready | DeviceState::Hired)).count();
+            let mut online = 0;
+            for offset in (0..self.devices).step_by(PAGE) {
+                let query = format!("owner={}&limit={PAGE}&offset={offset}", self.supplier);
+                let devices = client.devices(&query).await?;
+                online += devices.iter().filter(|d| matches!(d.state, DeviceState::Ready | DeviceState::Hired)).count();
+            }
             if online >= self.devices {
                 return Ok(());
             }
-            if let Some(failed) = self.workers.iter().find(|w| w.is_finished()) {
-                let _ = failed;
+            if self.workers.iter().any(|w| w.is_finished()) {
                 bail!("a worker stopped while starting; run with RUST_LOG=info to see why");
             }
             if tokio::time::Instant::now() > deadline {

@@ -8,7 +8,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use herd_core::Address;
+use herd_core::{Address, Timestamp};
+use herd_proto::api::Utilization;
 use herd_proto::worker::ServerMessage;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -27,6 +28,8 @@ struct Inner {
     next_connection_id: u64,
     connections: HashMap<Address, Connection>,
     last_seen: HashMap<Address, Instant>,
+    /// The latest heartbeat of each device since the last flush (at most one per device).
+    heartbeats: HashMap<Address, (Timestamp, Utilization)>,
 }
 
 #[derive(Default)]
@@ -63,6 +66,15 @@ impl Hub {
         if let Some(seen) = self.lock().last_seen.get_mut(device) {
             *seen = now;
         }
+    }
+
+    /// Keeps the latest heartbeat until the next `take_heartbeats`.
+    pub fn heartbeat(&self, device: &Address, at: Timestamp, utilization: Utilization) {
+        self.lock().heartbeats.insert(device.clone(), (at, utilization));
+    }
+
+    pub fn take_heartbeats(&self) -> Vec<(Address, Timestamp, Utilization)> {
+        self.lock().heartbeats.drain().map(|(device, (at, utilization))| (device, at, utilization)).collect()
     }
 
     /// Starts watching a device the database believes is online (used at start-up).

@@ -1,5 +1,6 @@
-//! Background reconcilers: silent devices go offline, expired leases end. Each tick handles
-//! a bounded batch, so a backlog drains over several ticks instead of stalling one.
+//! Background reconcilers: heartbeats are flushed in one batch, silent devices go offline,
+//! expired leases end. Each tick handles a bounded batch, so a backlog drains over several
+//! ticks instead of stalling one.
 
 use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
@@ -15,14 +16,26 @@ pub async fn run(app: App, mut shutdown: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            _ = shutdown.changed() => return,
+            _ = shutdown.changed() => {
+                flush_heartbeats(&app).await;
+                return;
+            }
         }
+        flush_heartbeats(&app).await;
         if let Err(error) = mark_silent_devices_offline(&app).await {
             tracing::warn!(%error, "liveness reconcile failed; retrying next tick");
         }
         if let Err(error) = end_expired_leases(&app).await {
             tracing::warn!(%error, "expiry reconcile failed; retrying next tick");
         }
+    }
+}
+
+async fn flush_heartbeats(app: &App) {
+    let beats = app.hub.take_heartbeats();
+    if let Err(error) = app.store.record_heartbeats(&beats).await {
+        // Only the displayed utilisation is lost; liveness lives in the hub.
+        tracing::warn!(%error, devices = beats.len(), "could not store heartbeats");
     }
 }
 

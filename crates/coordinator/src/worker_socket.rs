@@ -226,7 +226,8 @@ async fn handle(app: &App, device: &Address, text: &str) -> Result<(), String> {
     let result = match message {
         WorkerMessage::Heartbeat { utilization } => {
             app.metrics.heartbeats.inc();
-            app.store.record_heartbeat(device, &utilization, at).await
+            app.hub.heartbeat(device, at, utilization);
+            Ok(())
         }
         WorkerMessage::TaskStarted { job_id } => {
             let changed = app.store.task_started(&job_id, device, at).await;

@@ -184,19 +184,23 @@ impl Store {
         Ok(Ok(HelloOutcome { state, registered }))
     }
 
-    pub async fn record_heartbeat(
-        &self,
-        id: &Address,
-        utilization: &api::Utilization,
-        now: Timestamp,
-    ) -> StoreResult<()> {
-        let utilization = serde_json::to_string(utilization).expect("utilization always serialises");
-        sqlx::query("UPDATE devices SET last_heartbeat_at = ?, utilization = ? WHERE id = ?")
-            .bind(now.0)
-            .bind(utilization)
-            .bind(id.as_str())
-            .execute(&self.write)
-            .await?;
+    /// Stores the latest heartbeat of many devices in one transaction (the hub batches them,
+    /// so heartbeats cost one commit per flush, not one per device).
+    pub async fn record_heartbeats(&self, beats: &[(Address, Timestamp, api::Utilization)]) -> StoreResult<()> {
+        if beats.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.write.begin().await?;
+        for (id, at, utilization) in beats {
+            let utilization = serde_json::to_string(utilization).expect("utilization always serialises");
+            sqlx::query("UPDATE devices SET last_heartbeat_at = ?, utilization = ? WHERE id = ?")
+                .bind(at.0)
+                .bind(utilization)
+                .bind(id.as_str())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 

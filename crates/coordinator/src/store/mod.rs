@@ -74,6 +74,8 @@ impl Store {
             .min_connections(1)
             .test_before_acquire(false)
             .acquire_timeout(Duration::from_secs(30))
+            // Queuing for the one writer is the design, not a fault: warn only when it is long.
+            .acquire_slow_threshold(Duration::from_secs(10))
             .connect_with(options.clone())
             .await?;
         migrate(&write).await?;
@@ -81,6 +83,7 @@ impl Store {
             .max_connections(4)
             .test_before_acquire(false)
             .acquire_timeout(Duration::from_secs(30))
+            .acquire_slow_threshold(Duration::from_secs(10))
             .connect_with(options.read_only(true))
             .await?;
         Ok(Store { read, write })
