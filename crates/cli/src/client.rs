@@ -41,10 +41,6 @@ impl Client {
         Client { base: base.trim_end_matches('/').to_owned(), http: reqwest::Client::new(), api_key }
     }
 
-    pub fn base(&self) -> &str {
-        &self.base
-    }
-
     pub fn with_api_key(&self, api_key: String) -> Client {
         Client { api_key: Some(api_key), ..self.clone() }
     }

@@ -15,6 +15,5 @@ mod server;
 pub mod store;
 mod worker_socket;
 
-pub use api::ApiDoc;
 pub use app::CoordinatorConfig;
 pub use server::{start, RunningCoordinator, StartError};
