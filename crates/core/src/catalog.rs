@@ -14,6 +14,9 @@ pub struct GpuModel {
     pub fp16_tflops: u32,
     /// Block-reward multiplier, in hundredths (H100 = 10.00 → 1000), so it stays an integer.
     pub reward_multiplier_centi: u32,
+    /// The market's reference price per GPU-hour (USD micros) at balanced supply and demand,
+    /// and the default floor for suppliers who set none.
+    pub reference_price_micros: i64,
     /// Substrings (lowercase, spaces removed) that identify the model in a detected name.
     /// The first matching entry wins, so longer, more specific models come first.
     pub patterns: &'static [&'static str],
@@ -30,6 +33,7 @@ pub const GPU_MODELS: &[GpuModel] = &[
         vram_gib: 192,
         fp16_tflops: 2250,
         reward_multiplier_centi: 3000,
+        reference_price_micros: 5_500_000,
         patterns: &["b200"],
     },
     GpuModel {
@@ -38,6 +42,7 @@ pub const GPU_MODELS: &[GpuModel] = &[
         vram_gib: 141,
         fp16_tflops: 989,
         reward_multiplier_centi: 1200,
+        reference_price_micros: 3_800_000,
         patterns: &["h200"],
     },
     GpuModel {
@@ -46,6 +51,7 @@ pub const GPU_MODELS: &[GpuModel] = &[
         vram_gib: 80,
         fp16_tflops: 989,
         reward_multiplier_centi: 1000,
+        reference_price_micros: 2_500_000,
         patterns: &["h100"],
     },
     GpuModel {
@@ -54,6 +60,7 @@ pub const GPU_MODELS: &[GpuModel] = &[
         vram_gib: 80,
         fp16_tflops: 312,
         reward_multiplier_centi: 500,
+        reference_price_micros: 1_600_000,
         patterns: &["a100-sxm4-80gb", "a10080gb", "a100-pcie-80gb", "a100-80gb"],
     },
     GpuModel {
@@ -62,6 +69,7 @@ pub const GPU_MODELS: &[GpuModel] = &[
         vram_gib: 40,
         fp16_tflops: 312,
         reward_multiplier_centi: 400,
+        reference_price_micros: 1_200_000,
         patterns: &["a100"],
     },
     GpuModel {
@@ -70,6 +78,7 @@ pub const GPU_MODELS: &[GpuModel] = &[
         vram_gib: 48,
         fp16_tflops: 362,
         reward_multiplier_centi: 300,
+        reference_price_micros: 1_000_000,
         patterns: &["l40s"],
     },
     GpuModel {
@@ -78,6 +87,7 @@ pub const GPU_MODELS: &[GpuModel] = &[
         vram_gib: 48,
         fp16_tflops: 364,
         reward_multiplier_centi: 250,
+        reference_price_micros: 900_000,
         patterns: &["rtx6000ada"],
     },
     GpuModel {
@@ -86,6 +96,7 @@ pub const GPU_MODELS: &[GpuModel] = &[
         vram_gib: 48,
         fp16_tflops: 155,
         reward_multiplier_centi: 150,
+        reference_price_micros: 600_000,
         patterns: &["rtxa6000", "a6000"],
     },
     GpuModel {
@@ -94,6 +105,7 @@ pub const GPU_MODELS: &[GpuModel] = &[
         vram_gib: 24,
         fp16_tflops: 165,
         reward_multiplier_centi: 125,
+        reference_price_micros: 450_000,
         patterns: &["rtx4090", "4090"],
     },
     GpuModel {
@@ -102,6 +114,7 @@ pub const GPU_MODELS: &[GpuModel] = &[
         vram_gib: 16,
         fp16_tflops: 97,
         reward_multiplier_centi: 80,
+        reference_price_micros: 300_000,
         patterns: &["rtx4080", "4080"],
     },
     GpuModel {
@@ -110,6 +123,7 @@ pub const GPU_MODELS: &[GpuModel] = &[
         vram_gib: 24,
         fp16_tflops: 71,
         reward_multiplier_centi: 70,
+        reference_price_micros: 250_000,
         patterns: &["rtx3090", "3090"],
     },
     GpuModel {
@@ -118,6 +132,7 @@ pub const GPU_MODELS: &[GpuModel] = &[
         vram_gib: 24,
         fp16_tflops: 125,
         reward_multiplier_centi: 80,
+        reference_price_micros: 400_000,
         patterns: &["a10g", "a10"],
     },
     GpuModel {
@@ -126,6 +141,7 @@ pub const GPU_MODELS: &[GpuModel] = &[
         vram_gib: 24,
         fp16_tflops: 121,
         reward_multiplier_centi: 60,
+        reference_price_micros: 350_000,
         patterns: &["l4"],
     },
     GpuModel {
@@ -134,6 +150,7 @@ pub const GPU_MODELS: &[GpuModel] = &[
         vram_gib: 32,
         fp16_tflops: 125,
         reward_multiplier_centi: 60,
+        reference_price_micros: 350_000,
         patterns: &["v100"],
     },
     GpuModel {
@@ -142,6 +159,7 @@ pub const GPU_MODELS: &[GpuModel] = &[
         vram_gib: 16,
         fp16_tflops: 65,
         reward_multiplier_centi: 30,
+        reference_price_micros: 150_000,
         patterns: &["teslat4", "t4"],
     },
     GpuModel {
@@ -150,6 +168,7 @@ pub const GPU_MODELS: &[GpuModel] = &[
         vram_gib: 128,
         fp16_tflops: 34,
         reward_multiplier_centi: 150,
+        reference_price_micros: 400_000,
         patterns: &["m4max"],
     },
     GpuModel {
@@ -158,6 +177,7 @@ pub const GPU_MODELS: &[GpuModel] = &[
         vram_gib: 192,
         fp16_tflops: 27,
         reward_multiplier_centi: 120,
+        reference_price_micros: 350_000,
         patterns: &["m2ultra"],
     },
 ];
@@ -170,6 +190,14 @@ fn normalise(name: &str) -> String {
         .chars()
         .filter(|c| !c.is_whitespace() && *c != '_')
         .collect()
+}
+
+/// Reference price of one CPU core-hour (USD micros), for CPU-only nodes.
+pub const CPU_CORE_HOUR_MICROS: i64 = 10_000;
+
+/// The position of a model in `GPU_MODELS` (a compact key for indexes).
+pub fn model_index(model: &GpuModel) -> u8 {
+    GPU_MODELS.iter().position(|m| m.name == model.name).expect("catalog models come from the catalog") as u8
 }
 
 /// The catalog entry for a detected or typed GPU name, if herd knows the model.
@@ -214,6 +242,15 @@ mod tests {
         }
         assert_eq!(lookup("Voodoo 3"), None);
         assert_eq!(lookup(""), None);
+    }
+
+    #[test]
+    fn every_model_has_a_positive_reference_price_and_an_index() {
+        for (i, model) in GPU_MODELS.iter().enumerate() {
+            assert!(model.reference_price_micros > 0, "{}", model.name);
+            assert_eq!(model_index(model) as usize, i);
+        }
+        assert!(GPU_MODELS.len() < 256, "model indexes fit in a byte");
     }
 
     #[test]

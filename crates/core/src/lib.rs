@@ -5,11 +5,16 @@
 
 pub mod catalog;
 pub mod device;
+pub mod geo;
 pub mod id;
 pub mod job;
+pub mod money;
+pub mod tier;
 pub mod time;
 
 pub use device::{CpuSpec, DeviceEvent, DeviceSpec, DeviceState, GpuSpec, GpuVendor};
 pub use id::{Address, ClusterId, IdError, JobId};
 pub use job::{ClusterState, JobState, TaskState};
+pub use money::{Asset, Micros};
+pub use tier::{ConnectivityTier, SecurityTier};
 pub use time::Timestamp;

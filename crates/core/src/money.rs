@@ -1,0 +1,97 @@
+//! Money: integer minor units, never floats. Prices are in USD micros (10⁻⁶ $), which keeps
+//! per-second amounts of cheap GPUs exact enough; fees are in basis points.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// USD in millionths of a dollar.
+pub type Micros = i64;
+
+pub const MICROS_PER_USD: Micros = 1_000_000;
+
+/// 0.25% reservation fee, charged to the customer (and, at settlement, to the supplier).
+pub const RESERVATION_FEE_BPS: i64 = 25;
+/// Paying (or being paid) in USDC adds 2%; IO and credits add nothing.
+pub const USDC_FEE_BPS: i64 = 200;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum Asset {
+    #[default]
+    Usdc,
+    Io,
+    Credits,
+}
+
+impl Asset {
+    pub const ALL: [Asset; 3] = [Self::Usdc, Self::Io, Self::Credits];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Usdc => "usdc",
+            Self::Io => "io",
+            Self::Credits => "credits",
+        }
+    }
+
+    /// The extra fee for settling in this asset.
+    pub fn payment_fee_bps(self) -> i64 {
+        match self {
+            Self::Usdc => USDC_FEE_BPS,
+            Self::Io | Self::Credits => 0,
+        }
+    }
+}
+
+impl fmt::Display for Asset {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Asset {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|a| a.as_str().eq_ignore_ascii_case(s))
+            .ok_or_else(|| format!("unknown asset {s:?}: expected one of usdc, io, credits"))
+    }
+}
+
+/// `amount × bps / 10_000`, rounded half up (fees are never rounded away to nothing).
+pub fn apply_bps(amount: Micros, bps: i64) -> Micros {
+    let wide = i128::from(amount) * i128::from(bps);
+    ((wide + 5_000) / 10_000) as Micros
+}
+
+/// `$1.234567` style, for people.
+pub fn format_usd(amount: Micros) -> String {
+    let sign = if amount < 0 { "-" } else { "" };
+    let abs = amount.unsigned_abs();
+    format!("{sign}${}.{:06}", abs / 1_000_000, abs % 1_000_000)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fees_are_exact_in_basis_points() {
+        assert_eq!(apply_bps(10_000_000, RESERVATION_FEE_BPS), 25_000);
+        assert_eq!(apply_bps(10_000_000, USDC_FEE_BPS), 200_000);
+        assert_eq!(apply_bps(1, RESERVATION_FEE_BPS), 0);
+        assert_eq!(apply_bps(200, RESERVATION_FEE_BPS), 1, "half rounds up");
+        assert_eq!(Asset::Io.payment_fee_bps(), 0);
+        assert_eq!(Asset::Usdc.payment_fee_bps(), 200);
+    }
+
+    #[test]
+    fn usd_formats_for_people() {
+        assert_eq!(format_usd(2_500_000), "$2.500000");
+        assert_eq!(format_usd(-1), "-$0.000001");
+    }
+}
