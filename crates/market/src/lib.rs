@@ -5,6 +5,10 @@
 //! re-checks every device is still free, so a stale plan is rejected rather than applied.
 //! This is first fit; pricing and ranking come with the market proper.
 
+pub mod index;
+pub mod matching;
+pub mod pricing;
+
 use std::fmt;
 
 /// What each node of a cluster needs.
