@@ -1,7 +1,9 @@
 //! The supply index: every device the market knows, and the free ones grouped into buckets
-//! by everything a request filters on exactly (model, country, GPUs per device, tiers), each
-//! bucket ordered by floor price then reputation. A request visits only the buckets that can
-//! match and reads them cheapest first, so it never scans the whole pool.
+//! by model, country and GPUs per device, each bucket ordered by floor price then reputation.
+//! A request visits only the buckets that can match and reads them cheapest first, so it
+//! never scans the whole pool. Tiers, reputation and size are checked per device while
+//! reading: splitting buckets by them too made every request touch fifteen times as many
+//! buckets, which cost more than it saved (see docs/BENCHMARKS.md).
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -58,8 +60,6 @@ pub(crate) struct BucketKey {
     pub model: ModelId,
     pub country: u16,
     pub gpu_count: u8,
-    pub connectivity: ConnectivityTier,
-    pub security: SecurityTier,
 }
 
 /// Order inside a bucket: cheapest floor first, then highest reputation, then slot.
@@ -141,13 +141,7 @@ impl MarketIndex {
     }
 
     fn bucket_key(slot: &Slot) -> BucketKey {
-        BucketKey {
-            model: slot.model,
-            country: slot.country,
-            gpu_count: slot.gpu_count,
-            connectivity: slot.connectivity,
-            security: slot.security,
-        }
+        BucketKey { model: slot.model, country: slot.country, gpu_count: slot.gpu_count }
     }
 
     fn unlist(&mut self, slot_id: u32) {

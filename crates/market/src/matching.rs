@@ -1,6 +1,12 @@
 //! Placing a request: visit only the buckets that can match, merge them cheapest node first,
-//! check what buckets cannot (reputation, CPU, RAM, price ceiling), and honour co-location.
-//! All nodes or none. When nothing fits, say which constraint ran out and what is there.
+//! check what buckets cannot (tiers, reputation, CPU, RAM, price ceiling), and honour
+//! co-location. All nodes or none. When nothing fits, say which constraint ran out and what
+//! is there.
+//!
+//! Ranking: cheapest node first (what the customer pays: max(floor, market) per GPU × GPUs);
+//! at equal price the supplier asking less (lower floor) first, then higher reputation. The
+//! floor tie-break rewards competitive asks and is what lets each bucket stay sorted once,
+//! whatever the market price does.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
@@ -108,6 +114,8 @@ impl std::fmt::Display for Refusal {
 /// per-device constraints exclude almost everything cannot scan the whole pool.
 const SCAN_BASE: usize = 50_000;
 const SCAN_PER_NODE: usize = 16;
+/// Devices read to explain a refusal.
+const EXPLAIN_SCAN_MAX: usize = 200_000;
 
 impl Request {
     fn models(&self) -> Vec<ModelId> {
@@ -208,19 +216,16 @@ impl MarketIndex {
             .models()
             .iter()
             .flat_map(|m| self.buckets_by_model[*m as usize].iter())
-            .filter(|k| {
-                k.gpu_count >= per_node
-                    && allowed[k.country as usize]
-                    && k.connectivity >= request.connectivity_min
-                    && k.security >= request.security_min
-            })
+            .filter(|k| k.gpu_count >= per_node && allowed[k.country as usize])
             .copied()
             .collect()
     }
 
     fn passes_device_checks(&self, slot_id: u32, request: &Request, unit_price: Micros) -> bool {
         let slot = &self.slots[slot_id as usize];
-        slot.reputation >= request.reputation_min
+        slot.connectivity >= request.connectivity_min
+            && slot.security >= request.security_min
+            && slot.reputation >= request.reputation_min
             && slot.cpu_cores >= request.cpu_cores_min
             && slot.ram_gib >= request.ram_gib_min
             && request.price_ceiling_micros.is_none_or(|ceiling| unit_price <= ceiling)
@@ -251,12 +256,13 @@ impl MarketIndex {
         let mut heap = BinaryHeap::new();
         for (i, cursor) in cursors.iter_mut().enumerate() {
             if let Some(c) = cursor.next() {
-                heap.push(Reverse((c.node_price, c.entry.1, c.entry.2, c.unit_price, i)));
+                heap.push(Reverse((c.node_price, c.entry, c.unit_price, i)));
             }
         }
         let mut budget = SCAN_BASE + request.nodes as usize * SCAN_PER_NODE;
-        while let Some(Reverse((node_price, rev_rep, slot_id, unit_price, i))) = heap.pop() {
-            let candidate = Candidate { node_price, unit_price, entry: (0, rev_rep, slot_id) };
+        while let Some(Reverse((node_price, entry, unit_price, i))) = heap.pop() {
+            let slot_id = entry.2;
+            let candidate = Candidate { node_price, unit_price, entry };
             // Past the ceiling, this bucket has nothing cheaper left: drop it.
             let under_ceiling = request.price_ceiling_micros.is_none_or(|c| unit_price <= c);
             if under_ceiling {
@@ -264,7 +270,7 @@ impl MarketIndex {
                     return;
                 }
                 if let Some(next) = cursors[i].next() {
-                    heap.push(Reverse((next.node_price, next.entry.1, next.entry.2, next.unit_price, i)));
+                    heap.push(Reverse((next.node_price, next.entry, next.unit_price, i)));
                 }
             }
             budget -= 1;
@@ -362,43 +368,45 @@ impl MarketIndex {
         Ok(())
     }
 
-    fn free_in(&self, keys: &[BucketKey]) -> usize {
-        keys.iter().filter_map(|k| self.buckets.get(k)).map(|b| b.len()).sum()
-    }
-
     fn explain(&self, request: &Request, matching: &[BucketKey]) -> Refusal {
         let nodes = request.nodes as usize;
         let per_node = request.per_node();
         let allowed = self.allowed_countries(&request.location);
         let of_models: Vec<BucketKey> =
             request.models().iter().flat_map(|m| self.buckets_by_model[*m as usize].iter()).copied().collect();
-        // Each stage adds one bucket filter to the ones before it.
-        let stages = ["GPUs per node", "location", "connectivity tier", "security tier"];
-        let passes = |stage: usize, k: &BucketKey| {
-            k.gpu_count >= per_node
-                && (stage < 1 || allowed[k.country as usize])
-                && (stage < 2 || k.connectivity >= request.connectivity_min)
-                && (stage < 3 || k.security >= request.security_min)
-        };
         let wanted = format!("{} × {}{}", request.nodes, request.hardware_label(), request.location_label());
-        let mut reason = format!(
-            "no {wanted}: {} free {} device(s) pass every bucket filter, but reputation, CPU, RAM, price ceiling or co-location leave fewer than {nodes}",
-            self.free_in(matching),
-            request.hardware_label().rsplit('×').next().unwrap_or("")
-        );
-        let total = self.free_in(&of_models);
-        if total < nodes {
-            reason = format!("no {wanted}: only {total} free device(s) of that hardware on the network");
-        } else {
-            for (stage, name) in stages.iter().enumerate() {
-                let kept: Vec<BucketKey> = of_models.iter().filter(|k| passes(stage, k)).copied().collect();
-                let count = self.free_in(&kept);
-                if count < nodes {
-                    reason = format!("no {wanted}: {count} free after the {name} filter");
-                    break;
+        let free_in = |keys: &mut dyn Iterator<Item = &BucketKey>| -> usize {
+            keys.filter_map(|k| self.buckets.get(k)).map(|b| b.len()).sum()
+        };
+        let total = free_in(&mut of_models.iter());
+        let with_gpus = free_in(&mut of_models.iter().filter(|k| k.gpu_count >= per_node));
+        let located = free_in(&mut matching.iter());
+        // Per-device filters, counted over the buckets that passed (bounded).
+        let (mut connected, mut secure) = (0, 0);
+        for slot_id in matching.iter().filter_map(|k| self.buckets.get(k)).flatten().map(|e| e.2).take(EXPLAIN_SCAN_MAX)
+        {
+            let slot = &self.slots[slot_id as usize];
+            if slot.connectivity >= request.connectivity_min {
+                connected += 1;
+                if slot.security >= request.security_min {
+                    secure += 1;
                 }
             }
         }
+        let stages = [
+            (total, "free device(s) of that hardware on the network"),
+            (with_gpus, "free after the GPUs-per-node filter"),
+            (located, "free after the location filter"),
+            (connected, "free after the connectivity-tier filter"),
+            (secure, "free after the security-tier filter"),
+        ];
+        let reason = match stages.iter().find(|(count, _)| *count < nodes) {
+            Some((count, stage)) => format!("no {wanted}: {count} {stage}"),
+            None => format!(
+                "no {wanted}: {secure} free device(s) pass the hardware, location and tier filters, \
+                 but reputation, CPU, RAM, price ceiling or co-location leave fewer than {nodes}"
+            ),
+        };
         Refusal::NoCapacity { reason, alternatives: self.alternatives(request, &of_models, &allowed) }
     }
 
@@ -410,7 +418,7 @@ impl MarketIndex {
         let mut fewer: BTreeMap<u8, usize> = BTreeMap::new();
         for key in of_models {
             let free = self.buckets.get(key).map_or(0, |b| b.len());
-            if free == 0 || key.connectivity < request.connectivity_min || key.security < request.security_min {
+            if free == 0 {
                 continue;
             }
             if key.gpu_count >= per_node && !allowed[key.country as usize] {
@@ -446,7 +454,7 @@ pub fn place_by_scan(index: &MarketIndex, request: &Request, prices: &PriceBook)
     let allowed = index.allowed_countries(&request.location);
     let models = request.models();
     let per_node = request.per_node();
-    let mut candidates: Vec<(Micros, u16, u32, Micros)> = index
+    let mut candidates: Vec<(Micros, Entry, Micros)> = index
         .slots
         .iter()
         .enumerate()
@@ -465,7 +473,7 @@ pub fn place_by_scan(index: &MarketIndex, request: &Request, prices: &PriceBook)
                 return None;
             }
             let node = if slot.model == CPU_ONLY { unit } else { unit * Micros::from(slot.gpu_count) };
-            Some((node, entry(i as u32, slot).1, i as u32, unit))
+            Some((node, entry(i as u32, slot), unit))
         })
         .collect();
     if candidates.len() < request.nodes as usize {
@@ -474,8 +482,8 @@ pub fn place_by_scan(index: &MarketIndex, request: &Request, prices: &PriceBook)
     candidates.sort_unstable();
     let nodes = candidates[..request.nodes as usize]
         .iter()
-        .map(|(node, rep, slot, unit)| {
-            index.placed(*slot, &Candidate { node_price: *node, unit_price: *unit, entry: (0, *rep, *slot) })
+        .map(|(node, entry, unit)| {
+            index.placed(entry.2, &Candidate { node_price: *node, unit_price: *unit, entry: *entry })
         })
         .collect();
     Some(Placement { nodes })
@@ -540,6 +548,10 @@ mod tests {
         assert!(text.starts_with("no 1 × 8×H100 in JP: 0 free after the location filter"), "{text}");
         assert!(text.contains("8×H100 elsewhere: 2 in US, 1 in DE"), "{text}");
         assert!(text.contains("1 × 4×H100 in JP"), "{text}");
+        let mut ultra = request(1, 8, None);
+        ultra.connectivity_min = ConnectivityTier::Ultra;
+        let tiered = index.place(&ultra, &PriceBook::new()).unwrap_err().to_string();
+        assert!(tiered.starts_with("no 1 × 8×H100: 0 free after the connectivity-tier filter"), "{tiered}");
 
         let impossible = index.place(&request(1, 16, None), &PriceBook::new()).unwrap_err();
         assert_eq!(

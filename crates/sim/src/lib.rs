@@ -3,6 +3,8 @@
 //! A fleet is a pure function of its seed: the same seed gives the same machines, models and
 //! countries everywhere, so a failing run can be replayed.
 
+pub mod market;
+
 use herd_core::catalog;
 use herd_core::{CpuSpec, DeviceSpec, GpuSpec, GpuVendor};
 use rand::rngs::StdRng;
@@ -42,7 +44,7 @@ const COUNTRIES: &[(&str, u32)] = &[
     ("NL", 5),
 ];
 
-fn pick<'a, T>(rng: &mut StdRng, items: &'a [T], weight: impl Fn(&T) -> u32) -> &'a T {
+pub(crate) fn pick<'a, T>(rng: &mut StdRng, items: &'a [T], weight: impl Fn(&T) -> u32) -> &'a T {
     let total: u32 = items.iter().map(&weight).sum();
     let mut roll = rng.gen_range(0..total);
     for item in items {

@@ -1,6 +1,7 @@
 //! Subcommands. Each module owns one noun; all share `Context` (coordinator URL, `--json`).
 
 mod account;
+mod bench;
 mod cluster;
 mod job;
 mod market;
@@ -59,6 +60,9 @@ pub enum Command {
     /// Run commands on clusters.
     #[command(subcommand)]
     Job(job::JobCommand),
+    /// Benchmarks that print figures.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
 }
 
 pub struct Context {
@@ -99,6 +103,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Market(command) => market::run(&context, command).await,
         Command::Cluster(command) => cluster::run(&context, command).await,
         Command::Job(command) => job::run(&context, command).await,
+        Command::Bench(command) => bench::run(&context, command).await,
     }
 }
 
