@@ -4,7 +4,7 @@ use futures_util::StreamExt;
 use herd_core::{Address, ClusterId, JobId};
 use herd_proto::api::{
     Account, ApiKeyIssued, Challenge, ChallengeRequest, Cluster, CreateCluster, CreateJob, Device, DeviceDetail,
-    ErrorBody, Health, Job, LogEvent, PairingCode, SignedChallenge,
+    ErrorBody, Health, Job, LogEvent, MarketPrice, PairingCode, Quote, SignedChallenge,
 };
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
@@ -119,6 +119,14 @@ impl Client {
 
     pub async fn device(&self, id: &str) -> Result<DeviceDetail, ClientError> {
         self.get(&format!("/v1/devices/{}", encode(id))).await
+    }
+
+    pub async fn quote(&self, request: &CreateCluster) -> Result<Quote, ClientError> {
+        self.call(Method::POST, "/v1/market/quote", Some(request)).await
+    }
+
+    pub async fn market_prices(&self) -> Result<Vec<MarketPrice>, ClientError> {
+        self.get("/v1/market/prices").await
     }
 
     pub async fn create_cluster(&self, request: &CreateCluster) -> Result<Cluster, ClientError> {

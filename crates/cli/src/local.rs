@@ -79,6 +79,8 @@ impl LocalNetwork {
             let dir = config.data_dir.join("sim").join(index.to_string());
             let mut agent = AgentConfig::owned_by(&url, dir, &supplier_key, device.country);
             agent.simulated = Some(device.spec);
+            let (down_mbps, up_mbps) = device.throughput_mbps;
+            agent.throughput = Some(herd_proto::worker::Throughput { down_mbps, up_mbps });
             agent.advertise_addr = Some("127.0.0.1".into());
             agents.push(agent);
         }

@@ -35,7 +35,7 @@ async fn customers_need_a_key_and_see_only_their_own_things() {
 
     let (_, alice) = new_account(&url).await;
     let (_, bob) = new_account(&url).await;
-    let request = CreateCluster { gpu: None, gpus_per_node: None, nodes: 1, country: None, hours: None };
+    let request = CreateCluster { nodes: 1, ..Default::default() };
     let cluster = alice.create_cluster(&request).await.unwrap();
     let job = alice
         .create_job(&CreateJob {
@@ -119,6 +119,8 @@ fn hello(key: &SigningKey, owner: &SigningKey, nonce: &str) -> HelloPayload {
     HelloPayload {
         owner_endorsement: Some(bs58::encode(endorsement.to_bytes()).into_string()),
         pairing_code: None,
+        floor_micros: None,
+        throughput: None,
         protocol_version: herd_proto::WORKER_PROTOCOL_VERSION,
         nonce: nonce.into(),
         device_key: device,

@@ -26,7 +26,7 @@ async fn a_coordinator_restart_mid_lease_keeps_clusters_devices_and_jobs() {
     devices_in_state(&url, &supplier, DeviceState::Ready, 2).await;
 
     let (_, customer) = new_account(&url).await;
-    let request = CreateCluster { gpu: None, gpus_per_node: None, nodes: 2, country: None, hours: Some(2) };
+    let request = CreateCluster { nodes: 2, hours: Some(2), ..Default::default() };
     let cluster = customer.create_cluster(&request).await.unwrap();
     // Runs across the restart: its start, its end and its late output must all be kept.
     let script = "echo before; sleep 2; echo after";

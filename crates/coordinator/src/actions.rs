@@ -57,6 +57,7 @@ pub async fn terminate_cluster(app: &App, cluster: &ClusterId, reason: &str) -> 
     for device in &terminated.devices {
         app.hub.send(device, ServerMessage::StopCluster { cluster_id: cluster.clone() });
     }
+    app.sync_market(&terminated.devices).await;
     for job in &terminated.jobs {
         app.notify_job(job);
     }

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::sync::{broadcast, watch, Notify};
 
 use crate::hub::Hub;
+use crate::market::SharedMarket;
 use crate::metrics::Metrics;
 use crate::store::Store;
 
@@ -49,6 +50,7 @@ pub const JOB_EVENTS_CAPACITY: usize = 1024;
 
 pub struct AppInner {
     pub store: Store,
+    pub market: SharedMarket,
     /// Worker sessions in progress; shutdown waits for them before closing the database.
     pub sessions: SessionTracker,
     pub hub: Hub,
@@ -62,10 +64,11 @@ pub struct AppInner {
 pub struct App(Arc<AppInner>);
 
 impl App {
-    pub fn new(store: Store, config: CoordinatorConfig, shutdown: watch::Receiver<bool>) -> App {
+    pub fn new(store: Store, market: SharedMarket, config: CoordinatorConfig, shutdown: watch::Receiver<bool>) -> App {
         let (job_events, _) = broadcast::channel(JOB_EVENTS_CAPACITY);
         App(Arc::new(AppInner {
             store,
+            market,
             sessions: SessionTracker::default(),
             hub: Hub::default(),
             config,

@@ -9,6 +9,7 @@ mod app;
 mod auth;
 mod error;
 mod hub;
+mod market;
 mod metrics;
 mod reconcile;
 mod server;

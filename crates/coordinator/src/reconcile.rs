@@ -28,6 +28,9 @@ pub async fn run(app: App, mut shutdown: watch::Receiver<bool>) {
         if let Err(error) = end_expired_leases(&app).await {
             tracing::warn!(%error, "expiry reconcile failed; retrying next tick");
         }
+        if let Err(error) = app.update_prices().await {
+            tracing::warn!(%error, "price update failed; retrying next tick");
+        }
     }
 }
 
@@ -47,6 +50,7 @@ async fn mark_silent_devices_offline(app: &App) -> crate::store::StoreResult<()>
         if app.store.mark_offline(&device, &reason, now()).await? {
             tracing::warn!(%device, %reason, "device offline");
         }
+        app.sync_market(std::slice::from_ref(&device)).await;
     }
     Ok(())
 }
@@ -90,6 +94,8 @@ mod tests {
             },
             owner_endorsement: None,
             pairing_code: None,
+            floor_micros: None,
+            throughput: None,
             tasks: vec![],
         }
     }
@@ -111,7 +117,9 @@ mod tests {
             store.device_hello(&hello(device, &owner), now()).await.unwrap().unwrap();
         }
         let (_stop, shutdown) = tokio::sync::watch::channel(false);
-        let app = App::new(store.clone(), CoordinatorConfig::new(url, "127.0.0.1:0".parse().unwrap()), shutdown);
+        let market = crate::market::SharedMarket::load(&store).await.unwrap();
+        let app =
+            App::new(store.clone(), market, CoordinatorConfig::new(url, "127.0.0.1:0".parse().unwrap()), shutdown);
 
         // Open the read pool's connection before pausing: a connect under paused time would
         // let tokio jump to sqlx's acquire timeout while the connect waits on its thread.
@@ -156,17 +164,22 @@ mod tests {
         store.register_account(&owner, "hash", now()).await.unwrap();
         store.device_hello(&hello(&device, &owner), now()).await.unwrap().unwrap();
         let (_stop, shutdown) = tokio::sync::watch::channel(false);
-        let app = App::new(store.clone(), CoordinatorConfig::new(url, "127.0.0.1:0".parse().unwrap()), shutdown);
+        let market = crate::market::SharedMarket::load(&store).await.unwrap();
+        let app =
+            App::new(store.clone(), market, CoordinatorConfig::new(url, "127.0.0.1:0".parse().unwrap()), shutdown);
         let (expired, current) =
             (herd_core::ClusterId::from_entropy([1; 8]), herd_core::ClusterId::from_entropy([2; 8]));
         let at = now();
-        let devices = [device.clone()];
+        let devices = [(device.clone(), 1_000_000)];
         let lease = |id, expires_at| crate::store::NewCluster {
             id,
             owner: &owner,
             hardware: "CPU",
             country: None,
             devices: &devices,
+            price_per_hour_micros: 1_000_000,
+            asset: herd_core::Asset::Io,
+            request: "{}",
             now: at,
             expires_at,
         };

@@ -9,6 +9,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::app::{App, CoordinatorConfig};
+use crate::market::SharedMarket;
 use crate::store::{Store, StoreError};
 use crate::{api, reconcile};
 
@@ -39,8 +40,11 @@ pub async fn start(config: CoordinatorConfig) -> Result<RunningCoordinator, Star
     let listener =
         TcpListener::bind(config.listen).await.map_err(|source| StartError::Listen { addr: config.listen, source })?;
     let addr = listener.local_addr().map_err(|source| StartError::Listen { addr: config.listen, source })?;
+    let market = SharedMarket::load(&store)
+        .await
+        .map_err(|source| StartError::Database { url: config.db_url.clone(), source })?;
     let (shutdown, shutdown_rx) = watch::channel(false);
-    let app = App::new(store.clone(), config, shutdown_rx.clone());
+    let app = App::new(store.clone(), market, config, shutdown_rx.clone());
     // After a restart, devices the database says are online get one timeout to reconnect.
     let online = store
         .online_device_ids()

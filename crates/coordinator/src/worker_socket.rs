@@ -113,7 +113,9 @@ async fn handshake(app: &App, socket: &mut WebSocket) -> Result<HelloPayload, Re
     if registered.is_none() {
         check_owner_consent(app, &hello).await?;
     }
-    match app.store.device_hello(&hello, now()).await.map_err(|e| refuse("unavailable", e.to_string()))? {
+    let outcome = app.store.device_hello(&hello, now()).await.map_err(|e| refuse("unavailable", e.to_string()))?;
+    app.sync_market(std::slice::from_ref(&hello.device_key)).await;
+    match outcome {
         Ok(outcome) => {
             tracing::info!(device = %hello.device_key, state = %outcome.state, registered = outcome.registered,
                 simulated = hello.simulated, "worker connected");
@@ -247,6 +249,11 @@ async fn handle(app: &App, device: &Address, text: &str) -> Result<(), String> {
             let changed = app.store.task_exited(&job_id, device, exit_code, error.as_deref(), at).await;
             app.notify_job(&job_id);
             changed.map(drop)
+        }
+        WorkerMessage::Throughput(throughput) => {
+            let tier = app.store.record_throughput(device, throughput).await;
+            app.sync_market(std::slice::from_ref(device)).await;
+            tier.map(|tier| tracing::info!(%device, %tier, ?throughput, "connectivity measured"))
         }
         WorkerMessage::Hello(_) => return Err("hello after the handshake".into()),
     };

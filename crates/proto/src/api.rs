@@ -2,7 +2,10 @@
 
 use std::collections::BTreeMap;
 
-use herd_core::{Address, ClusterId, ClusterState, DeviceSpec, DeviceState, JobId, JobState, TaskState, Timestamp};
+use herd_core::{
+    Address, Asset, ClusterId, ClusterState, ConnectivityTier, DeviceSpec, DeviceState, JobId, JobState, Micros,
+    SecurityTier, TaskState, Timestamp,
+};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -91,6 +94,11 @@ pub struct Device {
     pub gpu_count: u32,
     pub spec: DeviceSpec,
     pub cluster_id: Option<ClusterId>,
+    pub connectivity: ConnectivityTier,
+    pub security: SecurityTier,
+    pub reputation: u16,
+    /// The supplier's floor, USD micros per GPU-hour (per node-hour for CPU-only machines).
+    pub floor_micros: Micros,
     pub connected: bool,
     pub last_heartbeat_at: Option<Timestamp>,
     pub utilization: Option<Utilization>,
@@ -124,17 +132,124 @@ pub struct DeviceDetail {
 
 // ---- clusters ----
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+/// A cluster request, as JSON, as a YAML spec file (`herd cluster create -f`), or as flags.
+/// Every field but `nodes` is optional; unknown fields are refused so typos are caught.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CreateCluster {
-    /// A GPU model from the catalog (`H100`, `RTX 4090`, …); omit for a CPU cluster.
-    pub gpu: Option<String>,
-    /// GPUs on each node (default 1 for GPU clusters).
-    pub gpus_per_node: Option<u32>,
+    /// Number of nodes (whole machines).
     pub nodes: u32,
-    /// ISO 3166-1 alpha-2 country code to pin the nodes to.
+    /// A GPU model from the catalog (`H100`, `RTX 4090`, …). Omit it, and the constraints
+    /// below, for a CPU cluster.
+    #[serde(default)]
+    pub gpu: Option<String>,
+    /// Instead of a model: any catalog model with at least this much memory per GPU…
+    #[serde(default)]
+    pub min_vram_gib: Option<u32>,
+    /// …and at least this FP16 throughput per GPU…
+    #[serde(default)]
+    pub min_tflops: Option<u32>,
+    /// …from this vendor (`nvidia`, `amd`, `apple`).
+    #[serde(default)]
+    pub vendor: Option<String>,
+    /// GPUs on each node (default 1 for GPU clusters).
+    #[serde(default)]
+    pub gpus_per_node: Option<u32>,
+    /// Minimum CPU cores and RAM per node.
+    #[serde(default)]
+    pub cpu_cores: Option<u32>,
+    #[serde(default)]
+    pub ram_gib: Option<u32>,
+    /// Allowed countries (ISO 3166-1 alpha-2); `country` is a one-country shorthand.
+    #[serde(default)]
     pub country: Option<String>,
+    #[serde(default)]
+    pub countries: Vec<String>,
+    /// Allowed regions (`europe`, `north-america`, …), added to the allowed countries.
+    #[serde(default)]
+    pub regions: Vec<String>,
+    #[serde(default)]
+    pub deny_countries: Vec<String>,
+    /// Minimum connectivity tier: none, low, medium, high, ultra.
+    #[serde(default)]
+    pub connectivity: Option<ConnectivityTier>,
+    /// Minimum security tier: any, verified, datacenter.
+    #[serde(default)]
+    pub security: Option<SecurityTier>,
+    /// Minimum device reputation, 0..=1000.
+    #[serde(default)]
+    pub min_reputation: Option<u16>,
+    /// `anywhere` (default), `same-country` or `same-supplier`.
+    #[serde(default)]
+    pub colocation: Option<String>,
+    /// Price ceiling in USD per GPU-hour (per node-hour for CPU clusters), e.g. "2.50".
+    #[serde(default)]
+    pub max_price_per_gpu_hour: Option<String>,
     /// Lease length in hours (1..=720, default 1).
+    #[serde(default)]
     pub hours: Option<u32>,
+    /// Payment asset: usdc (+2 % fee), io or credits.
+    #[serde(default)]
+    pub asset: Option<Asset>,
+    /// `false` for a request that may wait for cheaper capacity (no urgency premium).
+    #[serde(default)]
+    pub start_now: Option<bool>,
+    /// Create at the price of this quote (while it is valid).
+    #[serde(default)]
+    pub quote_id: Option<String>,
+}
+
+/// One node of a quote or a cluster, with its price.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct QuotedNode {
+    pub device_id: Address,
+    pub country: String,
+    pub connectivity: ConnectivityTier,
+    pub security: SecurityTier,
+    pub reputation: u16,
+    /// Catalog model, or null for a CPU-only machine.
+    pub gpu_model: Option<String>,
+    /// Nodes are whole machines: all the device's GPUs.
+    pub gpus: u32,
+    /// USD micros per GPU-hour (per node-hour for CPU-only machines).
+    pub unit_price_micros: Micros,
+    pub node_hour_micros: Micros,
+}
+
+/// The exact price of a request before it is created.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Quote {
+    pub id: String,
+    pub expires_at: Timestamp,
+    pub hardware: String,
+    pub nodes: Vec<QuotedNode>,
+    pub hours: u32,
+    pub asset: Asset,
+    /// All amounts in USD micros (10⁻⁶ $).
+    pub per_hour_micros: Micros,
+    pub subtotal_micros: Micros,
+    /// 0.25 % reservation fee.
+    pub reservation_fee_micros: Micros,
+    /// +2 % when paying in USDC; 0 in IO or credits.
+    pub payment_fee_micros: Micros,
+    pub total_micros: Micros,
+}
+
+/// The market for one GPU model (or CPU-only machines).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct MarketPrice {
+    /// Catalog model; "CPU" for CPU-only machines.
+    pub model: String,
+    pub devices_online: u64,
+    pub devices_hired: u64,
+    pub devices_idle: u64,
+    pub gpus_online: u64,
+    pub gpus_hired: u64,
+    /// Hired ÷ online GPUs, per mille.
+    pub utilisation_permille: u64,
+    /// Market price per GPU-hour (USD micros); CPU: reference per core-hour.
+    pub price_micros: Micros,
+    pub change_24h_micros: Micros,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -145,6 +260,8 @@ pub struct ClusterNode {
     pub country: String,
     pub address: String,
     pub simulated: bool,
+    /// What this node costs per hour (USD micros).
+    pub node_hour_micros: Micros,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -156,6 +273,9 @@ pub struct Cluster {
     pub hardware: String,
     pub country: Option<String>,
     pub nodes: Vec<ClusterNode>,
+    /// USD micros per hour for the whole cluster, as agreed at creation.
+    pub price_per_hour_micros: Micros,
+    pub asset: Asset,
     pub created_at: Timestamp,
     pub expires_at: Timestamp,
     pub ended_at: Option<Timestamp>,

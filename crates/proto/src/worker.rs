@@ -69,6 +69,15 @@ pub enum WorkerMessage {
         exit_code: Option<i32>,
         error: Option<String>,
     },
+    /// A new throughput measurement (at registration and daily).
+    Throughput(Throughput),
+}
+
+/// Download and upload throughput in Mbit/s; the coordinator derives the connectivity tier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Throughput {
+    pub down_mbps: u32,
+    pub up_mbps: u32,
 }
 
 /// `payload` is the JSON text of a `HelloPayload`; the signature covers exactly those bytes
@@ -92,6 +101,13 @@ pub struct HelloPayload {
     pub advertise_addr: String,
     pub agent_version: String,
     pub spec: DeviceSpec,
+    /// The supplier's floor, USD micros per GPU-hour (per node-hour for CPU-only machines);
+    /// None: the catalog default.
+    #[serde(default)]
+    pub floor_micros: Option<i64>,
+    /// Measured throughput to the coordinator, if the worker has measured it.
+    #[serde(default)]
+    pub throughput: Option<Throughput>,
     /// The owner's consent, needed only when a device registers: their signature over
     /// `signing::device_endorsement_message` (base58) when the worker runs where the
     /// owner's key is, or else a pairing code the owner issued.

@@ -14,6 +14,8 @@ use rand::{Rng, SeedableRng};
 pub struct SimDevice {
     pub spec: DeviceSpec,
     pub country: String,
+    /// Simulated (download, upload) Mbit/s, spread over the connectivity tiers.
+    pub throughput_mbps: (u32, u32),
 }
 
 /// (catalog model or None for CPU-only, weight, GPUs per machine choices)
@@ -95,7 +97,8 @@ pub fn fleet(seed: u64, count: usize) -> Vec<SimDevice> {
                 disk_bytes: 2 << 40,
                 gpus,
             };
-            SimDevice { spec, country }
+            let throughput_mbps = [(150, 20), (500, 350), (900, 700), (2000, 1500)][rng.gen_range(0..4)];
+            SimDevice { spec, country, throughput_mbps }
         })
         .collect()
 }

@@ -8,7 +8,7 @@ use ed25519_dalek::{Signer, SigningKey};
 use futures_util::{SinkExt, StreamExt};
 use herd_core::{Address, DeviceSpec};
 use herd_proto::signing::{device_endorsement_message, worker_hello_message};
-use herd_proto::worker::{HelloPayload, ServerMessage, SignedHello, WorkerMessage, FRAME_BYTES_MAX};
+use herd_proto::worker::{HelloPayload, ServerMessage, SignedHello, Throughput, WorkerMessage, FRAME_BYTES_MAX};
 use herd_proto::WORKER_PROTOCOL_VERSION;
 use rand::Rng;
 use tokio::net::TcpStream;
@@ -65,6 +65,11 @@ pub struct AgentConfig {
     /// A simulated device reports this spec instead of the detected one and is marked
     /// simulated everywhere. Its tasks still run for real, as local processes.
     pub simulated: Option<DeviceSpec>,
+    /// The supplier's floor, USD micros per GPU-hour (per node-hour for CPU-only machines);
+    /// None: the catalog default.
+    pub floor_micros: Option<i64>,
+    /// A fixed throughput to report instead of measuring (simulated devices).
+    pub throughput: Option<Throughput>,
     pub backoff_initial: Duration,
     pub backoff_max: Duration,
 }
@@ -101,6 +106,8 @@ impl AgentConfig {
             country: country.into(),
             advertise_addr: None,
             simulated: None,
+            floor_micros: None,
+            throughput: None,
             backoff_initial: Duration::from_millis(500),
             backoff_max: Duration::from_secs(30),
         }
@@ -320,6 +327,8 @@ impl Session<'_> {
             advertise_addr,
             agent_version: env!("CARGO_PKG_VERSION").into(),
             spec: self.spec.clone(),
+            floor_micros: self.config.floor_micros,
+            throughput: self.config.throughput,
             owner_endorsement: self.consent.owner_endorsement.clone(),
             pairing_code: self.consent.pairing_code.clone(),
             tasks: self.tasks.reports(),

@@ -1,13 +1,15 @@
 use clap::{Args, Subcommand};
+use herd_core::money::format_usd;
 use herd_proto::api::{Cluster, CreateCluster};
 
-use super::{parse_country, Context};
+use super::request::RequestArgs;
+use super::Context;
 use crate::output::{human_ms, now_ms, print_json, spinner, table};
 
 #[derive(Debug, Subcommand)]
 pub enum ClusterCommand {
     /// Reserve devices as a cluster (all nodes or none).
-    Create(CreateArgs),
+    Create(Box<CreateArgs>),
     /// Your clusters.
     List {
         /// Include terminated clusters.
@@ -27,30 +29,24 @@ pub enum ClusterCommand {
 }
 
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("hardware").required(true).args(["gpu", "cpu"])))]
 pub struct CreateArgs {
-    /// GPU model from the catalog, e.g. H100, "RTX 4090", A100-80GB.
+    #[command(flatten)]
+    request: RequestArgs,
+    /// Create at the price of this quote (from `herd market quote`, valid 5 minutes).
     #[arg(long)]
-    gpu: Option<String>,
-    /// CPU nodes (any machine; CPU-only machines first).
-    #[arg(long)]
-    cpu: bool,
-    /// Number of nodes.
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=64))]
-    nodes: u32,
-    /// GPUs on each node (GPU clusters only).
-    #[arg(long, requires = "gpu", value_parser = clap::value_parser!(u32).range(1..=64))]
-    gpus_per_node: Option<u32>,
-    /// Only devices in this country (ISO 3166-1 alpha-2).
-    #[arg(long, value_parser = parse_country)]
-    country: Option<String>,
-    /// Lease length in hours.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=720))]
-    hours: u32,
+    quote: Option<String>,
 }
 
 pub fn print_cluster(cluster: &Cluster) {
-    crate::outln!("cluster {}  {}  {} × {}", cluster.id, cluster.state, cluster.nodes.len(), cluster.hardware);
+    crate::outln!(
+        "cluster {}  {}  {} × {}  {}/h in {}",
+        cluster.id,
+        cluster.state,
+        cluster.nodes.len(),
+        cluster.hardware,
+        format_usd(cluster.price_per_hour_micros),
+        cluster.asset
+    );
     crate::outln!("created {}  expires {}", cluster.created_at, cluster.expires_at);
     if let Some(reason) = &cluster.end_reason {
         crate::outln!("ended: {reason}");
@@ -65,25 +61,28 @@ pub fn print_cluster(cluster: &Cluster) {
                 n.device_state.to_string(),
                 n.country.clone(),
                 n.address.clone(),
+                format!("{}/h", format_usd(n.node_hour_micros)),
                 if n.simulated { "simulated".into() } else { String::new() },
             ]
         })
         .collect();
-    crate::outln!("{}", table(&["RANK", "DEVICE", "STATE", "COUNTRY", "ADDRESS", ""], &rows));
+    crate::outln!("{}", table(&["RANK", "DEVICE", "STATE", "COUNTRY", "ADDRESS", "PRICE", ""], &rows));
 }
 
 pub async fn run(context: &Context, command: ClusterCommand) -> anyhow::Result<i32> {
+    // Bad flags are reported before anything else (such as a missing API key).
+    let request = match &command {
+        ClusterCommand::Create(args) => Some(match &args.quote {
+            Some(quote_id) => CreateCluster { quote_id: Some(quote_id.clone()), ..Default::default() },
+            None => args.request.to_request()?,
+        }),
+        _ => None,
+    };
     let client = context.client()?;
     match command {
-        ClusterCommand::Create(args) => {
-            let request = CreateCluster {
-                gpu: args.gpu,
-                gpus_per_node: args.gpus_per_node,
-                nodes: args.nodes,
-                country: args.country,
-                hours: Some(args.hours),
-            };
-            let wait = spinner(format!("reserving {} node(s)", args.nodes), context.json);
+        ClusterCommand::Create(_) => {
+            let request = request.expect("built above for create");
+            let wait = spinner("reserving nodes", context.json);
             let created = client.create_cluster(&request).await;
             wait.finish_and_clear();
             let cluster = created?;

@@ -1,11 +1,18 @@
 use clap::Subcommand;
 
+use herd_core::money::format_usd;
+
+use super::request::RequestArgs;
 use super::{parse_country, Context};
 use crate::client::query_string;
 use crate::output::{print_json, table};
 
 #[derive(Debug, Subcommand)]
 pub enum MarketCommand {
+    /// Current prices per GPU model: supply, use, price, 24 h change.
+    Prices,
+    /// The exact price of a request before creating it (held 5 minutes).
+    Quote(RequestArgs),
     /// Devices on the network (public).
     Devices {
         /// pending, ready, hired, offline or blocked.
@@ -27,6 +34,75 @@ fn gib(bytes: u64) -> String {
 
 pub async fn run(context: &Context, command: MarketCommand) -> anyhow::Result<i32> {
     match command {
+        MarketCommand::Prices => {
+            let prices = context.anonymous_client().market_prices().await?;
+            if context.json {
+                print_json(&prices);
+                return Ok(0);
+            }
+            let rows: Vec<Vec<String>> = prices
+                .iter()
+                .filter(|p| p.devices_online > 0)
+                .map(|p| {
+                    vec![
+                        p.model.clone(),
+                        p.devices_online.to_string(),
+                        p.devices_hired.to_string(),
+                        p.gpus_online.to_string(),
+                        format!("{:.1} %", p.utilisation_permille as f64 / 10.0),
+                        format_usd(p.price_micros),
+                        format!(
+                            "{}{}",
+                            if p.change_24h_micros >= 0 { "+" } else { "" },
+                            format_usd(p.change_24h_micros)
+                        ),
+                    ]
+                })
+                .collect();
+            crate::outln!("{}", table(&["MODEL", "DEVICES", "HIRED", "GPUS", "USE", "PRICE/GPU-H", "24H"], &rows));
+        }
+        MarketCommand::Quote(args) => {
+            let quote = context.client()?.quote(&args.to_request()?).await?;
+            if context.json {
+                print_json(&quote);
+                return Ok(0);
+            }
+            crate::outln!(
+                "quote {} for {} × {}, valid until {}",
+                quote.id,
+                quote.nodes.len(),
+                quote.hardware,
+                quote.expires_at
+            );
+            let rows: Vec<Vec<String>> = quote
+                .nodes
+                .iter()
+                .map(|n| {
+                    vec![
+                        n.device_id.short().to_owned(),
+                        n.gpu_model.as_ref().map_or("CPU".into(), |m| format!("{}×{m}", n.gpus)),
+                        n.country.clone(),
+                        n.connectivity.to_string(),
+                        n.security.to_string(),
+                        n.reputation.to_string(),
+                        format!("{}/h", format_usd(n.node_hour_micros)),
+                    ]
+                })
+                .collect();
+            crate::outln!(
+                "{}",
+                table(&["DEVICE", "GPUS", "COUNTRY", "TIER", "SECURITY", "REPUTATION", "PRICE"], &rows)
+            );
+            let lines = vec![
+                vec!["per hour".into(), format_usd(quote.per_hour_micros)],
+                vec![format!("× {} h", quote.hours), format_usd(quote.subtotal_micros)],
+                vec!["reservation fee 0.25 %".into(), format_usd(quote.reservation_fee_micros)],
+                vec![format!("payment fee ({})", quote.asset), format_usd(quote.payment_fee_micros)],
+                vec!["total".into(), format_usd(quote.total_micros)],
+            ];
+            crate::outln!("{}", table(&["", ""], &lines));
+            crate::outln!("create it with: herd cluster create --quote {}", quote.id);
+        }
         MarketCommand::Devices { state, gpu, country, limit } => {
             let query = query_string(&[
                 ("state", state),

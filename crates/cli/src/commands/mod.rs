@@ -6,6 +6,7 @@ mod cluster;
 mod job;
 mod market;
 mod network;
+mod request;
 mod worker;
 
 use clap::{Parser, Subcommand};

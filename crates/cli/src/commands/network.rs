@@ -198,10 +198,13 @@ async fn demo_steps(context: &Context, url: &str, say: &impl Fn(String)) -> anyh
     say(format!("2. account {} signed in (key: {})", credential.address, context.credentials.key_path().display()));
     let client = Client::new(url, Some(credential.api_key));
 
-    let cluster = client
-        .create_cluster(&CreateCluster { gpu: None, gpus_per_node: None, nodes: 2, country: None, hours: Some(1) })
-        .await?;
-    say(format!("3. cluster {} reserved: {} nodes", cluster.id, cluster.nodes.len()));
+    let cluster = client.create_cluster(&CreateCluster { nodes: 2, hours: Some(1), ..Default::default() }).await?;
+    say(format!(
+        "3. cluster {} reserved: {} nodes at {}/h",
+        cluster.id,
+        cluster.nodes.len(),
+        herd_core::money::format_usd(cluster.price_per_hour_micros)
+    ));
     for node in &cluster.nodes {
         let kind = if node.simulated { "simulated device" } else { "this machine" };
         say(format!("     rank {}  {}  {}  ({kind})", node.rank, node.device_id.short(), node.country));

@@ -3,107 +3,125 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use herd_core::{catalog, Address, ClusterId, ClusterState, Timestamp};
-use herd_market::{first_fit, ClusterRequest, Hardware, NoCapacity};
-use herd_proto::api::{Cluster, CreateCluster, ErrorBody};
+use herd_core::money::format_usd;
+use herd_core::{Address, ClusterId, ClusterState, Timestamp};
+use herd_market::matching::Hardware;
+use herd_proto::api::{Cluster, CreateCluster, ErrorBody, Quote};
 use serde::{Deserialize, Serialize};
 
-use super::{parse_id, validate_country};
+use super::parse_id;
 use crate::actions;
 use crate::app::{now, App};
 use crate::auth::{random_entropy, Caller};
 use crate::error::{ApiError, ApiJson, ApiQuery, ApiResult};
 use crate::store::NewCluster;
 
-pub const NODES_MAX: u32 = 64;
-pub const GPUS_PER_NODE_MAX: u32 = 64;
-pub const HOURS_MAX: u32 = 720;
+use super::market::{parse_request, price, quoted_nodes, refusal_error, HOURS_MAX};
+
 const HOUR_MS: i64 = 3_600_000;
-/// Ready devices considered per request; the placement index narrows them first.
-const OFFERS_MAX: u32 = 10_000;
 /// Re-plans after losing a race for a device before giving up.
 const PLAN_ATTEMPTS_MAX: u32 = 3;
 
-fn validate(request: &CreateCluster) -> ApiResult<ClusterRequest> {
-    if request.nodes == 0 || request.nodes > NODES_MAX {
-        return Err(ApiError::bad_request(format!("nodes must be 1..={NODES_MAX}, got {}", request.nodes)));
-    }
-    if let Some(country) = &request.country {
-        validate_country(country)?;
-    }
-    if let Some(hours) = request.hours {
-        if hours == 0 || hours > HOURS_MAX {
-            return Err(ApiError::bad_request(format!("hours must be 1..={HOURS_MAX}, got {hours}")));
-        }
-    }
-    let hardware = match &request.gpu {
-        Some(name) => {
-            let model = catalog::lookup(name).ok_or_else(|| {
-                ApiError::unprocessable(format!(
-                    "unknown GPU model {name:?}; known models: {}",
-                    catalog::model_names().join(", ")
-                ))
-            })?;
-            let per_node = request.gpus_per_node.unwrap_or(1);
-            if per_node == 0 || per_node > GPUS_PER_NODE_MAX {
-                return Err(ApiError::bad_request(format!(
-                    "gpus_per_node must be 1..={GPUS_PER_NODE_MAX}, got {per_node}"
-                )));
-            }
-            Hardware::Gpu { model: model.name, per_node }
-        }
-        None if request.gpus_per_node.is_some() => {
-            return Err(ApiError::bad_request("gpus_per_node needs a GPU model (gpu); omit both for a CPU cluster"))
-        }
-        None => Hardware::Cpu,
-    };
-    Ok(ClusterRequest { hardware, nodes: request.nodes, country: request.country.clone() })
-}
-
-/// Reserves devices for a new cluster (all nodes or none).
+/// Reserves devices for a new cluster (all nodes or none), at the market price or at the
+/// price of a quote the caller obtained within the last 5 minutes.
 #[utoipa::path(post, path = "/v1/clusters", request_body = CreateCluster, security(("api_key" = [])),
     responses((status = 201, body = Cluster), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 409, body = ErrorBody, description = "no capacity: says what is ready"), (status = 422, body = ErrorBody)))]
+        (status = 409, body = ErrorBody, description = "no capacity: the constraint that ran out and the nearest alternatives"),
+        (status = 422, body = ErrorBody, description = "impossible here: what is allowed")))]
 pub async fn create(
     State(app): State<App>,
     Caller(owner): Caller,
     ApiJson(body): ApiJson<CreateCluster>,
 ) -> ApiResult<(StatusCode, Json<Cluster>)> {
-    let request = validate(&body)?;
-    let gpu_model = match &request.hardware {
-        Hardware::Gpu { model, .. } => Some(*model),
-        Hardware::Cpu => None,
+    let quote = match &body.quote_id {
+        Some(id) => {
+            let stored = app.store.quote(id, &owner, now()).await?.ok_or_else(|| {
+                ApiError::not_found(format!("no valid quote {id}: quotes are single use and expire after 5 minutes"))
+            })?;
+            let request: CreateCluster = serde_json::from_str(&stored.request)
+                .map_err(|e| crate::store::StoreError::Corrupt { what: "quotes.request", detail: e.to_string() })?;
+            let quote: Quote = serde_json::from_str(&stored.quote)
+                .map_err(|e| crate::store::StoreError::Corrupt { what: "quotes.quote", detail: e.to_string() })?;
+            Some((request, quote))
+        }
+        None => None,
     };
-    let hardware = request.hardware.to_string();
+    let body = quote.as_ref().map_or(body, |(request, _)| request.clone());
+    let parsed = parse_request(&body)?;
+    if let Hardware::Gpu { models, per_node } = &parsed.request.hardware {
+        let mut market = app.market.lock();
+        for model in models {
+            market.prices.record_demand(*model as usize, u64::from(*per_node) * u64::from(parsed.request.nodes));
+        }
+    }
     let id = ClusterId::from_entropy(random_entropy());
+    let request_json = serde_json::to_string(&body).expect("requests serialise");
     for _ in 0..PLAN_ATTEMPTS_MAX {
-        let offers = app.store.ready_offers(gpu_model, request.country.as_deref(), OFFERS_MAX).await?;
-        let plan = match first_fit(&request, &offers) {
-            Ok(plan) => plan,
-            Err(shortfall) => {
-                let available = app.store.availability().await?;
-                return Err(ApiError::no_capacity(NoCapacity::new(&request, shortfall, available).to_string()));
+        // Plan and take the devices in the index under one lock, so concurrent requests in
+        // this coordinator never plan the same device; the database re-checks at commit.
+        let nodes = {
+            let mut guard = app.market.lock();
+            let market = &mut *guard;
+            let quoted_devices: Option<Vec<[u8; 32]>> =
+                quote.as_ref().map(|(_, q)| q.nodes.iter().map(|n| n.device_id.public_key_bytes()).collect());
+            match quoted_devices.filter(|devices| market.index.reserve(devices).is_ok()) {
+                // The quoted devices are still free: the quoted prices hold exactly.
+                Some(_) => quote.as_ref().map(|(_, q)| q.nodes.clone()).unwrap_or_default(),
+                None => {
+                    let placement = market.index.place(&parsed.request, &market.prices).map_err(refusal_error)?;
+                    let nodes = quoted_nodes(&placement);
+                    let fresh: i64 = nodes.iter().map(|n| n.node_hour_micros).sum();
+                    if let Some((_, q)) = &quote {
+                        if fresh > q.per_hour_micros {
+                            return Err(ApiError::conflict(format!(
+                                "quote {} can no longer be honoured: its devices were taken and the same request now costs {}/h instead of {}/h; ask for a new quote",
+                                q.id,
+                                format_usd(fresh),
+                                format_usd(q.per_hour_micros)
+                            )));
+                        }
+                    }
+                    market.index.reserve(&placement.devices()).expect("planned under this lock");
+                    nodes
+                }
             }
         };
-        let devices: Vec<Address> = plan.device_ids.iter().map(|d| parse_id(d)).collect::<ApiResult<_>>()?;
+        let devices: Vec<(Address, i64)> = nodes.iter().map(|n| (n.device_id.clone(), n.node_hour_micros)).collect();
+        let priced =
+            price(String::new(), Timestamp(0), parsed.request.hardware_label(), nodes, parsed.hours, parsed.asset);
         let at = now();
-        let hours = i64::from(body.hours.unwrap_or(1));
         let new = NewCluster {
             id: &id,
             owner: &owner,
-            hardware: &hardware,
-            country: request.country.as_deref(),
+            hardware: &priced.hardware,
+            country: parsed.country.as_deref(),
             devices: &devices,
+            price_per_hour_micros: priced.per_hour_micros,
+            asset: parsed.asset,
+            request: &request_json,
             now: at,
-            expires_at: Timestamp(at.0 + hours * HOUR_MS),
+            expires_at: Timestamp(at.0 + i64::from(parsed.hours) * HOUR_MS),
         };
-        match app.store.commit_cluster(&new).await? {
-            Ok(()) => {
-                tracing::info!(cluster = %id, %owner, %hardware, nodes = devices.len(), "cluster created");
+        let planned: Vec<Address> = devices.iter().map(|(d, _)| d.clone()).collect();
+        let committed = app.store.commit_cluster(&new).await;
+        match committed {
+            Ok(Ok(())) => {
+                if let Some(quote_id) = &body.quote_id {
+                    app.store.use_quote(quote_id).await?;
+                }
+                tracing::info!(cluster = %id, %owner, hardware = %priced.hardware, nodes = devices.len(),
+                    per_hour = %format_usd(priced.per_hour_micros), "cluster created");
                 let cluster = app.store.cluster(&id).await?.ok_or_else(|| ApiError::not_found("cluster vanished"))?;
                 return Ok((StatusCode::CREATED, Json(cluster)));
             }
-            Err(stale) => tracing::info!(device = %stale.device, "placement raced another request; re-planning"),
+            Ok(Err(stale)) => {
+                tracing::info!(device = %stale.device, "the index was behind the database; re-planning");
+                app.sync_market(&planned).await;
+            }
+            Err(error) => {
+                app.sync_market(&planned).await;
+                return Err(error.into());
+            }
         }
     }
     Err(ApiError::conflict("devices kept being taken by concurrent requests; retry"))

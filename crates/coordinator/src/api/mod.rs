@@ -4,6 +4,7 @@ mod accounts;
 mod clusters;
 mod devices;
 mod jobs;
+mod market;
 mod system;
 
 use axum::extract::{MatchedPath, Request, State};
@@ -30,6 +31,8 @@ use crate::worker_socket;
         accounts::pairing_code,
         devices::list,
         devices::show,
+        market::quote,
+        market::prices,
         clusters::create,
         clusters::list,
         clusters::show,
@@ -70,6 +73,8 @@ pub fn router(app: App) -> Router {
         .route("/v1/auth/api-keys", post(accounts::login))
         .route("/v1/account", get(accounts::me))
         .route("/v1/pairing-codes", post(accounts::pairing_code))
+        .route("/v1/market/quote", post(market::quote))
+        .route("/v1/market/prices", get(market::prices))
         .route("/v1/devices", get(devices::list))
         .route("/v1/devices/{id}", get(devices::show))
         .route("/v1/clusters", post(clusters::create).get(clusters::list))

@@ -1,7 +1,7 @@
 //! Clusters: committing a placement plan atomically, reading, extending and terminating.
 
 use herd_core::device::DeviceEvent as Event;
-use herd_core::{Address, ClusterId, ClusterState, DeviceState, JobId, TaskState, Timestamp};
+use herd_core::{Address, Asset, ClusterId, ClusterState, DeviceState, JobId, Micros, TaskState, Timestamp};
 use herd_proto::api;
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
@@ -28,8 +28,12 @@ pub struct NewCluster<'a> {
     pub owner: &'a Address,
     pub hardware: &'a str,
     pub country: Option<&'a str>,
-    /// In rank order.
-    pub devices: &'a [Address],
+    /// In rank order, each with what it costs per hour.
+    pub devices: &'a [(Address, Micros)],
+    pub price_per_hour_micros: Micros,
+    pub asset: Asset,
+    /// The request as JSON, kept for replacements and audits.
+    pub request: &'a str,
     pub now: Timestamp,
     pub expires_at: Timestamp,
 }
@@ -40,8 +44,9 @@ impl Store {
     pub async fn commit_cluster(&self, new: &NewCluster<'_>) -> StoreResult<Result<(), StalePlan>> {
         let mut tx = self.write.begin().await?;
         sqlx::query(
-            "INSERT INTO clusters (id, owner, state, hardware, country, created_at, expires_at)
-             VALUES (?, ?, 'running', ?, ?, ?, ?)",
+            "INSERT INTO clusters (id, owner, state, hardware, country, created_at, expires_at,
+                price_per_hour_micros, asset, request)
+             VALUES (?, ?, 'running', ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(new.id.as_str())
         .bind(new.owner.as_str())
@@ -49,10 +54,13 @@ impl Store {
         .bind(new.country)
         .bind(new.now.0)
         .bind(new.expires_at.0)
+        .bind(new.price_per_hour_micros)
+        .bind(new.asset.as_str())
+        .bind(new.request)
         .execute(&mut *tx)
         .await?;
         let reason = format!("leased to cluster {}", new.id);
-        for (rank, device) in new.devices.iter().enumerate() {
+        for (rank, (device, node_hour)) in new.devices.iter().enumerate() {
             let taken = sqlx::query(
                 "UPDATE devices SET cluster_id = ? WHERE id = ? AND state = 'ready' AND cluster_id IS NULL",
             )
@@ -64,12 +72,15 @@ impl Store {
                 return Ok(Err(StalePlan { device: device.clone() }));
             }
             apply_event(&mut tx, device, DeviceState::Ready, Event::Lease, &reason, new.now).await?;
-            sqlx::query("INSERT INTO cluster_nodes (cluster_id, rank, device_id) VALUES (?, ?, ?)")
-                .bind(new.id.as_str())
-                .bind(rank as i64)
-                .bind(device.as_str())
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "INSERT INTO cluster_nodes (cluster_id, rank, device_id, node_hour_micros) VALUES (?, ?, ?, ?)",
+            )
+            .bind(new.id.as_str())
+            .bind(rank as i64)
+            .bind(device.as_str())
+            .bind(node_hour)
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
         Ok(Ok(()))
@@ -109,7 +120,7 @@ impl Store {
     async fn cluster_from_row(&self, row: &SqliteRow) -> StoreResult<api::Cluster> {
         let id: ClusterId = parse_col("clusters.id", row.get("id"))?;
         let nodes = sqlx::query(
-            "SELECT n.rank, n.device_id, d.state, d.country, d.advertise_addr, d.simulated
+            "SELECT n.rank, n.device_id, n.node_hour_micros, d.state, d.country, d.advertise_addr, d.simulated
              FROM cluster_nodes n JOIN devices d ON d.id = n.device_id
              WHERE n.cluster_id = ? ORDER BY n.rank",
         )
@@ -126,6 +137,7 @@ impl Store {
                     country: n.get("country"),
                     address: n.get("advertise_addr"),
                     simulated: n.get("simulated"),
+                    node_hour_micros: n.get("node_hour_micros"),
                 })
             })
             .collect::<StoreResult<Vec<_>>>()?;
@@ -135,6 +147,8 @@ impl Store {
             hardware: row.get("hardware"),
             country: row.get("country"),
             nodes,
+            price_per_hour_micros: row.get("price_per_hour_micros"),
+            asset: parse_col("clusters.asset", row.get("asset"))?,
             created_at: Timestamp(row.get("created_at")),
             expires_at: Timestamp(row.get("expires_at")),
             ended_at: row.get::<Option<i64>, _>("ended_at").map(Timestamp),

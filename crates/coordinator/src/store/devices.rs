@@ -1,8 +1,7 @@
 //! Devices: registration on hello, heartbeats, state changes (each one recorded), listings.
 
 use herd_core::device::DeviceEvent as Event;
-use herd_core::{Address, DeviceState, Timestamp};
-use herd_market::{Availability, Offer};
+use herd_core::{Address, ConnectivityTier, DeviceState, Timestamp};
 use herd_proto::api;
 use herd_proto::worker::HelloPayload;
 use sqlx::sqlite::SqliteRow;
@@ -33,7 +32,7 @@ pub struct DeviceFilter {
 }
 
 const DEVICE_COLUMNS: &str = "id, owner, state, state_reason, simulated, country, gpu_model, gpu_count, spec, \
-     cluster_id, utilization, last_heartbeat_at, created_at";
+     cluster_id, utilization, last_heartbeat_at, created_at, connectivity, security, reputation, floor_micros, cpu_cores";
 
 fn device_from_row(row: &SqliteRow) -> StoreResult<api::Device> {
     let cluster_id: Option<String> = row.get("cluster_id");
@@ -49,6 +48,12 @@ fn device_from_row(row: &SqliteRow) -> StoreResult<api::Device> {
         gpu_count: row.get::<i64, _>("gpu_count") as u32,
         spec: json_col("devices.spec", row.get("spec"))?,
         cluster_id: cluster_id.map(|c| parse_col("devices.cluster_id", &c)).transpose()?,
+        connectivity: parse_col("devices.connectivity", row.get("connectivity"))?,
+        security: parse_col("devices.security", row.get("security"))?,
+        reputation: row.get::<i64, _>("reputation").clamp(0, 1000) as u16,
+        floor_micros: row.get::<Option<i64>, _>("floor_micros").unwrap_or_else(|| {
+            super::default_floor_micros(row.get("gpu_model"), row.get::<i64, _>("cpu_cores") as u32)
+        }),
         connected: false,
         last_heartbeat_at: row.get::<Option<i64>, _>("last_heartbeat_at").map(Timestamp),
         utilization: utilization.map(|u| json_col("devices.utilization", &u)).transpose()?,
@@ -171,6 +176,22 @@ impl Store {
                 (state, row.get::<bool, _>("admitted"), leased)
             }
         };
+        let connectivity = hello.throughput.map(|t| ConnectivityTier::from_measurement(t.down_mbps, t.up_mbps));
+        sqlx::query(
+            "UPDATE devices SET cpu_cores = ?, ram_gib = ?, floor_micros = ?,
+                connectivity = COALESCE(?, connectivity), down_mbps = COALESCE(?, down_mbps),
+                up_mbps = COALESCE(?, up_mbps)
+             WHERE id = ?",
+        )
+        .bind(hello.spec.cpu.logical_cores)
+        .bind((hello.spec.memory_bytes >> 30) as i64)
+        .bind(hello.floor_micros)
+        .bind(connectivity.map(|c| c.as_str()))
+        .bind(hello.throughput.map(|t| t.down_mbps))
+        .bind(hello.throughput.map(|t| t.up_mbps))
+        .bind(id.as_str())
+        .execute(&mut *tx)
+        .await?;
         if state == DeviceState::Offline {
             state = apply_event(&mut tx, id, state, Event::Reconnect { admitted, leased }, "reconnected", now).await?;
         }
@@ -273,54 +294,6 @@ impl Store {
                 })
             })
             .collect()
-    }
-
-    /// Ready devices that can serve a request, narrowed by the placement index.
-    pub async fn ready_offers(
-        &self,
-        gpu_model: Option<&str>,
-        country: Option<&str>,
-        limit: u32,
-    ) -> StoreResult<Vec<Offer>> {
-        let rows = sqlx::query(
-            "SELECT id, country, gpu_model, gpu_count FROM devices
-             WHERE state = 'ready' AND (?1 IS NULL OR gpu_model = ?1) AND (?2 IS NULL OR country = ?2)
-             ORDER BY created_at, id LIMIT ?3",
-        )
-        .bind(gpu_model)
-        .bind(country)
-        .bind(limit)
-        .fetch_all(&self.read)
-        .await?;
-        Ok(rows
-            .iter()
-            .map(|r| Offer {
-                device_id: r.get("id"),
-                country: r.get("country"),
-                gpu: r
-                    .get::<Option<&str>, _>("gpu_model")
-                    .and_then(herd_core::catalog::lookup)
-                    .map(|m| (m.name, r.get::<i64, _>("gpu_count") as u32)),
-            })
-            .collect())
-    }
-
-    /// What is ready, grouped by hardware and country (largest groups first, at most 20).
-    pub async fn availability(&self) -> StoreResult<Vec<Availability>> {
-        let rows = sqlx::query(
-            "SELECT gpu_model, gpu_count, country, COUNT(*) FROM devices WHERE state = 'ready'
-             GROUP BY gpu_model, gpu_count, country ORDER BY COUNT(*) DESC LIMIT 20",
-        )
-        .fetch_all(&self.read)
-        .await?;
-        Ok(rows
-            .iter()
-            .map(|r| Availability {
-                gpu: r.get::<Option<String>, _>(0).map(|m| (m, r.get::<i64, _>(1) as u32)),
-                country: r.get(2),
-                devices: r.get::<i64, _>(3) as u32,
-            })
-            .collect())
     }
 
     pub async fn device_counts_by_state(&self) -> StoreResult<Vec<(String, i64)>> {

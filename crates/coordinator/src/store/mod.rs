@@ -10,6 +10,7 @@ mod accounts;
 mod clusters;
 mod devices;
 mod jobs;
+mod market;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -20,6 +21,7 @@ use sqlx::Row;
 pub use clusters::{NewCluster, StalePlan, Terminated};
 pub use devices::{DeviceFilter, HelloOutcome, HelloRefusal};
 pub use jobs::NewJob;
+pub use market::{default_floor_micros, StoredQuote};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -50,6 +52,7 @@ pub(crate) fn json_col<T: serde::de::DeserializeOwned>(what: &'static str, text:
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("../../migrations/0001_init.sql")),
     (2, "pairing_codes", include_str!("../../migrations/0002_pairing_codes.sql")),
+    (3, "market", include_str!("../../migrations/0003_market.sql")),
 ];
 
 #[derive(Clone)]

@@ -1,0 +1,144 @@
+//! The cluster request as flags or a YAML spec file (same fields as the API), shared by
+//! `herd cluster create` and `herd market quote`.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context as _};
+use clap::Args;
+use herd_core::{Asset, ConnectivityTier, SecurityTier};
+use herd_proto::api::CreateCluster;
+
+use super::parse_country;
+
+#[derive(Debug, Args)]
+pub struct RequestArgs {
+    /// YAML spec with the API's fields (nodes, gpu, gpus_per_node, countries, regions,
+    /// connectivity, security, max_price_per_gpu_hour, hours, asset, …); flags override it.
+    #[arg(short = 'f', long = "file")]
+    file: Option<PathBuf>,
+    /// GPU model from the catalog, e.g. H100, "RTX 4090", A100-80GB.
+    #[arg(long, conflicts_with = "cpu")]
+    gpu: Option<String>,
+    /// CPU-only nodes.
+    #[arg(long)]
+    cpu: bool,
+    /// Instead of a model: any model with at least this much memory per GPU (GiB)…
+    #[arg(long, conflicts_with = "cpu")]
+    min_vram: Option<u32>,
+    /// …and at least this FP16 throughput per GPU (TFLOPS)…
+    #[arg(long, conflicts_with = "cpu")]
+    min_tflops: Option<u32>,
+    /// …from this vendor.
+    #[arg(long, conflicts_with = "cpu", value_parser = ["nvidia", "amd", "apple"])]
+    vendor: Option<String>,
+    /// Number of nodes (whole machines).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=512))]
+    nodes: Option<u32>,
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=64))]
+    gpus_per_node: Option<u32>,
+    /// Minimum CPU cores and RAM per node.
+    #[arg(long)]
+    cpu_cores: Option<u32>,
+    #[arg(long)]
+    ram_gib: Option<u32>,
+    /// Allowed country (repeatable).
+    #[arg(long = "country", value_parser = parse_country)]
+    countries: Vec<String>,
+    /// Allowed region (repeatable): north-america, south-america, europe, africa, middle-east, asia, oceania.
+    #[arg(long = "region")]
+    regions: Vec<String>,
+    /// Country to avoid (repeatable).
+    #[arg(long = "deny-country", value_parser = parse_country)]
+    deny_countries: Vec<String>,
+    /// Minimum connectivity tier: none, low (100/10 Mbit/s), medium (400/300), high (800/600), ultra (1600/1200).
+    #[arg(long, value_parser = str::parse::<ConnectivityTier>)]
+    connectivity: Option<ConnectivityTier>,
+    /// Minimum security tier: any, verified, datacenter.
+    #[arg(long, value_parser = str::parse::<SecurityTier>)]
+    security: Option<SecurityTier>,
+    /// Minimum device reputation (0..=1000).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(0..=1000))]
+    min_reputation: Option<u16>,
+    #[arg(long, value_parser = ["anywhere", "same-country", "same-supplier"])]
+    colocation: Option<String>,
+    /// Price ceiling in USD per GPU-hour (per node-hour for CPU), e.g. 2.50.
+    #[arg(long)]
+    max_price: Option<String>,
+    /// Lease length in hours.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=720))]
+    hours: Option<u32>,
+    /// Payment asset: usdc (+2 % fee), io or credits.
+    #[arg(long, value_parser = str::parse::<Asset>)]
+    asset: Option<Asset>,
+    /// Willing to wait for capacity: no urgency premium.
+    #[arg(long)]
+    flexible: bool,
+}
+
+fn read_spec(path: &PathBuf) -> anyhow::Result<CreateCluster> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    serde_yaml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
+impl RequestArgs {
+    /// The request the flags and the spec file describe (flags win).
+    pub fn to_request(&self) -> anyhow::Result<CreateCluster> {
+        let mut request = match &self.file {
+            Some(path) => read_spec(path)?,
+            None => CreateCluster::default(),
+        };
+        let gpu_flags =
+            self.gpu.is_some() || self.min_vram.is_some() || self.min_tflops.is_some() || self.vendor.is_some();
+        if self.file.is_none() && !gpu_flags && !self.cpu {
+            bail!("say what hardware: --gpu MODEL, GPU constraints (--min-vram, --min-tflops, --vendor), --cpu, or -f spec.yaml");
+        }
+        if self.cpu {
+            request.gpu = None;
+            request.min_vram_gib = None;
+            request.min_tflops = None;
+            request.vendor = None;
+            request.gpus_per_node = None;
+        }
+        macro_rules! set {
+            ($field:ident, $value:expr) => {
+                if let Some(value) = $value {
+                    request.$field = Some(value);
+                }
+            };
+        }
+        set!(gpu, self.gpu.clone());
+        set!(min_vram_gib, self.min_vram);
+        set!(min_tflops, self.min_tflops);
+        set!(vendor, self.vendor.clone());
+        set!(gpus_per_node, self.gpus_per_node);
+        set!(cpu_cores, self.cpu_cores);
+        set!(ram_gib, self.ram_gib);
+        set!(connectivity, self.connectivity);
+        set!(security, self.security);
+        set!(min_reputation, self.min_reputation);
+        set!(colocation, self.colocation.clone());
+        set!(max_price_per_gpu_hour, self.max_price.clone());
+        set!(hours, self.hours);
+        set!(asset, self.asset);
+        if let Some(nodes) = self.nodes {
+            request.nodes = nodes;
+        }
+        if request.nodes == 0 {
+            bail!("say how many nodes: --nodes N (or nodes: in the spec file)");
+        }
+        if !self.countries.is_empty() {
+            request.countries = self.countries.clone();
+            request.country = None;
+        }
+        if !self.regions.is_empty() {
+            request.regions = self.regions.clone();
+        }
+        if !self.deny_countries.is_empty() {
+            request.deny_countries = self.deny_countries.clone();
+        }
+        if self.flexible {
+            request.start_now = Some(false);
+        }
+        Ok(request)
+    }
+}
