@@ -39,6 +39,8 @@ pub struct Location {
     /// Countries allowed (None: anywhere).
     pub allow: Option<Vec<[u8; 2]>>,
     pub deny: Vec<[u8; 2]>,
+    /// How to name the location in messages ("europe, JP"); empty: list the countries.
+    pub label: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -148,6 +150,9 @@ impl Request {
     }
 
     fn location_label(&self) -> String {
+        if !self.location.label.is_empty() {
+            return format!(" in {}", self.location.label);
+        }
         match &self.location.allow {
             Some(countries) => {
                 let names: Vec<String> = countries.iter().map(|c| String::from_utf8_lossy(c).into_owned()).collect();
@@ -502,7 +507,11 @@ mod tests {
             nodes,
             cpu_cores_min: 0,
             ram_gib_min: 0,
-            location: Location { allow: country.map(|c| vec![c.as_bytes().try_into().unwrap()]), deny: vec![] },
+            location: Location {
+                allow: country.map(|c| vec![c.as_bytes().try_into().unwrap()]),
+                deny: vec![],
+                label: String::new(),
+            },
             connectivity_min: ConnectivityTier::None,
             security_min: SecurityTier::Any,
             reputation_min: 0,

@@ -61,7 +61,7 @@ fn request_strategy() -> impl Strategy<Value = Request> {
             nodes,
             cpu_cores_min: 0,
             ram_gib_min: 0,
-            location: Location { allow: country.map(|c| vec![*COUNTRIES[c]]), deny: vec![] },
+            location: Location { allow: country.map(|c| vec![*COUNTRIES[c]]), deny: vec![], label: String::new() },
             connectivity_min: ConnectivityTier::ALL[tier],
             security_min: SecurityTier::ALL[security],
             reputation_min: reputation,

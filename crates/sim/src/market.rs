@@ -132,6 +132,7 @@ pub fn requests(seed: u64, count: usize, large_every: usize) -> Vec<(Size, Reque
                 location: Location {
                     allow: pinned.then(|| vec![*pick(&mut rng, COUNTRY_MIX, |c| c.1).0]),
                     deny: vec![],
+                    label: String::new(),
                 },
                 connectivity_min: if rng.gen_bool(0.2) { ConnectivityTier::Medium } else { ConnectivityTier::None },
                 security_min: if rng.gen_bool(0.3) { SecurityTier::Verified } else { SecurityTier::Any },

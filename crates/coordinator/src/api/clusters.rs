@@ -16,7 +16,7 @@ use crate::auth::{random_entropy, Caller};
 use crate::error::{ApiError, ApiJson, ApiQuery, ApiResult};
 use crate::store::NewCluster;
 
-use super::market::{parse_request, price, quoted_nodes, refusal_error, HOURS_MAX};
+use super::market::{parse_request, price, quoted_nodes, refusal_error, Parsed, HOURS_MAX};
 
 const HOUR_MS: i64 = 3_600_000;
 /// Re-plans after losing a race for a device before giving up.
@@ -46,6 +46,7 @@ pub async fn create(
         }
         None => None,
     };
+    let quote_id = body.quote_id.clone();
     let body = quote.as_ref().map_or(body, |(request, _)| request.clone());
     let parsed = parse_request(&body)?;
     if let Hardware::Gpu { models, per_node } = &parsed.request.hardware {
@@ -54,8 +55,32 @@ pub async fn create(
             market.prices.record_demand(*model as usize, u64::from(*per_node) * u64::from(parsed.request.nodes));
         }
     }
+    // Claim the quote first, so two requests cannot both redeem it; give it back if this
+    // one fails.
+    if let Some(id) = &quote_id {
+        if !app.store.use_quote(id).await? {
+            return Err(ApiError::conflict(format!("quote {id} was redeemed meanwhile")));
+        }
+    }
+    let created = reserve(&app, &owner, &body, &parsed, quote.as_ref().map(|(_, q)| q)).await;
+    if created.is_err() {
+        if let Some(id) = &quote_id {
+            app.store.release_quote(id).await?;
+        }
+    }
+    Ok((StatusCode::CREATED, Json(created?)))
+}
+
+/// Plans, takes and commits the devices (re-planning when the index was behind).
+async fn reserve(
+    app: &App,
+    owner: &Address,
+    body: &CreateCluster,
+    parsed: &Parsed,
+    quote: Option<&Quote>,
+) -> ApiResult<Cluster> {
     let id = ClusterId::from_entropy(random_entropy());
-    let request_json = serde_json::to_string(&body).expect("requests serialise");
+    let request_json = serde_json::to_string(body).expect("requests serialise");
     for _ in 0..PLAN_ATTEMPTS_MAX {
         // Plan and take the devices in the index under one lock, so concurrent requests in
         // this coordinator never plan the same device; the database re-checks at commit.
@@ -63,15 +88,15 @@ pub async fn create(
             let mut guard = app.market.lock();
             let market = &mut *guard;
             let quoted_devices: Option<Vec<[u8; 32]>> =
-                quote.as_ref().map(|(_, q)| q.nodes.iter().map(|n| n.device_id.public_key_bytes()).collect());
+                quote.map(|q| q.nodes.iter().map(|n| n.device_id.public_key_bytes()).collect());
             match quoted_devices.filter(|devices| market.index.reserve(devices).is_ok()) {
                 // The quoted devices are still free: the quoted prices hold exactly.
-                Some(_) => quote.as_ref().map(|(_, q)| q.nodes.clone()).unwrap_or_default(),
+                Some(_) => quote.map(|q| q.nodes.clone()).unwrap_or_default(),
                 None => {
                     let placement = market.index.place(&parsed.request, &market.prices).map_err(refusal_error)?;
                     let nodes = quoted_nodes(&placement);
                     let fresh: i64 = nodes.iter().map(|n| n.node_hour_micros).sum();
-                    if let Some((_, q)) = &quote {
+                    if let Some(q) = quote {
                         if fresh > q.per_hour_micros {
                             return Err(ApiError::conflict(format!(
                                 "quote {} can no longer be honoured: its devices were taken and the same request now costs {}/h instead of {}/h; ask for a new quote",
@@ -92,7 +117,7 @@ pub async fn create(
         let at = now();
         let new = NewCluster {
             id: &id,
-            owner: &owner,
+            owner,
             hardware: &priced.hardware,
             country: parsed.country.as_deref(),
             devices: &devices,
@@ -106,13 +131,9 @@ pub async fn create(
         let committed = app.store.commit_cluster(&new).await;
         match committed {
             Ok(Ok(())) => {
-                if let Some(quote_id) = &body.quote_id {
-                    app.store.use_quote(quote_id).await?;
-                }
                 tracing::info!(cluster = %id, %owner, hardware = %priced.hardware, nodes = devices.len(),
                     per_hour = %format_usd(priced.per_hour_micros), "cluster created");
-                let cluster = app.store.cluster(&id).await?.ok_or_else(|| ApiError::not_found("cluster vanished"))?;
-                return Ok((StatusCode::CREATED, Json(cluster)));
+                return app.store.cluster(&id).await?.ok_or_else(|| ApiError::not_found("cluster vanished"));
             }
             Ok(Err(stale)) => {
                 tracing::info!(device = %stale.device, "the index was behind the database; re-planning");

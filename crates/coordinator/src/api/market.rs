@@ -117,6 +117,8 @@ pub fn parse_request(body: &CreateCluster) -> ApiResult<Parsed> {
     };
     let mut allow: Vec<String> = body.countries.clone();
     allow.extend(body.country.clone());
+    let mut label: Vec<String> = body.regions.clone();
+    label.extend(allow.iter().cloned());
     for country in allow.iter().chain(&body.deny_countries) {
         validate_country(country)?;
     }
@@ -128,6 +130,7 @@ pub fn parse_request(body: &CreateCluster) -> ApiResult<Parsed> {
     let location = Location {
         allow: (!allow.is_empty()).then(|| allow.iter().map(|c| country_bytes(c)).collect()),
         deny: body.deny_countries.iter().map(|c| country_bytes(c)).collect(),
+        label: label.join(", "),
     };
     let reputation_min = body.min_reputation.unwrap_or(0);
     if reputation_min > 1000 {
@@ -280,7 +283,7 @@ pub async fn prices(State(app): State<App>) -> ApiResult<Json<Vec<MarketPrice>>>
             devices_idle: ready,
             gpus_online: gpus_ready + gpus_hired,
             gpus_hired,
-            utilisation_permille: market.prices.utilisation_permille(index),
+            utilisation_permille: (gpus_hired * 1000).checked_div(gpus_ready + gpus_hired).unwrap_or(0),
             price_micros: market.prices.market_price(index),
             change_24h_micros: market.prices.change_24h(index),
         });

@@ -151,6 +151,12 @@ impl Store {
         Ok(row.map(|r| StoredQuote { request: r.get(0), quote: r.get(1) }))
     }
 
+    /// Makes a claimed quote usable again (its cluster could not be created).
+    pub async fn release_quote(&self, id: &str) -> StoreResult<()> {
+        sqlx::query("UPDATE quotes SET used = 0 WHERE id = ?").bind(id).execute(&self.write).await?;
+        Ok(())
+    }
+
     /// Marks a quote used; false if it was used meanwhile (each quote creates one cluster).
     pub async fn use_quote(&self, id: &str) -> StoreResult<bool> {
         let done =
