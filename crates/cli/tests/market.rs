@@ -176,3 +176,20 @@ async fn prices_show_supply_and_use() {
     }
     network.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_workers_measure_their_connectivity() {
+    let network = TestNetwork::start(1).await;
+    let client = herd_cli::client::Client::new(&network.url, None);
+    let device = eventually("the throughput test", Duration::from_secs(20), || async {
+        let device = client.devices("").await.ok()?.remove(0);
+        (device.connectivity != ConnectivityTier::None).then_some(device)
+    })
+    .await;
+    // Loopback is far faster than any tier threshold.
+    assert!(device.connectivity >= ConnectivityTier::Medium, "{:?}", device.connectivity);
+    // Tokens are single use per direction.
+    let reused = reqwest::get(format!("{}/v1/worker/speedtest/not-a-token/download", network.url)).await.unwrap();
+    assert_eq!(reused.status().as_u16(), 401);
+    network.stop().await;
+}

@@ -30,6 +30,27 @@ struct Inner {
     last_seen: HashMap<Address, Instant>,
     /// The latest heartbeat of each device since the last flush (at most one per device).
     heartbeats: HashMap<Address, (Timestamp, Utilization)>,
+    /// Outstanding throughput-test tokens (at most one per device).
+    speedtests: HashMap<String, Speedtest>,
+    /// Upload throughput the coordinator measured itself, until the device's report arrives.
+    measured_upload_mbps: HashMap<Address, u32>,
+}
+
+struct Speedtest {
+    device: Address,
+    expires: Instant,
+    downloaded: bool,
+    uploaded: bool,
+}
+
+/// How long a speedtest token may wait before its test starts.
+pub const SPEEDTEST_TOKEN_TTL: Duration = Duration::from_secs(60);
+
+/// Which half of a throughput test a token is spent on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    Download,
+    Upload,
 }
 
 #[derive(Default)]
@@ -75,6 +96,47 @@ impl Hub {
 
     pub fn take_heartbeats(&self) -> Vec<(Address, Timestamp, Utilization)> {
         self.lock().heartbeats.drain().map(|(device, (at, utilization))| (device, at, utilization)).collect()
+    }
+
+    /// A fresh single-use token for one throughput test by `device` (replacing older ones).
+    pub fn issue_speedtest(&self, device: &Address, token: String, now: Instant) -> String {
+        let mut inner = self.lock();
+        inner.speedtests.retain(|_, t| &t.device != device && t.expires > now);
+        let test = Speedtest {
+            device: device.clone(),
+            expires: now + SPEEDTEST_TOKEN_TTL,
+            downloaded: false,
+            uploaded: false,
+        };
+        inner.speedtests.insert(token.clone(), test);
+        token
+    }
+
+    /// Spends one direction of a token; the device it was issued to, if valid.
+    pub fn spend_speedtest(&self, token: &str, direction: Direction, now: Instant) -> Option<Address> {
+        let mut inner = self.lock();
+        let test = inner.speedtests.get_mut(token).filter(|t| t.expires > now)?;
+        let spent = match direction {
+            Direction::Download => &mut test.downloaded,
+            Direction::Upload => &mut test.uploaded,
+        };
+        if *spent {
+            return None;
+        }
+        *spent = true;
+        let device = test.device.clone();
+        if test.downloaded && test.uploaded {
+            inner.speedtests.remove(token);
+        }
+        Some(device)
+    }
+
+    pub fn record_upload(&self, device: &Address, mbps: u32) {
+        self.lock().measured_upload_mbps.insert(device.clone(), mbps);
+    }
+
+    pub fn take_measured_upload(&self, device: &Address) -> Option<u32> {
+        self.lock().measured_upload_mbps.remove(device)
     }
 
     /// Starts watching a device the database believes is online (used at start-up).

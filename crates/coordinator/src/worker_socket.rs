@@ -174,6 +174,7 @@ async fn serve(app: App, socket: WebSocket, hello: HelloPayload) {
     if let Err(error) = actions::adopt(&app, &device, &hello.tasks).await {
         tracing::error!(%device, %error, "could not reconcile the worker's tasks");
     }
+    offer_speedtest(&app, &device);
     let mut shutdown = app.shutdown.clone();
     loop {
         tokio::select! {
@@ -250,7 +251,15 @@ async fn handle(app: &App, device: &Address, text: &str) -> Result<(), String> {
             app.notify_job(&job_id);
             changed.map(drop)
         }
-        WorkerMessage::Throughput(throughput) => {
+        WorkerMessage::SpeedtestWanted => {
+            offer_speedtest(app, device);
+            Ok(())
+        }
+        WorkerMessage::Throughput(mut throughput) => {
+            // The uplink is what the coordinator timed, when it did.
+            if let Some(measured) = app.hub.take_measured_upload(device) {
+                throughput.up_mbps = throughput.up_mbps.min(measured);
+            }
             let tier = app.store.record_throughput(device, throughput).await;
             app.sync_market(std::slice::from_ref(device)).await;
             tier.map(|tier| tracing::info!(%device, %tier, ?throughput, "connectivity measured"))
@@ -262,6 +271,11 @@ async fn handle(app: &App, device: &Address, text: &str) -> Result<(), String> {
         tracing::error!(%device, %error, "could not record a worker message");
     }
     Ok(())
+}
+
+fn offer_speedtest(app: &App, device: &Address) {
+    let token = app.hub.issue_speedtest(device, random_token(), Instant::now());
+    app.hub.send(device, ServerMessage::SpeedtestToken { token });
 }
 
 fn truncate_utf8(text: &mut String, bytes_max: usize) {

@@ -68,6 +68,22 @@ pub fn apply_bps(amount: Micros, bps: i64) -> Micros {
     ((wide + 5_000) / 10_000) as Micros
 }
 
+/// Exact decimal USD ("2.5", "0.45") to micros; no floats anywhere near money.
+pub fn parse_usd(text: &str) -> Result<Micros, String> {
+    let bad = || format!("invalid price {text:?}: expected USD with at most 6 decimals, like 2.50");
+    let (whole, fraction) = text.trim().trim_start_matches('$').split_once('.').unwrap_or((text.trim(), ""));
+    if whole.is_empty() && fraction.is_empty() || fraction.len() > 6 {
+        return Err(bad());
+    }
+    let digits = |s: &str| s.is_empty() || s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(whole) || !digits(fraction) {
+        return Err(bad());
+    }
+    let whole: i64 = if whole.is_empty() { 0 } else { whole.parse().map_err(|_| bad())? };
+    let fraction: i64 = if fraction.is_empty() { 0 } else { format!("{fraction:0<6}").parse().map_err(|_| bad())? };
+    whole.checked_mul(1_000_000).and_then(|w| w.checked_add(fraction)).filter(|v| *v > 0).ok_or_else(bad)
+}
+
 /// `$1.234567` style, for people.
 pub fn format_usd(amount: Micros) -> String {
     let sign = if amount < 0 { "-" } else { "" };
@@ -78,6 +94,17 @@ pub fn format_usd(amount: Micros) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn usd_parses_exactly() {
+        assert_eq!(parse_usd("2.50"), Ok(2_500_000));
+        assert_eq!(parse_usd("$0.45"), Ok(450_000));
+        assert_eq!(parse_usd("3"), Ok(3_000_000));
+        assert_eq!(parse_usd(".000001"), Ok(1));
+        for bad in ["", "abc", "1.2345678", "-1", "0", "1.2.3", "1e3"] {
+            assert!(parse_usd(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn fees_are_exact_in_basis_points() {

@@ -35,7 +35,16 @@ pub enum ServerMessage {
     StopCluster {
         cluster_id: ClusterId,
     },
+    /// A single-use token (valid a minute) for one throughput test against
+    /// `/v1/worker/speedtest/{token}/…`; sent after the welcome and when asked.
+    SpeedtestToken {
+        token: String,
+    },
 }
+
+/// Bytes a throughput test moves each way (the coordinator refuses more).
+pub const SPEEDTEST_DOWNLOAD_BYTES: u64 = 16 << 20;
+pub const SPEEDTEST_UPLOAD_BYTES: u64 = 8 << 20;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskAssignment {
@@ -71,6 +80,8 @@ pub enum WorkerMessage {
     },
     /// A new throughput measurement (at registration and daily).
     Throughput(Throughput),
+    /// Asks for a fresh speedtest token (the daily re-test).
+    SpeedtestWanted,
 }
 
 /// Download and upload throughput in Mbit/s; the coordinator derives the connectivity tier.

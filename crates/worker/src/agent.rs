@@ -2,6 +2,7 @@
 //! assignments; on any failure reconnect with capped exponential backoff and jitter.
 
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ed25519_dalek::{Signer, SigningKey};
@@ -184,8 +185,17 @@ pub async fn run(config: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Re
         "worker agent starting");
     let (events, mut event_queue) = mpsc::channel(EVENT_QUEUE_CAPACITY);
     let tasks = Tasks::new(config.data_dir.join("jobs"), events);
-    let mut session =
-        Session { config: &config, url: &url, key: &key, spec: &spec, tasks: &tasks, gpus: &gpus, consent: &consent };
+    let measured = Arc::new(Mutex::new(None));
+    let mut session = Session {
+        config: &config,
+        url: &url,
+        key: &key,
+        spec: &spec,
+        tasks: &tasks,
+        gpus: &gpus,
+        consent: &consent,
+        measured: &measured,
+    };
     let mut attempt = 0u32;
     let result = loop {
         let (end, welcomed) = session.run(&mut event_queue, &mut shutdown).await;
@@ -220,8 +230,15 @@ struct Consent {
     pairing_code: Option<String>,
 }
 
+/// The last throughput measurement and when it was taken.
+type Measured = Arc<Mutex<Option<(tokio::time::Instant, Throughput)>>>;
+
+/// How often a device re-measures its throughput.
+const THROUGHPUT_RETEST: Duration = Duration::from_secs(24 * 3600);
+
 struct Session<'a> {
     consent: &'a Consent,
+    measured: &'a Measured,
     config: &'a AgentConfig,
     url: &'a str,
     key: &'a SigningKey,
@@ -275,6 +292,7 @@ impl Session<'_> {
         };
         tracing::info!(url = self.url, "connected to the coordinator");
         let mut heartbeat = tokio::time::interval(heartbeat_interval);
+        let mut retest = tokio::time::interval_at(tokio::time::Instant::now() + THROUGHPUT_RETEST, THROUGHPUT_RETEST);
         let mut sampler = self.config.simulated.is_none().then(LoadSampler::new);
         loop {
             tokio::select! {
@@ -285,6 +303,11 @@ impl Session<'_> {
                         None => herd_proto::api::Utilization { tasks_running, ..Default::default() },
                     };
                     if let Err(error) = send(&mut socket, &WorkerMessage::Heartbeat { utilization }).await {
+                        return (SessionEnd::Disconnected(error), true);
+                    }
+                }
+                _ = retest.tick() => {
+                    if let Err(error) = send(&mut socket, &WorkerMessage::SpeedtestWanted).await {
                         return (SessionEnd::Disconnected(error), true);
                     }
                 }
@@ -328,7 +351,7 @@ impl Session<'_> {
             agent_version: env!("CARGO_PKG_VERSION").into(),
             spec: self.spec.clone(),
             floor_micros: self.config.floor_micros,
-            throughput: self.config.throughput,
+            throughput: self.config.throughput.or_else(|| self.last_measurement().map(|(_, t)| t)),
             owner_endorsement: self.consent.owner_endorsement.clone(),
             pairing_code: self.consent.pairing_code.clone(),
             tasks: self.tasks.reports(),
@@ -361,8 +384,42 @@ impl Session<'_> {
                 tracing::info!(cluster = %cluster_id, "lease ended; stopping its tasks");
                 self.tasks.stop_cluster(&cluster_id).await;
             }
+            ServerMessage::SpeedtestToken { token } => self.measure_throughput(token),
             other => tracing::warn!(?other, "unexpected message after the handshake"),
         }
+    }
+
+    fn last_measurement(&self) -> Option<(tokio::time::Instant, Throughput)> {
+        *self.measured.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Reports throughput: a simulated device its configured figures; a real one measures,
+    /// unless it did so within the last day.
+    fn measure_throughput(&self, token: String) {
+        let events = self.tasks.events();
+        if let Some(throughput) = self.config.simulated.as_ref().and(self.config.throughput) {
+            tokio::spawn(async move {
+                let _ = events.send(WorkerMessage::Throughput(throughput)).await;
+            });
+            return;
+        }
+        let due = self.last_measurement().is_none_or(|(at, _)| at.elapsed() >= THROUGHPUT_RETEST);
+        if !due {
+            return;
+        }
+        let coordinator = self.config.coordinator.clone();
+        let measured = self.measured.clone();
+        tokio::spawn(async move {
+            match crate::throughput::measure(&coordinator, &token).await {
+                Ok(throughput) => {
+                    tracing::info!(?throughput, "throughput measured");
+                    *measured.lock().unwrap_or_else(|p| p.into_inner()) =
+                        Some((tokio::time::Instant::now(), throughput));
+                    let _ = events.send(WorkerMessage::Throughput(throughput)).await;
+                }
+                Err(error) => tracing::warn!(%error, "throughput test failed; retrying with the next token"),
+            }
+        });
     }
 }
 

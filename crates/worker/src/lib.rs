@@ -5,5 +5,6 @@ mod agent;
 pub mod detect;
 pub mod keys;
 mod runtime;
+mod throughput;
 
 pub use agent::{run, AgentConfig, AgentError, OwnerConsent};

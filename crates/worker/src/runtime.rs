@@ -56,6 +56,11 @@ impl Tasks {
         Tasks { table: Arc::default(), jobs_dir, events }
     }
 
+    /// The queue task events go to (shared with other reports, like throughput).
+    pub fn events(&self) -> mpsc::Sender<WorkerMessage> {
+        self.events.clone()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
         self.table.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }

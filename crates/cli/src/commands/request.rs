@@ -142,3 +142,56 @@ impl RequestArgs {
         Ok(request)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Flags {
+        #[command(flatten)]
+        request: RequestArgs,
+    }
+
+    fn parse(args: &[&str]) -> anyhow::Result<CreateCluster> {
+        let flags = Flags::try_parse_from(std::iter::once("herd").chain(args.iter().copied()))?;
+        flags.request.to_request()
+    }
+
+    #[test]
+    fn a_spec_file_and_flags_merge_with_flags_winning() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = dir.path().join("cluster.yaml");
+        std::fs::write(
+            &spec,
+            "nodes: 2\ngpu: H100\ngpus_per_node: 8\nregions: [europe]\nconnectivity: high\nmax_price_per_gpu_hour: \"3.00\"\nasset: io\n",
+        )
+        .unwrap();
+        let path = spec.to_str().unwrap();
+        let request = parse(&["-f", path]).unwrap();
+        assert_eq!((request.nodes, request.gpu.as_deref(), request.gpus_per_node), (2, Some("H100"), Some(8)));
+        assert_eq!(request.connectivity, Some(ConnectivityTier::High));
+        assert_eq!(request.asset, Some(Asset::Io));
+        let overridden = parse(&["-f", path, "--nodes", "4", "--country", "de", "--flexible"]).unwrap();
+        assert_eq!((overridden.nodes, overridden.countries.clone()), (4, vec!["DE".to_string()]));
+        assert_eq!(overridden.regions, ["europe"], "kept from the file");
+        assert_eq!(overridden.start_now, Some(false));
+        let cpu = parse(&["-f", path, "--cpu"]).unwrap();
+        assert_eq!((cpu.gpu, cpu.gpus_per_node), (None, None), "--cpu clears the file's GPU fields");
+    }
+
+    #[test]
+    fn bad_specs_and_flags_say_what_is_wrong() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = dir.path().join("typo.yaml");
+        std::fs::write(&spec, "nodes: 1\ngpus: H100\n").unwrap();
+        let error = parse(&["-f", spec.to_str().unwrap()]).unwrap_err().to_string();
+        assert!(error.contains("unknown field `gpus`"), "{error}");
+        assert!(parse(&["--gpu", "H100"]).unwrap_err().to_string().contains("--nodes N"));
+        assert!(parse(&["--nodes", "1"]).unwrap_err().to_string().contains("say what hardware"));
+        assert!(parse(&["--nodes", "1", "--cpu", "--connectivity", "warp"]).is_err());
+        assert!(parse(&["--nodes", "1", "--gpu", "H100", "--cpu"]).is_err(), "conflicting hardware");
+    }
+}

@@ -31,6 +31,10 @@ pub enum WorkerCommand {
         /// Holds the device key and jobs' working directories.
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// Your floor price in USD per GPU-hour (per node-hour for a CPU-only machine); the
+        /// market never offers the device below it. Default: half the catalog reference.
+        #[arg(long, value_parser = herd_core::money::parse_usd)]
+        floor_price: Option<i64>,
         /// Address other nodes use to reach this device (default: the local address of the
         /// connection to the coordinator).
         #[arg(long)]
@@ -45,11 +49,17 @@ pub enum Runtime {
 }
 
 pub async fn run(context: &Context, command: WorkerCommand) -> anyhow::Result<i32> {
-    let (owner, pairing_code, country, dir, advertise_addr) = match command {
+    let (owner, pairing_code, country, dir, advertise_addr, floor_price) = match command {
         WorkerCommand::Pair => return pair(context).await,
-        WorkerCommand::Start { owner, pairing_code, country, runtime: Runtime::Process, data_dir, advertise_addr } => {
-            (owner, pairing_code, country, data_dir, advertise_addr)
-        }
+        WorkerCommand::Start {
+            owner,
+            pairing_code,
+            country,
+            runtime: Runtime::Process,
+            data_dir,
+            advertise_addr,
+            floor_price,
+        } => (owner, pairing_code, country, data_dir, advertise_addr, floor_price),
     };
     let account_key = context.credentials.account_key()?;
     let owner = match owner {
@@ -69,6 +79,7 @@ pub async fn run(context: &Context, command: WorkerCommand) -> anyhow::Result<i3
     let data_dir = dir.unwrap_or_else(|| data_dir().join("worker"));
     let mut config = AgentConfig::new(&context.coordinator, data_dir, owner, consent, country);
     config.advertise_addr = advertise_addr;
+    config.floor_micros = floor_price;
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let mut agent = tokio::spawn(herd_worker::run(config, stop_rx));
     tokio::select! {

@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use herd_core::catalog::{self, GPU_MODELS};
 use herd_core::geo::{self, Region};
-use herd_core::money::{apply_bps, RESERVATION_FEE_BPS};
+use herd_core::money::{apply_bps, parse_usd, RESERVATION_FEE_BPS};
 use herd_core::{Address, Asset, GpuVendor, Micros, Timestamp};
 use herd_market::index::CPU_ONLY;
 use herd_market::matching::{Colocation, Hardware, Location, Placement, Refusal, Request};
@@ -34,22 +34,6 @@ pub struct Parsed {
 
 fn models_allowed() -> String {
     catalog::model_names().join(", ")
-}
-
-/// Exact decimal USD ("2.5", "0.45") to micros; no floats anywhere near money.
-pub fn parse_usd(text: &str) -> Result<Micros, String> {
-    let bad = || format!("invalid price {text:?}: expected USD with at most 6 decimals, like 2.50");
-    let (whole, fraction) = text.trim().trim_start_matches('$').split_once('.').unwrap_or((text.trim(), ""));
-    if whole.is_empty() && fraction.is_empty() || fraction.len() > 6 {
-        return Err(bad());
-    }
-    let digits = |s: &str| s.is_empty() || s.bytes().all(|b| b.is_ascii_digit());
-    if !digits(whole) || !digits(fraction) {
-        return Err(bad());
-    }
-    let whole: i64 = if whole.is_empty() { 0 } else { whole.parse().map_err(|_| bad())? };
-    let fraction: i64 = if fraction.is_empty() { 0 } else { format!("{fraction:0<6}").parse().map_err(|_| bad())? };
-    whole.checked_mul(1_000_000).and_then(|w| w.checked_add(fraction)).filter(|v| *v > 0).ok_or_else(bad)
 }
 
 fn country_bytes(country: &str) -> [u8; 2] {
@@ -307,17 +291,6 @@ pub async fn prices(State(app): State<App>) -> ApiResult<Json<Vec<MarketPrice>>>
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn usd_parses_exactly() {
-        assert_eq!(parse_usd("2.50"), Ok(2_500_000));
-        assert_eq!(parse_usd("$0.45"), Ok(450_000));
-        assert_eq!(parse_usd("3"), Ok(3_000_000));
-        assert_eq!(parse_usd(".000001"), Ok(1));
-        for bad in ["", "abc", "1.2345678", "-1", "0", "1.2.3", "1e3"] {
-            assert!(parse_usd(bad).is_err(), "{bad}");
-        }
-    }
 
     #[test]
     fn requests_validate_with_precise_errors() {

@@ -5,6 +5,7 @@ mod clusters;
 mod devices;
 mod jobs;
 mod market;
+mod speedtest;
 mod system;
 
 use axum::extract::{MatchedPath, Request, State};
@@ -18,6 +19,7 @@ use crate::app::App;
 use crate::error::{not_found_fallback, ApiError};
 use crate::metrics::labels;
 use crate::worker_socket;
+use herd_proto::worker::SPEEDTEST_UPLOAD_BYTES;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -85,6 +87,11 @@ pub fn router(app: App) -> Router {
         .route("/v1/jobs/{id}/stop", post(jobs::stop))
         .route("/v1/jobs/{id}/logs", get(jobs::logs))
         .route("/v1/worker/connect", get(worker_socket::connect))
+        .route("/v1/worker/speedtest/{token}/download", get(speedtest::download))
+        .route(
+            "/v1/worker/speedtest/{token}/upload",
+            post(speedtest::upload).layer(axum::extract::DefaultBodyLimit::max(SPEEDTEST_UPLOAD_BYTES as usize)),
+        )
         .route_layer(middleware::from_fn_with_state(app.clone(), count_requests))
         .fallback(not_found_fallback)
         .method_not_allowed_fallback(method_not_allowed)
