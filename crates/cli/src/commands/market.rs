@@ -125,11 +125,16 @@ pub async fn run(context: &Context, command: MarketCommand) -> anyhow::Result<i3
                         format!("{} cores", d.spec.cpu.logical_cores),
                         gib(d.spec.memory_bytes),
                         d.country.clone(),
+                        d.connectivity.to_string(),
+                        format!("{}/h", format_usd(d.floor_micros)),
                         if d.simulated { "simulated".into() } else { String::new() },
                     ]
                 })
                 .collect();
-            crate::outln!("{}", table(&["DEVICE", "STATE", "GPUS", "CPU", "MEMORY", "COUNTRY", ""], &rows));
+            crate::outln!(
+                "{}",
+                table(&["DEVICE", "STATE", "GPUS", "CPU", "MEMORY", "COUNTRY", "TIER", "FLOOR", ""], &rows)
+            );
         }
     }
     Ok(0)
