@@ -3,8 +3,9 @@
 use futures_util::StreamExt;
 use herd_core::{Address, ClusterId, JobId};
 use herd_proto::api::{
-    Account, ApiKeyIssued, Challenge, ChallengeRequest, Cluster, CreateCluster, CreateJob, Device, DeviceDetail,
-    ErrorBody, Health, Job, LogEvent, MarketPrice, PairingCode, Quote, SignedChallenge,
+    Account, ApiKeyIssued, Challenge, ChallengeRequest, Cluster, CreateCluster, CreateJob, Deposit, Device,
+    DeviceDetail, ErrorBody, Health, Job, JournalEntry, LedgerHead, LogEvent, MarketPrice, PairingCode, Quote,
+    SignedChallenge, WalletBalance,
 };
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
@@ -127,6 +128,26 @@ impl Client {
 
     pub async fn market_prices(&self) -> Result<Vec<MarketPrice>, ClientError> {
         self.get("/v1/market/prices").await
+    }
+
+    pub async fn wallet(&self) -> Result<Vec<WalletBalance>, ClientError> {
+        self.get("/v1/wallet").await
+    }
+
+    pub async fn deposit(&self, deposit: &Deposit) -> Result<JournalEntry, ClientError> {
+        self.call(Method::POST, "/v1/wallet/deposit", Some(deposit)).await
+    }
+
+    pub async fn wallet_history(&self) -> Result<Vec<JournalEntry>, ClientError> {
+        self.get("/v1/wallet/history").await
+    }
+
+    pub async fn ledger_head(&self) -> Result<LedgerHead, ClientError> {
+        self.get("/v1/ledger/head").await
+    }
+
+    pub async fn journal(&self, after: u64, limit: u32) -> Result<Vec<JournalEntry>, ClientError> {
+        self.get(&format!("/v1/ledger/journal?after={after}&limit={limit}")).await
     }
 
     pub async fn create_cluster(&self, request: &CreateCluster) -> Result<Cluster, ClientError> {

@@ -1,6 +1,7 @@
 //! The `herd` command line, and the pieces tests reuse: the API client, credentials, and a
 //! whole local network in one process.
 
+pub mod audit;
 pub mod client;
 pub mod commands;
 pub mod credentials;

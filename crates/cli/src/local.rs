@@ -57,6 +57,8 @@ impl LocalNetwork {
         let db = config.data_dir.join("herd.db");
         let mut coordinator_config = CoordinatorConfig::new(format!("sqlite://{}", db.display()), config.listen);
         coordinator_config.heartbeat_interval = config.heartbeat_interval;
+        // A local network is a development network: it has a faucet.
+        coordinator_config.faucet = true;
         let coordinator = herd_coordinator::start(coordinator_config).await?;
         let url = coordinator.url();
 

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::sync::{broadcast, watch, Notify};
 
+use crate::books::SharedBooks;
 use crate::hub::Hub;
 use crate::market::SharedMarket;
 use crate::metrics::Metrics;
@@ -26,6 +27,8 @@ pub struct CoordinatorConfig {
     pub missed_heartbeats_max: u32,
     /// How often reconcilers look for silent devices and expired leases.
     pub reconcile_interval: Duration,
+    /// A development network: `POST /v1/wallet/deposit` mints test funds (a faucet).
+    pub faucet: bool,
 }
 
 impl CoordinatorConfig {
@@ -36,6 +39,7 @@ impl CoordinatorConfig {
             heartbeat_interval: Duration::from_secs(5),
             missed_heartbeats_max: 3,
             reconcile_interval: Duration::from_secs(1),
+            faucet: false,
         }
     }
 
@@ -51,6 +55,7 @@ pub const JOB_EVENTS_CAPACITY: usize = 1024;
 pub struct AppInner {
     pub store: Store,
     pub market: SharedMarket,
+    pub books: SharedBooks,
     /// Worker sessions in progress; shutdown waits for them before closing the database.
     pub sessions: SessionTracker,
     pub hub: Hub,
@@ -64,11 +69,18 @@ pub struct AppInner {
 pub struct App(Arc<AppInner>);
 
 impl App {
-    pub fn new(store: Store, market: SharedMarket, config: CoordinatorConfig, shutdown: watch::Receiver<bool>) -> App {
+    pub fn new(
+        store: Store,
+        market: SharedMarket,
+        books: SharedBooks,
+        config: CoordinatorConfig,
+        shutdown: watch::Receiver<bool>,
+    ) -> App {
         let (job_events, _) = broadcast::channel(JOB_EVENTS_CAPACITY);
         App(Arc::new(AppInner {
             store,
             market,
+            books,
             sessions: SessionTracker::default(),
             hub: Hub::default(),
             config,

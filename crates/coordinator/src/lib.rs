@@ -7,6 +7,7 @@ mod actions;
 mod api;
 mod app;
 mod auth;
+mod books;
 mod error;
 mod hub;
 mod market;

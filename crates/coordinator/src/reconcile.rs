@@ -73,6 +73,10 @@ mod tests {
     use crate::app::CoordinatorConfig;
     use crate::store::Store;
 
+    async fn test_books(store: &Store) -> crate::books::SharedBooks {
+        crate::books::SharedBooks::load(store, None).await.unwrap()
+    }
+
     fn hello(device: &Address, owner: &Address) -> HelloPayload {
         HelloPayload {
             protocol_version: herd_proto::WORKER_PROTOCOL_VERSION,
@@ -118,8 +122,13 @@ mod tests {
         }
         let (_stop, shutdown) = tokio::sync::watch::channel(false);
         let market = crate::market::SharedMarket::load(&store).await.unwrap();
-        let app =
-            App::new(store.clone(), market, CoordinatorConfig::new(url, "127.0.0.1:0".parse().unwrap()), shutdown);
+        let app = App::new(
+            store.clone(),
+            market,
+            test_books(&store).await,
+            CoordinatorConfig::new(url, "127.0.0.1:0".parse().unwrap()),
+            shutdown,
+        );
 
         // Open the read pool's connection before pausing: a connect under paused time would
         // let tokio jump to sqlx's acquire timeout while the connect waits on its thread.
@@ -165,8 +174,13 @@ mod tests {
         store.device_hello(&hello(&device, &owner), now()).await.unwrap().unwrap();
         let (_stop, shutdown) = tokio::sync::watch::channel(false);
         let market = crate::market::SharedMarket::load(&store).await.unwrap();
-        let app =
-            App::new(store.clone(), market, CoordinatorConfig::new(url, "127.0.0.1:0".parse().unwrap()), shutdown);
+        let app = App::new(
+            store.clone(),
+            market,
+            test_books(&store).await,
+            CoordinatorConfig::new(url, "127.0.0.1:0".parse().unwrap()),
+            shutdown,
+        );
         let (expired, current) =
             (herd_core::ClusterId::from_entropy([1; 8]), herd_core::ClusterId::from_entropy([2; 8]));
         let at = now();

@@ -9,6 +9,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::app::{App, CoordinatorConfig};
+use crate::books::{key_path_for, SharedBooks};
 use crate::market::SharedMarket;
 use crate::store::{Store, StoreError};
 use crate::{api, reconcile};
@@ -20,6 +21,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 pub enum StartError {
     #[error("cannot open the database {url}: {source}")]
     Database { url: String, source: StoreError },
+    #[error("cannot open the ledger of {url}: {source}")]
+    Books { url: String, source: crate::books::BooksError },
     #[error("cannot listen on {addr}: {source}")]
     Listen { addr: SocketAddr, source: std::io::Error },
 }
@@ -43,8 +46,12 @@ pub async fn start(config: CoordinatorConfig) -> Result<RunningCoordinator, Star
     let market = SharedMarket::load(&store)
         .await
         .map_err(|source| StartError::Database { url: config.db_url.clone(), source })?;
+    let key_path = key_path_for(&config.db_url);
+    let books = SharedBooks::load(&store, key_path.as_deref())
+        .await
+        .map_err(|source| StartError::Books { url: config.db_url.clone(), source })?;
     let (shutdown, shutdown_rx) = watch::channel(false);
-    let app = App::new(store.clone(), market, config, shutdown_rx.clone());
+    let app = App::new(store.clone(), market, books, config, shutdown_rx.clone());
     // After a restart, devices the database says are online get one timeout to reconnect.
     let online = store
         .online_device_ids()

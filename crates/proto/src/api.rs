@@ -344,3 +344,49 @@ pub enum LogEvent {
         job: Job,
     },
 }
+
+// ---- wallet and ledger ----
+
+/// One asset of an account's wallet, in minor units (10⁻⁶).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct WalletBalance {
+    pub asset: Asset,
+    pub balance: i64,
+    /// Reserved by holds (running leases, pending withdrawals).
+    pub held: i64,
+    pub available: i64,
+}
+
+/// A development network's faucet: mints test funds to the caller.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Deposit {
+    pub asset: Asset,
+    /// Decimal amount, at most 6 decimals (e.g. "250" or "12.5").
+    pub amount: String,
+    /// Idempotency key: a retry with the same id deposits once.
+    #[serde(default)]
+    pub id: Option<String>,
+}
+
+/// The public head of the ledger's hash chain and the key that signs it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct LedgerHead {
+    pub entries: u64,
+    pub head: String,
+    /// The coordinator's ledger key (base58 Ed25519): every entry's hash is signed by it.
+    pub public_key: Address,
+}
+
+/// One journal entry, exactly as hashed and signed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct JournalEntry {
+    pub seq: u64,
+    pub at_ms: i64,
+    /// The transfer: id, debit, credit, asset, amount, kind, code.
+    #[schema(value_type = Object)]
+    pub transfer: serde_json::Value,
+    pub prev_hash: String,
+    pub hash: String,
+    pub signature: String,
+}

@@ -19,8 +19,8 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::detect::{detect_machine, GpuProbe, LoadSampler};
-use crate::keys::{self, KeyError};
 use crate::runtime::Tasks;
+use herd_keys::{self as keys, KeyError};
 
 /// Task events queued while disconnected (see `Tasks`).
 const EVENT_QUEUE_CAPACITY: usize = 1024;

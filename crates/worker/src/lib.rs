@@ -3,8 +3,9 @@
 
 mod agent;
 pub mod detect;
-pub mod keys;
 mod runtime;
 mod throughput;
 
 pub use agent::{run, AgentConfig, AgentError, OwnerConsent};
+/// Key files live in `herd-keys`; re-exported for the agent's users.
+pub use herd_keys as keys;

@@ -7,6 +7,7 @@ mod job;
 mod market;
 mod network;
 mod request;
+mod wallet;
 mod worker;
 
 use clap::{Parser, Subcommand};
@@ -61,6 +62,12 @@ pub enum Command {
     /// Run commands on clusters.
     #[command(subcommand)]
     Job(job::JobCommand),
+    /// Your balances, the devnet faucet and your ledger history.
+    #[command(subcommand)]
+    Wallet(wallet::WalletCommand),
+    /// The public ledger: its head, and an independent verification of the whole journal.
+    #[command(subcommand)]
+    Ledger(wallet::LedgerCommand),
     /// Benchmarks that print figures.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -105,6 +112,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Cluster(command) => cluster::run(&context, command).await,
         Command::Job(command) => job::run(&context, command).await,
         Command::Bench(command) => bench::run(&context, command).await,
+        Command::Wallet(command) => wallet::wallet(&context, command).await,
+        Command::Ledger(command) => wallet::ledger(&context, command).await,
     }
 }
 

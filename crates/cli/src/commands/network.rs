@@ -56,6 +56,9 @@ pub struct CoordinatorArgs {
     /// Heartbeat interval told to workers, in milliseconds.
     #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(100..=600_000))]
     heartbeat_interval_ms: u64,
+    /// A development network: `herd wallet deposit` mints test funds (never in production).
+    #[arg(long)]
+    faucet: bool,
     /// Missed heartbeats before a device is offline.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
     missed_heartbeats: u32,
@@ -81,6 +84,7 @@ pub async fn coordinator(args: CoordinatorArgs) -> anyhow::Result<i32> {
     let mut config = CoordinatorConfig::new(args.db, args.listen);
     config.heartbeat_interval = Duration::from_millis(args.heartbeat_interval_ms);
     config.missed_heartbeats_max = args.missed_heartbeats;
+    config.faucet = args.faucet;
     let coordinator = herd_coordinator::start(config).await?;
     eprintln!("herd coordinator serving {} (Ctrl-C to stop)", coordinator.url());
     wait_for_signal().await;

@@ -20,11 +20,16 @@ use tokio::task::JoinHandle;
 
 pub const HEARTBEAT: Duration = Duration::from_millis(200);
 
-pub async fn start_coordinator(db: &Path, listen: SocketAddr) -> RunningCoordinator {
+pub fn test_config(db: &Path, listen: SocketAddr) -> CoordinatorConfig {
     let mut config = CoordinatorConfig::new(format!("sqlite://{}", db.display()), listen);
     config.heartbeat_interval = HEARTBEAT;
     config.reconcile_interval = Duration::from_millis(50);
-    herd_coordinator::start(config).await.expect("coordinator starts")
+    config.faucet = true;
+    config
+}
+
+pub async fn start_coordinator(db: &Path, listen: SocketAddr) -> RunningCoordinator {
+    herd_coordinator::start(test_config(db, listen)).await.expect("coordinator starts")
 }
 
 pub fn loopback() -> SocketAddr {

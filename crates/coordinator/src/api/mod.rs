@@ -7,6 +7,7 @@ mod jobs;
 mod market;
 mod speedtest;
 mod system;
+mod wallet;
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::{self, Next};
@@ -45,6 +46,11 @@ use herd_proto::worker::SPEEDTEST_UPLOAD_BYTES;
         jobs::show,
         jobs::stop,
         jobs::logs,
+        wallet::balance,
+        wallet::deposit,
+        wallet::history,
+        wallet::head,
+        wallet::journal,
     ),
     components(schemas(herd_proto::api::ErrorBody, herd_proto::api::LogEvent)),
     modifiers(&BearerAuth)
@@ -75,6 +81,11 @@ pub fn router(app: App) -> Router {
         .route("/v1/auth/api-keys", post(accounts::login))
         .route("/v1/account", get(accounts::me))
         .route("/v1/pairing-codes", post(accounts::pairing_code))
+        .route("/v1/wallet", get(wallet::balance))
+        .route("/v1/wallet/deposit", post(wallet::deposit))
+        .route("/v1/wallet/history", get(wallet::history))
+        .route("/v1/ledger/head", get(wallet::head))
+        .route("/v1/ledger/journal", get(wallet::journal))
         .route("/v1/market/quote", post(market::quote))
         .route("/v1/market/prices", get(market::prices))
         .route("/v1/devices", get(devices::list))

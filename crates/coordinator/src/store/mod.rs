@@ -10,6 +10,7 @@ mod accounts;
 mod clusters;
 mod devices;
 mod jobs;
+mod ledger;
 mod market;
 
 use std::str::FromStr;
@@ -21,6 +22,7 @@ use sqlx::Row;
 pub use clusters::{NewCluster, StalePlan, Terminated};
 pub use devices::{DeviceFilter, HelloOutcome, HelloRefusal};
 pub use jobs::NewJob;
+pub use ledger::SignedEntry;
 pub use market::{default_floor_micros, StoredQuote};
 
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +55,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("../../migrations/0001_init.sql")),
     (2, "pairing_codes", include_str!("../../migrations/0002_pairing_codes.sql")),
     (3, "market", include_str!("../../migrations/0003_market.sql")),
+    (4, "ledger", include_str!("../../migrations/0004_ledger.sql")),
 ];
 
 #[derive(Clone)]

@@ -1,4 +1,5 @@
-//! Ed25519 key files: one key per device (and per account, for the CLI), stored as base58
+//! Ed25519 key files: one key per device, per account (the CLI) and per coordinator (it signs
+//! the ledger journal), stored as base58
 //! text in a file of mode 0600 inside a directory of mode 0700. A key file that others can
 //! read is refused, as ssh does.
 

@@ -1,0 +1,142 @@
+//! `herd wallet …` and `herd ledger …`: balances, the devnet faucet, history, and an
+//! independent check of the public ledger.
+
+use clap::Subcommand;
+use herd_core::money::format_usd;
+use herd_core::{Asset, Timestamp};
+use herd_proto::api::{Deposit, JournalEntry};
+
+use super::Context;
+use crate::audit;
+use crate::output::{print_json, spinner, table};
+
+#[derive(Debug, Subcommand)]
+pub enum WalletCommand {
+    /// Balances per asset: total, held by leases, available.
+    Balance,
+    /// Devnet faucet: mint test funds to your account.
+    Deposit {
+        #[arg(long, value_parser = str::parse::<Asset>, default_value = "usdc")]
+        asset: Asset,
+        /// Decimal amount, e.g. 100 or 12.5.
+        #[arg(long)]
+        amount: String,
+    },
+    /// Ledger entries that moved your money, newest first.
+    History,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LedgerCommand {
+    /// The public chain head and the key that signs it.
+    Head,
+    /// Download the whole journal, check every hash, link and signature, and recompute every
+    /// balance from scratch; report the first divergence.
+    Verify,
+}
+
+/// Amounts are minor units (10⁻⁶) of their asset; shown like dollars for USDC and credits.
+fn amount(asset: Asset, minor: i64) -> String {
+    let text = format_usd(minor).replacen('$', "", 1);
+    format!("{text} {}", asset.as_str().to_uppercase())
+}
+
+fn describe(entry: &JournalEntry) -> Vec<String> {
+    let t = &entry.transfer;
+    let key = |field: &str| {
+        let account = &t[field];
+        match account["id"].as_str() {
+            Some(id) => format!("{}:{}", account["kind"].as_str().unwrap_or("?"), &id[..id.len().min(10)]),
+            None => account["kind"].as_str().unwrap_or("?").to_owned(),
+        }
+    };
+    let asset: Asset = t["asset"].as_str().and_then(|a| a.parse().ok()).unwrap_or_default();
+    vec![
+        entry.seq.to_string(),
+        Timestamp(entry.at_ms).to_string(),
+        t["code"].as_str().unwrap_or("").to_owned(),
+        key("debit"),
+        key("credit"),
+        amount(asset, t["amount"].as_i64().unwrap_or(0)),
+    ]
+}
+
+pub async fn wallet(context: &Context, command: WalletCommand) -> anyhow::Result<i32> {
+    let client = context.client()?;
+    match command {
+        WalletCommand::Balance => {
+            let balances = client.wallet().await?;
+            if context.json {
+                print_json(&balances);
+                return Ok(0);
+            }
+            let rows: Vec<Vec<String>> = balances
+                .iter()
+                .map(|b| {
+                    vec![
+                        b.asset.to_string(),
+                        amount(b.asset, b.balance),
+                        amount(b.asset, b.held),
+                        amount(b.asset, b.available),
+                    ]
+                })
+                .collect();
+            crate::outln!("{}", table(&["ASSET", "BALANCE", "HELD", "AVAILABLE"], &rows));
+        }
+        WalletCommand::Deposit { asset, amount: value } => {
+            herd_core::money::parse_usd(&value).map_err(|_| {
+                anyhow::anyhow!(
+                    "invalid amount {value:?}: expected a positive decimal with at most 6 decimals, like 12.5"
+                )
+            })?;
+            let entry = client.deposit(&Deposit { asset, amount: value, id: None }).await?;
+            if context.json {
+                print_json(&entry);
+            } else {
+                crate::outln!("deposited from the devnet faucet (ledger entry {})", entry.seq);
+            }
+        }
+        WalletCommand::History => {
+            let entries = client.wallet_history().await?;
+            if context.json {
+                print_json(&entries);
+                return Ok(0);
+            }
+            let rows: Vec<Vec<String>> = entries.iter().map(describe).collect();
+            crate::outln!("{}", table(&["SEQ", "AT", "WHAT", "FROM", "TO", "AMOUNT"], &rows));
+        }
+    }
+    Ok(0)
+}
+
+pub async fn ledger(context: &Context, command: LedgerCommand) -> anyhow::Result<i32> {
+    let client = context.anonymous_client();
+    match command {
+        LedgerCommand::Head => {
+            let head = client.ledger_head().await?;
+            if context.json {
+                print_json(&head);
+            } else {
+                crate::outln!("entries {}\nhead    {}\nsigner  {}", head.entries, head.head, head.public_key);
+            }
+            Ok(0)
+        }
+        LedgerCommand::Verify => {
+            let wait = spinner("downloading and checking the journal", context.json);
+            let report = audit::verify_ledger(&client).await;
+            wait.finish_and_clear();
+            let report = report?;
+            if context.json {
+                print_json(&report);
+            } else {
+                crate::outln!("ledger verified: {} entries, every hash, link and signature checks out", report.entries);
+                crate::outln!("head {} signed by {}", report.head, report.signer);
+                crate::outln!(
+                    "balances of {} accounts recomputed from the journal; every asset sums to zero (balances + burned = minted)",
+                    report.accounts
+                );
+            }
+            Ok(0)
+        }
+    }
+}

@@ -1,0 +1,98 @@
+//! The ledger through the API: the devnet faucet, idempotent deposits, balances and history,
+//! an independent verification of the public journal, and tamper evidence across restarts.
+
+mod common;
+
+use common::*;
+use herd_cli::audit::verify_ledger;
+use herd_cli::client::Client;
+use herd_core::Asset;
+use herd_proto::api::Deposit;
+
+fn deposit(asset: Asset, amount: &str, id: Option<&str>) -> Deposit {
+    Deposit { asset, amount: amount.into(), id: id.map(str::to_owned) }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deposits_are_idempotent_and_the_journal_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let coordinator = start_coordinator(&dir.path().join("herd.db"), loopback()).await;
+    let url = coordinator.url();
+    let (_, alice) = new_account(&url).await;
+    let (_, bob) = new_account(&url).await;
+
+    let first = alice.deposit(&deposit(Asset::Usdc, "250", Some("once"))).await.unwrap();
+    let retry = alice.deposit(&deposit(Asset::Usdc, "250", Some("once"))).await.unwrap();
+    assert_eq!(first, retry, "a retry returns the original entry");
+    alice.deposit(&deposit(Asset::Io, "12.5", None)).await.unwrap();
+    bob.deposit(&deposit(Asset::Credits, "0.000001", None)).await.unwrap();
+    let conflict = alice.deposit(&deposit(Asset::Usdc, "251", Some("once"))).await.unwrap_err();
+    assert_eq!(conflict.status().unwrap().as_u16(), 409, "same id, different body: {conflict}");
+
+    let balances = alice.wallet().await.unwrap();
+    let of = |asset| balances.iter().find(|b| b.asset == asset).unwrap().available;
+    assert_eq!((of(Asset::Usdc), of(Asset::Io), of(Asset::Credits)), (250_000_000, 12_500_000, 0));
+    let history = alice.wallet_history().await.unwrap();
+    assert_eq!(history.len(), 2, "only alice's entries");
+    assert!(bob.wallet_history().await.unwrap().iter().all(|e| e.transfer["credit"]["id"] != alice_id(&history)));
+
+    let bad = alice.deposit(&deposit(Asset::Usdc, "-5", None)).await.unwrap_err();
+    assert_eq!(bad.status().unwrap().as_u16(), 400);
+
+    let report = verify_ledger(&Client::new(&url, None)).await.unwrap();
+    assert_eq!(report.entries, 3);
+    coordinator.shutdown().await;
+
+    // The books are rebuilt from the journal on restart.
+    let coordinator = start_coordinator(&dir.path().join("herd.db"), loopback()).await;
+    let url = coordinator.url();
+    let again = verify_ledger(&Client::new(&url, None)).await.unwrap();
+    assert_eq!(
+        (again.entries, again.head.clone(), again.signer.clone()),
+        (3, report.head, report.signer),
+        "same key too"
+    );
+    coordinator.shutdown().await;
+}
+
+fn alice_id(history: &[herd_proto::api::JournalEntry]) -> serde_json::Value {
+    history[0].transfer["credit"]["id"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tampered_journal_is_refused_at_start_naming_the_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("herd.db");
+    let coordinator = start_coordinator(&db, loopback()).await;
+    let (_, alice) = new_account(&coordinator.url()).await;
+    for amount in ["1", "2", "3"] {
+        alice.deposit(&deposit(Asset::Usdc, amount, None)).await.unwrap();
+    }
+    coordinator.shutdown().await;
+
+    // Someone with database access quietly raises the second deposit.
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display())).await.unwrap();
+    sqlx::query("UPDATE journal SET body = replace(body, '\"amount\":2000000', '\"amount\":2000000000') WHERE seq = 2")
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+
+    let refused =
+        herd_coordinator::start(test_config(&db, loopback())).await.err().expect("a tampered journal is refused");
+    let message = refused.to_string();
+    assert!(message.contains("diverges at entry 2"), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn production_networks_have_no_faucet() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(&dir.path().join("herd.db"), loopback());
+    config.faucet = false;
+    let coordinator = herd_coordinator::start(config).await.unwrap();
+    let (_, alice) = new_account(&coordinator.url()).await;
+    let refused = alice.deposit(&deposit(Asset::Usdc, "1", None)).await.unwrap_err();
+    assert_eq!(refused.status().unwrap().as_u16(), 403);
+    assert!(refused.to_string().contains("no faucet"));
+    coordinator.shutdown().await;
+}

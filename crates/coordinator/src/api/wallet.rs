@@ -1,0 +1,144 @@
+//! Wallets (balances, the devnet faucet, history) and the public ledger (head and journal).
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use herd_core::money::parse_usd;
+use herd_core::Asset;
+use herd_ledger::{AccountKey, Transfer, TransferKind};
+use herd_proto::api::{Deposit, ErrorBody, JournalEntry, LedgerHead, WalletBalance};
+use serde::Deserialize;
+
+use crate::app::App;
+use crate::auth::{random_token, Caller};
+use crate::error::{ApiError, ApiJson, ApiQuery, ApiResult};
+use crate::store::SignedEntry;
+
+/// The most one faucet deposit may mint (minor units: 100,000.000000).
+const FAUCET_MAX: u64 = 100_000_000_000;
+const PAGE_MAX: u32 = 1000;
+
+fn entry_view(signed: SignedEntry) -> JournalEntry {
+    let SignedEntry { entry, signature } = signed;
+    JournalEntry {
+        seq: entry.seq,
+        at_ms: entry.at_ms,
+        transfer: serde_json::to_value(&entry.transfer).expect("transfers serialise"),
+        prev_hash: entry.prev_hash,
+        hash: entry.hash,
+        signature,
+    }
+}
+
+fn clamp_i64(value: i128) -> i64 {
+    value.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64
+}
+
+/// The caller's balances per asset.
+#[utoipa::path(get, path = "/v1/wallet", security(("api_key" = [])),
+    responses((status = 200, body = Vec<WalletBalance>), (status = 401, body = ErrorBody)))]
+pub async fn balance(State(app): State<App>, Caller(owner): Caller) -> ApiResult<Json<Vec<WalletBalance>>> {
+    let key = AccountKey::User(owner.to_string());
+    let balances = app
+        .books
+        .read(|books| {
+            Asset::ALL
+                .into_iter()
+                .map(|asset| {
+                    let account = books.ledger.account(&key, asset);
+                    WalletBalance {
+                        asset,
+                        balance: clamp_i64(account.balance()),
+                        held: account.debits_pending.min(i64::MAX as u64) as i64,
+                        available: clamp_i64(account.available()),
+                    }
+                })
+                .collect()
+        })
+        .await;
+    Ok(Json(balances))
+}
+
+/// Mints test funds to the caller — only on a development network (`--faucet`).
+#[utoipa::path(post, path = "/v1/wallet/deposit", request_body = Deposit, security(("api_key" = [])),
+    responses((status = 201, body = JournalEntry), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn deposit(
+    State(app): State<App>,
+    Caller(owner): Caller,
+    ApiJson(request): ApiJson<Deposit>,
+) -> ApiResult<(StatusCode, Json<JournalEntry>)> {
+    if !app.config.faucet {
+        return Err(ApiError::forbidden(
+            "this network has no faucet: deposits arrive from the chain (devnets run the coordinator with --faucet)",
+        ));
+    }
+    let amount = parse_usd(&request.amount).map_err(ApiError::bad_request)? as u64;
+    if amount > FAUCET_MAX {
+        return Err(ApiError::bad_request("a faucet deposit is at most 100000"));
+    }
+    let id = match request.id {
+        Some(id) if id.is_empty() || id.len() > 64 => return Err(ApiError::bad_request("id must be 1..=64 bytes")),
+        Some(id) => format!("faucet:{owner}:{id}"),
+        None => format!("faucet:{}", random_token()),
+    };
+    let transfer = Transfer {
+        id,
+        debit: AccountKey::Issuance,
+        credit: AccountKey::User(owner.to_string()),
+        asset: request.asset,
+        amount,
+        kind: TransferKind::Single,
+        code: "faucet".into(),
+    };
+    let entries = app.post(std::slice::from_ref(&transfer)).await?;
+    let entry = match entries.into_iter().next() {
+        Some(entry) => entry,
+        // A retry: the original entry is the answer.
+        None => app
+            .store
+            .journal_of(&transfer.credit, PAGE_MAX)
+            .await?
+            .into_iter()
+            .find(|e| e.entry.transfer.id == transfer.id)
+            .ok_or_else(|| ApiError::not_found("the original deposit is not in the journal"))?,
+    };
+    Ok((StatusCode::CREATED, Json(entry_view(entry))))
+}
+
+/// Journal entries that moved the caller's money, newest first (at most 200).
+#[utoipa::path(get, path = "/v1/wallet/history", security(("api_key" = [])),
+    responses((status = 200, body = Vec<JournalEntry>), (status = 401, body = ErrorBody)))]
+pub async fn history(State(app): State<App>, Caller(owner): Caller) -> ApiResult<Json<Vec<JournalEntry>>> {
+    let entries = app.store.journal_of(&AccountKey::User(owner.to_string()), 200).await?;
+    Ok(Json(entries.into_iter().map(entry_view).collect()))
+}
+
+/// The chain head and the key that signs every entry (public).
+#[utoipa::path(get, path = "/v1/ledger/head", responses((status = 200, body = LedgerHead)))]
+pub async fn head(State(app): State<App>) -> Json<LedgerHead> {
+    let chain = app.books.head().await;
+    Json(LedgerHead { entries: chain.seq, head: chain.head, public_key: app.books.public_key.clone() })
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct JournalQuery {
+    /// Entries after this sequence number.
+    after: Option<u64>,
+    /// Page size, 1..=1000 (default 1000).
+    limit: Option<u32>,
+}
+
+/// The journal, oldest first (public): replay it to recompute every balance.
+#[utoipa::path(get, path = "/v1/ledger/journal", params(JournalQuery),
+    responses((status = 200, body = Vec<JournalEntry>), (status = 400, body = ErrorBody)))]
+pub async fn journal(
+    State(app): State<App>,
+    ApiQuery(query): ApiQuery<JournalQuery>,
+) -> ApiResult<Json<Vec<JournalEntry>>> {
+    let limit = query.limit.unwrap_or(PAGE_MAX);
+    if limit == 0 || limit > PAGE_MAX {
+        return Err(ApiError::bad_request(format!("limit must be 1..={PAGE_MAX}")));
+    }
+    let entries = app.store.journal(query.after.unwrap_or(0), limit).await?;
+    Ok(Json(entries.into_iter().map(entry_view).collect()))
+}

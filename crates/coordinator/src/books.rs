@@ -1,0 +1,152 @@
+//! The books: the in-memory `herd-ledger` state, rebuilt from the journal at start, and the
+//! one path by which money moves — `App::post` applies a batch, chains and signs its entries,
+//! and persists them before anyone sees the result. One lock orders the chain exactly as the
+//! database does.
+
+use std::path::{Path, PathBuf};
+
+use ed25519_dalek::{Signer, SigningKey};
+use herd_core::Address;
+use herd_ledger::journal::{verify, Chain};
+use herd_ledger::{Ledger, LedgerError, Transfer};
+use tokio::sync::Mutex;
+
+use crate::app::{now, App};
+use crate::error::ApiError;
+use crate::store::{SignedEntry, Store, StoreError};
+
+/// Journal entries read per query while rebuilding.
+const REPLAY_PAGE: u32 = 10_000;
+
+pub struct Books {
+    pub ledger: Ledger,
+    chain: Chain,
+}
+
+pub struct SharedBooks {
+    books: Mutex<Books>,
+    key: SigningKey,
+    /// Anyone can check the journal's signatures against this key.
+    pub public_key: Address,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BooksError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the journal does not verify: {0}")]
+    Corrupt(#[from] herd_ledger::journal::Divergence),
+    #[error(transparent)]
+    Key(#[from] herd_keys::KeyError),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PostError {
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<PostError> for ApiError {
+    fn from(error: PostError) -> ApiError {
+        match error {
+            PostError::Store(e) => e.into(),
+            PostError::Ledger(e @ LedgerError::InsufficientFunds { .. }) => ApiError {
+                status: axum::http::StatusCode::CONFLICT,
+                code: "insufficient_funds",
+                message: e.to_string(),
+            },
+            PostError::Ledger(e @ LedgerError::Invalid { .. }) => ApiError::bad_request(e.to_string()),
+            PostError::Ledger(e) => ApiError::conflict(e.to_string()),
+        }
+    }
+}
+
+/// Where the ledger key of a database lives: beside the database file (mode 0600).
+pub fn key_path_for(db_url: &str) -> Option<PathBuf> {
+    let path = db_url.strip_prefix("sqlite://").or_else(|| db_url.strip_prefix("sqlite:"))?;
+    let path = path.split('?').next().unwrap_or(path);
+    (!path.is_empty() && !path.contains(":memory:")).then(|| PathBuf::from(format!("{path}.ledger.key")))
+}
+
+async fn replay(store: &Store) -> Result<Books, BooksError> {
+    let mut entries = Vec::new();
+    loop {
+        let page = store.journal(entries.len() as u64, REPLAY_PAGE).await?;
+        let done = page.len() < REPLAY_PAGE as usize;
+        entries.extend(page.into_iter().map(|e| e.entry));
+        if done {
+            break;
+        }
+    }
+    let (ledger, chain) = verify(&entries)?;
+    Ok(Books { ledger, chain })
+}
+
+impl SharedBooks {
+    /// Rebuilds the books from the journal (verifying every link) with the key at
+    /// `key_path` (created if missing; ephemeral for in-memory databases).
+    pub async fn load(store: &Store, key_path: Option<&Path>) -> Result<SharedBooks, BooksError> {
+        let key = match key_path {
+            Some(path) => herd_keys::load_or_create(path)?,
+            None => SigningKey::generate(&mut rand::rngs::OsRng),
+        };
+        let books = replay(store).await?;
+        tracing::info!(entries = books.chain.seq, head = %books.chain.head, "ledger rebuilt from the journal");
+        Ok(SharedBooks { books: Mutex::new(books), public_key: herd_keys::address_of(&key), key })
+    }
+
+    /// A read of the books (balances, pending holds).
+    pub async fn read<T>(&self, f: impl FnOnce(&Books) -> T) -> T {
+        f(&*self.books.lock().await)
+    }
+
+    pub async fn head(&self) -> Chain {
+        self.books.lock().await.chain.clone()
+    }
+}
+
+impl App {
+    /// Applies a batch atomically and durably: in memory, chained, signed, then written in
+    /// one database transaction. If the write fails, memory is rebuilt from the database, so
+    /// memory never holds what the journal does not.
+    pub async fn post(&self, batch: &[Transfer]) -> Result<Vec<SignedEntry>, PostError> {
+        let shared = &self.books;
+        let mut books = shared.books.lock().await;
+        let at = now().0;
+        let applied = books.ledger.apply(batch, at)?;
+        let entries: Vec<SignedEntry> = applied
+            .into_iter()
+            .map(|transfer| {
+                let entry = books.chain.append(at, transfer);
+                let signature = bs58::encode(shared.key.sign(entry.hash.as_bytes()).to_bytes()).into_string();
+                SignedEntry { entry, signature }
+            })
+            .collect();
+        if let Err(error) = self.store.append_journal(&entries).await {
+            tracing::error!(%error, "could not persist ledger entries; rebuilding the books from the journal");
+            match replay(&self.store).await {
+                Ok(rebuilt) => *books = rebuilt,
+                Err(replay_error) => tracing::error!(%replay_error, "could not rebuild the books"),
+            }
+            return Err(error.into());
+        }
+        Ok(entries)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ledger_keys_live_beside_file_databases() {
+        assert_eq!(
+            key_path_for("sqlite:///var/lib/herd/herd.db"),
+            Some(PathBuf::from("/var/lib/herd/herd.db.ledger.key"))
+        );
+        assert_eq!(key_path_for("sqlite://herd.db?mode=rwc"), Some(PathBuf::from("herd.db.ledger.key")));
+        assert_eq!(key_path_for("sqlite::memory:"), None);
+    }
+}
