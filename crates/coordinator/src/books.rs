@@ -107,6 +107,24 @@ impl SharedBooks {
     }
 }
 
+/// Signs a batch's last hash: each hash commits to every entry before it, so one signature
+/// per batch vouches for the whole batch (and keeps signing off the per-transfer cost).
+pub fn sign_batch(key: &SigningKey, entries: Vec<herd_ledger::journal::Entry>) -> Vec<SignedEntry> {
+    let last = entries.len().saturating_sub(1);
+    entries
+        .into_iter()
+        .enumerate()
+        .map(|(i, entry)| {
+            let signature = if i == last {
+                bs58::encode(key.sign(entry.hash.as_bytes()).to_bytes()).into_string()
+            } else {
+                String::new()
+            };
+            SignedEntry { entry, signature }
+        })
+        .collect()
+}
+
 impl App {
     /// Applies a batch atomically and durably: in memory, chained, signed, then written in
     /// one database transaction. If the write fails, memory is rebuilt from the database, so
@@ -116,14 +134,8 @@ impl App {
         let mut books = shared.books.lock().await;
         let at = now().0;
         let applied = books.ledger.apply(batch, at)?;
-        let entries: Vec<SignedEntry> = applied
-            .into_iter()
-            .map(|transfer| {
-                let entry = books.chain.append(at, transfer);
-                let signature = bs58::encode(shared.key.sign(entry.hash.as_bytes()).to_bytes()).into_string();
-                SignedEntry { entry, signature }
-            })
-            .collect();
+        let entries =
+            sign_batch(&shared.key, applied.into_iter().map(|transfer| books.chain.append(at, transfer)).collect());
         if let Err(error) = self.store.append_journal(&entries).await {
             tracing::error!(%error, "could not persist ledger entries; rebuilding the books from the journal");
             match replay(&self.store).await {

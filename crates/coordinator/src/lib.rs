@@ -7,7 +7,7 @@ mod actions;
 mod api;
 mod app;
 mod auth;
-mod books;
+pub mod books;
 mod error;
 mod hub;
 mod market;

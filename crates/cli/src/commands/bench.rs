@@ -12,12 +12,31 @@ use herd_sim::market::{pool, requests, Size};
 use serde::Serialize;
 
 use super::Context;
+
+#[path = "bench_ledger.rs"]
+mod ledger;
 use crate::output::{print_json, table};
 
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
     /// Placement speed and index memory on a simulated pool, against a naive full scan.
     Market(MarketArgs),
+    /// Ledger transfers per second with durable (fsynced) SQLite commits: batched, and one
+    /// transfer per transaction as the baseline, side by side.
+    Ledger(LedgerArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct LedgerArgs {
+    /// Transfers in the batched run.
+    #[arg(long, default_value_t = 200_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    transfers: u64,
+    /// Transfers per batch (one database transaction, one signature).
+    #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    batch: u64,
+    /// Transfers in the one-per-transaction baseline.
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    single: u64,
 }
 
 #[derive(Debug, Args)]
@@ -80,7 +99,10 @@ fn micros(d: Duration) -> f64 {
 }
 
 pub async fn run(context: &Context, command: BenchCommand) -> anyhow::Result<i32> {
-    let BenchCommand::Market(args) = command;
+    let args = match command {
+        BenchCommand::Market(args) => args,
+        BenchCommand::Ledger(args) => return ledger::run(context, &args).await,
+    };
     let report = tokio::task::spawn_blocking(move || bench_market(&args)).await?;
     if context.json {
         print_json(&report);

@@ -3,6 +3,7 @@
 use herd_core::Timestamp;
 use herd_ledger::journal::Entry;
 use herd_ledger::AccountKey;
+use sha2::{Digest, Sha256};
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteConnection};
 
@@ -15,8 +16,10 @@ pub struct SignedEntry {
     pub signature: String,
 }
 
-fn key_json(key: &AccountKey) -> String {
-    serde_json::to_string(key).expect("account keys serialise")
+/// The compact id history is indexed by: 8 bytes of SHA-256 over the account's JSON key.
+fn account_tag(key: &AccountKey) -> i64 {
+    let digest = Sha256::digest(serde_json::to_vec(key).expect("account keys serialise"));
+    i64::from_be_bytes(digest[..8].try_into().expect("8 bytes"))
 }
 
 fn entry_from_row(row: &SqliteRow) -> StoreResult<SignedEntry> {
@@ -32,29 +35,43 @@ fn entry_from_row(row: &SqliteRow) -> StoreResult<SignedEntry> {
     })
 }
 
+/// Rows per INSERT: 12 values each stays well under SQLite's 32,766 bound parameters, and
+/// one statement per few hundred entries (not one per entry) is what makes batches cheap.
+const ROWS_PER_INSERT: usize = 500;
+
 /// Appends entries inside the caller's transaction (so a caller can commit other state,
 /// such as a billing cursor, atomically with them).
 pub(crate) async fn append_entries(conn: &mut SqliteConnection, entries: &[SignedEntry]) -> StoreResult<()> {
-    for SignedEntry { entry, signature } in entries {
-        let t = &entry.transfer;
-        sqlx::query(
-            "INSERT INTO journal (seq, at, transfer_id, debit, credit, asset, amount, code, body, prev_hash, hash, signature)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(entry.seq as i64)
-        .bind(entry.at_ms)
-        .bind(&t.id)
-        .bind(key_json(&t.debit))
-        .bind(key_json(&t.credit))
-        .bind(t.asset.as_str())
-        .bind(t.amount as i64)
-        .bind(&t.code)
-        .bind(serde_json::to_string(t).expect("transfers serialise"))
-        .bind(&entry.prev_hash)
-        .bind(&entry.hash)
-        .bind(signature)
-        .execute(&mut *conn)
-        .await?;
+    for chunk in entries.chunks(ROWS_PER_INSERT) {
+        let mut insert =
+            sqlx::QueryBuilder::new("INSERT INTO journal (seq, at, transfer_id, body, prev_hash, hash, signature) ");
+        insert.push_values(chunk, |mut row, SignedEntry { entry, signature }| {
+            let t = &entry.transfer;
+            row.push_bind(entry.seq as i64)
+                .push_bind(entry.at_ms)
+                .push_bind(t.id.clone())
+                .push_bind(serde_json::to_string(t).expect("transfers serialise"))
+                .push_bind(entry.prev_hash.clone())
+                .push_bind(entry.hash.clone())
+                .push_bind(signature.clone());
+        });
+        insert.build().execute(&mut *conn).await?;
+    }
+    let mut pairs: Vec<(i64, i64)> = entries
+        .iter()
+        .flat_map(|e| {
+            let seq = e.entry.seq as i64;
+            [(account_tag(&e.entry.transfer.debit), seq), (account_tag(&e.entry.transfer.credit), seq)]
+        })
+        .collect();
+    // Sorted across the batch, the index inserts walk the B-tree in order, not at random.
+    pairs.sort_unstable();
+    for chunk in pairs.chunks(ROWS_PER_INSERT * 3) {
+        let mut touches = sqlx::QueryBuilder::new("INSERT OR IGNORE INTO journal_accounts (account, seq) ");
+        touches.push_values(chunk, |mut row, (account, seq)| {
+            row.push_bind(*account).push_bind(*seq);
+        });
+        touches.build().execute(&mut *conn).await?;
     }
     Ok(())
 }
@@ -79,15 +96,20 @@ impl Store {
 
     /// Entries that move money in or out of `account`, newest first.
     pub async fn journal_of(&self, account: &AccountKey, limit: u32) -> StoreResult<Vec<SignedEntry>> {
-        let key = key_json(account);
         let rows = sqlx::query(
-            "SELECT * FROM journal WHERE debit = ?1 UNION SELECT * FROM journal WHERE credit = ?1 ORDER BY seq DESC LIMIT ?2",
+            "SELECT j.* FROM journal_accounts a JOIN journal j ON j.seq = a.seq
+             WHERE a.account = ? ORDER BY a.seq DESC LIMIT ?",
         )
-        .bind(key)
+        .bind(account_tag(account))
         .bind(limit)
         .fetch_all(&self.read)
         .await?;
-        rows.iter().map(entry_from_row).collect()
+        // The tag is a hash: keep only entries that really touch the account.
+        let entries = rows.iter().map(entry_from_row).collect::<StoreResult<Vec<_>>>()?;
+        Ok(entries
+            .into_iter()
+            .filter(|e| &e.entry.transfer.debit == account || &e.entry.transfer.credit == account)
+            .collect())
     }
 
     pub async fn journal_len(&self) -> StoreResult<(u64, Option<Timestamp>)> {
