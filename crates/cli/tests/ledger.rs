@@ -31,16 +31,17 @@ async fn deposits_are_idempotent_and_the_journal_verifies() {
 
     let balances = alice.wallet().await.unwrap();
     let of = |asset| balances.iter().find(|b| b.asset == asset).unwrap().available;
-    assert_eq!((of(Asset::Usdc), of(Asset::Io), of(Asset::Credits)), (250_000_000, 12_500_000, 0));
+    // new_account funded each account with 10,000 USDC first.
+    assert_eq!((of(Asset::Usdc), of(Asset::Io), of(Asset::Credits)), (10_250_000_000, 12_500_000, 0));
     let history = alice.wallet_history().await.unwrap();
-    assert_eq!(history.len(), 2, "only alice's entries");
+    assert_eq!(history.len(), 3, "only alice's entries");
     assert!(bob.wallet_history().await.unwrap().iter().all(|e| e.transfer["credit"]["id"] != alice_id(&history)));
 
     let bad = alice.deposit(&deposit(Asset::Usdc, "-5", None)).await.unwrap_err();
     assert_eq!(bad.status().unwrap().as_u16(), 400);
 
     let report = verify_ledger(&Client::new(&url, None)).await.unwrap();
-    assert_eq!(report.entries, 3);
+    assert_eq!(report.entries, 5);
     coordinator.shutdown().await;
 
     // The books are rebuilt from the journal on restart.
@@ -49,7 +50,7 @@ async fn deposits_are_idempotent_and_the_journal_verifies() {
     let again = verify_ledger(&Client::new(&url, None)).await.unwrap();
     assert_eq!(
         (again.entries, again.head.clone(), again.signer.clone()),
-        (3, report.head, report.signer),
+        (5, report.head, report.signer),
         "same key too"
     );
     coordinator.shutdown().await;
@@ -72,7 +73,7 @@ async fn a_tampered_journal_is_refused_at_start_naming_the_entry() {
 
     // Someone with database access quietly raises the second deposit.
     let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display())).await.unwrap();
-    sqlx::query("UPDATE journal SET body = replace(body, '\"amount\":2000000', '\"amount\":2000000000') WHERE seq = 2")
+    sqlx::query("UPDATE journal SET body = replace(body, '\"amount\":2000000', '\"amount\":2000000000') WHERE seq = 3")
         .execute(&pool)
         .await
         .unwrap();
@@ -81,7 +82,7 @@ async fn a_tampered_journal_is_refused_at_start_naming_the_entry() {
     let refused =
         herd_coordinator::start(test_config(&db, loopback())).await.err().expect("a tampered journal is refused");
     let message = refused.to_string();
-    assert!(message.contains("diverges at entry 2"), "{message}");
+    assert!(message.contains("diverges at entry 3"), "{message}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

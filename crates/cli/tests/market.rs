@@ -7,48 +7,8 @@ use std::time::Duration;
 
 use common::*;
 use ed25519_dalek::SigningKey;
-use herd_core::{Asset, ConnectivityTier, CpuSpec, DeviceSpec, DeviceState, GpuSpec, GpuVendor};
+use herd_core::{Asset, ConnectivityTier, DeviceState};
 use herd_proto::api::CreateCluster;
-use herd_proto::worker::Throughput;
-use herd_worker::AgentConfig;
-
-fn spec(gpu: Option<&str>, gpus: usize) -> DeviceSpec {
-    DeviceSpec {
-        hostname: "rig".into(),
-        os: "Linux".into(),
-        arch: "x86_64".into(),
-        cpu: CpuSpec { model: "EPYC".into(), physical_cores: 16, logical_cores: 32 },
-        memory_bytes: 256 << 30,
-        disk_bytes: 2 << 40,
-        gpus: (0..gpus)
-            .map(|i| GpuSpec {
-                vendor: GpuVendor::Nvidia,
-                name: gpu.unwrap_or_default().into(),
-                uuid: format!("GPU-{i}"),
-                vram_bytes: 80 << 30,
-                driver_version: None,
-                cuda_version: None,
-            })
-            .collect(),
-    }
-}
-
-/// A simulated GPU machine (it runs tasks for real, as local processes).
-fn rig(
-    network: &TestNetwork,
-    owner: &SigningKey,
-    name: &str,
-    gpu: &str,
-    gpus: usize,
-    country: &str,
-    mbps: (u32, u32),
-) -> Worker {
-    let mut config = AgentConfig::owned_by(&network.url, network.dir.path().join(name), owner, country);
-    config.simulated = Some(spec(Some(gpu), gpus));
-    config.throughput = Some(Throughput { down_mbps: mbps.0, up_mbps: mbps.1 });
-    config.advertise_addr = Some("127.0.0.1".into());
-    start_agent(config)
-}
 
 fn h100(nodes: u32, per_node: u32) -> CreateCluster {
     CreateCluster { nodes, gpu: Some("H100".into()), gpus_per_node: Some(per_node), ..Default::default() }

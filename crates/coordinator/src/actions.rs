@@ -51,6 +51,8 @@ pub async fn adopt(app: &App, device: &Address, reports: &[TaskReport]) -> Store
 
 /// Ends a lease; false if the cluster was not running.
 pub async fn terminate_cluster(app: &App, cluster: &ClusterId, reason: &str) -> StoreResult<bool> {
+    // Bill the last seconds while the nodes are still attached, then end the lease.
+    app.bill_until_now(cluster).await;
     let Some(terminated) = app.store.terminate_cluster(cluster, reason, now()).await? else {
         return Ok(false);
     };
@@ -58,6 +60,7 @@ pub async fn terminate_cluster(app: &App, cluster: &ClusterId, reason: &str) -> 
         app.hub.send(device, ServerMessage::StopCluster { cluster_id: cluster.clone() });
     }
     app.sync_market(&terminated.devices).await;
+    app.settle_lease(cluster).await;
     for job in &terminated.jobs {
         app.notify_job(job);
     }

@@ -29,6 +29,8 @@ pub struct CoordinatorConfig {
     pub reconcile_interval: Duration,
     /// A development network: `POST /v1/wallet/deposit` mints test funds (a faucet).
     pub faucet: bool,
+    /// The IO price oracle (USD micros per IO); fixed on a devnet.
+    pub io_price_micros: i64,
 }
 
 impl CoordinatorConfig {
@@ -40,6 +42,7 @@ impl CoordinatorConfig {
             missed_heartbeats_max: 3,
             reconcile_interval: Duration::from_secs(1),
             faucet: false,
+            io_price_micros: 2_000_000,
         }
     }
 

@@ -7,6 +7,7 @@ mod actions;
 mod api;
 mod app;
 mod auth;
+mod billing;
 pub mod books;
 mod error;
 mod hub;

@@ -31,6 +31,8 @@ pub async fn run(app: App, mut shutdown: watch::Receiver<bool>) {
         if let Err(error) = app.update_prices().await {
             tracing::warn!(%error, "price update failed; retrying next tick");
         }
+        app.meter_leases().await;
+        app.expire_holds().await;
     }
 }
 

@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use clap::Args;
 use herd_coordinator::CoordinatorConfig;
 use herd_core::JobState;
-use herd_proto::api::{CreateCluster, CreateJob, LogEvent, Stream};
+use herd_proto::api::{CreateCluster, CreateJob, Deposit, LogEvent, Stream};
 
 use super::{parse_country, Context};
 use crate::client::Client;
@@ -201,6 +201,9 @@ async fn demo_steps(context: &Context, url: &str, say: &impl Fn(String)) -> anyh
     context.credentials.save(url, credential.clone())?;
     say(format!("2. account {} signed in (key: {})", credential.address, context.credentials.key_path().display()));
     let client = Client::new(url, Some(credential.api_key));
+    let funds = Deposit { asset: herd_core::Asset::Usdc, amount: "100".into(), id: None };
+    client.deposit(&funds).await?;
+    say("   100 test USDC deposited from the devnet faucet".into());
 
     let cluster = client.create_cluster(&CreateCluster { nodes: 2, hours: Some(1), ..Default::default() }).await?;
     say(format!(

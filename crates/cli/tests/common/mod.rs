@@ -12,7 +12,8 @@ use ed25519_dalek::SigningKey;
 use herd_cli::client::Client;
 use herd_cli::credentials::sign_in;
 use herd_coordinator::{CoordinatorConfig, RunningCoordinator};
-use herd_core::{Address, DeviceState};
+use herd_core::{Address, CpuSpec, DeviceSpec, DeviceState, GpuSpec, GpuVendor};
+use herd_proto::worker::Throughput;
 use herd_worker::AgentConfig;
 use rand::rngs::OsRng;
 use tokio::sync::watch;
@@ -42,7 +43,11 @@ pub async fn new_account(url: &str) -> (SigningKey, Client) {
     let anonymous = Client::new(url, None);
     let (credential, registered) = sign_in(&anonymous, &key).await.expect("sign in");
     assert!(registered);
-    (key, anonymous.with_api_key(credential.api_key))
+    let client = anonymous.with_api_key(credential.api_key);
+    // Fund it from the devnet faucet (networks without one refuse; that is fine here).
+    let funds = herd_proto::api::Deposit { asset: herd_core::Asset::Usdc, amount: "10000".into(), id: None };
+    let _ = client.deposit(&funds).await;
+    (key, client)
 }
 
 pub struct Worker {
@@ -106,6 +111,7 @@ pub struct TestNetwork {
     pub supplier: Address,
     /// Signed in as the supplier.
     pub supplier_client: Client,
+    pub supplier_key: SigningKey,
     pub workers: Vec<Worker>,
 }
 
@@ -119,7 +125,7 @@ impl TestNetwork {
         let workers: Vec<Worker> =
             (0..workers).map(|i| start_worker(&url, &dir.path().join(format!("w{i}")), &supplier_key)).collect();
         devices_in_state(&url, &supplier, DeviceState::Ready, workers.len()).await;
-        TestNetwork { dir, coordinator, url, supplier, supplier_client, workers }
+        TestNetwork { dir, coordinator, url, supplier, supplier_client, supplier_key, workers }
     }
 
     pub async fn stop(self) {
@@ -128,4 +134,42 @@ impl TestNetwork {
         }
         self.coordinator.shutdown().await;
     }
+}
+
+pub fn spec(gpu: Option<&str>, gpus: usize) -> DeviceSpec {
+    DeviceSpec {
+        hostname: "rig".into(),
+        os: "Linux".into(),
+        arch: "x86_64".into(),
+        cpu: CpuSpec { model: "EPYC".into(), physical_cores: 16, logical_cores: 32 },
+        memory_bytes: 256 << 30,
+        disk_bytes: 2 << 40,
+        gpus: (0..gpus)
+            .map(|i| GpuSpec {
+                vendor: GpuVendor::Nvidia,
+                name: gpu.unwrap_or_default().into(),
+                uuid: format!("GPU-{i}"),
+                vram_bytes: 80 << 30,
+                driver_version: None,
+                cuda_version: None,
+            })
+            .collect(),
+    }
+}
+
+/// A simulated GPU machine (it runs tasks for real, as local processes).
+pub fn rig(
+    network: &TestNetwork,
+    owner: &SigningKey,
+    name: &str,
+    gpu: &str,
+    gpus: usize,
+    country: &str,
+    mbps: (u32, u32),
+) -> Worker {
+    let mut config = AgentConfig::owned_by(&network.url, network.dir.path().join(name), owner, country);
+    config.simulated = Some(spec(Some(gpu), gpus));
+    config.throughput = Some(Throughput { down_mbps: mbps.0, up_mbps: mbps.1 });
+    config.advertise_addr = Some("127.0.0.1".into());
+    start_agent(config)
 }

@@ -128,7 +128,18 @@ async fn reserve(
             expires_at: Timestamp(at.0 + i64::from(parsed.hours) * HOUR_MS),
         };
         let planned: Vec<Address> = devices.iter().map(|(d, _)| d.clone()).collect();
+        // Money first: without the hold there is no lease.
+        let amount = app.hold_amount(priced.per_hour_micros, parsed.hours, parsed.asset);
+        if let Err(error) = app.open_lease_hold(&id, owner, parsed.asset, amount, at.0, new.expires_at.0).await {
+            app.sync_market(&planned).await;
+            return Err(error.into());
+        }
         let committed = app.store.commit_cluster(&new).await;
+        if !matches!(committed, Ok(Ok(()))) {
+            if let Some(hold) = app.lease_hold(&id).await {
+                app.void_hold(&hold).await?;
+            }
+        }
         match committed {
             Ok(Ok(())) => {
                 tracing::info!(cluster = %id, %owner, hardware = %priced.hardware, nodes = devices.len(),
@@ -217,6 +228,9 @@ pub async fn extend(
             cluster.id, cluster.state
         )));
     }
+    let extra = app.hold_amount(cluster.price_per_hour_micros, body.hours, cluster.asset);
+    let expires_at = cluster.expires_at.0 + i64::from(body.hours) * HOUR_MS;
+    app.grow_hold(&cluster.id, extra, expires_at).await?;
     app.store
         .extend_cluster(&cluster.id, i64::from(body.hours) * HOUR_MS)
         .await?

@@ -237,6 +237,45 @@ impl Store {
         Ok(Some(terminated))
     }
 
+    /// What metering needs to know about a lease: its terms and each node's supplier and
+    /// whether the node is up now.
+    pub async fn lease_terms(&self, id: &ClusterId) -> StoreResult<Option<crate::billing::LeaseTerms>> {
+        let Some(row) = sqlx::query("SELECT owner, asset, state, expires_at, ended_at FROM clusters WHERE id = ?")
+            .bind(id.as_str())
+            .fetch_optional(&self.read)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let nodes = sqlx::query(
+            "SELECT n.rank, n.node_hour_micros, d.owner, d.state, d.cluster_id
+             FROM cluster_nodes n JOIN devices d ON d.id = n.device_id WHERE n.cluster_id = ? ORDER BY n.rank",
+        )
+        .bind(id.as_str())
+        .fetch_all(&self.read)
+        .await?;
+        let nodes = nodes
+            .iter()
+            .map(|n| {
+                let still_ours = n.get::<Option<&str>, _>("cluster_id") == Some(id.as_str());
+                Ok(crate::billing::BillableNode {
+                    rank: n.get::<i64, _>("rank") as u32,
+                    supplier: parse_col("devices.owner", n.get("owner"))?,
+                    up: still_ours && n.get::<&str, _>("state") == "hired",
+                    node_hour_micros: n.get("node_hour_micros"),
+                })
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(Some(crate::billing::LeaseTerms {
+            owner: parse_col("clusters.owner", row.get("owner"))?,
+            asset: parse_col("clusters.asset", row.get("asset"))?,
+            running: row.get::<&str, _>("state") == "running",
+            expires_at_ms: row.get("expires_at"),
+            ended_at_ms: row.get("ended_at"),
+            nodes,
+        }))
+    }
+
     pub async fn expired_clusters(&self, now: Timestamp, limit: u32) -> StoreResult<Vec<ClusterId>> {
         let rows = sqlx::query("SELECT id FROM clusters WHERE state = 'running' AND expires_at <= ? LIMIT ?")
             .bind(now.0)

@@ -1,0 +1,131 @@
+//! Per-second billing against holds: what the customer pays is exactly what the suppliers
+//! earn plus the fees, for the seconds the lease ran, across a coordinator restart too.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use herd_cli::client::Client;
+use herd_core::Asset;
+use herd_ledger::journal::{verify, Entry};
+use herd_ledger::{AccountKey, Ledger};
+use herd_proto::api::{Cluster, CreateCluster};
+
+fn h100(nodes: u32, hours: Option<u32>) -> CreateCluster {
+    CreateCluster { nodes, gpu: Some("H100".into()), gpus_per_node: Some(8), hours, ..Default::default() }
+}
+
+/// A network whose supplier (the fixture's) runs `rigs` simulated 8×H100 machines.
+async fn gpu_network(rigs: usize) -> (TestNetwork, Vec<Worker>) {
+    let network = TestNetwork::start(0).await;
+    let key = network.supplier_key.clone();
+    let workers = (0..rigs)
+        .map(|i| rig(&network, &key, &format!("rig-{i}"), "NVIDIA H100 80GB HBM3", 8, "US", (2000, 1500)))
+        .collect();
+    devices_in_state(&network.url, &network.supplier, herd_core::DeviceState::Ready, rigs).await;
+    (network, workers)
+}
+
+/// The ledger, rebuilt from the public journal.
+async fn books(url: &str) -> Ledger {
+    let client = Client::new(url, None);
+    let entries: Vec<Entry> = client
+        .journal(0, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| Entry {
+            seq: e.seq,
+            at_ms: e.at_ms,
+            transfer: serde_json::from_value(e.transfer).unwrap(),
+            prev_hash: e.prev_hash,
+            hash: e.hash,
+        })
+        .collect();
+    verify(&entries).unwrap().0
+}
+
+fn usdc(ledger: &Ledger, key: &AccountKey) -> i128 {
+    ledger.balance(key, Asset::Usdc)
+}
+
+/// Checks a settled lease: holds released, escrow empty, and customer = suppliers + fees.
+fn assert_settled(ledger: &Ledger, cluster: &Cluster, customer_start: i128, supplier: &AccountKey) -> i128 {
+    let customer = AccountKey::User(cluster.owner.to_string());
+    assert_eq!(ledger.open_pending().count(), 0, "every hold is resolved");
+    assert_eq!(usdc(ledger, &AccountKey::Escrow(cluster.id.to_string())), 0, "the escrow is empty");
+    let paid = customer_start - usdc(ledger, &customer);
+    let earned = usdc(ledger, supplier) - 10_000_000_000;
+    let fees = usdc(ledger, &AccountKey::FeePool);
+    assert_eq!(paid, earned + fees, "the customer paid exactly the suppliers' earnings and the fees");
+    assert!(fees > 0 && earned > 0, "fees {fees}, earned {earned}");
+    // The suppliers' side pays 0.25 % + 2 % (USDC) of their gross, the customer the same on top:
+    // fees ≈ 4.5 % of what the suppliers earn net.
+    assert!((fees * 1000 / earned - 46).abs() <= 2, "fees {fees} for earnings {earned}");
+    paid
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_is_billed_per_second_and_the_rest_released() {
+    let (network, rigs) = gpu_network(2).await;
+    let (_, customer) = new_account(&network.url).await;
+    let started = Instant::now();
+    let cluster = customer.create_cluster(&h100(2, Some(2))).await.unwrap();
+    let held = customer.wallet().await.unwrap().into_iter().find(|b| b.asset == Asset::Usdc).unwrap();
+    let expected_hold = cluster.price_per_hour_micros * 2;
+    assert!(held.held >= expected_hold && held.held <= expected_hold * 10_226 / 10_000 + 1, "{held:?}");
+
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    customer.delete_cluster(cluster.id.as_str()).await.unwrap();
+    let elapsed_ms = started.elapsed().as_millis() as i128;
+
+    let ledger = books(&network.url).await;
+    let supplier = AccountKey::User(network.supplier.to_string());
+    let paid = assert_settled(&ledger, &cluster, 10_000_000_000, &supplier);
+    // Billed for the seconds the lease ran (fees 2.25 % on top), never the whole 2 h hold.
+    let cost = |ms: i128| i128::from(cluster.price_per_hour_micros) * ms / 3_600_000;
+    let upper = cost(elapsed_ms) * 10_226 / 10_000 + 10;
+    assert!(paid > 0 && paid <= upper, "paid {paid}, at most {upper} for {elapsed_ms} ms");
+    assert!(paid >= cost(2_500), "at least the 2.5 s of sleep: {paid}");
+    let wallet = customer.wallet().await.unwrap().into_iter().find(|b| b.asset == Asset::Usdc).unwrap();
+    assert_eq!(
+        (wallet.held, wallet.available as i128),
+        (0, 10_000_000_000 - paid),
+        "the remainder is released exactly"
+    );
+    for rig in rigs {
+        rig.stop().await;
+    }
+    network.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_mid_lease_neither_double_charges_nor_skips() {
+    let (network, rigs) = gpu_network(1).await;
+    let (_, customer) = new_account(&network.url).await;
+    let started = Instant::now();
+    let cluster = customer.create_cluster(&h100(1, None)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    let TestNetwork { dir, coordinator, url, supplier, supplier_client, supplier_key, workers } = network;
+    let addr = coordinator.addr();
+    coordinator.shutdown().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let coordinator = herd_coordinator::start(test_config(&dir.path().join("herd.db"), addr)).await.unwrap();
+    let network = TestNetwork { dir, coordinator, url, supplier, supplier_client, supplier_key, workers };
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    customer.delete_cluster(cluster.id.as_str()).await.unwrap();
+    let elapsed_ms = started.elapsed().as_millis() as i128;
+
+    let ledger = books(&network.url).await;
+    let paid = assert_settled(&ledger, &cluster, 10_000_000_000, &AccountKey::User(network.supplier.to_string()));
+    let cost = |ms: i128| i128::from(cluster.price_per_hour_micros) * ms / 3_600_000;
+    // The worker kept serving while the coordinator was away, so that time is billed, once.
+    assert!(paid <= cost(elapsed_ms) * 10_226 / 10_000 + 10, "no period charged twice: {paid}");
+    assert!(paid >= cost(3_500), "no period skipped: the 3.5 s of sleep and downtime: {paid}");
+    for rig in rigs {
+        rig.stop().await;
+    }
+    network.stop().await;
+}
