@@ -3,9 +3,9 @@
 use futures_util::StreamExt;
 use herd_core::{Address, ClusterId, JobId};
 use herd_proto::api::{
-    Account, ApiKeyIssued, Challenge, ChallengeRequest, Cluster, CreateCluster, CreateJob, Deposit, Device,
-    DeviceDetail, ErrorBody, Health, Job, JournalEntry, LedgerHead, LogEvent, MarketPrice, PairingCode, Quote,
-    SignedChallenge, WalletBalance,
+    Account, ApiKeyIssued, Challenge, ChallengeRequest, Cluster, ConfirmPayout, CreateCluster, CreateJob, Deposit,
+    Device, DeviceDetail, ErrorBody, Health, Job, JournalEntry, LedgerHead, LogEvent, MarketPrice, PairingCode, Payout,
+    Quote, SignedChallenge, WalletBalance, Withdraw,
 };
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
@@ -136,6 +136,18 @@ impl Client {
 
     pub async fn deposit(&self, deposit: &Deposit) -> Result<JournalEntry, ClientError> {
         self.call(Method::POST, "/v1/wallet/deposit", Some(deposit)).await
+    }
+
+    pub async fn withdraw(&self, withdraw: &Withdraw) -> Result<Payout, ClientError> {
+        self.call(Method::POST, "/v1/wallet/withdraw", Some(withdraw)).await
+    }
+
+    pub async fn payouts(&self) -> Result<Vec<Payout>, ClientError> {
+        self.get("/v1/wallet/payouts").await
+    }
+
+    pub async fn confirm_payout(&self, id: &str, confirm: &ConfirmPayout) -> Result<Payout, ClientError> {
+        self.call(Method::POST, &format!("/v1/payouts/{}/confirm", encode(id)), Some(confirm)).await
     }
 
     pub async fn wallet_history(&self) -> Result<Vec<JournalEntry>, ClientError> {

@@ -97,3 +97,51 @@ async fn production_networks_have_no_faucet() {
     assert!(refused.to_string().contains("no faucet"));
     coordinator.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn withdrawals_are_held_until_the_operator_confirms_them() {
+    use ed25519_dalek::Signer;
+    use herd_proto::api::{ConfirmPayout, Withdraw};
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("herd.db");
+    let coordinator = start_coordinator(&db, loopback()).await;
+    let url = coordinator.url();
+    let (_, alice) = new_account(&url).await;
+    let recipient =
+        bs58::encode(ed25519_dalek::SigningKey::from_bytes(&[5; 32]).verifying_key().as_bytes()).into_string();
+    let withdraw = |asset, amount: &str, to: &str| Withdraw { asset, amount: amount.into(), to: to.into() };
+
+    let payout = alice.withdraw(&withdraw(Asset::Usdc, "100", &recipient)).await.unwrap();
+    assert_eq!((payout.state.as_str(), payout.amount), ("pending", 100_000_000));
+    assert!(payout.url.starts_with(&format!("solana:{recipient}?amount=100&spl-token=")), "{}", payout.url);
+    assert!(payout.url.contains("&reference="));
+    let usdc = alice.wallet().await.unwrap().into_iter().find(|b| b.asset == Asset::Usdc).unwrap();
+    assert_eq!((usdc.held, usdc.available), (100_000_000, 9_900_000_000));
+
+    let status = |e: herd_cli::client::ClientError| e.status().unwrap().as_u16();
+    assert_eq!(status(alice.withdraw(&withdraw(Asset::Usdc, "1", "nope")).await.unwrap_err()), 400);
+    assert_eq!(status(alice.withdraw(&withdraw(Asset::Credits, "1", &recipient)).await.unwrap_err()), 422);
+    assert_eq!(status(alice.withdraw(&withdraw(Asset::Usdc, "1000000", &recipient)).await.unwrap_err()), 409);
+
+    let tx = bs58::encode([7u8; 64]).into_string();
+    let operator = herd_keys::load(&dir.path().join("herd.db.ledger.key")).unwrap();
+    let sign = |key: &ed25519_dalek::SigningKey| {
+        let message = herd_proto::signing::payout_confirmation_message(&payout.id, &tx);
+        ConfirmPayout {
+            tx_signature: tx.clone(),
+            operator_signature: bs58::encode(key.sign(&message).to_bytes()).into_string(),
+        }
+    };
+    let anyone = Client::new(&url, None);
+    let impostor = ed25519_dalek::SigningKey::from_bytes(&[6; 32]);
+    assert_eq!(status(anyone.confirm_payout(&payout.id, &sign(&impostor)).await.unwrap_err()), 403);
+    let settled = anyone.confirm_payout(&payout.id, &sign(&operator)).await.unwrap();
+    assert_eq!((settled.state.as_str(), settled.tx_signature.as_deref()), ("settled", Some(tx.as_str())));
+    assert_eq!(status(anyone.confirm_payout(&payout.id, &sign(&operator)).await.unwrap_err()), 409);
+    let usdc = alice.wallet().await.unwrap().into_iter().find(|b| b.asset == Asset::Usdc).unwrap();
+    assert_eq!((usdc.balance, usdc.held), (9_900_000_000, 0));
+    assert_eq!(alice.payouts().await.unwrap()[0].state, "settled");
+    verify_ledger(&anyone).await.unwrap();
+    coordinator.shutdown().await;
+}

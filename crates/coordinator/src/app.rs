@@ -31,6 +31,9 @@ pub struct CoordinatorConfig {
     pub faucet: bool,
     /// The IO price oracle (USD micros per IO); fixed on a devnet.
     pub io_price_micros: i64,
+    /// SPL token mints payouts are requested in.
+    pub usdc_mint: String,
+    pub io_mint: String,
 }
 
 impl CoordinatorConfig {
@@ -43,6 +46,8 @@ impl CoordinatorConfig {
             reconcile_interval: Duration::from_secs(1),
             faucet: false,
             io_price_micros: 2_000_000,
+            usdc_mint: "EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v".into(),
+            io_mint: "BZLbGTNCSFfoth2GYDtwr7e4imWzpR5jqcUuGEwr646K".into(),
         }
     }
 

@@ -15,6 +15,7 @@ mod market;
 mod metrics;
 mod reconcile;
 mod server;
+mod settlement;
 pub mod store;
 mod worker_socket;
 

@@ -390,3 +390,41 @@ pub struct JournalEntry {
     pub hash: String,
     pub signature: String,
 }
+
+/// A withdrawal to a Solana address.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Withdraw {
+    /// usdc or io (credits stay on herd).
+    pub asset: Asset,
+    /// Decimal amount, at most 6 decimals.
+    pub amount: String,
+    /// The recipient: a Solana address (base58 Ed25519 public key).
+    pub to: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Payout {
+    pub id: String,
+    pub owner: Address,
+    pub asset: Asset,
+    /// Minor units (10⁻⁶).
+    pub amount: i64,
+    pub recipient: String,
+    /// The Solana Pay transfer request that settles it.
+    pub url: String,
+    /// `pending` until the transfer's signature is confirmed, then `settled`.
+    pub state: String,
+    pub tx_signature: Option<String>,
+    pub created_at: Timestamp,
+    pub settled_at: Option<Timestamp>,
+}
+
+/// The operator's confirmation that a payout was sent: the Solana transaction signature,
+/// and the ledger key's signature over `herd-payout-confirm-v1\n{id}\n{tx_signature}`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConfirmPayout {
+    pub tx_signature: String,
+    pub operator_signature: String,
+}

@@ -21,3 +21,8 @@ pub fn device_endorsement_message(owner: &str, device_key: &str) -> Vec<u8> {
 /// Purposes for `account_challenge_message`.
 pub const PURPOSE_REGISTER: &str = "register";
 pub const PURPOSE_LOGIN: &str = "login";
+
+/// Signed by the coordinator's ledger key (the operator) to confirm a payout was sent.
+pub fn payout_confirmation_message(payout_id: &str, tx_signature: &str) -> Vec<u8> {
+    format!("herd-payout-confirm-v1\n{payout_id}\n{tx_signature}").into_bytes()
+}

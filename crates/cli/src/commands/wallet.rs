@@ -4,7 +4,7 @@
 use clap::Subcommand;
 use herd_core::money::format_usd;
 use herd_core::{Asset, Timestamp};
-use herd_proto::api::{Deposit, JournalEntry};
+use herd_proto::api::{ConfirmPayout, Deposit, JournalEntry, Payout, Withdraw};
 
 use super::Context;
 use crate::audit;
@@ -24,6 +24,28 @@ pub enum WalletCommand {
     },
     /// Ledger entries that moved your money, newest first.
     History,
+    /// Withdraw to a Solana address: held until the operator confirms the transfer.
+    Withdraw {
+        #[arg(long, value_parser = str::parse::<Asset>, default_value = "usdc")]
+        asset: Asset,
+        #[arg(long)]
+        amount: String,
+        /// Solana address (base58 Ed25519 public key).
+        #[arg(long)]
+        to: String,
+    },
+    /// Your withdrawals and their state.
+    Payouts,
+    /// Operator: confirm a payout was sent, signing with the coordinator's ledger key.
+    ConfirmPayout {
+        id: String,
+        /// The Solana transaction signature that paid it.
+        #[arg(long)]
+        tx: String,
+        /// The ledger key file (beside the database: herd.db.ledger.key).
+        #[arg(long)]
+        ledger_key: std::path::PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -61,9 +83,61 @@ fn describe(entry: &JournalEntry) -> Vec<String> {
     ]
 }
 
+fn print_payouts(payouts: &[Payout]) {
+    let rows: Vec<Vec<String>> = payouts
+        .iter()
+        .map(|p| {
+            vec![
+                p.id.clone(),
+                p.state.clone(),
+                amount(p.asset, p.amount),
+                p.recipient.clone(),
+                p.created_at.to_string(),
+                p.tx_signature.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    crate::outln!("{}", table(&["ID", "STATE", "AMOUNT", "TO", "CREATED", "TX"], &rows));
+}
+
 pub async fn wallet(context: &Context, command: WalletCommand) -> anyhow::Result<i32> {
+    if let WalletCommand::ConfirmPayout { id, tx, ledger_key } = &command {
+        let key = herd_keys::load(ledger_key)?;
+        let message = herd_proto::signing::payout_confirmation_message(id, tx);
+        let operator_signature = bs58::encode(ed25519_dalek::Signer::sign(&key, &message).to_bytes()).into_string();
+        let confirm = ConfirmPayout { tx_signature: tx.clone(), operator_signature };
+        let payout = context.anonymous_client().confirm_payout(id, &confirm).await?;
+        if context.json {
+            print_json(&payout);
+        } else {
+            crate::outln!("payout {} settled by transaction {}", payout.id, tx);
+        }
+        return Ok(0);
+    }
     let client = context.client()?;
     match command {
+        WalletCommand::ConfirmPayout { .. } => unreachable!("handled above"),
+        WalletCommand::Withdraw { asset, amount: value, to } => {
+            let payout = client.withdraw(&Withdraw { asset, amount: value, to }).await?;
+            if context.json {
+                print_json(&payout);
+            } else {
+                crate::outln!(
+                    "payout {} of {} held until the transfer is confirmed",
+                    payout.id,
+                    amount(payout.asset, payout.amount)
+                );
+                crate::outln!("Solana Pay request: {}", payout.url);
+            }
+        }
+        WalletCommand::Payouts => {
+            let payouts = client.payouts().await?;
+            if context.json {
+                print_json(&payouts);
+            } else {
+                print_payouts(&payouts);
+            }
+        }
         WalletCommand::Balance => {
             let balances = client.wallet().await?;
             if context.json {

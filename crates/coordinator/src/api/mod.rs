@@ -49,6 +49,9 @@ use herd_proto::worker::SPEEDTEST_UPLOAD_BYTES;
         wallet::balance,
         wallet::deposit,
         wallet::history,
+        wallet::withdraw,
+        wallet::payouts,
+        wallet::confirm,
         wallet::head,
         wallet::journal,
     ),
@@ -84,6 +87,9 @@ pub fn router(app: App) -> Router {
         .route("/v1/wallet", get(wallet::balance))
         .route("/v1/wallet/deposit", post(wallet::deposit))
         .route("/v1/wallet/history", get(wallet::history))
+        .route("/v1/wallet/withdraw", post(wallet::withdraw))
+        .route("/v1/wallet/payouts", get(wallet::payouts))
+        .route("/v1/payouts/{id}/confirm", post(wallet::confirm))
         .route("/v1/ledger/head", get(wallet::head))
         .route("/v1/ledger/journal", get(wallet::journal))
         .route("/v1/market/quote", post(market::quote))

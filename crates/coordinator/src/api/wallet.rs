@@ -1,17 +1,18 @@
 //! Wallets (balances, the devnet faucet, history) and the public ledger (head and journal).
 
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use herd_core::money::parse_usd;
 use herd_core::Asset;
 use herd_ledger::{AccountKey, Transfer, TransferKind};
-use herd_proto::api::{Deposit, ErrorBody, JournalEntry, LedgerHead, WalletBalance};
+use herd_proto::api::{ConfirmPayout, Deposit, ErrorBody, JournalEntry, LedgerHead, Payout, WalletBalance, Withdraw};
 use serde::Deserialize;
 
-use crate::app::App;
+use crate::app::{now, App};
 use crate::auth::{random_token, Caller};
 use crate::error::{ApiError, ApiJson, ApiQuery, ApiResult};
+use crate::settlement::{parse_solana_address, solana_pay_url, ManualConfirmation, Settlement};
 use crate::store::SignedEntry;
 
 /// The most one faucet deposit may mint (minor units: 100,000.000000).
@@ -103,6 +104,92 @@ pub async fn deposit(
             .ok_or_else(|| ApiError::not_found("the original deposit is not in the journal"))?,
     };
     Ok((StatusCode::CREATED, Json(entry_view(entry))))
+}
+
+const PAYOUT_TTL_MS: i64 = 7 * 24 * 3_600_000;
+
+/// Withdraws to a Solana address: the amount is held until the operator confirms the Solana
+/// transfer (answered with the Solana Pay request to make), and released if unconfirmed in 7 days.
+#[utoipa::path(post, path = "/v1/wallet/withdraw", request_body = Withdraw, security(("api_key" = [])),
+    responses((status = 201, body = Payout), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 422, body = ErrorBody)))]
+pub async fn withdraw(
+    State(app): State<App>,
+    Caller(owner): Caller,
+    ApiJson(request): ApiJson<Withdraw>,
+) -> ApiResult<(StatusCode, Json<Payout>)> {
+    let mint = match request.asset {
+        Asset::Usdc => app.config.usdc_mint.clone(),
+        Asset::Io => app.config.io_mint.clone(),
+        Asset::Credits => {
+            return Err(ApiError::unprocessable("credits stay on herd and cannot be withdrawn; withdraw usdc or io"))
+        }
+    };
+    let recipient = parse_solana_address(&request.to).map_err(ApiError::bad_request)?;
+    let amount = parse_usd(&request.amount).map_err(ApiError::bad_request)? as u64;
+    let id = format!("po-{}", &random_token()[..12]);
+    let reference = random_token();
+    let at = now();
+    let transfer = Transfer {
+        id: format!("payout:{id}"),
+        debit: AccountKey::User(owner.to_string()),
+        credit: AccountKey::External,
+        asset: request.asset,
+        amount,
+        kind: TransferKind::Pending { expires_at_ms: at.0 + PAYOUT_TTL_MS },
+        code: "payout".into(),
+    };
+    app.post(&[transfer]).await?;
+    let payout = Payout {
+        url: solana_pay_url(recipient.as_str(), amount, &mint, &reference, &id),
+        id,
+        owner,
+        asset: request.asset,
+        amount: amount as i64,
+        recipient: recipient.to_string(),
+        state: "pending".into(),
+        tx_signature: None,
+        created_at: at,
+        settled_at: None,
+    };
+    app.store.insert_payout(&payout, &reference).await?;
+    Ok((StatusCode::CREATED, Json(payout)))
+}
+
+/// The caller's payouts, newest first.
+#[utoipa::path(get, path = "/v1/wallet/payouts", security(("api_key" = [])),
+    responses((status = 200, body = Vec<Payout>), (status = 401, body = ErrorBody)))]
+pub async fn payouts(State(app): State<App>, Caller(owner): Caller) -> ApiResult<Json<Vec<Payout>>> {
+    Ok(Json(app.store.payouts_of(&owner, 200).await?))
+}
+
+/// The operator confirms a payout was sent (manual settlement): the held amount leaves.
+#[utoipa::path(post, path = "/v1/payouts/{id}/confirm", request_body = ConfirmPayout, params(("id" = String, Path)),
+    responses((status = 200, body = Payout), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody)))]
+pub async fn confirm(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    ApiJson(request): ApiJson<ConfirmPayout>,
+) -> ApiResult<Json<Payout>> {
+    let payout = app.store.payout(&id).await?.ok_or_else(|| ApiError::not_found(format!("no payout {id}")))?;
+    if payout.state != "pending" {
+        return Err(ApiError::conflict(format!("payout {id} is already {}", payout.state)));
+    }
+    let settlement = ManualConfirmation { operator: app.books.public_key.clone() };
+    settlement.accept(&payout, &request.tx_signature, &request.operator_signature).map_err(ApiError::forbidden)?;
+    let post = Transfer {
+        id: format!("payout-sent:{id}"),
+        debit: AccountKey::User(payout.owner.to_string()),
+        credit: AccountKey::External,
+        asset: payout.asset,
+        amount: payout.amount as u64,
+        kind: TransferKind::Post { pending_id: format!("payout:{id}") },
+        code: "payout-sent".into(),
+    };
+    app.post(&[post]).await?;
+    app.store.settle_payout(&id, &request.tx_signature, now()).await?;
+    Ok(Json(app.store.payout(&id).await?.ok_or_else(|| ApiError::not_found("payout vanished"))?))
 }
 
 /// Journal entries that moved the caller's money, newest first (at most 200).

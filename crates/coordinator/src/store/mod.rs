@@ -12,6 +12,7 @@ mod devices;
 mod jobs;
 mod ledger;
 mod market;
+mod payouts;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -56,6 +57,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (2, "pairing_codes", include_str!("../../migrations/0002_pairing_codes.sql")),
     (3, "market", include_str!("../../migrations/0003_market.sql")),
     (4, "ledger", include_str!("../../migrations/0004_ledger.sql")),
+    (5, "payouts", include_str!("../../migrations/0005_payouts.sql")),
 ];
 
 #[derive(Clone)]
