@@ -3,9 +3,9 @@
 use futures_util::StreamExt;
 use herd_core::{Address, ClusterId, JobId};
 use herd_proto::api::{
-    Account, ApiKeyIssued, Challenge, ChallengeRequest, Cluster, ConfirmPayout, CreateCluster, CreateJob, Deposit,
-    Device, DeviceDetail, ErrorBody, Health, Job, JournalEntry, LedgerHead, LogEvent, MarketPrice, PairingCode, Payout,
-    Quote, SignedChallenge, WalletBalance, Withdraw,
+    Account, AddStake, ApiKeyIssued, Challenge, ChallengeRequest, Cluster, ConfirmPayout, CreateCluster, CreateJob,
+    Deposit, Device, DeviceDetail, ErrorBody, Health, Job, JournalEntry, LedgerHead, LogEvent, MarketPrice,
+    PairingCode, Payout, Quote, SignedChallenge, StakeStatus, WalletBalance, Withdraw,
 };
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
@@ -148,6 +148,19 @@ impl Client {
 
     pub async fn confirm_payout(&self, id: &str, confirm: &ConfirmPayout) -> Result<Payout, ClientError> {
         self.call(Method::POST, &format!("/v1/payouts/{}/confirm", encode(id)), Some(confirm)).await
+    }
+
+    pub async fn stake(&self, device: &str) -> Result<StakeStatus, ClientError> {
+        self.get(&format!("/v1/stake/{}", encode(device))).await
+    }
+
+    pub async fn add_stake(&self, device: &str, amount: &str) -> Result<StakeStatus, ClientError> {
+        let body = AddStake { amount: amount.into() };
+        self.call(Method::POST, &format!("/v1/stake/{}", encode(device)), Some(&body)).await
+    }
+
+    pub async fn remove_stake(&self, device: &str) -> Result<StakeStatus, ClientError> {
+        self.call(Method::POST, &format!("/v1/stake/{}/remove", encode(device)), None::<&()>).await
     }
 
     pub async fn wallet_history(&self) -> Result<Vec<JournalEntry>, ClientError> {

@@ -145,3 +145,36 @@ async fn withdrawals_are_held_until_the_operator_confirms_them() {
     verify_ledger(&anyone).await.unwrap();
     coordinator.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suppliers_stake_on_their_own_devices_and_unstaking_cools_down() {
+    let network = TestNetwork::start(1).await;
+    let supplier = &network.supplier_client;
+    supplier.deposit(&deposit(Asset::Io, "1000", None)).await.unwrap();
+    let device = Client::new(&network.url, None).devices("").await.unwrap().remove(0);
+    let id = device.id.to_string();
+
+    let before = supplier.stake(&id).await.unwrap();
+    assert_eq!((before.staked, before.min_stake, before.meets_minimum), (0, 200_000_000, false), "CPU: 200 IO");
+    let after = supplier.add_stake(&id, "250").await.unwrap();
+    assert_eq!((after.staked, after.meets_minimum), (250_000_000, true));
+    let io = supplier.wallet().await.unwrap().into_iter().find(|b| b.asset == Asset::Io).unwrap();
+    assert_eq!(io.available, 750_000_000);
+
+    let (_, stranger) = new_account(&network.url).await;
+    assert_eq!(stranger.add_stake(&id, "1").await.unwrap_err().status().unwrap().as_u16(), 403);
+    assert_eq!(
+        supplier.add_stake(&id, "5000").await.unwrap_err().status().unwrap().as_u16(),
+        409,
+        "more IO than the wallet has"
+    );
+
+    let requested = supplier.remove_stake(&id).await.unwrap();
+    assert!(requested.unstake_requested_at.is_some());
+    assert_eq!(requested.withdrawable_at.unwrap().0 - requested.unstake_requested_at.unwrap().0, 14 * 24 * 3_600_000);
+    let early = supplier.remove_stake(&id).await.unwrap_err();
+    assert_eq!(early.status().unwrap().as_u16(), 409);
+    assert!(early.to_string().contains("cooldown"), "{early}");
+    assert_eq!(supplier.stake(&id).await.unwrap().staked, 250_000_000, "still staked during the cooldown");
+    network.stop().await;
+}

@@ -428,3 +428,24 @@ pub struct ConfirmPayout {
     pub tx_signature: String,
     pub operator_signature: String,
 }
+
+/// A device's stake (IO, minor units).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct StakeStatus {
+    pub device_id: Address,
+    pub owner: Address,
+    pub staked: i64,
+    /// 200 IO × max(1, multiplier) × processors.
+    pub min_stake: i64,
+    pub meets_minimum: bool,
+    pub unstake_requested_at: Option<Timestamp>,
+    /// When a requested unstake may be withdrawn (14 days after the request).
+    pub withdrawable_at: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddStake {
+    /// Decimal IO, at most 6 decimals.
+    pub amount: String,
+}

@@ -7,6 +7,7 @@ mod job;
 mod market;
 mod network;
 mod request;
+mod stake;
 mod wallet;
 mod worker;
 
@@ -68,6 +69,9 @@ pub enum Command {
     /// The public ledger: its head, and an independent verification of the whole journal.
     #[command(subcommand)]
     Ledger(wallet::LedgerCommand),
+    /// Stake IO on your devices (needed for block rewards).
+    #[command(subcommand)]
+    Stake(stake::StakeCommand),
     /// Benchmarks that print figures.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -113,6 +117,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Job(command) => job::run(&context, command).await,
         Command::Bench(command) => bench::run(&context, command).await,
         Command::Wallet(command) => wallet::wallet(&context, command).await,
+        Command::Stake(command) => stake::run(&context, command).await,
         Command::Ledger(command) => wallet::ledger(&context, command).await,
     }
 }

@@ -6,6 +6,7 @@ mod devices;
 mod jobs;
 mod market;
 mod speedtest;
+mod stake;
 mod system;
 mod wallet;
 
@@ -52,6 +53,9 @@ use herd_proto::worker::SPEEDTEST_UPLOAD_BYTES;
         wallet::withdraw,
         wallet::payouts,
         wallet::confirm,
+        stake::show,
+        stake::add,
+        stake::remove,
         wallet::head,
         wallet::journal,
     ),
@@ -90,6 +94,8 @@ pub fn router(app: App) -> Router {
         .route("/v1/wallet/withdraw", post(wallet::withdraw))
         .route("/v1/wallet/payouts", get(wallet::payouts))
         .route("/v1/payouts/{id}/confirm", post(wallet::confirm))
+        .route("/v1/stake/{device}", get(stake::show).post(stake::add))
+        .route("/v1/stake/{device}/remove", post(stake::remove))
         .route("/v1/ledger/head", get(wallet::head))
         .route("/v1/ledger/journal", get(wallet::journal))
         .route("/v1/market/quote", post(market::quote))

@@ -58,6 +58,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (3, "market", include_str!("../../migrations/0003_market.sql")),
     (4, "ledger", include_str!("../../migrations/0004_ledger.sql")),
     (5, "payouts", include_str!("../../migrations/0005_payouts.sql")),
+    (6, "stakes", include_str!("../../migrations/0006_stakes.sql")),
 ];
 
 #[derive(Clone)]

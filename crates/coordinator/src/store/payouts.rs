@@ -67,3 +67,31 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 }
+
+impl Store {
+    /// Starts (or keeps) a device's unstake cooldown; returns when it was requested.
+    pub async fn request_unstake(&self, device: &Address, now: Timestamp) -> StoreResult<Timestamp> {
+        sqlx::query("INSERT OR IGNORE INTO unstake_requests (device_id, requested_at) VALUES (?, ?)")
+            .bind(device.as_str())
+            .bind(now.0)
+            .execute(&self.write)
+            .await?;
+        Ok(self.unstake_requested_at(device).await?.unwrap_or(now))
+    }
+
+    pub async fn unstake_requested_at(&self, device: &Address) -> StoreResult<Option<Timestamp>> {
+        let row = sqlx::query("SELECT requested_at FROM unstake_requests WHERE device_id = ?")
+            .bind(device.as_str())
+            .fetch_optional(&self.read)
+            .await?;
+        Ok(row.map(|r| Timestamp(r.get(0))))
+    }
+
+    pub async fn clear_unstake(&self, device: &Address) -> StoreResult<()> {
+        sqlx::query("DELETE FROM unstake_requests WHERE device_id = ?")
+            .bind(device.as_str())
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+}
