@@ -4,8 +4,8 @@ use futures_util::StreamExt;
 use herd_core::{Address, ClusterId, JobId};
 use herd_proto::api::{
     Account, AddStake, ApiKeyIssued, Challenge, ChallengeRequest, Cluster, ConfirmPayout, CreateCluster, CreateJob,
-    Deposit, Device, DeviceDetail, ErrorBody, Health, Job, JournalEntry, LedgerHead, LogEvent, MarketPrice,
-    PairingCode, Payout, Quote, SignedChallenge, StakeStatus, WalletBalance, Withdraw,
+    CreditsMinted, Deposit, Device, DeviceDetail, ErrorBody, Health, Job, JournalEntry, LedgerHead, LogEvent,
+    MarketPrice, MintCredits, PairingCode, Payout, Quote, SignedChallenge, StakeStatus, WalletBalance, Withdraw,
 };
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
@@ -140,6 +140,10 @@ impl Client {
 
     pub async fn withdraw(&self, withdraw: &Withdraw) -> Result<Payout, ClientError> {
         self.call(Method::POST, "/v1/wallet/withdraw", Some(withdraw)).await
+    }
+
+    pub async fn mint_credits(&self, io: &str) -> Result<CreditsMinted, ClientError> {
+        self.call(Method::POST, "/v1/wallet/credits", Some(&MintCredits { io: io.into() })).await
     }
 
     pub async fn payouts(&self) -> Result<Vec<Payout>, ClientError> {

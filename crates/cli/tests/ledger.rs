@@ -178,3 +178,20 @@ async fn suppliers_stake_on_their_own_devices_and_unstaking_cools_down() {
     assert_eq!(supplier.stake(&id).await.unwrap().staked, 250_000_000, "still staked during the cooldown");
     network.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn burning_io_mints_credits_at_the_oracle_price() {
+    let dir = tempfile::tempdir().unwrap();
+    let coordinator = start_coordinator(&dir.path().join("herd.db"), loopback()).await;
+    let url = coordinator.url();
+    let (_, alice) = new_account(&url).await;
+    alice.deposit(&deposit(Asset::Io, "10", None)).await.unwrap();
+    let minted = alice.mint_credits("5").await.unwrap();
+    assert_eq!((minted.io_burned, minted.credits_minted, minted.io_price_micros), (5_000_000, 10_000_000, 2_000_000));
+    let wallet = alice.wallet().await.unwrap();
+    let of = |asset| wallet.iter().find(|b| b.asset == asset).unwrap().balance;
+    assert_eq!((of(Asset::Io), of(Asset::Credits)), (5_000_000, 10_000_000));
+    assert_eq!(alice.mint_credits("6").await.unwrap_err().status().unwrap().as_u16(), 409, "only 5 IO left");
+    verify_ledger(&Client::new(&url, None)).await.unwrap();
+    coordinator.shutdown().await;
+}

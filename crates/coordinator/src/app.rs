@@ -14,6 +14,7 @@ use crate::books::SharedBooks;
 use crate::hub::Hub;
 use crate::market::SharedMarket;
 use crate::metrics::Metrics;
+use crate::oracle::{FixedPrice, PriceOracle};
 use crate::store::Store;
 
 #[derive(Debug, Clone)]
@@ -62,6 +63,7 @@ pub const JOB_EVENTS_CAPACITY: usize = 1024;
 
 pub struct AppInner {
     pub store: Store,
+    pub oracle: Box<dyn PriceOracle>,
     pub market: SharedMarket,
     pub books: SharedBooks,
     /// Worker sessions in progress; shutdown waits for them before closing the database.
@@ -86,6 +88,7 @@ impl App {
     ) -> App {
         let (job_events, _) = broadcast::channel(JOB_EVENTS_CAPACITY);
         App(Arc::new(AppInner {
+            oracle: Box::new(FixedPrice(config.io_price_micros)),
             store,
             market,
             books,

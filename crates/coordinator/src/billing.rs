@@ -92,7 +92,8 @@ fn hold(cluster: &ClusterId, owner: &Address, asset: Asset, id: String, amount: 
 impl App {
     /// What a lease of `hours` at `price_per_hour_micros` holds, fees included, in `asset`.
     pub fn hold_amount(&self, price_per_hour_micros: Micros, hours: u32, asset: Asset) -> u64 {
-        let base = in_asset(i128::from(price_per_hour_micros) * i128::from(hours), asset, self.config.io_price_micros);
+        let base =
+            in_asset(i128::from(price_per_hour_micros) * i128::from(hours), asset, self.oracle.io_price_micros());
         base + fee(base, customer_fee_bps(asset))
     }
 
@@ -188,7 +189,7 @@ impl App {
             .filter(|n| n.up)
             .map(|n| {
                 let usd = i128::from(n.node_hour_micros) * elapsed / HOUR_MS;
-                (n.rank, n.supplier.clone(), in_asset(usd, asset, self.config.io_price_micros))
+                (n.rank, n.supplier.clone(), in_asset(usd, asset, self.oracle.io_price_micros()))
             })
             .collect();
         let consumed: u64 = pays.iter().map(|p| p.2).sum();

@@ -13,6 +13,7 @@ mod error;
 mod hub;
 mod market;
 mod metrics;
+mod oracle;
 mod reconcile;
 mod server;
 mod settlement;

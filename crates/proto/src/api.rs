@@ -449,3 +449,19 @@ pub struct AddStake {
     /// Decimal IO, at most 6 decimals.
     pub amount: String,
 }
+
+/// Burns IO to mint credits at the oracle price.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MintCredits {
+    /// Decimal IO to burn.
+    pub io: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct CreditsMinted {
+    pub io_burned: i64,
+    pub credits_minted: i64,
+    /// USD micros per IO used.
+    pub io_price_micros: i64,
+}

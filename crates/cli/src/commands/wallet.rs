@@ -36,6 +36,12 @@ pub enum WalletCommand {
     },
     /// Your withdrawals and their state.
     Payouts,
+    /// Burn IO to mint credits (USD-pegged) at the oracle price.
+    Credits {
+        /// Decimal IO to burn.
+        #[arg(long)]
+        io: String,
+    },
     /// Operator: confirm a payout was sent, signing with the coordinator's ledger key.
     ConfirmPayout {
         id: String,
@@ -128,6 +134,19 @@ pub async fn wallet(context: &Context, command: WalletCommand) -> anyhow::Result
                     amount(payout.asset, payout.amount)
                 );
                 crate::outln!("Solana Pay request: {}", payout.url);
+            }
+        }
+        WalletCommand::Credits { io } => {
+            let minted = client.mint_credits(&io).await?;
+            if context.json {
+                print_json(&minted);
+            } else {
+                crate::outln!(
+                    "burned {} and minted {} at {} per IO",
+                    amount(Asset::Io, minted.io_burned),
+                    amount(Asset::Credits, minted.credits_minted),
+                    format_usd(minted.io_price_micros)
+                );
             }
         }
         WalletCommand::Payouts => {

@@ -51,6 +51,7 @@ use herd_proto::worker::SPEEDTEST_UPLOAD_BYTES;
         wallet::deposit,
         wallet::history,
         wallet::withdraw,
+        wallet::mint_credits,
         wallet::payouts,
         wallet::confirm,
         stake::show,
@@ -92,6 +93,7 @@ pub fn router(app: App) -> Router {
         .route("/v1/wallet/deposit", post(wallet::deposit))
         .route("/v1/wallet/history", get(wallet::history))
         .route("/v1/wallet/withdraw", post(wallet::withdraw))
+        .route("/v1/wallet/credits", post(wallet::mint_credits))
         .route("/v1/wallet/payouts", get(wallet::payouts))
         .route("/v1/payouts/{id}/confirm", post(wallet::confirm))
         .route("/v1/stake/{device}", get(stake::show).post(stake::add))

@@ -6,7 +6,10 @@ use axum::Json;
 use herd_core::money::parse_usd;
 use herd_core::Asset;
 use herd_ledger::{AccountKey, Transfer, TransferKind};
-use herd_proto::api::{ConfirmPayout, Deposit, ErrorBody, JournalEntry, LedgerHead, Payout, WalletBalance, Withdraw};
+use herd_proto::api::{
+    ConfirmPayout, CreditsMinted, Deposit, ErrorBody, JournalEntry, LedgerHead, MintCredits, Payout, WalletBalance,
+    Withdraw,
+};
 use serde::Deserialize;
 
 use crate::app::{now, App};
@@ -154,6 +157,47 @@ pub async fn withdraw(
     };
     app.store.insert_payout(&payout, &reference).await?;
     Ok((StatusCode::CREATED, Json(payout)))
+}
+
+/// Burns IO from the caller's wallet and mints credits (USD-pegged) at the oracle price.
+#[utoipa::path(post, path = "/v1/wallet/credits", request_body = MintCredits, security(("api_key" = [])),
+    responses((status = 201, body = CreditsMinted), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn mint_credits(
+    State(app): State<App>,
+    Caller(owner): Caller,
+    ApiJson(request): ApiJson<MintCredits>,
+) -> ApiResult<(StatusCode, Json<CreditsMinted>)> {
+    let io = parse_usd(&request.io).map_err(ApiError::bad_request)? as u64;
+    let price = app.oracle.io_price_micros();
+    let credits = (u128::from(io) * price.max(0) as u128 / 1_000_000).min(u128::from(u64::MAX)) as u64;
+    if credits == 0 {
+        return Err(ApiError::bad_request("too little IO to mint a credit unit"));
+    }
+    let tag = random_token();
+    let user = AccountKey::User(owner.to_string());
+    let batch = [
+        Transfer {
+            id: format!("credits-burn:{tag}"),
+            debit: user.clone(),
+            credit: AccountKey::Burn,
+            asset: Asset::Io,
+            amount: io,
+            kind: TransferKind::Single,
+            code: "burn-for-credits".into(),
+        },
+        Transfer {
+            id: format!("credits-mint:{tag}"),
+            debit: AccountKey::Issuance,
+            credit: user,
+            asset: Asset::Credits,
+            amount: credits,
+            kind: TransferKind::Single,
+            code: "credits-minted".into(),
+        },
+    ];
+    app.post(&batch).await?;
+    let minted = CreditsMinted { io_burned: io as i64, credits_minted: credits as i64, io_price_micros: price };
+    Ok((StatusCode::CREATED, Json(minted)))
 }
 
 /// The caller's payouts, newest first.
