@@ -5,7 +5,8 @@ use herd_core::{Address, ClusterId, JobId};
 use herd_proto::api::{
     Account, AddStake, ApiKeyIssued, Challenge, ChallengeRequest, Cluster, ConfirmPayout, CreateCluster, CreateJob,
     CreditsMinted, Deposit, Device, DeviceDetail, ErrorBody, Health, Job, JournalEntry, LedgerHead, LogEvent,
-    MarketPrice, MintCredits, PairingCode, Payout, Quote, SignedChallenge, StakeStatus, WalletBalance, Withdraw,
+    MarketPrice, MintCredits, PairingCode, Payout, Quote, RewardBlock, SignedChallenge, StakeStatus, WalletBalance,
+    Withdraw,
 };
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
@@ -169,6 +170,10 @@ impl Client {
 
     pub async fn wallet_history(&self) -> Result<Vec<JournalEntry>, ClientError> {
         self.get("/v1/wallet/history").await
+    }
+
+    pub async fn reward_blocks(&self) -> Result<Vec<RewardBlock>, ClientError> {
+        self.get("/v1/rewards/blocks").await
     }
 
     pub async fn ledger_head(&self) -> Result<LedgerHead, ClientError> {

@@ -41,7 +41,7 @@ async fn deposits_are_idempotent_and_the_journal_verifies() {
     assert_eq!(bad.status().unwrap().as_u16(), 400);
 
     let report = verify_ledger(&Client::new(&url, None)).await.unwrap();
-    assert_eq!(report.entries, 5);
+    assert_eq!(report.entries, 7, "2 genesis entries, 2 account fundings, 3 deposits");
     coordinator.shutdown().await;
 
     // The books are rebuilt from the journal on restart.
@@ -50,7 +50,7 @@ async fn deposits_are_idempotent_and_the_journal_verifies() {
     let again = verify_ledger(&Client::new(&url, None)).await.unwrap();
     assert_eq!(
         (again.entries, again.head.clone(), again.signer.clone()),
-        (5, report.head, report.signer),
+        (7, report.head, report.signer),
         "same key too"
     );
     coordinator.shutdown().await;
@@ -73,7 +73,7 @@ async fn a_tampered_journal_is_refused_at_start_naming_the_entry() {
 
     // Someone with database access quietly raises the second deposit.
     let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display())).await.unwrap();
-    sqlx::query("UPDATE journal SET body = replace(body, '\"amount\":2000000', '\"amount\":2000000000') WHERE seq = 3")
+    sqlx::query("UPDATE journal SET body = replace(body, '\"amount\":2000000', '\"amount\":2000000000') WHERE seq = 5")
         .execute(&pool)
         .await
         .unwrap();
@@ -82,7 +82,7 @@ async fn a_tampered_journal_is_refused_at_start_naming_the_entry() {
     let refused =
         herd_coordinator::start(test_config(&db, loopback())).await.err().expect("a tampered journal is refused");
     let message = refused.to_string();
-    assert!(message.contains("diverges at entry 3"), "{message}");
+    assert!(message.contains("diverges at entry 5"), "{message}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,7 +13,7 @@ use tokio::sync::Mutex;
 
 use crate::app::{now, App};
 use crate::error::ApiError;
-use crate::store::{SignedEntry, Store, StoreError};
+use crate::store::{Alongside, SignedEntry, Store, StoreError};
 
 /// Journal entries read per query while rebuilding.
 const REPLAY_PAGE: u32 = 10_000;
@@ -130,13 +130,18 @@ impl App {
     /// one database transaction. If the write fails, memory is rebuilt from the database, so
     /// memory never holds what the journal does not.
     pub async fn post(&self, batch: &[Transfer]) -> Result<Vec<SignedEntry>, PostError> {
+        self.post_with(batch, &[]).await
+    }
+
+    /// `post`, writing `alongside` in the same database transaction as the entries.
+    pub async fn post_with(&self, batch: &[Transfer], alongside: &[Alongside]) -> Result<Vec<SignedEntry>, PostError> {
         let shared = &self.books;
         let mut books = shared.books.lock().await;
         let at = now().0;
         let applied = books.ledger.apply(batch, at)?;
         let entries =
             sign_batch(&shared.key, applied.into_iter().map(|transfer| books.chain.append(at, transfer)).collect());
-        if let Err(error) = self.store.append_journal(&entries).await {
+        if let Err(error) = self.store.append_journal(&entries, alongside).await {
             tracing::error!(%error, "could not persist ledger entries; rebuilding the books from the journal");
             match replay(&self.store).await {
                 Ok(rebuilt) => *books = rebuilt,

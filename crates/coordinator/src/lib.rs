@@ -9,6 +9,7 @@ mod app;
 mod auth;
 mod billing;
 pub mod books;
+mod economy;
 mod error;
 mod hub;
 mod market;

@@ -33,6 +33,9 @@ pub async fn run(app: App, mut shutdown: watch::Receiver<bool>) {
         }
         app.meter_leases().await;
         app.expire_holds().await;
+        if let Err(error) = app.run_economy().await {
+            tracing::warn!(%error, "reward or buyback run failed; retrying next tick");
+        }
     }
 }
 

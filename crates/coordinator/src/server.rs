@@ -23,6 +23,8 @@ pub enum StartError {
     Database { url: String, source: StoreError },
     #[error("cannot open the ledger of {url}: {source}")]
     Books { url: String, source: crate::books::BooksError },
+    #[error("cannot mint the genesis supply: {0}")]
+    Genesis(String),
     #[error("cannot listen on {addr}: {source}")]
     Listen { addr: SocketAddr, source: std::io::Error },
 }
@@ -60,6 +62,7 @@ pub async fn start(config: CoordinatorConfig) -> Result<RunningCoordinator, Star
     for device in &online {
         app.hub.watch(device, Instant::now());
     }
+    app.ensure_genesis().await.map_err(|e| StartError::Genesis(e.to_string()))?;
     let router = api::router(app.clone());
     let mut server_shutdown = shutdown_rx.clone();
     let server = tokio::spawn(async move {

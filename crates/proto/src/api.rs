@@ -465,3 +465,19 @@ pub struct CreditsMinted {
     /// USD micros per IO used.
     pub io_price_micros: i64,
 }
+
+/// One hour's block rewards.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct RewardBlock {
+    /// Hours since genesis.
+    pub hour: i64,
+    pub at: Timestamp,
+    /// IO minor units emitted this hour.
+    pub emission: i64,
+    /// (device, IO minor units), largest first.
+    pub paid: Vec<(String, u64)>,
+    /// (device, why it was not eligible).
+    pub failed: Vec<(String, String)>,
+    /// Emission no eligible device could take.
+    pub to_treasury: i64,
+}

@@ -64,7 +64,7 @@ impl Writer {
         let entries = applied.into_iter().map(|t| self.chain.append(0, t)).collect();
         let signed = sign_batch(&self.key, entries);
         self.in_memory += started.elapsed();
-        self.store.append_journal(&signed).await?;
+        self.store.append_journal(&signed, &[]).await?;
         Ok(())
     }
 }

@@ -58,6 +58,7 @@ use herd_proto::worker::SPEEDTEST_UPLOAD_BYTES;
         stake::add,
         stake::remove,
         wallet::head,
+        wallet::blocks,
         wallet::journal,
     ),
     components(schemas(herd_proto::api::ErrorBody, herd_proto::api::LogEvent)),
@@ -99,6 +100,7 @@ pub fn router(app: App) -> Router {
         .route("/v1/stake/{device}", get(stake::show).post(stake::add))
         .route("/v1/stake/{device}/remove", post(stake::remove))
         .route("/v1/ledger/head", get(wallet::head))
+        .route("/v1/rewards/blocks", get(wallet::blocks))
         .route("/v1/ledger/journal", get(wallet::journal))
         .route("/v1/market/quote", post(market::quote))
         .route("/v1/market/prices", get(market::prices))

@@ -7,8 +7,8 @@ use herd_core::money::parse_usd;
 use herd_core::Asset;
 use herd_ledger::{AccountKey, Transfer, TransferKind};
 use herd_proto::api::{
-    ConfirmPayout, CreditsMinted, Deposit, ErrorBody, JournalEntry, LedgerHead, MintCredits, Payout, WalletBalance,
-    Withdraw,
+    ConfirmPayout, CreditsMinted, Deposit, ErrorBody, JournalEntry, LedgerHead, MintCredits, Payout, RewardBlock,
+    WalletBalance, Withdraw,
 };
 use serde::Deserialize;
 
@@ -272,4 +272,30 @@ pub async fn journal(
     }
     let entries = app.store.journal(query.after.unwrap_or(0), limit).await?;
     Ok(Json(entries.into_iter().map(entry_view).collect()))
+}
+
+/// Hourly block rewards, newest first (public; at most 168).
+#[utoipa::path(get, path = "/v1/rewards/blocks", responses((status = 200, body = Vec<RewardBlock>)))]
+pub async fn blocks(State(app): State<App>) -> ApiResult<Json<Vec<RewardBlock>>> {
+    let rows = app.store.reward_blocks(168).await?;
+    let blocks = rows
+        .into_iter()
+        .map(|(hour, at, emission, paid, failed, to_treasury)| {
+            Ok(RewardBlock {
+                hour,
+                at: herd_core::Timestamp(at),
+                emission,
+                paid: serde_json::from_str(&paid).map_err(|e| crate::store::StoreError::Corrupt {
+                    what: "reward_blocks.paid",
+                    detail: e.to_string(),
+                })?,
+                failed: serde_json::from_str(&failed).map_err(|e| crate::store::StoreError::Corrupt {
+                    what: "reward_blocks.failed",
+                    detail: e.to_string(),
+                })?,
+                to_treasury,
+            })
+        })
+        .collect::<Result<Vec<_>, crate::store::StoreError>>()?;
+    Ok(Json(blocks))
 }

@@ -76,12 +76,62 @@ pub(crate) async fn append_entries(conn: &mut SqliteConnection, entries: &[Signe
     Ok(())
 }
 
+/// State written in the same transaction as a batch's journal entries, so it is true exactly
+/// when they are.
+#[derive(Debug, Clone)]
+pub enum Alongside {
+    /// `economy[key] = value`.
+    Marker { key: &'static str, value: i64 },
+    /// A reward block for the explorer.
+    Block { hour: i64, at: i64, emission: i64, paid: String, failed: String, to_treasury: i64 },
+}
+
 impl Store {
-    pub async fn append_journal(&self, entries: &[SignedEntry]) -> StoreResult<()> {
+    pub async fn append_journal(&self, entries: &[SignedEntry], alongside: &[Alongside]) -> StoreResult<()> {
         let mut tx = self.write.begin().await?;
         append_entries(&mut tx, entries).await?;
+        for item in alongside {
+            match item {
+                Alongside::Marker { key, value } => {
+                    sqlx::query("INSERT INTO economy (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value")
+                        .bind(key)
+                        .bind(value)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                Alongside::Block { hour, at, emission, paid, failed, to_treasury } => {
+                    sqlx::query(
+                        "INSERT INTO reward_blocks (hour, at, emission, paid, failed, to_treasury) VALUES (?, ?, ?, ?, ?, ?)",
+                    )
+                    .bind(hour)
+                    .bind(at)
+                    .bind(emission)
+                    .bind(paid)
+                    .bind(failed)
+                    .bind(to_treasury)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+        }
         tx.commit().await?;
         Ok(())
+    }
+
+    pub async fn economy_marker(&self, key: &str) -> StoreResult<Option<i64>> {
+        let row = sqlx::query("SELECT value FROM economy WHERE key = ?").bind(key).fetch_optional(&self.read).await?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    /// Reward blocks, newest first: (hour, at, emission, paid JSON, failed JSON, to treasury).
+    pub async fn reward_blocks(&self, limit: u32) -> StoreResult<Vec<(i64, i64, i64, String, String, i64)>> {
+        let rows = sqlx::query(
+            "SELECT hour, at, emission, paid, failed, to_treasury FROM reward_blocks ORDER BY hour DESC LIMIT ?",
+        )
+        .bind(limit)
+        .fetch_all(&self.read)
+        .await?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5))).collect())
     }
 
     /// Entries after `after_seq`, oldest first.

@@ -104,6 +104,35 @@ impl Store {
             .collect())
     }
 
+    /// Real (not simulated), unblocked devices for an hour's reward run, with when each last
+    /// came online (None if it is not online now).
+    pub async fn reward_candidates(&self, _at: i64) -> StoreResult<Vec<crate::economy::RewardCandidate>> {
+        let rows = sqlx::query(
+            "SELECT d.id, d.owner, d.gpu_model, d.gpu_count, d.cpu_cores, d.connectivity, d.state,
+                (SELECT MAX(e.at) FROM device_events e
+                  WHERE e.device_id = d.id AND (e.from_state IS NULL OR e.from_state IN ('offline', 'pending'))) AS online_since
+             FROM devices d WHERE d.simulated = 0 AND d.state != 'blocked'",
+        )
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let state: &str = r.get("state");
+                let online = matches!(state, "ready" | "hired");
+                Ok(crate::economy::RewardCandidate {
+                    id: r.get("id"),
+                    owner: r.get("owner"),
+                    gpu_model: r.get("gpu_model"),
+                    gpu_count: r.get::<i64, _>("gpu_count").max(0) as u32,
+                    cpu_cores: r.get::<i64, _>("cpu_cores").max(0) as u32,
+                    connectivity: parse_col("devices.connectivity", r.get("connectivity"))?,
+                    hired: state == "hired",
+                    online_since_ms: r.get::<Option<i64>, _>("online_since").filter(|_| online),
+                })
+            })
+            .collect()
+    }
+
     pub async fn record_throughput(&self, id: &Address, throughput: Throughput) -> StoreResult<ConnectivityTier> {
         let tier = ConnectivityTier::from_measurement(throughput.down_mbps, throughput.up_mbps);
         sqlx::query("UPDATE devices SET connectivity = ?, down_mbps = ?, up_mbps = ? WHERE id = ?")

@@ -23,7 +23,7 @@ use sqlx::Row;
 pub use clusters::{NewCluster, StalePlan, Terminated};
 pub use devices::{DeviceFilter, HelloOutcome, HelloRefusal};
 pub use jobs::NewJob;
-pub use ledger::SignedEntry;
+pub use ledger::{Alongside, SignedEntry};
 pub use market::{default_floor_micros, StoredQuote};
 
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +59,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (4, "ledger", include_str!("../../migrations/0004_ledger.sql")),
     (5, "payouts", include_str!("../../migrations/0005_payouts.sql")),
     (6, "stakes", include_str!("../../migrations/0006_stakes.sql")),
+    (7, "economy", include_str!("../../migrations/0007_economy.sql")),
 ];
 
 #[derive(Clone)]
