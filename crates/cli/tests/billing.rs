@@ -129,3 +129,61 @@ async fn a_restart_mid_lease_neither_double_charges_nor_skips() {
     }
     network.stop().await;
 }
+
+/// The coordinator as its own process, killed with SIGKILL mid-lease (no graceful anything),
+/// then restarted on the same database: the journal is all that survives, and it is enough.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_coordinator_resumes_billing_exactly() {
+    use std::process::{Child, Command, Stdio};
+
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = format!("http://127.0.0.1:{port}");
+    let db = format!("sqlite://{}", dir.path().join("herd.db").display());
+    let spawn = || -> Child {
+        Command::new(env!("CARGO_BIN_EXE_herd"))
+            .args(["coordinator", "--db", &db, "--listen", &format!("127.0.0.1:{port}"), "--faucet"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let up = || async {
+        eventually("the coordinator to answer", Duration::from_secs(20), || async {
+            Client::new(&url, None).health().await.ok().map(drop)
+        })
+        .await
+    };
+    let mut coordinator = spawn();
+    up().await;
+    let (supplier_key, _) = new_account(&url).await;
+    let supplier = herd_keys::address_of(&supplier_key);
+    let mut config = herd_worker::AgentConfig::owned_by(&url, dir.path().join("rig"), &supplier_key, "US");
+    config.simulated = Some(spec(Some("NVIDIA H100 80GB HBM3"), 8));
+    config.throughput = Some(herd_proto::worker::Throughput { down_mbps: 2000, up_mbps: 1500 });
+    config.advertise_addr = Some("127.0.0.1".into());
+    let machine = start_agent(config);
+    devices_in_state(&url, &supplier, herd_core::DeviceState::Ready, 1).await;
+    let (_, customer) = new_account(&url).await;
+    let started = Instant::now();
+    let cluster = customer.create_cluster(&h100(1, None)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+
+    coordinator.kill().unwrap();
+    coordinator.wait().unwrap();
+    let mut coordinator = spawn();
+    up().await;
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    customer.delete_cluster(cluster.id.as_str()).await.unwrap();
+    let elapsed_ms = started.elapsed().as_millis() as i128;
+
+    let ledger = books(&url).await;
+    let paid = assert_settled(&ledger, &cluster, 10_000_000_000, &AccountKey::User(supplier.to_string()));
+    let cost = |ms: i128| i128::from(cluster.price_per_hour_micros) * ms / 3_600_000;
+    assert!(paid <= cost(elapsed_ms) * 10_226 / 10_000 + 10, "nothing charged twice: {paid}");
+    assert!(paid >= cost(4_500), "nothing skipped: {paid}");
+    herd_cli::audit::verify_ledger(&Client::new(&url, None)).await.unwrap();
+    machine.stop().await;
+    coordinator.kill().unwrap();
+    coordinator.wait().unwrap();
+}
