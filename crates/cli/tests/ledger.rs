@@ -176,6 +176,24 @@ async fn suppliers_stake_on_their_own_devices_and_unstaking_cools_down() {
     assert_eq!(early.status().unwrap().as_u16(), 409);
     assert!(early.to_string().contains("cooldown"), "{early}");
     assert_eq!(supplier.stake(&id).await.unwrap().staked, 250_000_000, "still staked during the cooldown");
+
+    // The operator (holder of the ledger key) slashes: the IO is burned.
+    let operator = herd_keys::load(&network.dir.path().join("herd.db.ledger.key")).unwrap();
+    let slash = |key: &ed25519_dalek::SigningKey, reason: &str| {
+        use ed25519_dalek::Signer;
+        let message = herd_proto::signing::slash_message(&id, reason, "100");
+        serde_json::json!({ "reason": reason, "amount": "100", "operator_signature": bs58::encode(key.sign(&message).to_bytes()).into_string() })
+    };
+    let http = reqwest::Client::new();
+    let post = |body: serde_json::Value| http.post(format!("{}/v1/stake/{id}/slash", network.url)).json(&body).send();
+    let forged = post(slash(&ed25519_dalek::SigningKey::from_bytes(&[1; 32]), "spoofing")).await.unwrap();
+    assert_eq!(forged.status().as_u16(), 403);
+    assert_eq!(post(slash(&operator, "bad-vibes")).await.unwrap().status().as_u16(), 400);
+    let slashed = post(slash(&operator, "abandoned-lease")).await.unwrap();
+    assert_eq!(slashed.status().as_u16(), 200);
+    assert_eq!(supplier.stake(&id).await.unwrap().staked, 150_000_000);
+    let report = verify_ledger(&Client::new(&network.url, None)).await.unwrap();
+    assert!(report.entries > 0);
     network.stop().await;
 }
 

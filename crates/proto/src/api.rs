@@ -481,3 +481,15 @@ pub struct RewardBlock {
     /// Emission no eligible device could take.
     pub to_treasury: i64,
 }
+
+/// The operator slashes a device's stake: the IO is burned.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Slash {
+    /// `spoofing`, `failed-verification` or `abandoned-lease`.
+    pub reason: String,
+    /// Decimal IO (at most what is staked).
+    pub amount: String,
+    /// The ledger key's signature over `herd-slash-v1\n{device}\n{reason}\n{amount}`.
+    pub operator_signature: String,
+}

@@ -26,3 +26,8 @@ pub const PURPOSE_LOGIN: &str = "login";
 pub fn payout_confirmation_message(payout_id: &str, tx_signature: &str) -> Vec<u8> {
     format!("herd-payout-confirm-v1\n{payout_id}\n{tx_signature}").into_bytes()
 }
+
+/// Signed by the ledger key (the operator) to slash a device's stake.
+pub fn slash_message(device: &str, reason: &str, amount: &str) -> Vec<u8> {
+    format!("herd-slash-v1\n{device}\n{reason}\n{amount}").into_bytes()
+}

@@ -57,6 +57,7 @@ use herd_proto::worker::SPEEDTEST_UPLOAD_BYTES;
         stake::show,
         stake::add,
         stake::remove,
+        stake::slash,
         wallet::head,
         wallet::blocks,
         wallet::journal,
@@ -99,6 +100,7 @@ pub fn router(app: App) -> Router {
         .route("/v1/payouts/{id}/confirm", post(wallet::confirm))
         .route("/v1/stake/{device}", get(stake::show).post(stake::add))
         .route("/v1/stake/{device}/remove", post(stake::remove))
+        .route("/v1/stake/{device}/slash", post(stake::slash))
         .route("/v1/ledger/head", get(wallet::head))
         .route("/v1/rewards/blocks", get(wallet::blocks))
         .route("/v1/ledger/journal", get(wallet::journal))

@@ -7,7 +7,7 @@ use herd_core::money::parse_usd;
 use herd_core::{catalog, Address, Asset, DeviceState, Timestamp};
 use herd_ledger::staking::{may_withdraw, min_stake, UNSTAKE_COOLDOWN_MS};
 use herd_ledger::{AccountKey, Transfer, TransferKind};
-use herd_proto::api::{AddStake, Device, ErrorBody, StakeStatus};
+use herd_proto::api::{AddStake, Device, ErrorBody, Slash, StakeStatus};
 
 use super::parse_id;
 use crate::app::{now, App};
@@ -111,5 +111,43 @@ pub async fn remove(
         app.post(&[transfer]).await?;
     }
     app.store.clear_unstake(&device.id).await?;
+    Ok(Json(status(&app, &device).await?))
+}
+
+const SLASH_REASONS: [&str; 3] = ["spoofing", "failed-verification", "abandoned-lease"];
+
+/// The operator slashes a stake (spoofing, failed verification, abandoning a hired lease):
+/// the IO moves from the device's vault to the burn account.
+#[utoipa::path(post, path = "/v1/stake/{device}/slash", params(("device" = String, Path)), request_body = Slash,
+    responses((status = 200, body = StakeStatus), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 409, body = ErrorBody)))]
+pub async fn slash(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<Slash>,
+) -> ApiResult<Json<StakeStatus>> {
+    let device = device(&app, &id).await?;
+    if !SLASH_REASONS.contains(&body.reason.as_str()) {
+        return Err(ApiError::bad_request(format!(
+            "unknown reason {:?}: expected {}",
+            body.reason,
+            SLASH_REASONS.join(", ")
+        )));
+    }
+    let message = herd_proto::signing::slash_message(device.id.as_str(), &body.reason, &body.amount);
+    crate::auth::verify_signature(&app.books.public_key, &message, &body.operator_signature)
+        .map_err(|e| ApiError::forbidden(format!("operator signature refused (sign with the ledger key): {e}")))?;
+    let amount = parse_usd(&body.amount).map_err(ApiError::bad_request)? as u64;
+    let transfer = Transfer {
+        id: format!("slash:{}", random_token()),
+        debit: vault(&device.id),
+        credit: AccountKey::Burn,
+        asset: Asset::Io,
+        amount,
+        kind: TransferKind::Single,
+        code: format!("slash-{}", body.reason),
+    };
+    app.post(&[transfer]).await?;
+    tracing::warn!(device = %device.id, reason = %body.reason, amount = %body.amount, "stake slashed");
     Ok(Json(status(&app, &device).await?))
 }
