@@ -103,3 +103,27 @@ async fn hourly_blocks_emit_on_schedule_and_fees_are_bought_back_and_burned() {
     machine.stop().await;
     network.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn genesis_allocations_must_sum_to_the_genesis_supply() {
+    let dir = tempfile::tempdir().unwrap();
+    let investor = herd_keys::address_of(&ed25519_dalek::SigningKey::from_bytes(&[4; 32]));
+    let mut config = test_config(&dir.path().join("a.db"), loopback());
+    config.genesis_allocations = vec![(AccountKey::Treasury, 1)];
+    let refused = herd_coordinator::start(config).await.err().expect("a wrong total is refused");
+    assert!(refused.to_string().contains("genesis allocations sum to 1"), "{refused}");
+
+    let mut config = test_config(&dir.path().join("b.db"), loopback());
+    let quarter = GENESIS_SUPPLY / 4;
+    config.genesis_allocations =
+        vec![(AccountKey::User(investor.to_string()), quarter), (AccountKey::Treasury, GENESIS_SUPPLY - quarter)];
+    let coordinator = herd_coordinator::start(config).await.unwrap();
+    let ledger = books(&coordinator.url()).await;
+    assert_eq!(ledger.balance(&AccountKey::User(investor.to_string()), Asset::Io), i128::from(quarter));
+    assert_eq!(
+        ledger.balance(&AccountKey::Issuance, Asset::Io),
+        -i128::from(GENESIS_SUPPLY + EMISSION_TOTAL),
+        "800M minted"
+    );
+    coordinator.shutdown().await;
+}

@@ -32,6 +32,9 @@ pub struct CoordinatorConfig {
     pub faucet: bool,
     /// The IO price oracle (USD micros per IO); fixed on a devnet.
     pub io_price_micros: i64,
+    /// Who receives the 500M IO minted at genesis (minor units); default: all to the treasury.
+    /// The amounts must sum to exactly 500M IO.
+    pub genesis_allocations: Vec<(herd_ledger::AccountKey, u64)>,
     /// SPL token mints payouts are requested in.
     pub usdc_mint: String,
     pub io_mint: String,
@@ -46,6 +49,7 @@ impl CoordinatorConfig {
             missed_heartbeats_max: 3,
             reconcile_interval: Duration::from_secs(1),
             faucet: false,
+            genesis_allocations: vec![(herd_ledger::AccountKey::Treasury, herd_ledger::emission::GENESIS_SUPPLY)],
             io_price_micros: 2_000_000,
             usdc_mint: "EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v".into(),
             io_mint: "BZLbGTNCSFfoth2GYDtwr7e4imWzpR5jqcUuGEwr646K".into(),

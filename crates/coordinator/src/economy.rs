@@ -31,12 +31,19 @@ impl App {
         if self.store.economy_marker(GENESIS_AT).await?.is_some() {
             return Ok(());
         }
-        let io =
-            |id: &str, credit, amount| single(id.into(), AccountKey::Issuance, credit, Asset::Io, amount, "genesis");
-        let batch = [
-            io("genesis:emission-pool", AccountKey::EmissionPool, EMISSION_TOTAL),
-            io("genesis:treasury", AccountKey::Treasury, GENESIS_SUPPLY),
-        ];
+        let allocations = &self.config.genesis_allocations;
+        let total: u128 = allocations.iter().map(|(_, amount)| u128::from(*amount)).sum();
+        if total != u128::from(GENESIS_SUPPLY) {
+            let reason = format!(
+                "genesis allocations sum to {total}, not the 500M IO genesis supply ({GENESIS_SUPPLY} minor units)"
+            );
+            return Err(herd_ledger::LedgerError::Invalid { index: 0, reason }.into());
+        }
+        let io = |id: String, credit, amount| single(id, AccountKey::Issuance, credit, Asset::Io, amount, "genesis");
+        let mut batch = vec![io("genesis:emission-pool".into(), AccountKey::EmissionPool, EMISSION_TOTAL)];
+        for (i, (account, amount)) in allocations.iter().enumerate() {
+            batch.push(io(format!("genesis:allocation:{i}"), account.clone(), *amount));
+        }
         self.post_with(&batch, &[Alongside::Marker { key: GENESIS_AT, value: now().0 }]).await.map(drop)
     }
 

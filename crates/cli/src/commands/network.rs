@@ -59,9 +59,25 @@ pub struct CoordinatorArgs {
     /// A development network: `herd wallet deposit` mints test funds (never in production).
     #[arg(long)]
     faucet: bool,
+    /// A genesis allocation, ADDRESS=IO (repeatable; they must sum to 500,000,000 IO). Default:
+    /// all to the treasury. Only the first start of a database mints.
+    #[arg(long = "genesis", value_parser = parse_allocation)]
+    genesis: Vec<(herd_ledger::AccountKey, u64)>,
     /// Missed heartbeats before a device is offline.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
     missed_heartbeats: u32,
+}
+
+fn parse_allocation(text: &str) -> Result<(herd_ledger::AccountKey, u64), String> {
+    let (who, amount) = text.split_once('=').ok_or_else(|| format!("expected ADDRESS=IO, got {text:?}"))?;
+    let account = match who {
+        "treasury" => herd_ledger::AccountKey::Treasury,
+        address => {
+            herd_ledger::AccountKey::User(herd_core::Address::parse(address).map_err(|e| e.to_string())?.to_string())
+        }
+    };
+    let amount = herd_core::money::parse_usd(amount)?;
+    Ok((account, amount as u64))
 }
 
 /// SIGINT or SIGTERM.
@@ -85,6 +101,9 @@ pub async fn coordinator(args: CoordinatorArgs) -> anyhow::Result<i32> {
     config.heartbeat_interval = Duration::from_millis(args.heartbeat_interval_ms);
     config.missed_heartbeats_max = args.missed_heartbeats;
     config.faucet = args.faucet;
+    if !args.genesis.is_empty() {
+        config.genesis_allocations = args.genesis;
+    }
     let coordinator = herd_coordinator::start(config).await?;
     eprintln!("herd coordinator serving {} (Ctrl-C to stop)", coordinator.url());
     wait_for_signal().await;
