@@ -28,6 +28,8 @@ const METER_PERIOD_MIN_MS: i64 = 1_000;
 /// funds in between; the lease's end always posts.
 const POST_UNITS_MIN: u64 = 10_000;
 const HOUR_MS: i128 = 3_600_000;
+/// A hold whose cluster still does not exist after this long is released.
+const ORPHAN_HOLD_AGE_MS: i64 = 60_000;
 
 pub struct BillableNode {
     pub rank: u32,
@@ -171,7 +173,13 @@ impl App {
     async fn meter(&self, current: &Transfer, force: bool) -> Result<(), PostError> {
         let Some((cluster, from)) = parse_hold(&current.id) else { return Ok(()) };
         let Some(terms) = self.store.lease_terms(&cluster).await? else {
-            return self.void_hold(current).await;
+            // The hold is placed just before its cluster is committed: a young hold without a
+            // cluster is one being created. Only an old one is an orphan (its creation failed
+            // after the hold) and is released.
+            if now().0 - from > ORPHAN_HOLD_AGE_MS {
+                return self.void_hold(current).await;
+            }
+            return Ok(());
         };
         let end = terms.ended_at_ms.unwrap_or(terms.expires_at_ms);
         let until = now().0.min(end).max(from);
