@@ -200,6 +200,11 @@ impl Client {
         self.call(Method::DELETE, &format!("/v1/clusters/{}", encode(id)), None::<&()>).await
     }
 
+    /// Deletes a cluster, refunding the unused hold as credits instead of the lease's asset.
+    pub async fn delete_cluster_refunding_credits(&self, id: &str) -> Result<Cluster, ClientError> {
+        self.call(Method::DELETE, &format!("/v1/clusters/{}?refund=credits", encode(id)), None::<&()>).await
+    }
+
     pub async fn extend_cluster(&self, id: &str, hours: u32) -> Result<Cluster, ClientError> {
         let body = serde_json::json!({ "hours": hours });
         self.call(Method::POST, &format!("/v1/clusters/{}/extend", encode(id)), Some(&body)).await

@@ -187,3 +187,34 @@ async fn a_killed_coordinator_resumes_billing_exactly() {
     coordinator.kill().unwrap();
     coordinator.wait().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_unused_hold_can_come_back_as_credits() {
+    let (network, rigs) = gpu_network(1).await;
+    let (_, customer) = new_account(&network.url).await;
+    let cluster = customer.create_cluster(&h100(1, Some(3))).await.unwrap();
+    let held = customer.wallet().await.unwrap().into_iter().find(|b| b.asset == Asset::Usdc).unwrap().held;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    customer.delete_cluster_refunding_credits(cluster.id.as_str()).await.unwrap();
+    let wallet = customer.wallet().await.unwrap();
+    let of = |asset| wallet.iter().find(|b| b.asset == asset).unwrap().clone();
+    let usdc = of(Asset::Usdc);
+    assert_eq!(
+        (usdc.held, i128::from(usdc.balance)),
+        (0, 10_000_000_000 - i128::from(held)),
+        "the whole hold left USDC"
+    );
+    let ledger = books(&network.url).await;
+    let spent = i128::from(held) - i128::from(of(Asset::Credits).balance);
+    let earned = usdc_of(&ledger, &network) + ledger.balance(&AccountKey::FeePool, Asset::Usdc);
+    assert_eq!(spent, earned, "what was not spent came back as credits, 1:1 for USDC");
+    assert!(of(Asset::Credits).balance > 0);
+    for rig in rigs {
+        rig.stop().await;
+    }
+    network.stop().await;
+}
+
+fn usdc_of(ledger: &Ledger, network: &TestNetwork) -> i128 {
+    usdc(ledger, &AccountKey::User(network.supplier.to_string())) - 10_000_000_000
+}

@@ -49,21 +49,21 @@ pub async fn adopt(app: &App, device: &Address, reports: &[TaskReport]) -> Store
     Ok(())
 }
 
-/// Ends a lease; false if the cluster was not running.
-pub async fn terminate_cluster(app: &App, cluster: &ClusterId, reason: &str) -> StoreResult<bool> {
+/// Ends a lease; None if the cluster was not running, else the amount of its hold released.
+pub async fn terminate_cluster(app: &App, cluster: &ClusterId, reason: &str) -> StoreResult<Option<u64>> {
     // Bill the last seconds while the nodes are still attached, then end the lease.
     app.bill_until_now(cluster).await;
     let Some(terminated) = app.store.terminate_cluster(cluster, reason, now()).await? else {
-        return Ok(false);
+        return Ok(None);
     };
     for device in &terminated.devices {
         app.hub.send(device, ServerMessage::StopCluster { cluster_id: cluster.clone() });
     }
     app.sync_market(&terminated.devices).await;
-    app.settle_lease(cluster).await;
+    let released = app.settle_lease(cluster).await;
     for job in &terminated.jobs {
         app.notify_job(job);
     }
     tracing::info!(%cluster, reason, devices = terminated.devices.len(), "cluster terminated");
-    Ok(true)
+    Ok(Some(released))
 }

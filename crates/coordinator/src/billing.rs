@@ -162,7 +162,7 @@ impl App {
             })
             .await;
         for hold in holds {
-            if let Err(error) = self.meter(&hold, false).await {
+            if let Err(error) = self.meter(&hold, false).await.map(drop) {
                 tracing::warn!(hold = %hold.id, %error, "metering failed; retrying next tick");
             }
         }
@@ -170,22 +170,23 @@ impl App {
 
     /// Meters one lease up to now. `force` posts even an immaterial amount (before the lease
     /// ends, while its nodes are still attached and can be seen to be up).
-    async fn meter(&self, current: &Transfer, force: bool) -> Result<(), PostError> {
-        let Some((cluster, from)) = parse_hold(&current.id) else { return Ok(()) };
+    /// Returns the amount released when the lease ended (0 otherwise).
+    async fn meter(&self, current: &Transfer, force: bool) -> Result<u64, PostError> {
+        let Some((cluster, from)) = parse_hold(&current.id) else { return Ok(0) };
         let Some(terms) = self.store.lease_terms(&cluster).await? else {
             // The hold is placed just before its cluster is committed: a young hold without a
             // cluster is one being created. Only an old one is an orphan (its creation failed
             // after the hold) and is released.
             if now().0 - from > ORPHAN_HOLD_AGE_MS {
-                return self.void_hold(current).await;
+                return self.void_hold(current).await.map(|()| 0);
             }
-            return Ok(());
+            return Ok(0);
         };
         let end = terms.ended_at_ms.unwrap_or(terms.expires_at_ms);
         let until = now().0.min(end).max(from);
         let ending = !terms.running || until >= end;
         if !ending && !force && until - from < METER_PERIOD_MIN_MS {
-            return Ok(());
+            return Ok(0);
         }
         let elapsed = i128::from(until - from);
         let asset = terms.asset;
@@ -202,7 +203,7 @@ impl App {
             .collect();
         let consumed: u64 = pays.iter().map(|p| p.2).sum();
         if !ending && !force && consumed < POST_UNITS_MIN {
-            return Ok(());
+            return Ok(0);
         }
         let mut customer_fee = fee(consumed, customer_fee_bps(asset));
         // A hold covers the whole lease; should rounding ever exceed it, pay what it holds.
@@ -252,25 +253,70 @@ impl App {
         if !ending && remaining > 0 {
             batch.push(hold(&cluster, &terms.owner, asset, hold_id(&cluster, until), remaining, terms.expires_at_ms));
         }
-        self.post(&batch).await.map(drop)
+        self.post(&batch).await?;
+        Ok(if ending { remaining } else { 0 })
     }
 
     /// Bills a lease up to now while its nodes are attached (call just before it ends).
     pub async fn bill_until_now(&self, cluster: &ClusterId) {
         if let Some(hold) = self.lease_hold(cluster).await {
-            if let Err(error) = self.meter(&hold, true).await {
+            if let Err(error) = self.meter(&hold, true).await.map(drop) {
                 tracing::warn!(%cluster, %error, "could not bill the lease before its end");
             }
         }
     }
 
-    /// Settles a lease that ended: posts what remains to post and releases the rest.
-    pub async fn settle_lease(&self, cluster: &ClusterId) {
-        if let Some(hold) = self.lease_hold(cluster).await {
-            if let Err(error) = self.meter(&hold, true).await {
+    /// Settles a lease that ended: posts what remains to post and releases the rest; returns
+    /// the amount released (in the lease's asset).
+    pub async fn settle_lease(&self, cluster: &ClusterId) -> u64 {
+        let Some(hold) = self.lease_hold(cluster).await else { return 0 };
+        match self.meter(&hold, true).await {
+            Ok(released) => released,
+            Err(error) => {
                 tracing::warn!(%cluster, %error, "could not settle the lease; the next metering tick retries");
+                0
             }
         }
+    }
+
+    /// Pays a refund in credits instead of the lease's asset: the released amount goes to the
+    /// treasury and the same USD value is minted as credits to the customer, atomically.
+    pub async fn refund_in_credits(
+        &self,
+        cluster: &ClusterId,
+        owner: &Address,
+        asset: Asset,
+        released: u64,
+    ) -> Result<(), PostError> {
+        if released == 0 || asset == Asset::Credits {
+            return Ok(());
+        }
+        let usd = match asset {
+            Asset::Io => (u128::from(released) * self.oracle.io_price_micros().max(0) as u128 / 1_000_000) as u64,
+            Asset::Usdc | Asset::Credits => released,
+        };
+        let user = AccountKey::User(owner.to_string());
+        let batch = [
+            Transfer {
+                id: format!("refund-swap:{cluster}"),
+                debit: user.clone(),
+                credit: AccountKey::Treasury,
+                asset,
+                amount: released,
+                kind: TransferKind::Single,
+                code: "refund-to-credits".into(),
+            },
+            Transfer {
+                id: format!("refund-credits:{cluster}"),
+                debit: AccountKey::Issuance,
+                credit: user,
+                asset: Asset::Credits,
+                amount: usd,
+                kind: TransferKind::Single,
+                code: "refund-in-credits".into(),
+            },
+        ];
+        self.post(&batch).await.map(drop)
     }
 
     /// Voids holds that outlived their lease's grace (normally metering releases them first).

@@ -18,8 +18,13 @@ pub enum ClusterCommand {
     },
     /// One cluster and its nodes.
     Show { id: String },
-    /// End the lease: free the devices and stop everything on them.
-    Delete { id: String },
+    /// End the lease: free the devices and stop everything on them; the unused hold returns.
+    Delete {
+        id: String,
+        /// Take the unused hold back as credits instead of the lease's asset.
+        #[arg(long)]
+        refund_in_credits: bool,
+    },
     /// Extend a running cluster's lease.
     Extend {
         id: String,
@@ -124,8 +129,12 @@ pub async fn run(context: &Context, command: ClusterCommand) -> anyhow::Result<i
                 print_cluster(&cluster);
             }
         }
-        ClusterCommand::Delete { id } => {
-            let cluster = client.delete_cluster(&id).await?;
+        ClusterCommand::Delete { id, refund_in_credits } => {
+            let cluster = if refund_in_credits {
+                client.delete_cluster_refunding_credits(&id).await?
+            } else {
+                client.delete_cluster(&id).await?
+            };
             if context.json {
                 print_json(&cluster);
             } else {

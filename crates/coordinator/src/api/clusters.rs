@@ -193,13 +193,32 @@ pub async fn show(State(app): State<App>, Caller(owner): Caller, Path(id): Path<
 }
 
 /// Ends the lease: devices are freed and everything on them is stopped. Idempotent.
-#[utoipa::path(delete, path = "/v1/clusters/{id}", params(("id" = String, Path)), security(("api_key" = [])),
+#[utoipa::path(delete, path = "/v1/clusters/{id}", params(("id" = String, Path), DeleteQuery), security(("api_key" = [])),
     responses((status = 200, body = Cluster), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn delete(State(app): State<App>, Caller(owner): Caller, Path(id): Path<String>) -> ApiResult<Json<Cluster>> {
+pub async fn delete(
+    State(app): State<App>,
+    Caller(owner): Caller,
+    Path(id): Path<String>,
+    ApiQuery(query): ApiQuery<DeleteQuery>,
+) -> ApiResult<Json<Cluster>> {
+    let in_credits = match query.refund.as_deref() {
+        None | Some("asset") => false,
+        Some("credits") => true,
+        Some(other) => return Err(ApiError::bad_request(format!("refund must be asset or credits, got {other:?}"))),
+    };
     let cluster = owned_cluster(&app, &owner, &id).await?;
-    actions::terminate_cluster(&app, &cluster.id, "deleted by its owner").await?;
+    let released = actions::terminate_cluster(&app, &cluster.id, "deleted by its owner").await?;
+    if let (true, Some(released)) = (in_credits, released) {
+        app.refund_in_credits(&cluster.id, &owner, cluster.asset, released).await?;
+    }
     let cluster = app.store.cluster(&cluster.id).await?.ok_or_else(|| ApiError::not_found("cluster vanished"))?;
     Ok(Json(cluster))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct DeleteQuery {
+    /// How the unused hold comes back: `asset` (default, the lease's asset) or `credits`.
+    refund: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
