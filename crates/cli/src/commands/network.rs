@@ -59,6 +59,9 @@ pub struct CoordinatorArgs {
     /// A development network: `herd wallet deposit` mints test funds (never in production).
     #[arg(long)]
     faucet: bool,
+    /// The IO price oracle for this network, USD per IO (a fixed price; devnets and tests).
+    #[arg(long, default_value = "2.00", value_parser = herd_core::money::parse_usd)]
+    io_price: i64,
     /// A genesis allocation, ADDRESS=IO (repeatable; they must sum to 500,000,000 IO). Default:
     /// all to the treasury. Only the first start of a database mints.
     #[arg(long = "genesis", value_parser = parse_allocation)]
@@ -101,6 +104,7 @@ pub async fn coordinator(args: CoordinatorArgs) -> anyhow::Result<i32> {
     config.heartbeat_interval = Duration::from_millis(args.heartbeat_interval_ms);
     config.missed_heartbeats_max = args.missed_heartbeats;
     config.faucet = args.faucet;
+    config.io_price_micros = args.io_price;
     if !args.genesis.is_empty() {
         config.genesis_allocations = args.genesis;
     }
