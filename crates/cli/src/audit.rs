@@ -35,6 +35,21 @@ async fn download(client: &Client, until: u64) -> anyhow::Result<Vec<JournalEntr
     }
 }
 
+/// The ledger rebuilt from the coordinator's public journal (chain checked, signatures not:
+/// `verify_ledger` does both).
+pub async fn replay_ledger(client: &Client) -> anyhow::Result<herd_ledger::Ledger> {
+    let head = client.ledger_head().await?;
+    let entries = download(client, head.entries).await?;
+    let parsed = entries
+        .into_iter()
+        .map(|e| {
+            let transfer = serde_json::from_value(e.transfer)?;
+            Ok(Entry { seq: e.seq, at_ms: e.at_ms, transfer, prev_hash: e.prev_hash, hash: e.hash })
+        })
+        .collect::<anyhow::Result<Vec<Entry>>>()?;
+    Ok(verify(&parsed).map_err(|d| anyhow!("first divergence at entry {}: {}", d.seq, d.reason))?.0)
+}
+
 /// Verifies the whole journal; the error names the first divergent entry.
 pub async fn verify_ledger(client: &Client) -> anyhow::Result<LedgerReport> {
     let head = client.ledger_head().await?;

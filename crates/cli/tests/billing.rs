@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use herd_cli::client::Client;
 use herd_core::Asset;
-use herd_ledger::journal::{verify, Entry};
 use herd_ledger::{AccountKey, Ledger};
 use herd_proto::api::{Cluster, CreateCluster};
 
@@ -29,21 +28,7 @@ async fn gpu_network(rigs: usize) -> (TestNetwork, Vec<Worker>) {
 
 /// The ledger, rebuilt from the public journal.
 async fn books(url: &str) -> Ledger {
-    let client = Client::new(url, None);
-    let entries: Vec<Entry> = client
-        .journal(0, 1000)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|e| Entry {
-            seq: e.seq,
-            at_ms: e.at_ms,
-            transfer: serde_json::from_value(e.transfer).unwrap(),
-            prev_hash: e.prev_hash,
-            hash: e.hash,
-        })
-        .collect();
-    verify(&entries).unwrap().0
+    herd_cli::audit::replay_ledger(&Client::new(url, None)).await.unwrap()
 }
 
 fn usdc(ledger: &Ledger, key: &AccountKey) -> i128 {

@@ -9,24 +9,10 @@ use common::*;
 use herd_cli::client::Client;
 use herd_core::Asset;
 use herd_ledger::emission::{self, EMISSION_TOTAL, GENESIS_SUPPLY};
-use herd_ledger::journal::{verify, Entry};
 use herd_ledger::{AccountKey, Ledger};
 
 async fn books(url: &str) -> Ledger {
-    let entries: Vec<Entry> = Client::new(url, None)
-        .journal(0, 1000)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|e| Entry {
-            seq: e.seq,
-            at_ms: e.at_ms,
-            transfer: serde_json::from_value(e.transfer).unwrap(),
-            prev_hash: e.prev_hash,
-            hash: e.hash,
-        })
-        .collect();
-    verify(&entries).unwrap().0
+    herd_cli::audit::replay_ledger(&Client::new(url, None)).await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
