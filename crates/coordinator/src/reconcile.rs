@@ -78,8 +78,13 @@ mod tests {
     use crate::app::CoordinatorConfig;
     use crate::store::Store;
 
-    async fn test_books(store: &Store) -> crate::books::SharedBooks {
-        crate::books::SharedBooks::load(store, None).await.unwrap()
+    /// An app over `store` with its market and books loaded (the sender keeps it running).
+    async fn test_app(store: &Store, url: String) -> (App, tokio::sync::watch::Sender<bool>) {
+        let (stop, shutdown) = tokio::sync::watch::channel(false);
+        let market = crate::market::SharedMarket::load(store).await.unwrap();
+        let books = crate::books::SharedBooks::load(store, None).await.unwrap();
+        let config = CoordinatorConfig::new(url, "127.0.0.1:0".parse().unwrap());
+        (App::new(store.clone(), market, books, config, shutdown), stop)
     }
 
     fn hello(device: &Address, owner: &Address) -> HelloPayload {
@@ -125,15 +130,7 @@ mod tests {
         for device in [&quiet, &chatty] {
             store.device_hello(&hello(device, &owner), now()).await.unwrap().unwrap();
         }
-        let (_stop, shutdown) = tokio::sync::watch::channel(false);
-        let market = crate::market::SharedMarket::load(&store).await.unwrap();
-        let app = App::new(
-            store.clone(),
-            market,
-            test_books(&store).await,
-            CoordinatorConfig::new(url, "127.0.0.1:0".parse().unwrap()),
-            shutdown,
-        );
+        let (app, _stop) = test_app(&store, url).await;
 
         // Open the read pool's connection before pausing: a connect under paused time would
         // let tokio jump to sqlx's acquire timeout while the connect waits on its thread.
@@ -177,15 +174,7 @@ mod tests {
         let (owner, device) = (Address::from_public_key(&[1; 32]), Address::from_public_key(&[2; 32]));
         store.register_account(&owner, "hash", now()).await.unwrap();
         store.device_hello(&hello(&device, &owner), now()).await.unwrap().unwrap();
-        let (_stop, shutdown) = tokio::sync::watch::channel(false);
-        let market = crate::market::SharedMarket::load(&store).await.unwrap();
-        let app = App::new(
-            store.clone(),
-            market,
-            test_books(&store).await,
-            CoordinatorConfig::new(url, "127.0.0.1:0".parse().unwrap()),
-            shutdown,
-        );
+        let (app, _stop) = test_app(&store, url).await;
         let (expired, current) =
             (herd_core::ClusterId::from_entropy([1; 8]), herd_core::ClusterId::from_entropy([2; 8]));
         let at = now();
