@@ -59,6 +59,10 @@ impl LocalNetwork {
         coordinator_config.heartbeat_interval = config.heartbeat_interval;
         // A local network is a development network: it has a faucet.
         coordinator_config.faucet = true;
+        // …whose simulated devices join with token proofs, and whose real one proves itself
+        // in a fraction of a second (a production network asks for ~10 s).
+        coordinator_config.proof.simulated_allowed = true;
+        coordinator_config.proof.policy.target_ms = 300;
         let coordinator = herd_coordinator::start(coordinator_config).await?;
         let url = coordinator.url();
 

@@ -15,6 +15,7 @@ use crate::hub::Hub;
 use crate::market::SharedMarket;
 use crate::metrics::Metrics;
 use crate::oracle::{FixedPrice, PriceOracle};
+use crate::proving::{ProofConfig, Proofs};
 use crate::store::Store;
 
 #[derive(Debug, Clone)]
@@ -38,6 +39,8 @@ pub struct CoordinatorConfig {
     /// SPL token mints payouts are requested in.
     pub usdc_mint: String,
     pub io_mint: String,
+    /// Proof of compute: challenge sizes, re-checks, simulated devices, slashing.
+    pub proof: ProofConfig,
 }
 
 impl CoordinatorConfig {
@@ -53,6 +56,7 @@ impl CoordinatorConfig {
             io_price_micros: 2_000_000,
             usdc_mint: "EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v".into(),
             io_mint: "BZLbGTNCSFfoth2GYDtwr7e4imWzpR5jqcUuGEwr646K".into(),
+            proof: ProofConfig::default(),
         }
     }
 
@@ -73,6 +77,7 @@ pub struct AppInner {
     /// Worker sessions in progress; shutdown waits for them before closing the database.
     pub sessions: SessionTracker,
     pub hub: Hub,
+    pub proofs: Proofs,
     pub config: CoordinatorConfig,
     pub job_events: broadcast::Sender<JobId>,
     pub metrics: Metrics,
@@ -98,6 +103,7 @@ impl App {
             books,
             sessions: SessionTracker::default(),
             hub: Hub::default(),
+            proofs: Proofs::default(),
             config,
             job_events,
             metrics: Metrics::new(),

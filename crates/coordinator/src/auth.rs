@@ -41,7 +41,7 @@ pub fn hash_api_key(key: &str) -> String {
 }
 
 fn sha256_hex(text: &str) -> String {
-    Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+    herd_core::hex::encode(&Sha256::digest(text.as_bytes()))
 }
 
 const PAIRING_ALPHABET: &[u8; 32] = b"0123456789abcdefghjkmnpqrstvwxyz";

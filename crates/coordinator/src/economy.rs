@@ -88,9 +88,7 @@ impl App {
                 continuous_uptime_ms: device.online_since_ms.map_or(0, |since| at - since),
                 staked: staked.clamp(0, i128::from(u64::MAX)) as u64,
                 min_stake: min_stake(multiplier, if model.is_some() { quantity } else { 1 }),
-                // Proof of compute (its own issue) will set this; until then no device has
-                // passed a verification, so the hour's emission goes to the treasury.
-                verified_this_hour: false,
+                verified_this_hour: device.verified_this_hour,
             });
         }
         let block = rewards::block(emission, &candidates);
@@ -208,4 +206,6 @@ pub struct RewardCandidate {
     pub hired: bool,
     /// When it last came online (None: not online now).
     pub online_since_ms: Option<i64>,
+    /// Passed a proof of compute during the hour.
+    pub verified_this_hour: bool,
 }

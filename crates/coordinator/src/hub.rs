@@ -161,6 +161,16 @@ impl Hub {
         }
     }
 
+    /// The current connection's id, if the device is connected.
+    pub fn connection_id(&self, device: &Address) -> Option<u64> {
+        self.lock().connections.get(device).map(|c| c.id)
+    }
+
+    /// Drops the device's connection (its session ends once queued messages are sent).
+    pub fn disconnect(&self, device: &Address) {
+        self.lock().connections.remove(device);
+    }
+
     pub fn is_connected(&self, device: &Address) -> bool {
         self.lock().connections.contains_key(device)
     }

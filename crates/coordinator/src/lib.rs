@@ -1,7 +1,7 @@
 //! The coordinator: HTTP API, worker sockets, reconcilers and the database.
 //!
 //! Architecture invariant: only this crate knows SQL (in `store`), and it applies what the
-//! pure crates (`herd-market`, later ledger and verify) decide.
+//! pure crates (`herd-market`, `herd-ledger`, `herd-verify`) decide.
 
 mod actions;
 mod api;
@@ -15,6 +15,7 @@ mod hub;
 mod market;
 mod metrics;
 mod oracle;
+pub mod proving;
 mod reconcile;
 mod server;
 mod settlement;
@@ -22,4 +23,5 @@ pub mod store;
 mod worker_socket;
 
 pub use app::CoordinatorConfig;
+pub use proving::ProofConfig;
 pub use server::{start, RunningCoordinator, StartError};

@@ -18,6 +18,7 @@ pub struct Metrics {
     pub devices: Family<Labels, Gauge>,
     pub jobs: Family<Labels, Gauge>,
     pub clusters_running: Gauge,
+    pub proofs: Family<Labels, Counter>,
 }
 
 impl Metrics {
@@ -31,6 +32,7 @@ impl Metrics {
             devices: Family::default(),
             jobs: Family::default(),
             clusters_running: Gauge::default(),
+            proofs: Family::default(),
             registry: Registry::default(),
         };
         registry.register("http_requests", "HTTP requests by method, route and status", metrics.http_requests.clone());
@@ -40,6 +42,7 @@ impl Metrics {
         registry.register("devices", "Devices by state", metrics.devices.clone());
         registry.register("jobs", "Jobs by state", metrics.jobs.clone());
         registry.register("clusters_running", "Clusters running now", metrics.clusters_running.clone());
+        registry.register("proofs", "Proofs of compute by outcome", metrics.proofs.clone());
         Metrics { registry, ..metrics }
     }
 

@@ -13,6 +13,7 @@ const EXPIRED_PER_TICK_MAX: u32 = 100;
 pub async fn run(app: App, mut shutdown: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(app.config.reconcile_interval);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut reputations_aged: Option<Instant> = None;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -36,8 +37,18 @@ pub async fn run(app: App, mut shutdown: watch::Receiver<bool>) {
         if let Err(error) = app.run_economy().await {
             tracing::warn!(%error, "reward or buyback run failed; retrying next tick");
         }
+        if reputations_aged.is_none_or(|at| at.elapsed() >= REPUTATION_INTERVAL) {
+            reputations_aged = Some(Instant::now());
+            match app.store.age_reputations(now()).await {
+                Ok(changed) => app.sync_market(&changed).await,
+                Err(error) => tracing::warn!(%error, "reputation pass failed; retrying next pass"),
+            }
+        }
     }
 }
+
+/// How often uptime is aged into every device's reputation (a full pass over the devices).
+const REPUTATION_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 
 async fn flush_heartbeats(app: &App) {
     let beats = app.hub.take_heartbeats();

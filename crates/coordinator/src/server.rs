@@ -34,6 +34,7 @@ pub struct RunningCoordinator {
     shutdown: watch::Sender<bool>,
     server: JoinHandle<()>,
     reconciler: JoinHandle<()>,
+    prover: JoinHandle<()>,
     app: App,
 }
 
@@ -63,6 +64,11 @@ pub async fn start(config: CoordinatorConfig) -> Result<RunningCoordinator, Star
         app.hub.watch(device, Instant::now());
     }
     app.ensure_genesis().await.map_err(|e| StartError::Genesis(e.to_string()))?;
+    // Challenges open when the last run stopped cannot be answered any more.
+    app.store
+        .abort_running_verifications(crate::app::now())
+        .await
+        .map_err(|source| StartError::Database { url: app.config.db_url.clone(), source })?;
     let router = api::router(app.clone());
     let mut server_shutdown = shutdown_rx.clone();
     let server = tokio::spawn(async move {
@@ -73,9 +79,10 @@ pub async fn start(config: CoordinatorConfig) -> Result<RunningCoordinator, Star
             tracing::error!(%error, "HTTP server failed");
         }
     });
+    let prover = tokio::spawn(crate::proving::run(app.clone(), shutdown_rx.clone()));
     let reconciler = tokio::spawn(reconcile::run(app.clone(), shutdown_rx));
     tracing::info!(%addr, devices_watched = online.len(), "coordinator listening");
-    Ok(RunningCoordinator { addr, shutdown, server, reconciler, app })
+    Ok(RunningCoordinator { addr, shutdown, server, reconciler, prover, app })
 }
 
 impl RunningCoordinator {
@@ -98,6 +105,7 @@ impl RunningCoordinator {
             tracing::warn!("worker sessions still open after the grace period; closing anyway");
         }
         let _ = self.reconciler.await;
+        let _ = self.prover.await;
         self.app.store.close().await;
         tracing::info!("coordinator stopped");
     }

@@ -23,6 +23,7 @@ use crate::api::validate_country;
 use crate::app::{now, App};
 use crate::auth::{hash_pairing_code, random_token, verify_signature};
 use crate::metrics::labels;
+use crate::proving::Reply;
 use crate::store::HelloRefusal;
 
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -99,6 +100,12 @@ async fn handshake(app: &App, socket: &mut WebSocket) -> Result<HelloPayload, Re
     }
     hello.spec.validate().map_err(|e| refuse("bad_spec", e.to_string()))?;
     validate_country(&hello.country).map_err(|e| refuse("bad_country", e.message))?;
+    if hello.simulated && !app.config.proof.simulated_allowed {
+        return Err(refuse(
+            "simulated_refused",
+            "this network admits only real devices (simulated ones join local and test networks)",
+        ));
+    }
     if hello.advertise_addr.is_empty() || hello.advertise_addr.len() > ADVERTISE_ADDR_LEN_MAX {
         return Err(refuse("bad_address", "advertise_addr must be 1..=255 bytes"));
     }
@@ -175,13 +182,14 @@ async fn serve(app: App, socket: WebSocket, hello: HelloPayload) {
         tracing::error!(%device, %error, "could not reconcile the worker's tasks");
     }
     offer_speedtest(&app, &device);
+    app.proofs.wake.notify_one();
     let mut shutdown = app.shutdown.clone();
     loop {
         tokio::select! {
             incoming = inbox.next() => match incoming {
                 Some(Ok(Message::Text(text))) => {
                     app.hub.touch(&device, Instant::now());
-                    if let Err(error) = handle(&app, &device, &text).await {
+                    if let Err(error) = handle(&app, &device, connection, &text).await {
                         tracing::warn!(%device, %error, "bad message from worker; closing");
                         break;
                     }
@@ -207,7 +215,7 @@ async fn serve(app: App, socket: WebSocket, hello: HelloPayload) {
                     while let Some(Ok(message)) = inbox.next().await {
                         match message {
                             Message::Text(text) => {
-                                let _ = handle(&app, &device, &text).await;
+                                let _ = handle(&app, &device, connection, &text).await;
                             }
                             Message::Close(_) => break,
                             _ => {}
@@ -220,10 +228,11 @@ async fn serve(app: App, socket: WebSocket, hello: HelloPayload) {
         }
     }
     app.hub.detach(&device, connection);
+    app.proofs.connection_closed(&device, connection);
     tracing::info!(%device, "worker disconnected");
 }
 
-async fn handle(app: &App, device: &Address, text: &str) -> Result<(), String> {
+async fn handle(app: &App, device: &Address, connection: u64, text: &str) -> Result<(), String> {
     let message: WorkerMessage = serde_json::from_str(text).map_err(|e| format!("undecodable message: {e}"))?;
     let at = now();
     let result = match message {
@@ -264,6 +273,18 @@ async fn handle(app: &App, device: &Address, text: &str) -> Result<(), String> {
             app.sync_market(std::slice::from_ref(device)).await;
             tier.map(|tier| tracing::info!(%device, %tier, ?throughput, "connectivity measured"))
         }
+        WorkerMessage::ProofCommitment { challenge_id, roots } => {
+            deliver_proof(app, device, connection, &challenge_id, Reply::Commitment(roots));
+            Ok(())
+        }
+        WorkerMessage::ProofOpening { challenge_id, opening } => {
+            deliver_proof(app, device, connection, &challenge_id, Reply::Opening(opening));
+            Ok(())
+        }
+        WorkerMessage::ProofDeclined { challenge_id, reason } => {
+            deliver_proof(app, device, connection, &challenge_id, Reply::Declined(reason));
+            Ok(())
+        }
         WorkerMessage::Hello(_) => return Err("hello after the handshake".into()),
     };
     // A database hiccup is the coordinator's problem, not the worker's: log and carry on.
@@ -271,6 +292,14 @@ async fn handle(app: &App, device: &Address, text: &str) -> Result<(), String> {
         tracing::error!(%device, %error, "could not record a worker message");
     }
     Ok(())
+}
+
+/// A reply to a challenge that is not this connection's is dropped (and logged): replaying
+/// another device's answer, or answering after a reconnect, proves nothing.
+fn deliver_proof(app: &App, device: &Address, connection: u64, challenge_id: &str, reply: Reply) {
+    if let Err(refused) = app.proofs.deliver(device, connection, challenge_id, reply) {
+        tracing::warn!(%device, %refused, "proof reply refused");
+    }
 }
 
 fn offer_speedtest(app: &App, device: &Address) {

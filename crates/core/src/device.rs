@@ -91,6 +91,14 @@ impl DeviceSpec {
         Ok(())
     }
 
+    /// What a proof of compute vouches for: the GPUs (name and UUID) and the CPU's cores.
+    /// When it changes, the device proves itself again.
+    pub fn fingerprint(&self) -> String {
+        let mut gpus: Vec<String> = self.gpus.iter().map(|g| format!("{}={}", g.name, g.uuid)).collect();
+        gpus.sort();
+        format!("cores={};gpus=[{}]", self.cpu.logical_cores, gpus.join(","))
+    }
+
     /// The catalog model of this device's GPUs and how many of them it has. A machine with
     /// mixed GPUs is offered as its most numerous known model.
     pub fn gpu_offer(&self) -> Option<(&'static GpuModel, u32)> {
@@ -144,6 +152,8 @@ impl DeviceState {
             (_, E::Block) => Some(S::Blocked),
             (S::Blocked, _) => None,
             (S::Pending, E::Admit) => Some(S::Ready),
+            // Changed hardware or a flag: not hireable until it proves itself again.
+            (S::Ready | S::Pending, E::Requalify) => Some(S::Pending),
             (S::Ready, E::Lease) => Some(S::Hired),
             (S::Hired, E::Release) => Some(S::Ready),
             // A lease can end while its device is away; the device stays offline.
@@ -178,6 +188,7 @@ impl FromStr for DeviceState {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeviceEvent {
     Admit,
+    Requalify,
     Lease,
     Release,
     Disconnect,
@@ -238,6 +249,7 @@ pub(crate) mod tests {
     fn impossible_transitions_are_refused() {
         use DeviceEvent as E;
         assert!(DeviceState::Pending.next(E::Lease).is_err(), "pending devices are not hireable");
+        assert!(DeviceState::Hired.next(E::Requalify).is_err(), "a lease is never broken to re-verify");
         assert!(DeviceState::Hired.next(E::Lease).is_err(), "no device in two leases");
         assert!(DeviceState::Offline.next(E::Lease).is_err());
         assert!(DeviceState::Blocked.next(E::Reconnect { admitted: true, leased: false }).is_err());

@@ -6,9 +6,11 @@
 pub mod catalog;
 pub mod device;
 pub mod geo;
+pub mod hex;
 pub mod id;
 pub mod job;
 pub mod money;
+pub mod reputation;
 pub mod tier;
 pub mod time;
 

@@ -21,10 +21,6 @@ pub struct Entry {
 
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 pub fn entry_hash(seq: u64, at_ms: i64, transfer: &Transfer, prev_hash: &str) -> String {
     let mut hasher = Sha256::new();
     hasher.update(b"herd-journal-v1\n");
@@ -32,7 +28,7 @@ pub fn entry_hash(seq: u64, at_ms: i64, transfer: &Transfer, prev_hash: &str) ->
     hasher.update(at_ms.to_be_bytes());
     hasher.update(serde_json::to_vec(transfer).expect("transfers serialise"));
     hasher.update(prev_hash.as_bytes());
-    hex(&hasher.finalize())
+    herd_core::hex::encode(&hasher.finalize())
 }
 
 /// The head of the chain: where the next entry goes.

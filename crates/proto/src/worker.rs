@@ -11,6 +11,7 @@ use herd_core::{Address, ClusterId, DeviceSpec, JobId, Timestamp};
 use serde::{Deserialize, Serialize};
 
 use crate::api::{Stream, Utilization};
+use crate::proof::{ProofChallenge, WireOpening};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -39,6 +40,13 @@ pub enum ServerMessage {
     /// `/v1/worker/speedtest/{token}/…`; sent after the welcome and when asked.
     SpeedtestToken {
         token: String,
+    },
+    /// Prove the claimed hardware: compute and commit before the deadline.
+    ProofChallenge(ProofChallenge),
+    /// Open these (checkpoint, row) pairs of the committed chain.
+    ProofOpen {
+        challenge_id: String,
+        picks: Vec<[u32; 2]>,
     },
 }
 
@@ -82,6 +90,21 @@ pub enum WorkerMessage {
     Throughput(Throughput),
     /// Asks for a fresh speedtest token (the daily re-test).
     SpeedtestWanted,
+    /// The Merkle roots of every checkpoint, hex, in order.
+    ProofCommitment {
+        challenge_id: String,
+        roots: Vec<String>,
+    },
+    /// One opened row; one message per pick, in the order asked, so frames stay small.
+    ProofOpening {
+        challenge_id: String,
+        opening: WireOpening,
+    },
+    /// The worker cannot answer (e.g. it has GPUs but no GPU solver built in).
+    ProofDeclined {
+        challenge_id: String,
+        reason: String,
+    },
 }
 
 /// Download and upload throughput in Mbit/s; the coordinator derives the connectivity tier.

@@ -6,7 +6,7 @@
 //! network. A device with a fraction of the claimed throughput cannot commit in time.
 
 use herd_core::catalog::GpuModel;
-use serde::{Deserialize, Serialize};
+
 
 /// What a device says it is, for sizing its proof.
 #[derive(Debug, Clone, Copy)]
@@ -19,7 +19,7 @@ pub enum Claim {
 }
 
 /// Per-network settings. `target_ms` is what an honest device should spend per proof.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Policy {
     pub target_ms: u64,
     /// The deadline is the expected time times this (300 = 3×) plus `allowance_ms`.
@@ -57,7 +57,7 @@ pub const STEPS_MAX: u32 = CHECKPOINTS_MAX * STRIDE_MAX;
 pub const ROWS_MAX: u32 = 1 << 17;
 pub const OPENINGS_MAX: u32 = 64;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Params {
     /// Columns of every matrix, and the multiplier's size (a power of two).
     pub n: u32,

@@ -74,6 +74,10 @@ fn tree(checkpoint: u32, matrix: &[i8], n: usize) -> Tree {
 }
 
 impl Solution {
+    pub fn params(&self) -> Params {
+        self.params
+    }
+
     /// The opening of one row at one checkpoint: the row at the previous checkpoint (with
     /// its Merkle path, unless that is the seeded start), every unreduced product between,
     /// and the path of the row at the checkpoint itself.

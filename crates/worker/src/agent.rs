@@ -19,6 +19,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::detect::{detect_machine, GpuProbe, LoadSampler};
+use crate::prover::Prover;
 use crate::runtime::Tasks;
 use herd_keys::{self as keys, KeyError};
 
@@ -186,7 +187,10 @@ pub async fn run(config: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Re
     let (events, mut event_queue) = mpsc::channel(EVENT_QUEUE_CAPACITY);
     let tasks = Tasks::new(config.data_dir.join("jobs"), events);
     let measured = Arc::new(Mutex::new(None));
+    let prover = Arc::new(Prover::default());
     let mut session = Session {
+        device: &device,
+        prover: &prover,
         config: &config,
         url: &url,
         key: &key,
@@ -237,6 +241,8 @@ type Measured = Arc<Mutex<Option<(tokio::time::Instant, Throughput)>>>;
 const THROUGHPUT_RETEST: Duration = Duration::from_secs(24 * 3600);
 
 struct Session<'a> {
+    device: &'a Address,
+    prover: &'a Arc<Prover>,
     consent: &'a Consent,
     measured: &'a Measured,
     config: &'a AgentConfig,
@@ -385,8 +391,26 @@ impl Session<'_> {
                 self.tasks.stop_cluster(&cluster_id).await;
             }
             ServerMessage::SpeedtestToken { token } => self.measure_throughput(token),
+            ServerMessage::ProofChallenge(challenge) => {
+                tracing::info!(challenge = %challenge.challenge_id, n = challenge.n, steps = challenge.steps,
+                    deadline_ms = challenge.deadline_ms, "proof of compute requested");
+                self.prover.challenge(challenge, self.device, self.can_prove(), self.tasks.events());
+            }
+            ServerMessage::ProofOpen { challenge_id, picks } => {
+                self.prover.open(challenge_id, picks, self.tasks.events());
+            }
             other => tracing::warn!(?other, "unexpected message after the handshake"),
         }
+    }
+
+    /// Whether this build can prove what the device claims: GPUs need a GPU solver.
+    fn can_prove(&self) -> Result<(), String> {
+        if self.config.simulated.is_none() && self.spec.gpu_offer().is_some() {
+            return Err("this worker has GPUs but no GPU solver is built in; \
+                        GPUs cannot be proven on the CPU before the deadline"
+                .into());
+        }
+        Ok(())
     }
 
     fn last_measurement(&self) -> Option<(tokio::time::Instant, Throughput)> {

@@ -3,6 +3,7 @@
 
 mod agent;
 pub mod detect;
+mod prover;
 mod runtime;
 mod throughput;
 

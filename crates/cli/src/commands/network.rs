@@ -69,6 +69,21 @@ pub struct CoordinatorArgs {
     /// Missed heartbeats before a device is offline.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
     missed_heartbeats: u32,
+    /// Admit simulated devices (with token-sized proofs of compute): devnets and tests only.
+    #[arg(long)]
+    allow_simulated: bool,
+    /// How long an honest device should spend on one proof of compute (e.g. 10s, 500ms);
+    /// challenges are sized from it and the claimed hardware.
+    #[arg(long, default_value = "10s", value_parser = parse_proof_target)]
+    proof_target: Duration,
+}
+
+fn parse_proof_target(text: &str) -> Result<Duration, String> {
+    let target = humantime::parse_duration(text).map_err(|e| format!("{e} (expected e.g. 10s or 500ms)"))?;
+    if target < Duration::from_millis(10) || target > Duration::from_secs(600) {
+        return Err(format!("the proof target must be 10ms..=10m, got {text}"));
+    }
+    Ok(target)
 }
 
 fn parse_allocation(text: &str) -> Result<(herd_ledger::AccountKey, u64), String> {
@@ -105,6 +120,8 @@ pub async fn coordinator(args: CoordinatorArgs) -> anyhow::Result<i32> {
     config.missed_heartbeats_max = args.missed_heartbeats;
     config.faucet = args.faucet;
     config.io_price_micros = args.io_price;
+    config.proof.simulated_allowed = args.allow_simulated;
+    config.proof.policy.target_ms = args.proof_target.as_millis() as u64;
     if !args.genesis.is_empty() {
         config.genesis_allocations = args.genesis;
     }

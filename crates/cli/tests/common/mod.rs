@@ -26,6 +26,9 @@ pub fn test_config(db: &Path, listen: SocketAddr) -> CoordinatorConfig {
     config.heartbeat_interval = HEARTBEAT;
     config.reconcile_interval = Duration::from_millis(50);
     config.faucet = true;
+    config.proof.simulated_allowed = true;
+    config.proof.policy.target_ms = 50;
+    config.proof.policy.allowance_ms = 1_000;
     config
 }
 
@@ -136,6 +139,9 @@ impl TestNetwork {
     }
 }
 
+/// Every GPU in a test gets its own UUID: one UUID on two devices flags both.
+static UUID_SEQUENCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 pub fn spec(gpu: Option<&str>, gpus: usize) -> DeviceSpec {
     DeviceSpec {
         hostname: "rig".into(),
@@ -148,7 +154,7 @@ pub fn spec(gpu: Option<&str>, gpus: usize) -> DeviceSpec {
             .map(|i| GpuSpec {
                 vendor: GpuVendor::Nvidia,
                 name: gpu.unwrap_or_default().into(),
-                uuid: format!("GPU-{i}"),
+                uuid: format!("GPU-{}-{i}", UUID_SEQUENCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed)),
                 vram_bytes: 80 << 30,
                 driver_version: None,
                 cuda_version: None,

@@ -1,10 +1,12 @@
-//! Devices are public (the explorer shows them all). Nothing secret is stored with them, and
-//! the one personal detail, the machine's hostname, is shown only to the device's owner.
+//! Devices are public (the explorer shows them all), and so is every proof of compute. Nothing
+//! secret is stored with them; the machine's hostname (personal) and its GPU UUIDs (which an
+//! impostor could copy to get an honest device flagged) are shown only to the device's owner.
 
 use axum::extract::{Path, State};
 use axum::Json;
 use herd_core::{Address, DeviceState};
 use herd_proto::api::{Device, DeviceDetail, ErrorBody};
+use herd_proto::proof::Verification;
 use serde::Deserialize;
 
 use super::{parse_id, validate_country};
@@ -21,6 +23,9 @@ fn present(app: &App, viewer: &Option<Address>, device: &mut Device) {
     device.connected = app.hub.is_connected(&device.id);
     if viewer.as_ref() != Some(&device.owner) {
         device.spec.hostname.clear();
+        for gpu in &mut device.spec.gpus {
+            gpu.uuid.clear();
+        }
     }
 }
 
@@ -90,4 +95,31 @@ pub async fn show(
     present(&app, &viewer, &mut device);
     let events = app.store.device_events(&id, 100).await?;
     Ok(Json(DeviceDetail { device, events }))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct VerificationQuery {
+    /// How many, most recent first: 1..=1000 (default 100).
+    limit: Option<u32>,
+}
+
+/// A device's proofs of compute, most recent first: each challenge's size, deadline, timing,
+/// outcome and reason. Public.
+#[utoipa::path(get, path = "/v1/devices/{id}/verifications",
+    params(("id" = String, Path, description = "device public key (base58)"), VerificationQuery),
+    responses((status = 200, body = Vec<Verification>), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn verifications(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    ApiQuery(query): ApiQuery<VerificationQuery>,
+) -> ApiResult<Json<Vec<Verification>>> {
+    let id: Address = parse_id(&id)?;
+    let limit = query.limit.unwrap_or(100);
+    if limit == 0 || limit > PAGE_MAX {
+        return Err(ApiError::bad_request(format!("limit must be 1..={PAGE_MAX}, got {limit}")));
+    }
+    if app.store.device(&id).await?.is_none() {
+        return Err(ApiError::not_found(format!("no device {id}")));
+    }
+    Ok(Json(app.store.verifications(&id, limit).await?))
 }

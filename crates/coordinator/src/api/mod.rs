@@ -35,6 +35,7 @@ use herd_proto::worker::SPEEDTEST_UPLOAD_BYTES;
         accounts::pairing_code,
         devices::list,
         devices::show,
+        devices::verifications,
         market::quote,
         market::prices,
         clusters::create,
@@ -108,6 +109,7 @@ pub fn router(app: App) -> Router {
         .route("/v1/market/prices", get(market::prices))
         .route("/v1/devices", get(devices::list))
         .route("/v1/devices/{id}", get(devices::show))
+        .route("/v1/devices/{id}/verifications", get(devices::verifications))
         .route("/v1/clusters", post(clusters::create).get(clusters::list))
         .route("/v1/clusters/{id}", get(clusters::show).delete(clusters::delete))
         .route("/v1/clusters/{id}/extend", post(clusters::extend))

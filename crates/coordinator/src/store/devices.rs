@@ -81,6 +81,17 @@ pub(super) async fn apply_event(
     if to != from {
         record_state(conn, id, Some(from), to, reason, now).await?;
     }
+    // The lease record behind reputation: a lease ends either released or dropped.
+    let counter = match (from, to) {
+        (DeviceState::Hired, DeviceState::Ready) => Some("leases_completed"),
+        (DeviceState::Hired, DeviceState::Offline | DeviceState::Blocked) => Some("leases_interrupted"),
+        _ => None,
+    };
+    if let Some(counter) = counter {
+        let sql = format!("UPDATE devices SET {counter} = {counter} + 1 WHERE id = ?");
+        sqlx::query(&sql).bind(id.as_str()).execute(&mut *conn).await?;
+        super::verifications::refresh_reputation(conn, id).await?;
+    }
     Ok(to)
 }
 
@@ -109,6 +120,56 @@ pub(super) async fn record_state(
     Ok(())
 }
 
+/// Stores the GPU UUIDs the device reports and flags it (and any other device reporting one
+/// of them) while a UUID is reported twice: one physical GPU cannot be two devices. Blocked
+/// devices do not count, so an operator clears a flag by blocking the impostor.
+async fn record_gpus(conn: &mut SqliteConnection, id: &Address, spec: &herd_core::DeviceSpec, now: Timestamp) -> StoreResult<()> {
+    sqlx::query("DELETE FROM device_gpus WHERE device_id = ?").bind(id.as_str()).execute(&mut *conn).await?;
+    let mut clash: Option<(String, String)> = None;
+    for gpu in spec.gpus.iter().filter(|g| !g.uuid.is_empty()) {
+        sqlx::query("INSERT OR IGNORE INTO device_gpus (uuid, device_id) VALUES (?, ?)")
+            .bind(&gpu.uuid)
+            .bind(id.as_str())
+            .execute(&mut *conn)
+            .await?;
+        let others = sqlx::query(
+            "SELECT g.device_id FROM device_gpus g JOIN devices d ON d.id = g.device_id
+             WHERE g.uuid = ? AND g.device_id != ? AND d.state != 'blocked'",
+        )
+        .bind(&gpu.uuid)
+        .bind(id.as_str())
+        .fetch_all(&mut *conn)
+        .await?;
+        for other in &others {
+            let other: Address = parse_col("device_gpus.device_id", other.get(0))?;
+            flag(conn, &other, &format!("GPU {} is also reported by device {id}", gpu.uuid), now).await?;
+            clash.get_or_insert((gpu.uuid.clone(), other.to_string()));
+        }
+    }
+    match clash {
+        Some((uuid, other)) => flag(conn, id, &format!("GPU {uuid} is also reported by device {other}"), now).await,
+        None => {
+            sqlx::query("UPDATE devices SET flag_reason = NULL WHERE id = ?").bind(id.as_str()).execute(&mut *conn).await?;
+            Ok(())
+        }
+    }
+}
+
+async fn flag(conn: &mut SqliteConnection, id: &Address, reason: &str, now: Timestamp) -> StoreResult<()> {
+    sqlx::query("UPDATE devices SET flag_reason = ?, admitted = 0, state_reason = ? WHERE id = ?")
+        .bind(reason)
+        .bind(format!("flagged: {reason}"))
+        .bind(id.as_str())
+        .execute(&mut *conn)
+        .await?;
+    let row = sqlx::query("SELECT state FROM devices WHERE id = ?").bind(id.as_str()).fetch_one(&mut *conn).await?;
+    let state: DeviceState = parse_col("devices.state", row.get(0))?;
+    if state == DeviceState::Ready {
+        apply_event(conn, id, state, Event::Requalify, &format!("flagged: {reason}"), now).await?;
+    }
+    Ok(())
+}
+
 impl Store {
     /// Registers a device on its first authenticated hello, or refreshes what it reports and
     /// brings it back online. A device stays bound to the owner it first registered with.
@@ -121,7 +182,8 @@ impl Store {
         let offer = hello.spec.gpu_offer();
         let spec = serde_json::to_string(&hello.spec).expect("a spec always serialises");
         let mut tx = self.write.begin().await?;
-        let existing = sqlx::query("SELECT owner, state, state_reason, admitted, cluster_id FROM devices WHERE id = ?")
+        let existing =
+            sqlx::query("SELECT owner, state, state_reason, admitted, cluster_id, spec FROM devices WHERE id = ?")
             .bind(id.as_str())
             .fetch_optional(&mut *tx)
             .await?;
@@ -153,7 +215,7 @@ impl Store {
                 if owner != hello.owner.as_str() {
                     return Ok(Err(HelloRefusal::OwnedByOther));
                 }
-                let state: DeviceState = parse_col("devices.state", row.get("state"))?;
+                let mut state: DeviceState = parse_col("devices.state", row.get("state"))?;
                 if state == DeviceState::Blocked {
                     return Ok(Err(HelloRefusal::Blocked(row.get("state_reason"))));
                 }
@@ -173,7 +235,20 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
                 let leased = row.get::<Option<String>, _>("cluster_id").is_some();
-                (state, row.get::<bool, _>("admitted"), leased)
+                let before: herd_core::DeviceSpec = json_col("devices.spec", row.get("spec"))?;
+                let mut admitted = row.get::<bool, _>("admitted");
+                if admitted && before.fingerprint() != hello.spec.fingerprint() {
+                    // What the last proof vouched for is not what the device reports now.
+                    sqlx::query("UPDATE devices SET admitted = 0, next_verification_at = NULL WHERE id = ?")
+                        .bind(id.as_str())
+                        .execute(&mut *tx)
+                        .await?;
+                    admitted = false;
+                    if state == DeviceState::Ready {
+                        state = apply_event(&mut tx, id, state, Event::Requalify, "hardware changed", now).await?;
+                    }
+                }
+                (state, admitted, leased)
             }
         };
         let connectivity = hello.throughput.map(|t| ConnectivityTier::from_measurement(t.down_mbps, t.up_mbps));
@@ -195,12 +270,8 @@ impl Store {
         if state == DeviceState::Offline {
             state = apply_event(&mut tx, id, state, Event::Reconnect { admitted, leased }, "reconnected", now).await?;
         }
-        if state == DeviceState::Pending {
-            // Admission today checks the authenticated hello and a valid spec; proof of
-            // compute will gate this step once devices must prove their hardware.
-            sqlx::query("UPDATE devices SET admitted = 1 WHERE id = ?").bind(id.as_str()).execute(&mut *tx).await?;
-            state = apply_event(&mut tx, id, state, Event::Admit, "admitted: signed hello and valid spec", now).await?;
-        }
+        // Admission is proof of compute's decision (`finish_verification`), never the hello's.
+        record_gpus(&mut tx, id, &hello.spec, now).await?;
         tx.commit().await?;
         Ok(Ok(HelloOutcome { state, registered }))
     }

@@ -106,13 +106,17 @@ impl Store {
 
     /// Real (not simulated), unblocked devices for an hour's reward run, with when each last
     /// came online (None if it is not online now).
-    pub async fn reward_candidates(&self, _at: i64) -> StoreResult<Vec<crate::economy::RewardCandidate>> {
+    /// Every device that may earn the block ending at `at` (the end of the hour).
+    pub async fn reward_candidates(&self, at: i64) -> StoreResult<Vec<crate::economy::RewardCandidate>> {
         let rows = sqlx::query(
             "SELECT d.id, d.owner, d.gpu_model, d.gpu_count, d.cpu_cores, d.connectivity, d.state,
                 (SELECT MAX(e.at) FROM device_events e
-                  WHERE e.device_id = d.id AND (e.from_state IS NULL OR e.from_state IN ('offline', 'pending'))) AS online_since
+                  WHERE e.device_id = d.id AND (e.from_state IS NULL OR e.from_state IN ('offline', 'pending'))) AS online_since,
+                EXISTS (SELECT 1 FROM verifications v WHERE v.device_id = d.id AND v.outcome = 'passed'
+                        AND v.finished_at >= ?1 - 3600000 AND v.finished_at < ?1) AS verified_this_hour
              FROM devices d WHERE d.simulated = 0 AND d.state != 'blocked'",
         )
+        .bind(at)
         .fetch_all(&self.read)
         .await?;
         rows.iter()
@@ -128,6 +132,7 @@ impl Store {
                     connectivity: parse_col("devices.connectivity", r.get("connectivity"))?,
                     hired: state == "hired",
                     online_since_ms: r.get::<Option<i64>, _>("online_since").filter(|_| online),
+                    verified_this_hour: r.get("verified_this_hour"),
                 })
             })
             .collect()

@@ -13,6 +13,7 @@ mod jobs;
 mod ledger;
 mod market;
 mod payouts;
+mod verifications;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -25,6 +26,7 @@ pub use devices::{DeviceFilter, HelloOutcome, HelloRefusal};
 pub use jobs::NewJob;
 pub use ledger::{Alongside, SignedEntry};
 pub use market::{default_floor_micros, StoredQuote};
+pub use verifications::{DueDevice, Finish, NewVerification};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -60,6 +62,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (5, "payouts", include_str!("../../migrations/0005_payouts.sql")),
     (6, "stakes", include_str!("../../migrations/0006_stakes.sql")),
     (7, "economy", include_str!("../../migrations/0007_economy.sql")),
+    (8, "verification", include_str!("../../migrations/0008_verification.sql")),
 ];
 
 #[derive(Clone)]

@@ -1,0 +1,401 @@
+//! Proof of compute, the coordinator's side: who is challenged when, the conversation with
+//! the worker, and what the verdict does (admit, block and slash, or try again later).
+//!
+//! One task per challenge. Replies arrive from the worker socket through `Proofs`, keyed by
+//! challenge id and bound to the device and connection it was issued on, so a device can
+//! neither answer another's challenge nor keep a challenge alive across a reconnect.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use herd_core::{Address, DeviceSpec, DeviceState, Timestamp};
+use herd_ledger::{AccountKey, Transfer, TransferKind};
+use herd_proto::proof::{decode_hashes, ProofChallenge, ProofOutcome, WireOpening};
+use herd_proto::worker::ServerMessage;
+use herd_verify::{Claim, Policy};
+use rand::rngs::OsRng;
+use rand::{Rng, RngCore};
+use tokio::sync::{mpsc, watch, Notify};
+use tokio::time::{timeout_at, Instant, MissedTickBehavior};
+
+use crate::app::{now, App};
+use crate::auth::random_token;
+use crate::metrics::labels;
+use crate::store::{DueDevice, Finish, NewVerification};
+
+#[derive(Debug, Clone)]
+pub struct ProofConfig {
+    pub policy: Policy,
+    /// After a pass, the next re-check comes at a random time between half and 95% of
+    /// this, so every hour-long window holds at least one check of an idle device.
+    pub recheck_interval: Duration,
+    /// Simulated devices may join (with token-sized proofs): local and test networks only.
+    pub simulated_allowed: bool,
+    /// Share of a device's stake burned when it fails a proof, basis points.
+    pub slash_bps: u32,
+    /// Challenges in flight at once, network-wide; bounds the coordinator's verifying CPU.
+    pub concurrent_max: usize,
+    /// After the commitment, how long the worker has to send every opening.
+    pub openings_timeout: Duration,
+}
+
+impl Default for ProofConfig {
+    fn default() -> Self {
+        ProofConfig {
+            policy: Policy::default(),
+            recheck_interval: Duration::from_secs(3600),
+            simulated_allowed: false,
+            slash_bps: 1000,
+            concurrent_max: 64,
+            openings_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What a worker sends back about a challenge.
+#[derive(Debug)]
+pub enum Reply {
+    Commitment(Vec<String>),
+    Opening(WireOpening),
+    Declined(String),
+}
+
+struct Inflight {
+    device: Address,
+    connection: u64,
+    replies: mpsc::Sender<Reply>,
+}
+
+/// Challenges in flight, and a bell that starts a scheduling pass early.
+#[derive(Default)]
+pub struct Proofs {
+    inflight: Mutex<HashMap<String, Inflight>>,
+    pub wake: Notify,
+}
+
+/// Replies one challenge can queue: the commitment, every opening, one spare.
+const REPLIES_MAX: usize = herd_verify::params::OPENINGS_MAX as usize + 2;
+/// How long a device that declined or was interrupted waits for its next challenge.
+const RETRY_AFTER_DECLINE: Duration = Duration::from_secs(600);
+const RETRY_AFTER_ABORT: Duration = Duration::from_secs(5);
+
+impl Proofs {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Inflight>> {
+        self.inflight.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Registers a challenge; None if the device already has one in flight.
+    fn begin(&self, id: &str, device: &Address, connection: u64) -> Option<mpsc::Receiver<Reply>> {
+        let mut inflight = self.lock();
+        if inflight.values().any(|i| &i.device == device) {
+            return None;
+        }
+        let (replies, receiver) = mpsc::channel(REPLIES_MAX);
+        inflight.insert(id.to_owned(), Inflight { device: device.clone(), connection, replies });
+        Some(receiver)
+    }
+
+    fn end(&self, id: &str) {
+        self.lock().remove(id);
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_proving(&self, device: &Address) -> bool {
+        self.lock().values().any(|i| &i.device == device)
+    }
+
+    /// Routes a worker's reply to its challenge. Refused (with why) if the challenge is
+    /// unknown, finished, or was issued to another device or connection.
+    pub fn deliver(&self, device: &Address, connection: u64, id: &str, reply: Reply) -> Result<(), String> {
+        let inflight = self.lock();
+        let Some(entry) = inflight.get(id) else {
+            return Err(format!("no challenge {id} is open"));
+        };
+        if &entry.device != device || entry.connection != connection {
+            return Err(format!("challenge {id} was not issued to this device on this connection"));
+        }
+        entry.replies.try_send(reply).map_err(|_| format!("too many replies to challenge {id}"))
+    }
+
+    /// The connection closed: its challenges end as aborted (their tasks see the channel close).
+    pub fn connection_closed(&self, device: &Address, connection: u64) {
+        self.lock().retain(|_, i| !(&i.device == device && i.connection == connection));
+    }
+}
+
+/// Removes the challenge from `Proofs` however its task ends.
+struct Registered<'a> {
+    proofs: &'a Proofs,
+    id: String,
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        self.proofs.end(&self.id);
+    }
+}
+
+pub fn claim_of(spec: &DeviceSpec, simulated: bool) -> Claim {
+    if simulated {
+        return Claim::Simulated;
+    }
+    match spec.gpu_offer() {
+        Some((model, count)) => Claim::Gpu { model, count },
+        None => Claim::Cpu { logical_cores: spec.cpu.logical_cores },
+    }
+}
+
+fn describe(claim: Claim) -> String {
+    match claim {
+        Claim::Gpu { model, count } => format!("{count}× {}", model.name),
+        Claim::Cpu { logical_cores } => format!("{logical_cores} CPU cores"),
+        Claim::Simulated => "simulated".into(),
+    }
+}
+
+/// The scheduler: every tick (or when woken), challenge the devices that are due.
+pub async fn run(app: App, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(app.config.reconcile_interval);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = app.proofs.wake.notified() => {}
+            _ = shutdown.changed() => return,
+        }
+        if let Err(error) = schedule(&app).await {
+            tracing::warn!(%error, "proof scheduling failed; retrying next tick");
+        }
+    }
+}
+
+async fn schedule(app: &App) -> crate::store::StoreResult<()> {
+    let room = app.config.proof.concurrent_max.saturating_sub(app.proofs.in_flight());
+    if room == 0 {
+        return Ok(());
+    }
+    let due = app.store.due_for_verification(now(), (room * 2).min(1000) as u32).await?;
+    let mut started = 0;
+    for device in due {
+        if started == room {
+            break;
+        }
+        if let Some(reason) = &device.flag_reason {
+            app.store.requalify(&device.id, &format!("flagged: {reason}"), now()).await?;
+            app.sync_market(std::slice::from_ref(&device.id)).await;
+            continue;
+        }
+        let Some(connection) = app.hub.connection_id(&device.id) else { continue };
+        if app.proofs.is_proving(&device.id) {
+            continue;
+        }
+        started += 1;
+        tokio::spawn(prove(app.clone(), device, connection));
+    }
+    Ok(())
+}
+
+/// One challenge, start to verdict.
+async fn prove(app: App, device: DueDevice, connection: u64) {
+    let claim = claim_of(&device.spec, device.simulated);
+    let sizing = herd_verify::size(claim, &app.config.proof.policy);
+    let purpose = if device.admitted && device.state == DeviceState::Ready { "recheck" } else { "admission" };
+    let id = format!("poc-{}", random_token());
+    let Some(mut replies) = app.proofs.begin(&id, &device.id, connection) else { return };
+    let _registered = Registered { proofs: &app.proofs, id: id.clone() };
+    let mut nonce = [0u8; 32];
+    OsRng.fill_bytes(&mut nonce);
+    let claim_text = describe(claim);
+    let new = NewVerification {
+        id: &id,
+        device: &device.id,
+        purpose,
+        claim: &claim_text,
+        params: sizing.params,
+        expected_ms: sizing.expected_ms,
+        deadline_ms: sizing.deadline_ms,
+    };
+    if let Err(error) = app.store.begin_verification(&new, now()).await {
+        tracing::error!(%error, device = %device.id, "could not record a challenge");
+        return;
+    }
+    app.sync_market(std::slice::from_ref(&device.id)).await;
+    let params = sizing.params;
+    let challenge = ProofChallenge {
+        challenge_id: id.clone(),
+        nonce: herd_core::hex::encode(&nonce),
+        n: params.n,
+        rows: params.rows,
+        steps: params.steps,
+        stride: params.stride,
+        openings: params.openings,
+        deadline_ms: sizing.deadline_ms,
+    };
+    let issued = Instant::now();
+    let verdict = if app.hub.send(&device.id, ServerMessage::ProofChallenge(challenge)) {
+        converse(&app, &device.id, &id, &nonce, &sizing, &claim_text, issued, &mut replies).await
+    } else {
+        Verdict::aborted("the device is not connected")
+    };
+    conclude(&app, &device.id, &id, verdict).await;
+}
+
+struct Verdict {
+    finish: Finish,
+    reason: String,
+    verify_us: Option<u64>,
+}
+
+impl Verdict {
+    fn failed(reason: impl Into<String>) -> Verdict {
+        Verdict { finish: Finish::Failed, reason: reason.into(), verify_us: None }
+    }
+
+    fn aborted(reason: impl Into<String>) -> Verdict {
+        let retry_at = Timestamp(now().0 + RETRY_AFTER_ABORT.as_millis() as i64);
+        Verdict {
+            finish: Finish::Inconclusive { outcome: ProofOutcome::Aborted, retry_at },
+            reason: reason.into(),
+            verify_us: None,
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn converse(
+    app: &App,
+    device: &Address,
+    id: &str,
+    nonce: &[u8; 32],
+    sizing: &herd_verify::Sizing,
+    claim: &str,
+    issued: Instant,
+    replies: &mut mpsc::Receiver<Reply>,
+) -> Verdict {
+    let deadline = issued + Duration::from_millis(sizing.deadline_ms);
+    let roots = match timeout_at(deadline, replies.recv()).await {
+        Err(_) => {
+            return Verdict::failed(format!(
+                "no commitment within the {} ms deadline; an honest {claim} needs about {} ms",
+                sizing.deadline_ms, sizing.expected_ms
+            ))
+        }
+        Ok(None) => return Verdict::aborted("the device disconnected during the proof"),
+        Ok(Some(Reply::Declined(reason))) => {
+            let retry_at = Timestamp(now().0 + RETRY_AFTER_DECLINE.as_millis() as i64);
+            let reason = format!("the worker declined: {reason}");
+            return Verdict { finish: Finish::Inconclusive { outcome: ProofOutcome::Declined, retry_at }, reason, verify_us: None };
+        }
+        Ok(Some(Reply::Opening(_))) => return Verdict::failed("an opening arrived before the commitment"),
+        Ok(Some(Reply::Commitment(roots))) => roots,
+    };
+    let committed_ms = issued.elapsed().as_millis() as u64;
+    if let Err(error) = app.store.record_commitment(id, now()).await {
+        tracing::warn!(%error, "could not record a commitment time");
+    }
+    let Some(roots) = decode_hashes(&roots) else {
+        return Verdict::failed("a committed root is not 64 hex digits");
+    };
+    let mut secret = [0u8; 32];
+    OsRng.fill_bytes(&mut secret);
+    let picks = herd_verify::choose(&sizing.params, &secret);
+    let asked = ServerMessage::ProofOpen {
+        challenge_id: id.to_owned(),
+        picks: picks.iter().map(|p| [p.checkpoint, p.row]).collect(),
+    };
+    if !app.hub.send(device, asked) {
+        return Verdict::aborted("the device disconnected during the proof");
+    }
+    let openings_deadline = Instant::now() + app.config.proof.openings_timeout;
+    let mut openings = Vec::with_capacity(picks.len());
+    while openings.len() < picks.len() {
+        match timeout_at(openings_deadline, replies.recv()).await {
+            Err(_) => {
+                return Verdict::failed(format!(
+                    "sent {} of {} openings within {} s",
+                    openings.len(),
+                    picks.len(),
+                    app.config.proof.openings_timeout.as_secs()
+                ))
+            }
+            Ok(None) => return Verdict::aborted("the device disconnected during the proof"),
+            Ok(Some(Reply::Opening(wire))) => match wire.decode() {
+                Some(opening) => openings.push(opening),
+                None => return Verdict::failed("an opening's Merkle path is not hex"),
+            },
+            Ok(Some(Reply::Declined(reason))) => return Verdict::failed(format!("gave up after committing: {reason}")),
+            Ok(Some(Reply::Commitment(_))) => return Verdict::failed("a second commitment"),
+        }
+    }
+    let (device_key, params) = (device.to_string(), sizing.params);
+    let nonce = *nonce;
+    let checked = tokio::task::spawn_blocking(move || {
+        let started = std::time::Instant::now();
+        let result = herd_verify::check(&device_key, &nonce, &params, &roots, &picks, &openings, &secret);
+        (result, started.elapsed().as_micros() as u64)
+    })
+    .await;
+    match checked {
+        Ok((Ok(()), verify_us)) => {
+            let interval = app.config.proof.recheck_interval.as_millis() as i64;
+            let next = now().0 + OsRng.gen_range(interval / 2..=interval * 95 / 100).max(1);
+            Verdict {
+                finish: Finish::Passed { next_check_at: Timestamp(next) },
+                reason: format!("{claim}: committed in {committed_ms} ms of {} allowed", sizing.deadline_ms),
+                verify_us: Some(verify_us),
+            }
+        }
+        Ok((Err(failure), verify_us)) => Verdict { verify_us: Some(verify_us), ..Verdict::failed(failure.to_string()) },
+        Err(error) => Verdict::aborted(format!("the verifier stopped: {error}")),
+    }
+}
+
+async fn conclude(app: &App, device: &Address, id: &str, verdict: Verdict) {
+    let outcome = match &verdict.finish {
+        Finish::Passed { .. } => "passed",
+        Finish::Failed => "failed",
+        Finish::Inconclusive { outcome, .. } => outcome.as_str(),
+    };
+    app.metrics.proofs.get_or_create(&labels(&[("outcome", outcome)])).inc();
+    let state = app.store.finish_verification(id, device, &verdict.finish, &verdict.reason, verdict.verify_us, now()).await;
+    app.sync_market(std::slice::from_ref(device)).await;
+    match state {
+        Ok(Some(state)) => tracing::info!(%device, challenge = id, outcome, %state, reason = %verdict.reason,
+            verify_us = verdict.verify_us, "proof of compute finished"),
+        Ok(None) => {}
+        Err(error) => tracing::error!(%error, %device, "could not record a proof's verdict"),
+    }
+    if let Finish::Failed = verdict.finish {
+        let message = format!("device blocked: failed proof of compute: {}", verdict.reason);
+        app.hub.send(device, ServerMessage::Rejected { code: "blocked".into(), message });
+        app.hub.disconnect(device);
+        slash(app, device, id).await;
+    }
+}
+
+/// The slashing hook: a failed proof burns `slash_bps` of whatever the device has staked.
+async fn slash(app: &App, device: &Address, challenge: &str) {
+    let vault = AccountKey::StakeVault(device.to_string());
+    let staked = app.books.read(|b| b.ledger.balance(&vault, herd_core::Asset::Io)).await;
+    let amount = (staked.max(0) as u128 * u128::from(app.config.proof.slash_bps) / 10_000) as u64;
+    if amount == 0 {
+        return;
+    }
+    let transfer = Transfer {
+        id: format!("slash:{challenge}"),
+        debit: vault,
+        credit: AccountKey::Burn,
+        asset: herd_core::Asset::Io,
+        amount,
+        kind: TransferKind::Single,
+        code: "slash-failed-verification".into(),
+    };
+    match app.post(&[transfer]).await {
+        Ok(_) => tracing::warn!(%device, amount, "stake slashed for a failed proof of compute"),
+        Err(error) => tracing::error!(%device, %error, "could not slash a stake"),
+    }
+}

@@ -1,0 +1,323 @@
+//! Proofs of compute: the record of every challenge, the device's standing that follows
+//! from it (admitted, blocked, next re-check), and the reputation pass.
+
+use herd_core::device::DeviceEvent as Event;
+use herd_core::reputation::{self, Record};
+use herd_core::{Address, DeviceSpec, DeviceState, Timestamp};
+use herd_proto::proof::{ProofOutcome, Verification};
+use herd_verify::Params;
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Row, SqliteConnection};
+
+use super::devices::apply_event;
+use super::{json_col, parse_col, Store, StoreResult};
+
+pub struct NewVerification<'a> {
+    pub id: &'a str,
+    pub device: &'a Address,
+    pub purpose: &'a str,
+    pub claim: &'a str,
+    pub params: Params,
+    pub expected_ms: u64,
+    pub deadline_ms: u64,
+}
+
+/// A device due for a proof, with what the challenge is sized from.
+#[derive(Debug, Clone)]
+pub struct DueDevice {
+    pub id: Address,
+    pub state: DeviceState,
+    pub admitted: bool,
+    pub flag_reason: Option<String>,
+    pub simulated: bool,
+    pub spec: DeviceSpec,
+}
+
+/// How a finished proof changes the device.
+#[derive(Debug, Clone)]
+pub enum Finish {
+    Passed { next_check_at: Timestamp },
+    Failed,
+    /// Not a verdict: try again at `retry_at`.
+    Inconclusive { outcome: ProofOutcome, retry_at: Timestamp },
+}
+
+const COLUMNS: &str = "id, device_id, purpose, claim, n, row_count, steps, stride, openings, expected_ms, deadline_ms,
+    issued_at, committed_at, finished_at, outcome, reason, verify_us";
+
+fn verification_from_row(row: &SqliteRow) -> StoreResult<Verification> {
+    let params = Params {
+        n: row.get::<i64, _>("n") as u32,
+        rows: row.get::<i64, _>("row_count") as u32,
+        steps: row.get::<i64, _>("steps") as u32,
+        stride: row.get::<i64, _>("stride") as u32,
+        openings: row.get::<i64, _>("openings") as u32,
+    };
+    let outcome: &str = row.get("outcome");
+    Ok(Verification {
+        id: row.get("id"),
+        device: parse_col("verifications.device_id", row.get("device_id"))?,
+        purpose: row.get("purpose"),
+        claim: row.get("claim"),
+        n: params.n,
+        rows: params.rows,
+        steps: params.steps,
+        stride: params.stride,
+        openings: params.openings,
+        work_gflop: (params.flops() / 1_000_000_000).min(u128::from(u64::MAX)) as u64,
+        expected_ms: row.get::<i64, _>("expected_ms") as u64,
+        deadline_ms: row.get::<i64, _>("deadline_ms") as u64,
+        issued_at: Timestamp(row.get("issued_at")),
+        committed_at: row.get::<Option<i64>, _>("committed_at").map(Timestamp),
+        finished_at: row.get::<Option<i64>, _>("finished_at").map(Timestamp),
+        outcome: ProofOutcome::parse(outcome)
+            .ok_or_else(|| super::corrupt("verifications.outcome", format!("unknown outcome {outcome:?}")))?,
+        reason: row.get("reason"),
+        verify_us: row.get::<Option<i64>, _>("verify_us").map(|us| us.max(0) as u64),
+    })
+}
+
+async fn device_state(conn: &mut SqliteConnection, id: &Address) -> StoreResult<Option<DeviceState>> {
+    let row = sqlx::query("SELECT state FROM devices WHERE id = ?").bind(id.as_str()).fetch_optional(conn).await?;
+    row.map(|r| parse_col("devices.state", r.get(0))).transpose()
+}
+
+/// Recomputes one device's reputation from its stored record.
+pub(super) async fn refresh_reputation(conn: &mut SqliteConnection, id: &Address) -> StoreResult<()> {
+    let row = sqlx::query(
+        "SELECT uptime_ppm, verifications_passed, verifications_failed, leases_completed, leases_interrupted
+         FROM devices WHERE id = ?",
+    )
+    .bind(id.as_str())
+    .fetch_one(&mut *conn)
+    .await?;
+    let score = reputation::score(&record_from_row(&row));
+    sqlx::query("UPDATE devices SET reputation = ? WHERE id = ?").bind(score).bind(id.as_str()).execute(conn).await?;
+    Ok(())
+}
+
+fn record_from_row(row: &SqliteRow) -> Record {
+    let count = |column: &str| row.get::<i64, _>(column).clamp(0, i64::from(u32::MAX)) as u32;
+    Record {
+        uptime_ppm: count("uptime_ppm"),
+        verifications_passed: count("verifications_passed"),
+        verifications_failed: count("verifications_failed"),
+        leases_completed: count("leases_completed"),
+        leases_interrupted: count("leases_interrupted"),
+    }
+}
+
+impl Store {
+    /// Records a new challenge. A ready device proving itself for admission (its hardware
+    /// changed) goes back to pending first, so it is not hired meanwhile.
+    pub async fn begin_verification(&self, new: &NewVerification<'_>, now: Timestamp) -> StoreResult<()> {
+        let mut tx = self.write.begin().await?;
+        sqlx::query(
+            "INSERT INTO verifications (id, device_id, purpose, claim, n, row_count, steps, stride, openings,
+                expected_ms, deadline_ms, issued_at, outcome)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'running')",
+        )
+        .bind(new.id)
+        .bind(new.device.as_str())
+        .bind(new.purpose)
+        .bind(new.claim)
+        .bind(new.params.n)
+        .bind(new.params.rows)
+        .bind(new.params.steps)
+        .bind(new.params.stride)
+        .bind(new.params.openings)
+        .bind(new.expected_ms as i64)
+        .bind(new.deadline_ms as i64)
+        .bind(now.0)
+        .execute(&mut *tx)
+        .await?;
+        if new.purpose == "admission" && device_state(&mut tx, new.device).await? == Some(DeviceState::Ready) {
+            apply_event(&mut tx, new.device, DeviceState::Ready, Event::Requalify, "proving its hardware again", now)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn record_commitment(&self, id: &str, now: Timestamp) -> StoreResult<()> {
+        sqlx::query("UPDATE verifications SET committed_at = ? WHERE id = ?").bind(now.0).bind(id).execute(&self.write).await?;
+        Ok(())
+    }
+
+    /// Closes a challenge and applies its consequence to the device, in one transaction:
+    /// a pass admits it (and schedules the next re-check), a failure blocks it, anything
+    /// else leaves it as it was until the retry time. Returns the device's new state.
+    pub async fn finish_verification(
+        &self,
+        id: &str,
+        device: &Address,
+        finish: &Finish,
+        reason: &str,
+        verify_us: Option<u64>,
+        now: Timestamp,
+    ) -> StoreResult<Option<DeviceState>> {
+        let outcome = match finish {
+            Finish::Passed { .. } => ProofOutcome::Passed,
+            Finish::Failed => ProofOutcome::Failed,
+            Finish::Inconclusive { outcome, .. } => *outcome,
+        };
+        let mut tx = self.write.begin().await?;
+        let updated = sqlx::query(
+            "UPDATE verifications SET outcome = ?, reason = ?, finished_at = ?, verify_us = ?
+             WHERE id = ? AND outcome = 'running'",
+        )
+        .bind(outcome.as_str())
+        .bind(reason)
+        .bind(now.0)
+        .bind(verify_us.map(|us| us as i64))
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        if updated.rows_affected() == 0 {
+            return Ok(None); // already closed (e.g. aborted by a restart)
+        }
+        let Some(mut state) = device_state(&mut tx, device).await? else {
+            return Ok(None);
+        };
+        match finish {
+            Finish::Passed { next_check_at } => {
+                sqlx::query(
+                    "UPDATE devices SET admitted = 1, verified_at = ?, next_verification_at = ?,
+                        verifications_passed = verifications_passed + 1,
+                        security = CASE WHEN simulated = 1 THEN 'any' WHEN security = 'datacenter' THEN 'datacenter'
+                                        ELSE 'verified' END
+                     WHERE id = ?",
+                )
+                .bind(now.0)
+                .bind(next_check_at.0)
+                .bind(device.as_str())
+                .execute(&mut *tx)
+                .await?;
+                if state == DeviceState::Pending {
+                    let why = format!("admitted: passed proof of compute ({reason})");
+                    state = apply_event(&mut tx, device, state, Event::Admit, &why, now).await?;
+                }
+            }
+            Finish::Failed => {
+                sqlx::query(
+                    "UPDATE devices SET admitted = 0, next_verification_at = NULL, security = 'any',
+                        verifications_failed = verifications_failed + 1
+                     WHERE id = ?",
+                )
+                .bind(device.as_str())
+                .execute(&mut *tx)
+                .await?;
+                let why = format!("failed proof of compute: {reason}");
+                state = apply_event(&mut tx, device, state, Event::Block, &why, now).await?;
+            }
+            Finish::Inconclusive { retry_at, .. } => {
+                sqlx::query("UPDATE devices SET next_verification_at = ? WHERE id = ?")
+                    .bind(retry_at.0)
+                    .bind(device.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                if state == DeviceState::Pending {
+                    sqlx::query("UPDATE devices SET state_reason = ? WHERE id = ?")
+                        .bind(format!("awaiting proof of compute: {reason}"))
+                        .bind(device.as_str())
+                        .execute(&mut *tx)
+                        .await?;
+                }
+            }
+        }
+        refresh_reputation(&mut tx, device).await?;
+        tx.commit().await?;
+        Ok(Some(state))
+    }
+
+    /// At start-up: challenges a previous run left open can no longer be answered.
+    pub async fn abort_running_verifications(&self, now: Timestamp) -> StoreResult<u64> {
+        let done = sqlx::query(
+            "UPDATE verifications SET outcome = 'aborted', reason = 'the coordinator restarted', finished_at = ?
+             WHERE outcome = 'running'",
+        )
+        .bind(now.0)
+        .execute(&self.write)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Devices to challenge now: pending ones (not flagged) whose retry time has come, and
+    /// ready ones due a re-check or needing re-admission. Never hired ones.
+    pub async fn due_for_verification(&self, now: Timestamp, limit: u32) -> StoreResult<Vec<DueDevice>> {
+        let rows = sqlx::query(
+            "SELECT id, state, admitted, flag_reason, simulated, spec FROM devices
+             WHERE (state = 'pending' AND flag_reason IS NULL
+                    AND (next_verification_at IS NULL OR next_verification_at <= ?1))
+                OR (state = 'ready' AND (admitted = 0 OR next_verification_at IS NULL OR next_verification_at <= ?1))
+             ORDER BY next_verification_at LIMIT ?2",
+        )
+        .bind(now.0)
+        .bind(limit)
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(DueDevice {
+                    id: parse_col("devices.id", r.get("id"))?,
+                    state: parse_col("devices.state", r.get("state"))?,
+                    admitted: r.get("admitted"),
+                    flag_reason: r.get("flag_reason"),
+                    simulated: r.get("simulated"),
+                    spec: json_col("devices.spec", r.get("spec"))?,
+                })
+            })
+            .collect()
+    }
+
+    /// A ready device that may not stay hireable (flagged): back to pending with the reason.
+    pub async fn requalify(&self, id: &Address, reason: &str, now: Timestamp) -> StoreResult<()> {
+        let mut tx = self.write.begin().await?;
+        if let Some(state) = device_state(&mut tx, id).await? {
+            apply_event(&mut tx, id, state, Event::Requalify, reason, now).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Most recent first.
+    pub async fn verifications(&self, device: &Address, limit: u32) -> StoreResult<Vec<Verification>> {
+        let sql = format!("SELECT {COLUMNS} FROM verifications WHERE device_id = ? ORDER BY issued_at DESC, id LIMIT ?");
+        let rows = sqlx::query(&sql).bind(device.as_str()).bind(limit).fetch_all(&self.read).await?;
+        rows.iter().map(verification_from_row).collect()
+    }
+
+    /// The reputation pass: ages every device's uptime EWMA by the time since its last pass
+    /// (online = ready or hired) and recomputes its score. Returns the devices whose score
+    /// changed, for the market index.
+    pub async fn age_reputations(&self, now: Timestamp) -> StoreResult<Vec<Address>> {
+        let rows = sqlx::query(
+            "SELECT id, state, reputation, reputation_at, created_at, uptime_ppm, verifications_passed,
+                verifications_failed, leases_completed, leases_interrupted
+             FROM devices WHERE state != 'blocked'",
+        )
+        .fetch_all(&self.read)
+        .await?;
+        let mut changed = Vec::new();
+        let mut tx = self.write.begin().await?;
+        for row in &rows {
+            let since = row.get::<Option<i64>, _>("reputation_at").unwrap_or_else(|| row.get("created_at"));
+            let online = matches!(row.get::<&str, _>("state"), "ready" | "hired");
+            let mut record = record_from_row(row);
+            record.uptime_ppm = reputation::decay_uptime(record.uptime_ppm, online, now.0 - since);
+            let score = reputation::score(&record);
+            sqlx::query("UPDATE devices SET uptime_ppm = ?, reputation = ?, reputation_at = ? WHERE id = ?")
+                .bind(record.uptime_ppm)
+                .bind(score)
+                .bind(now.0)
+                .bind(row.get::<&str, _>("id"))
+                .execute(&mut *tx)
+                .await?;
+            if i64::from(score) != row.get::<i64, _>("reputation") {
+                changed.push(parse_col("devices.id", row.get("id"))?);
+            }
+        }
+        tx.commit().await?;
+        Ok(changed)
+    }
+}
