@@ -123,6 +123,11 @@ impl Client {
         self.get(&format!("/v1/devices/{}", encode(id))).await
     }
 
+    /// The device's proofs of compute, most recent first.
+    pub async fn verifications(&self, id: &str) -> Result<Vec<herd_proto::proof::Verification>, ClientError> {
+        self.get(&format!("/v1/devices/{}/verifications", encode(id))).await
+    }
+
     pub async fn quote(&self, request: &CreateCluster) -> Result<Quote, ClientError> {
         self.call(Method::POST, "/v1/market/quote", Some(request)).await
     }

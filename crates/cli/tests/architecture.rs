@@ -5,7 +5,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-const PURE_CRATES: &[&str] = &["core", "market", "sim", "ledger"];
+const PURE_CRATES: &[&str] = &["core", "market", "sim", "ledger", "verify"];
 const FORBIDDEN_DEPENDENCIES: &[&str] = &["tokio", "sqlx", "axum", "reqwest", "hyper", "tokio-tungstenite", "sysinfo"];
 const FORBIDDEN_SOURCE: &[&str] =
     &["std::fs", "SystemTime", "Instant::now", "std::net", "std::process", "thread_rng", "OsRng", "std::env"];
@@ -50,7 +50,7 @@ fn pure_crates_do_no_io_and_read_no_clock() {
 
 #[test]
 fn only_the_coordinator_writes_sql() {
-    for name in ["core", "market", "sim", "ledger", "proto", "worker", "cli"] {
+    for name in ["core", "market", "sim", "ledger", "verify", "proto", "worker", "cli"] {
         let mut files = Vec::new();
         rust_files(&crates_dir().join(name).join("src"), &mut files);
         for file in files {

@@ -127,7 +127,15 @@ async fn a_killed_coordinator_resumes_billing_exactly() {
     let db = format!("sqlite://{}", dir.path().join("herd.db").display());
     let spawn = || -> Child {
         Command::new(env!("CARGO_BIN_EXE_herd"))
-            .args(["coordinator", "--db", &db, "--listen", &format!("127.0.0.1:{port}"), "--faucet", "--allow-simulated"])
+            .args([
+                "coordinator",
+                "--db",
+                &db,
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--faucet",
+                "--allow-simulated",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

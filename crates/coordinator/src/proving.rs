@@ -288,7 +288,11 @@ async fn converse(
         Ok(Some(Reply::Declined(reason))) => {
             let retry_at = Timestamp(now().0 + RETRY_AFTER_DECLINE.as_millis() as i64);
             let reason = format!("the worker declined: {reason}");
-            return Verdict { finish: Finish::Inconclusive { outcome: ProofOutcome::Declined, retry_at }, reason, verify_us: None };
+            return Verdict {
+                finish: Finish::Inconclusive { outcome: ProofOutcome::Declined, retry_at },
+                reason,
+                verify_us: None,
+            };
         }
         Ok(Some(Reply::Opening(_))) => return Verdict::failed("an opening arrived before the commitment"),
         Ok(Some(Reply::Commitment(roots))) => roots,
@@ -361,7 +365,8 @@ async fn conclude(app: &App, device: &Address, id: &str, verdict: Verdict) {
         Finish::Inconclusive { outcome, .. } => outcome.as_str(),
     };
     app.metrics.proofs.get_or_create(&labels(&[("outcome", outcome)])).inc();
-    let state = app.store.finish_verification(id, device, &verdict.finish, &verdict.reason, verdict.verify_us, now()).await;
+    let state =
+        app.store.finish_verification(id, device, &verdict.finish, &verdict.reason, verdict.verify_us, now()).await;
     app.sync_market(std::slice::from_ref(device)).await;
     match state {
         Ok(Some(state)) => tracing::info!(%device, challenge = id, outcome, %state, reason = %verdict.reason,

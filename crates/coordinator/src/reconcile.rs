@@ -98,6 +98,26 @@ mod tests {
         (App::new(store.clone(), market, books, config, shutdown), stop)
     }
 
+    /// Registers a device and admits it the way a passed proof of compute does.
+    async fn admitted_device(store: &Store, device: &Address, owner: &Address) {
+        store.device_hello(&hello(device, owner), now()).await.unwrap().unwrap();
+        let id = format!("poc-{device}");
+        let params = herd_verify::Params { n: 64, rows: 64, steps: 2, stride: 1, openings: 1 };
+        let new = crate::store::NewVerification {
+            id: &id,
+            device,
+            purpose: "admission",
+            claim: "simulated",
+            params,
+            expected_ms: 1,
+            deadline_ms: 1,
+        };
+        store.begin_verification(&new, now()).await.unwrap();
+        let passed = crate::store::Finish::Passed { next_check_at: herd_core::Timestamp(now().0 + 3_600_000) };
+        let state = store.finish_verification(&id, device, &passed, "test", Some(1), now()).await.unwrap();
+        assert_eq!(state, Some(DeviceState::Ready));
+    }
+
     fn hello(device: &Address, owner: &Address) -> HelloPayload {
         HelloPayload {
             protocol_version: herd_proto::WORKER_PROTOCOL_VERSION,
@@ -139,7 +159,7 @@ mod tests {
         );
         assert!(store.register_account(&owner, "hash", now()).await.unwrap());
         for device in [&quiet, &chatty] {
-            store.device_hello(&hello(device, &owner), now()).await.unwrap().unwrap();
+            admitted_device(&store, device, &owner).await;
         }
         let (app, _stop) = test_app(&store, url).await;
 
@@ -184,7 +204,7 @@ mod tests {
         let store = Store::open(&url).await.unwrap();
         let (owner, device) = (Address::from_public_key(&[1; 32]), Address::from_public_key(&[2; 32]));
         store.register_account(&owner, "hash", now()).await.unwrap();
-        store.device_hello(&hello(&device, &owner), now()).await.unwrap().unwrap();
+        admitted_device(&store, &device, &owner).await;
         let (app, _stop) = test_app(&store, url).await;
         let (expired, current) =
             (herd_core::ClusterId::from_entropy([1; 8]), herd_core::ClusterId::from_entropy([2; 8]));

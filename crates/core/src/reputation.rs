@@ -47,7 +47,8 @@ mod tests {
     fn a_new_device_starts_in_the_middle_and_earns_its_way_up() {
         let new = score(&Record::default());
         assert_eq!(new, 350, "no uptime yet, half the verification weight, full lease weight");
-        let proven = Record { uptime_ppm: 1_000_000, verifications_passed: 20, leases_completed: 10, ..Record::default() };
+        let proven =
+            Record { uptime_ppm: 1_000_000, verifications_passed: 20, leases_completed: 10, ..Record::default() };
         assert!(score(&proven) > 950);
         let failed = Record { verifications_failed: 1, ..proven };
         assert!(score(&failed) < score(&proven) - 40, "one failure costs a lot");

@@ -100,7 +100,9 @@ impl ProofOutcome {
     }
 
     pub fn parse(text: &str) -> Option<Self> {
-        [Self::Running, Self::Passed, Self::Failed, Self::Declined, Self::Aborted].into_iter().find(|o| o.as_str() == text)
+        [Self::Running, Self::Passed, Self::Failed, Self::Declined, Self::Aborted]
+            .into_iter()
+            .find(|o| o.as_str() == text)
     }
 }
 

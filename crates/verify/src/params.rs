@@ -7,12 +7,16 @@
 
 use herd_core::catalog::GpuModel;
 
-
 /// What a device says it is, for sizing its proof.
 #[derive(Debug, Clone, Copy)]
 pub enum Claim {
-    Gpu { model: &'static GpuModel, count: u32 },
-    Cpu { logical_cores: u32 },
+    Gpu {
+        model: &'static GpuModel,
+        count: u32,
+    },
+    Cpu {
+        logical_cores: u32,
+    },
     /// A simulated device (local and test networks only): a token-sized proof through the
     /// same protocol.
     Simulated,

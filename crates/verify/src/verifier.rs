@@ -32,7 +32,10 @@ pub fn choose(params: &Params, secret: &Seed) -> Vec<Pick> {
     (0..params.openings)
         .map(|k| {
             let index = pick(secret, k, u64::from(params.checkpoints()) * u64::from(params.rows));
-            Pick { checkpoint: (index / u64::from(params.rows)) as u32 + 1, row: (index % u64::from(params.rows)) as u32 }
+            Pick {
+                checkpoint: (index / u64::from(params.rows)) as u32 + 1,
+                row: (index % u64::from(params.rows)) as u32,
+            }
         })
         .collect()
 }

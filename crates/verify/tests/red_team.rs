@@ -99,7 +99,8 @@ fn a_prover_that_computed_only_half_the_rows_is_caught() {
                 opening
             })
             .collect();
-        caught += usize::from(check(DEVICE, NONCE, &PARAMS, &solution.roots, &picks, &openings, &[secret; 32]).is_err());
+        caught +=
+            usize::from(check(DEVICE, NONCE, &PARAMS, &solution.roots, &picks, &openings, &[secret; 32]).is_err());
     }
     assert_eq!(caught, 20);
 }

@@ -44,7 +44,9 @@ impl Prover {
         let id = challenge.challenge_id.clone();
         let params = challenge.params();
         let refusal = can_prove.err().or_else(|| params.validate().err().map(|e| e.to_string())).or_else(|| {
-            herd_core::hex::decode_array::<32>(&challenge.nonce).is_none().then(|| "the nonce is not 64 hex digits".into())
+            herd_core::hex::decode_array::<32>(&challenge.nonce)
+                .is_none()
+                .then(|| "the nonce is not 64 hex digits".into())
         });
         if let Some(reason) = refusal {
             tracing::warn!(challenge = %id, %reason, "declining a proof of compute");
@@ -56,7 +58,9 @@ impl Prover {
         let nonce = herd_core::hex::decode_array::<32>(&challenge.nonce).expect("checked above");
         let seed = herd_verify::challenge_seed(device.as_str(), &nonce);
         let stop = Arc::new(AtomicBool::new(false));
-        if let Some(previous) = self.lock().replace(Current { challenge_id: id.clone(), stop: stop.clone(), solution: None }) {
+        if let Some(previous) =
+            self.lock().replace(Current { challenge_id: id.clone(), stop: stop.clone(), solution: None })
+        {
             previous.stop.store(true, Ordering::Relaxed);
         }
         let deadline = Duration::from_millis(challenge.deadline_ms);

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod raw_worker;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;

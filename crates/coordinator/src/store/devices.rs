@@ -123,7 +123,12 @@ pub(super) async fn record_state(
 /// Stores the GPU UUIDs the device reports and flags it (and any other device reporting one
 /// of them) while a UUID is reported twice: one physical GPU cannot be two devices. Blocked
 /// devices do not count, so an operator clears a flag by blocking the impostor.
-async fn record_gpus(conn: &mut SqliteConnection, id: &Address, spec: &herd_core::DeviceSpec, now: Timestamp) -> StoreResult<()> {
+async fn record_gpus(
+    conn: &mut SqliteConnection,
+    id: &Address,
+    spec: &herd_core::DeviceSpec,
+    now: Timestamp,
+) -> StoreResult<()> {
     sqlx::query("DELETE FROM device_gpus WHERE device_id = ?").bind(id.as_str()).execute(&mut *conn).await?;
     let mut clash: Option<(String, String)> = None;
     for gpu in spec.gpus.iter().filter(|g| !g.uuid.is_empty()) {
@@ -149,7 +154,10 @@ async fn record_gpus(conn: &mut SqliteConnection, id: &Address, spec: &herd_core
     match clash {
         Some((uuid, other)) => flag(conn, id, &format!("GPU {uuid} is also reported by device {other}"), now).await,
         None => {
-            sqlx::query("UPDATE devices SET flag_reason = NULL WHERE id = ?").bind(id.as_str()).execute(&mut *conn).await?;
+            sqlx::query("UPDATE devices SET flag_reason = NULL WHERE id = ?")
+                .bind(id.as_str())
+                .execute(&mut *conn)
+                .await?;
             Ok(())
         }
     }
@@ -184,9 +192,9 @@ impl Store {
         let mut tx = self.write.begin().await?;
         let existing =
             sqlx::query("SELECT owner, state, state_reason, admitted, cluster_id, spec FROM devices WHERE id = ?")
-            .bind(id.as_str())
-            .fetch_optional(&mut *tx)
-            .await?;
+                .bind(id.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
         let registered = existing.is_none();
         let (mut state, admitted, leased) = match existing {
             None => {

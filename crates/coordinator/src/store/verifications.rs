@@ -36,10 +36,15 @@ pub struct DueDevice {
 /// How a finished proof changes the device.
 #[derive(Debug, Clone)]
 pub enum Finish {
-    Passed { next_check_at: Timestamp },
+    Passed {
+        next_check_at: Timestamp,
+    },
     Failed,
     /// Not a verdict: try again at `retry_at`.
-    Inconclusive { outcome: ProofOutcome, retry_at: Timestamp },
+    Inconclusive {
+        outcome: ProofOutcome,
+        retry_at: Timestamp,
+    },
 }
 
 const COLUMNS: &str = "id, device_id, purpose, claim, n, row_count, steps, stride, openings, expected_ms, deadline_ms,
@@ -140,7 +145,11 @@ impl Store {
     }
 
     pub async fn record_commitment(&self, id: &str, now: Timestamp) -> StoreResult<()> {
-        sqlx::query("UPDATE verifications SET committed_at = ? WHERE id = ?").bind(now.0).bind(id).execute(&self.write).await?;
+        sqlx::query("UPDATE verifications SET committed_at = ? WHERE id = ?")
+            .bind(now.0)
+            .bind(id)
+            .execute(&self.write)
+            .await?;
         Ok(())
     }
 
@@ -282,7 +291,8 @@ impl Store {
 
     /// Most recent first.
     pub async fn verifications(&self, device: &Address, limit: u32) -> StoreResult<Vec<Verification>> {
-        let sql = format!("SELECT {COLUMNS} FROM verifications WHERE device_id = ? ORDER BY issued_at DESC, id LIMIT ?");
+        let sql =
+            format!("SELECT {COLUMNS} FROM verifications WHERE device_id = ? ORDER BY issued_at DESC, id LIMIT ?");
         let rows = sqlx::query(&sql).bind(device.as_str()).bind(limit).fetch_all(&self.read).await?;
         rows.iter().map(verification_from_row).collect()
     }
