@@ -63,6 +63,7 @@ impl LocalNetwork {
         // in a fraction of a second (a production network asks for ~10 s).
         coordinator_config.proof.simulated_allowed = true;
         coordinator_config.proof.policy.target_ms = 300;
+        coordinator_config.proof.retry_after = Duration::from_secs(2);
         let coordinator = herd_coordinator::start(coordinator_config).await?;
         let url = coordinator.url();
 

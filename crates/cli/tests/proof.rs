@@ -135,8 +135,10 @@ async fn a_fake_h100_solving_on_the_cpu_misses_its_deadline_and_is_blocked() {
     assert!(message.contains("no commitment within"), "{message}");
     let reason = wait_for_state(&network.url, &device, DeviceState::Blocked).await;
     assert!(reason.contains("an honest 1× H100 needs about"), "{reason}");
+    assert!(reason.ends_with("(3 times in a row)"), "a missed deadline blocks only when it repeats: {reason}");
     let proofs = Client::new(&network.url, None).verifications(device.as_str()).await.unwrap();
-    assert_eq!((proofs[0].claim.as_str(), proofs[0].outcome), ("1× H100", ProofOutcome::Failed));
+    assert_eq!(proofs.len(), 3);
+    assert!(proofs.iter().all(|p| p.claim == "1× H100" && p.outcome == ProofOutcome::Failed));
     assert!(proofs[0].committed_at.is_none());
 
     // And it cannot come back.

@@ -29,6 +29,8 @@ ALTER TABLE devices ADD COLUMN next_verification_at INTEGER;
 ALTER TABLE devices ADD COLUMN flag_reason TEXT;
 ALTER TABLE devices ADD COLUMN verifications_passed INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE devices ADD COLUMN verifications_failed INTEGER NOT NULL DEFAULT 0;
+-- Deadlines missed in a row; the device is blocked at the policy's maximum.
+ALTER TABLE devices ADD COLUMN deadline_strikes INTEGER NOT NULL DEFAULT 0;
 -- Uptime EWMA in parts per million, updated by the reputation pass.
 ALTER TABLE devices ADD COLUMN uptime_ppm INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE devices ADD COLUMN reputation_at INTEGER;

@@ -22,7 +22,7 @@ use tokio::time::{timeout_at, Instant, MissedTickBehavior};
 use crate::app::{now, App};
 use crate::auth::random_token;
 use crate::metrics::labels;
-use crate::store::{DueDevice, Finish, NewVerification};
+use crate::store::{DueDevice, Finish, NewVerification, Verdict};
 
 #[derive(Debug, Clone)]
 pub struct ProofConfig {
@@ -38,6 +38,11 @@ pub struct ProofConfig {
     pub concurrent_max: usize,
     /// After the commitment, how long the worker has to send every opening.
     pub openings_timeout: Duration,
+    /// Deadlines missed in a row before a device is blocked (wrong answers block at once).
+    pub strikes_max: u32,
+    /// How long after a missed deadline, a decline or an interruption the device is
+    /// challenged again.
+    pub retry_after: Duration,
 }
 
 impl Default for ProofConfig {
@@ -49,6 +54,8 @@ impl Default for ProofConfig {
             slash_bps: 1000,
             concurrent_max: 64,
             openings_timeout: Duration::from_secs(30),
+            strikes_max: 3,
+            retry_after: Duration::from_secs(60),
         }
     }
 }
@@ -76,9 +83,6 @@ pub struct Proofs {
 
 /// Replies one challenge can queue: the commitment, every opening, one spare.
 const REPLIES_MAX: usize = herd_verify::params::OPENINGS_MAX as usize + 2;
-/// How long a device that declined or was interrupted waits for its next challenge.
-const RETRY_AFTER_DECLINE: Duration = Duration::from_secs(600);
-const RETRY_AFTER_ABORT: Duration = Duration::from_secs(5);
 
 impl Proofs {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Inflight>> {
@@ -239,27 +243,22 @@ async fn prove(app: App, device: DueDevice, connection: u64) {
     let verdict = if app.hub.send(&device.id, ServerMessage::ProofChallenge(challenge)) {
         converse(&app, &device.id, &id, &nonce, &sizing, &claim_text, issued, &mut replies).await
     } else {
-        Verdict::aborted("the device is not connected")
+        Verdict::aborted("the device is not connected", app.config.proof.retry_after)
     };
     conclude(&app, &device.id, &id, verdict).await;
 }
 
-struct Verdict {
-    finish: Finish,
-    reason: String,
-    verify_us: Option<u64>,
-}
-
 impl Verdict {
     fn failed(reason: impl Into<String>) -> Verdict {
-        Verdict { finish: Finish::Failed, reason: reason.into(), verify_us: None }
+        Verdict { finish: Finish::Failed, reason: reason.into(), committed_at: None, verify_us: None }
     }
 
-    fn aborted(reason: impl Into<String>) -> Verdict {
-        let retry_at = Timestamp(now().0 + RETRY_AFTER_ABORT.as_millis() as i64);
+    fn aborted(reason: impl Into<String>, retry_after: Duration) -> Verdict {
+        let retry_at = Timestamp(now().0 + retry_after.as_millis() as i64);
         Verdict {
             finish: Finish::Inconclusive { outcome: ProofOutcome::Aborted, retry_at },
             reason: reason.into(),
+            committed_at: None,
             verify_us: None,
         }
     }
@@ -277,20 +276,28 @@ async fn converse(
     replies: &mut mpsc::Receiver<Reply>,
 ) -> Verdict {
     let deadline = issued + Duration::from_millis(sizing.deadline_ms);
+    let retry_after = app.config.proof.retry_after;
     let roots = match timeout_at(deadline, replies.recv()).await {
         Err(_) => {
-            return Verdict::failed(format!(
-                "no commitment within the {} ms deadline; an honest {claim} needs about {} ms",
-                sizing.deadline_ms, sizing.expected_ms
-            ))
+            let retry_at = Timestamp(now().0 + retry_after.as_millis() as i64);
+            return Verdict {
+                finish: Finish::Missed { strikes_max: app.config.proof.strikes_max, retry_at },
+                reason: format!(
+                    "no commitment within the {} ms deadline; an honest {claim} needs about {} ms",
+                    sizing.deadline_ms, sizing.expected_ms
+                ),
+                committed_at: None,
+                verify_us: None,
+            };
         }
-        Ok(None) => return Verdict::aborted("the device disconnected during the proof"),
+        Ok(None) => return Verdict::aborted("the device disconnected during the proof", retry_after),
         Ok(Some(Reply::Declined(reason))) => {
-            let retry_at = Timestamp(now().0 + RETRY_AFTER_DECLINE.as_millis() as i64);
+            let retry_at = Timestamp(now().0 + retry_after.as_millis() as i64);
             let reason = format!("the worker declined: {reason}");
             return Verdict {
                 finish: Finish::Inconclusive { outcome: ProofOutcome::Declined, retry_at },
                 reason,
+                committed_at: None,
                 verify_us: None,
             };
         }
@@ -298,9 +305,7 @@ async fn converse(
         Ok(Some(Reply::Commitment(roots))) => roots,
     };
     let committed_ms = issued.elapsed().as_millis() as u64;
-    if let Err(error) = app.store.record_commitment(id, now()).await {
-        tracing::warn!(%error, "could not record a commitment time");
-    }
+    let committed_at = Some(now());
     let Some(roots) = decode_hashes(&roots) else {
         return Verdict::failed("a committed root is not 64 hex digits");
     };
@@ -312,7 +317,7 @@ async fn converse(
         picks: picks.iter().map(|p| [p.checkpoint, p.row]).collect(),
     };
     if !app.hub.send(device, asked) {
-        return Verdict::aborted("the device disconnected during the proof");
+        return Verdict::aborted("the device disconnected during the proof", retry_after);
     }
     let openings_deadline = Instant::now() + app.config.proof.openings_timeout;
     let mut openings = Vec::with_capacity(picks.len());
@@ -326,7 +331,7 @@ async fn converse(
                     app.config.proof.openings_timeout.as_secs()
                 ))
             }
-            Ok(None) => return Verdict::aborted("the device disconnected during the proof"),
+            Ok(None) => return Verdict::aborted("the device disconnected during the proof", retry_after),
             Ok(Some(Reply::Opening(wire))) => match wire.decode() {
                 Some(opening) => openings.push(opening),
                 None => return Verdict::failed("an opening's Merkle path is not hex"),
@@ -350,31 +355,39 @@ async fn converse(
             Verdict {
                 finish: Finish::Passed { next_check_at: Timestamp(next) },
                 reason: format!("{claim}: committed in {committed_ms} ms of {} allowed", sizing.deadline_ms),
+                committed_at,
                 verify_us: Some(verify_us),
             }
         }
-        Ok((Err(failure), verify_us)) => Verdict { verify_us: Some(verify_us), ..Verdict::failed(failure.to_string()) },
-        Err(error) => Verdict::aborted(format!("the verifier stopped: {error}")),
+        Ok((Err(failure), verify_us)) => {
+            Verdict { committed_at, verify_us: Some(verify_us), ..Verdict::failed(failure.to_string()) }
+        }
+        Err(error) => Verdict::aborted(format!("the verifier stopped: {error}"), retry_after),
     }
 }
 
 async fn conclude(app: &App, device: &Address, id: &str, verdict: Verdict) {
     let outcome = match &verdict.finish {
         Finish::Passed { .. } => "passed",
-        Finish::Failed => "failed",
+        Finish::Failed | Finish::Missed { .. } => "failed",
         Finish::Inconclusive { outcome, .. } => outcome.as_str(),
     };
     app.metrics.proofs.get_or_create(&labels(&[("outcome", outcome)])).inc();
-    let state =
-        app.store.finish_verification(id, device, &verdict.finish, &verdict.reason, verdict.verify_us, now()).await;
+    let state = app.store.finish_verification(id, device, &verdict, now()).await;
     app.sync_market(std::slice::from_ref(device)).await;
-    match state {
-        Ok(Some(state)) => tracing::info!(%device, challenge = id, outcome, %state, reason = %verdict.reason,
-            verify_us = verdict.verify_us, "proof of compute finished"),
-        Ok(None) => {}
-        Err(error) => tracing::error!(%error, %device, "could not record a proof's verdict"),
-    }
-    if let Finish::Failed = verdict.finish {
+    let blocked = match state {
+        Ok(Some(state)) => {
+            tracing::info!(%device, challenge = id, outcome, %state, reason = %verdict.reason,
+                verify_us = verdict.verify_us, "proof of compute finished");
+            state == DeviceState::Blocked
+        }
+        Ok(None) => false,
+        Err(error) => {
+            tracing::error!(%error, %device, "could not record a proof's verdict");
+            false
+        }
+    };
+    if blocked {
         let message = format!("device blocked: failed proof of compute: {}", verdict.reason);
         app.hub.send(device, ServerMessage::Rejected { code: "blocked".into(), message });
         app.hub.disconnect(device);

@@ -113,8 +113,13 @@ mod tests {
             deadline_ms: 1,
         };
         store.begin_verification(&new, now()).await.unwrap();
-        let passed = crate::store::Finish::Passed { next_check_at: herd_core::Timestamp(now().0 + 3_600_000) };
-        let state = store.finish_verification(&id, device, &passed, "test", Some(1), now()).await.unwrap();
+        let passed = crate::store::Verdict {
+            finish: crate::store::Finish::Passed { next_check_at: herd_core::Timestamp(now().0 + 3_600_000) },
+            reason: "test".into(),
+            committed_at: None,
+            verify_us: Some(1),
+        };
+        let state = store.finish_verification(&id, device, &passed, now()).await.unwrap();
         assert_eq!(state, Some(DeviceState::Ready));
     }
 

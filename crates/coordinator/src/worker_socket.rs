@@ -16,6 +16,7 @@ use herd_proto::worker::{
     HelloPayload, ServerMessage, WorkerMessage, FRAME_BYTES_MAX, OUTPUT_LINES_PER_MESSAGE_MAX, OUTPUT_LINE_BYTES_MAX,
 };
 use herd_proto::WORKER_PROTOCOL_VERSION;
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::actions;
@@ -30,6 +31,8 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 const ADVERTISE_ADDR_LEN_MAX: usize = 255;
 /// How long a closing connection waits for the worker's in-flight messages.
 const SHUTDOWN_DRAIN_MAX: Duration = Duration::from_secs(2);
+/// Database-bound messages queued per connection before reading the socket waits.
+const HANDLER_QUEUE_CAPACITY: usize = 64;
 
 pub async fn connect(State(app): State<App>, upgrade: WebSocketUpgrade) -> Response {
     upgrade
@@ -183,13 +186,25 @@ async fn serve(app: App, socket: WebSocket, hello: HelloPayload) {
     }
     offer_speedtest(&app, &device);
     app.proofs.wake.notify_one();
+    // Messages that wait on the database are handled in order by their own task, so a busy
+    // database never delays reading the socket: liveness and proof replies (timed against a
+    // deadline) are taken as they arrive.
+    let (to_handler, mut handler_queue) = mpsc::channel::<WorkerMessage>(HANDLER_QUEUE_CAPACITY);
+    let handler = tokio::spawn({
+        let (app, device) = (app.clone(), device.clone());
+        async move {
+            while let Some(message) = handler_queue.recv().await {
+                handle(&app, &device, message).await;
+            }
+        }
+    });
     let mut shutdown = app.shutdown.clone();
     loop {
         tokio::select! {
             incoming = inbox.next() => match incoming {
                 Some(Ok(Message::Text(text))) => {
                     app.hub.touch(&device, Instant::now());
-                    if let Err(error) = handle(&app, &device, connection, &text).await {
+                    if let Err(error) = dispatch(&app, &device, connection, &text, &to_handler).await {
                         tracing::warn!(%device, %error, "bad message from worker; closing");
                         break;
                     }
@@ -215,7 +230,7 @@ async fn serve(app: App, socket: WebSocket, hello: HelloPayload) {
                     while let Some(Ok(message)) = inbox.next().await {
                         match message {
                             Message::Text(text) => {
-                                let _ = handle(&app, &device, connection, &text).await;
+                                let _ = dispatch(&app, &device, connection, &text, &to_handler).await;
                             }
                             Message::Close(_) => break,
                             _ => {}
@@ -227,20 +242,46 @@ async fn serve(app: App, socket: WebSocket, hello: HelloPayload) {
             }
         }
     }
+    drop(to_handler);
+    let _ = handler.await;
     app.hub.detach(&device, connection);
     app.proofs.connection_closed(&device, connection);
     tracing::info!(%device, "worker disconnected");
 }
 
-async fn handle(app: &App, device: &Address, connection: u64, text: &str) -> Result<(), String> {
+/// Takes one message off the socket: what needs no database is applied now, the rest is
+/// queued for the connection's handler (waiting for room keeps memory bounded).
+async fn dispatch(
+    app: &App,
+    device: &Address,
+    connection: u64,
+    text: &str,
+    handler: &mpsc::Sender<WorkerMessage>,
+) -> Result<(), String> {
     let message: WorkerMessage = serde_json::from_str(text).map_err(|e| format!("undecodable message: {e}"))?;
-    let at = now();
-    let result = match message {
+    match message {
         WorkerMessage::Heartbeat { utilization } => {
             app.metrics.heartbeats.inc();
-            app.hub.heartbeat(device, at, utilization);
-            Ok(())
+            app.hub.heartbeat(device, now(), utilization);
         }
+        WorkerMessage::ProofCommitment { challenge_id, roots } => {
+            deliver_proof(app, device, connection, &challenge_id, Reply::Commitment(roots));
+        }
+        WorkerMessage::ProofOpening { challenge_id, opening } => {
+            deliver_proof(app, device, connection, &challenge_id, Reply::Opening(opening));
+        }
+        WorkerMessage::ProofDeclined { challenge_id, reason } => {
+            deliver_proof(app, device, connection, &challenge_id, Reply::Declined(reason));
+        }
+        WorkerMessage::Hello(_) => return Err("hello after the handshake".into()),
+        other => handler.send(other).await.map_err(|_| "the connection's handler stopped".to_owned())?,
+    }
+    Ok(())
+}
+
+async fn handle(app: &App, device: &Address, message: WorkerMessage) {
+    let at = now();
+    let result = match message {
         WorkerMessage::TaskStarted { job_id } => {
             let changed = app.store.task_started(&job_id, device, at).await;
             app.notify_job(&job_id);
@@ -273,25 +314,17 @@ async fn handle(app: &App, device: &Address, connection: u64, text: &str) -> Res
             app.sync_market(std::slice::from_ref(device)).await;
             tier.map(|tier| tracing::info!(%device, %tier, ?throughput, "connectivity measured"))
         }
-        WorkerMessage::ProofCommitment { challenge_id, roots } => {
-            deliver_proof(app, device, connection, &challenge_id, Reply::Commitment(roots));
-            Ok(())
-        }
-        WorkerMessage::ProofOpening { challenge_id, opening } => {
-            deliver_proof(app, device, connection, &challenge_id, Reply::Opening(opening));
-            Ok(())
-        }
-        WorkerMessage::ProofDeclined { challenge_id, reason } => {
-            deliver_proof(app, device, connection, &challenge_id, Reply::Declined(reason));
-            Ok(())
-        }
-        WorkerMessage::Hello(_) => return Err("hello after the handshake".into()),
+        // Applied by `dispatch` before anything is queued.
+        WorkerMessage::Heartbeat { .. }
+        | WorkerMessage::ProofCommitment { .. }
+        | WorkerMessage::ProofOpening { .. }
+        | WorkerMessage::ProofDeclined { .. }
+        | WorkerMessage::Hello(_) => Ok(()),
     };
     // A database hiccup is the coordinator's problem, not the worker's: log and carry on.
     if let Err(error) = result {
         tracing::error!(%device, %error, "could not record a worker message");
     }
-    Ok(())
 }
 
 /// A reply to a challenge that is not this connection's is dropped (and logged): replaying

@@ -399,6 +399,10 @@ impl Session<'_> {
             ServerMessage::ProofOpen { challenge_id, picks } => {
                 self.prover.open(challenge_id, picks, self.tasks.events());
             }
+            ServerMessage::Rejected { code, message } => {
+                // The connection closes next; the reconnect's hello is refused with the reason.
+                tracing::error!(%code, %message, "the coordinator refused this device");
+            }
             other => tracing::warn!(?other, "unexpected message after the handshake"),
         }
     }

@@ -31,6 +31,7 @@ pub fn test_config(db: &Path, listen: SocketAddr) -> CoordinatorConfig {
     config.proof.simulated_allowed = true;
     config.proof.policy.target_ms = 50;
     config.proof.policy.allowance_ms = 1_000;
+    config.proof.retry_after = Duration::from_millis(100);
     config
 }
 

@@ -26,7 +26,7 @@ pub use devices::{DeviceFilter, HelloOutcome, HelloRefusal};
 pub use jobs::NewJob;
 pub use ledger::{Alongside, SignedEntry};
 pub use market::{default_floor_micros, StoredQuote};
-pub use verifications::{DueDevice, Finish, NewVerification};
+pub use verifications::{DueDevice, Finish, NewVerification, Verdict};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

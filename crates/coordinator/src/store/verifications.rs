@@ -40,11 +40,28 @@ pub enum Finish {
         next_check_at: Timestamp,
     },
     Failed,
+    /// The deadline passed without a commitment: a strike. At `strikes_max` strikes in a
+    /// row the device is blocked; until then it is challenged again at `retry_at` (a busy
+    /// network or coordinator can delay an honest answer; a fake device misses every time).
+    Missed {
+        strikes_max: u32,
+        retry_at: Timestamp,
+    },
     /// Not a verdict: try again at `retry_at`.
     Inconclusive {
         outcome: ProofOutcome,
         retry_at: Timestamp,
     },
+}
+
+/// A challenge's result: what it does to the device, why, and its timings.
+#[derive(Debug, Clone)]
+pub struct Verdict {
+    pub finish: Finish,
+    pub reason: String,
+    pub committed_at: Option<Timestamp>,
+    /// Coordinator CPU spent checking, if it got that far.
+    pub verify_us: Option<u64>,
 }
 
 const COLUMNS: &str = "id, device_id, purpose, claim, n, row_count, steps, stride, openings, expected_ms, deadline_ms,
@@ -144,39 +161,32 @@ impl Store {
         Ok(())
     }
 
-    pub async fn record_commitment(&self, id: &str, now: Timestamp) -> StoreResult<()> {
-        sqlx::query("UPDATE verifications SET committed_at = ? WHERE id = ?")
-            .bind(now.0)
-            .bind(id)
-            .execute(&self.write)
-            .await?;
-        Ok(())
-    }
-
-    /// Closes a challenge and applies its consequence to the device, in one transaction:
+    /// Closes a challenge (with when its commitment arrived, if it did) and applies its
+    /// consequence to the device, in one transaction:
     /// a pass admits it (and schedules the next re-check), a failure blocks it, anything
     /// else leaves it as it was until the retry time. Returns the device's new state.
     pub async fn finish_verification(
         &self,
         id: &str,
         device: &Address,
-        finish: &Finish,
-        reason: &str,
-        verify_us: Option<u64>,
+        verdict: &Verdict,
         now: Timestamp,
     ) -> StoreResult<Option<DeviceState>> {
+        let Verdict { finish, reason, committed_at, verify_us } = verdict;
+        let reason = reason.as_str();
         let outcome = match finish {
             Finish::Passed { .. } => ProofOutcome::Passed,
-            Finish::Failed => ProofOutcome::Failed,
+            Finish::Failed | Finish::Missed { .. } => ProofOutcome::Failed,
             Finish::Inconclusive { outcome, .. } => *outcome,
         };
         let mut tx = self.write.begin().await?;
         let updated = sqlx::query(
-            "UPDATE verifications SET outcome = ?, reason = ?, finished_at = ?, verify_us = ?
+            "UPDATE verifications SET outcome = ?, reason = ?, committed_at = ?, finished_at = ?, verify_us = ?
              WHERE id = ? AND outcome = 'running'",
         )
         .bind(outcome.as_str())
         .bind(reason)
+        .bind(committed_at.map(|t| t.0))
         .bind(now.0)
         .bind(verify_us.map(|us| us as i64))
         .bind(id)
@@ -192,7 +202,7 @@ impl Store {
             Finish::Passed { next_check_at } => {
                 sqlx::query(
                     "UPDATE devices SET admitted = 1, verified_at = ?, next_verification_at = ?,
-                        verifications_passed = verifications_passed + 1,
+                        verifications_passed = verifications_passed + 1, deadline_strikes = 0,
                         security = CASE WHEN simulated = 1 THEN 'any' WHEN security = 'datacenter' THEN 'datacenter'
                                         ELSE 'verified' END
                      WHERE id = ?",
@@ -205,6 +215,34 @@ impl Store {
                 if state == DeviceState::Pending {
                     let why = format!("admitted: passed proof of compute ({reason})");
                     state = apply_event(&mut tx, device, state, Event::Admit, &why, now).await?;
+                }
+            }
+            Finish::Missed { strikes_max, retry_at } => {
+                let row = sqlx::query(
+                    "UPDATE devices SET deadline_strikes = deadline_strikes + 1,
+                        verifications_failed = verifications_failed + 1, next_verification_at = ?
+                     WHERE id = ? RETURNING deadline_strikes",
+                )
+                .bind(retry_at.0)
+                .bind(device.as_str())
+                .fetch_one(&mut *tx)
+                .await?;
+                let strikes: i64 = row.get(0);
+                if strikes >= i64::from(*strikes_max) {
+                    sqlx::query(
+                        "UPDATE devices SET admitted = 0, next_verification_at = NULL, security = 'any' WHERE id = ?",
+                    )
+                    .bind(device.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                    let why = format!("failed proof of compute: {reason} ({strikes} times in a row)");
+                    state = apply_event(&mut tx, device, state, Event::Block, &why, now).await?;
+                } else if state == DeviceState::Pending {
+                    sqlx::query("UPDATE devices SET state_reason = ? WHERE id = ?")
+                        .bind(format!("awaiting proof of compute: {reason} (strike {strikes} of {strikes_max})"))
+                        .bind(device.as_str())
+                        .execute(&mut *tx)
+                        .await?;
                 }
             }
             Finish::Failed => {
