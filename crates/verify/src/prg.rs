@@ -46,13 +46,25 @@ fn stream(seed: &Seed, matrix: Matrix, row: u32) -> SplitMix64 {
     SplitMix64(u64::from_le_bytes(digest[..8].try_into().expect("a digest has 8 bytes")))
 }
 
+/// A random byte's entry: byte mod 17, centred (a table, so generating B stays cheap for
+/// the verifier, whose one O(n²) step it is).
+const ENTRY_OF_BYTE: [i8; 256] = {
+    let mut table = [0i8; 256];
+    let mut byte = 0;
+    while byte < 256 {
+        table[byte] = (byte as i32 % MODULUS - HALF) as i8;
+        byte += 1;
+    }
+    table
+};
+
 /// Fills `out` with row `row` of `matrix`: entries uniform (to within 1/256) in [-8, 8].
 pub fn fill_row(seed: &Seed, matrix: Matrix, row: u32, out: &mut [i8]) {
     let mut rng = stream(seed, matrix, row);
     for chunk in out.chunks_mut(8) {
         let bytes = rng.next().to_le_bytes();
         for (entry, byte) in chunk.iter_mut().zip(bytes) {
-            *entry = (i32::from(byte) % MODULUS - HALF) as i8;
+            *entry = ENTRY_OF_BYTE[usize::from(byte)];
         }
     }
 }

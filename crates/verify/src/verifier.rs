@@ -77,14 +77,16 @@ pub fn check(
     Ok(())
 }
 
-/// B·r, one seeded row of B at a time (O(n) memory).
+/// B·r, one seeded row of B at a time (O(n) memory). Exact in i64: |B| ≤ 8, r < 2^32 and
+/// n ≤ 2^12 bound each sum by 2^47. This is the verifier's one O(n²) step.
 fn multiplier_times(seed: &Seed, r: &[i64]) -> Vec<i128> {
     let n = r.len();
     let mut row = vec![0i8; n];
     (0..n)
         .map(|k| {
             fill_row(seed, Matrix::Multiplier, k as u32, &mut row);
-            row.iter().zip(r).map(|(b, r)| i128::from(*b) * i128::from(*r)).sum()
+            let sum: i64 = row.iter().zip(r).map(|(b, r)| i64::from(*b) * r).sum();
+            i128::from(sum)
         })
         .collect()
 }

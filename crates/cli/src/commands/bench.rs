@@ -15,6 +15,8 @@ use super::Context;
 
 #[path = "bench_ledger.rs"]
 mod ledger;
+#[path = "bench_proof.rs"]
+mod proof;
 use crate::output::{print_json, table};
 
 #[derive(Debug, Subcommand)]
@@ -24,6 +26,16 @@ pub enum BenchCommand {
     /// Ledger transfers per second with durable (fsynced) SQLite commits: batched, and one
     /// transfer per transaction as the baseline, side by side.
     Ledger(LedgerArgs),
+    /// Proof of compute: challenge sizes per claim, solving time on this CPU, and the
+    /// coordinator's CPU per verification.
+    Proof(ProofArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ProofArgs {
+    /// What an honest device should spend per proof, ms (the network's policy).
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(10..=600_000))]
+    target_ms: u64,
 }
 
 #[derive(Debug, Args)]
@@ -102,6 +114,7 @@ pub async fn run(context: &Context, command: BenchCommand) -> anyhow::Result<i32
     let args = match command {
         BenchCommand::Market(args) => args,
         BenchCommand::Ledger(args) => return ledger::run(context, &args).await,
+        BenchCommand::Proof(args) => return proof::run(context, &args).await,
     };
     let report = tokio::task::spawn_blocking(move || bench_market(&args)).await?;
     if context.json {
