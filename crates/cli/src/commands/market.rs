@@ -26,6 +26,11 @@ pub enum MarketCommand {
         #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1000))]
         limit: u32,
     },
+    /// A device's proofs of compute, most recent first (public).
+    Proofs {
+        /// The device id (its public key).
+        device: String,
+    },
 }
 
 fn gib(bytes: u64) -> String {
@@ -126,15 +131,40 @@ pub async fn run(context: &Context, command: MarketCommand) -> anyhow::Result<i3
                         gib(d.spec.memory_bytes),
                         d.country.clone(),
                         d.connectivity.to_string(),
+                        d.security.to_string(),
+                        d.reputation.to_string(),
                         format!("{}/h", format_usd(d.floor_micros)),
                         if d.simulated { "simulated".into() } else { String::new() },
                     ]
                 })
                 .collect();
-            crate::outln!(
-                "{}",
-                table(&["DEVICE", "STATE", "GPUS", "CPU", "MEMORY", "COUNTRY", "TIER", "FLOOR", ""], &rows)
-            );
+            let header =
+                ["DEVICE", "STATE", "GPUS", "CPU", "MEMORY", "COUNTRY", "TIER", "SECURITY", "REP", "FLOOR", ""];
+            crate::outln!("{}", table(&header, &rows));
+        }
+        MarketCommand::Proofs { device } => {
+            let proofs = context.anonymous_client().verifications(&device).await?;
+            if context.json {
+                print_json(&proofs);
+                return Ok(0);
+            }
+            let rows: Vec<Vec<String>> = proofs
+                .iter()
+                .map(|p| {
+                    let took = p.committed_at.map_or("—".into(), |c| format!("{} ms", c.0 - p.issued_at.0));
+                    vec![
+                        p.issued_at.to_string(),
+                        p.purpose.clone(),
+                        p.claim.clone(),
+                        format!("{}×{} · {}", p.rows, p.n, p.steps),
+                        format!("{took} / {} ms", p.deadline_ms),
+                        p.outcome.as_str().to_owned(),
+                        p.reason.clone().unwrap_or_default(),
+                    ]
+                })
+                .collect();
+            let header = ["ISSUED", "PURPOSE", "CLAIM", "CHAIN", "COMMITTED / DEADLINE", "OUTCOME", "REASON"];
+            crate::outln!("{}", table(&header, &rows));
         }
     }
     Ok(0)
