@@ -153,14 +153,6 @@ pub fn claim_of(spec: &DeviceSpec, simulated: bool) -> Claim {
     }
 }
 
-fn describe(claim: Claim) -> String {
-    match claim {
-        Claim::Gpu { model, count } => format!("{count}× {}", model.name),
-        Claim::Cpu { logical_cores } => format!("{logical_cores} CPU cores"),
-        Claim::Simulated => "simulated".into(),
-    }
-}
-
 /// The scheduler: every tick (or when woken), challenge the devices that are due.
 pub async fn run(app: App, mut shutdown: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(app.config.reconcile_interval);
@@ -213,7 +205,7 @@ async fn prove(app: App, device: DueDevice, connection: u64) {
     let _registered = Registered { proofs: &app.proofs, id: id.clone() };
     let mut nonce = [0u8; 32];
     OsRng.fill_bytes(&mut nonce);
-    let claim_text = describe(claim);
+    let claim_text = claim.describe();
     let new = NewVerification {
         id: &id,
         device: &device.id,

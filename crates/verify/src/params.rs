@@ -22,6 +22,17 @@ pub enum Claim {
     Simulated,
 }
 
+impl Claim {
+    /// How proofs name the claim: "1× H100", "2 CPU cores", "simulated".
+    pub fn describe(self) -> String {
+        match self {
+            Claim::Gpu { model, count } => format!("{count}× {}", model.name),
+            Claim::Cpu { logical_cores } => format!("{logical_cores} CPU cores"),
+            Claim::Simulated => "simulated".into(),
+        }
+    }
+}
+
 /// Per-network settings. `target_ms` is what an honest device should spend per proof.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Policy {

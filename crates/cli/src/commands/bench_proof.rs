@@ -86,21 +86,16 @@ pub async fn run(context: &Context, args: &ProofArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-fn describe(claim: Claim) -> String {
-    match claim {
-        Claim::Gpu { model, count } => format!("{count}× {}", model.name),
-        Claim::Cpu { logical_cores } => format!("{logical_cores} CPU cores (this machine)"),
-        Claim::Simulated => "simulated".into(),
-    }
-}
-
 fn row(claim: Claim, policy: &Policy, solve_ms: Option<f64>, verify: Duration) -> Row {
     let sizing = size(claim, policy);
     let p = sizing.params;
     // Re-checks come at half to 95 % of an hour after each pass: at most ~1.38 an hour.
     let per_hour = 1.0 / 0.725;
     Row {
-        claim: describe(claim),
+        claim: match claim {
+            Claim::Cpu { .. } => format!("{} (this machine)", claim.describe()),
+            _ => claim.describe(),
+        },
         n: p.n,
         rows: p.rows,
         steps: p.steps,
