@@ -91,7 +91,7 @@ async fn an_honest_cpu_worker_under_load_proves_itself_and_is_rechecked() {
     let cores = device.spec.cpu.logical_cores;
     assert_eq!(admission.claim, format!("{cores} CPU cores"));
     assert!(admission.committed_at.is_some() && admission.verify_us.is_some());
-    assert!(admission.work_gflop > 0 || admission.steps >= 2);
+    assert!(admission.deadline_ms > admission.expected_ms, "the deadline leaves slack: {admission:?}");
     assert_eq!(client.device(device.id.as_str()).await.unwrap().device.state, DeviceState::Ready);
     worker.stop().await;
     coordinator.shutdown().await;

@@ -163,6 +163,29 @@ async fn record_gpus(
     }
 }
 
+/// The device's current state, if it exists.
+pub(super) async fn device_state(conn: &mut SqliteConnection, id: &Address) -> StoreResult<Option<DeviceState>> {
+    let row = sqlx::query("SELECT state FROM devices WHERE id = ?").bind(id.as_str()).fetch_optional(conn).await?;
+    row.map(|r| parse_col("devices.state", r.get(0))).transpose()
+}
+
+/// Says why a pending device is still pending (other states keep their own reason).
+pub(super) async fn set_pending_reason(
+    conn: &mut SqliteConnection,
+    id: &Address,
+    state: DeviceState,
+    reason: &str,
+) -> StoreResult<()> {
+    if state == DeviceState::Pending {
+        sqlx::query("UPDATE devices SET state_reason = ? WHERE id = ?")
+            .bind(reason)
+            .bind(id.as_str())
+            .execute(conn)
+            .await?;
+    }
+    Ok(())
+}
+
 async fn flag(conn: &mut SqliteConnection, id: &Address, reason: &str, now: Timestamp) -> StoreResult<()> {
     sqlx::query("UPDATE devices SET flag_reason = ?, admitted = 0, state_reason = ? WHERE id = ?")
         .bind(reason)
@@ -170,10 +193,9 @@ async fn flag(conn: &mut SqliteConnection, id: &Address, reason: &str, now: Time
         .bind(id.as_str())
         .execute(&mut *conn)
         .await?;
-    let row = sqlx::query("SELECT state FROM devices WHERE id = ?").bind(id.as_str()).fetch_one(&mut *conn).await?;
-    let state: DeviceState = parse_col("devices.state", row.get(0))?;
-    if state == DeviceState::Ready {
-        apply_event(conn, id, state, Event::Requalify, &format!("flagged: {reason}"), now).await?;
+    if device_state(conn, id).await? == Some(DeviceState::Ready) {
+        let why = format!("flagged: {reason}");
+        apply_event(conn, id, DeviceState::Ready, Event::Requalify, &why, now).await?;
     }
     Ok(())
 }
@@ -307,12 +329,9 @@ impl Store {
     /// Marks an online device offline; false if it was not online.
     pub async fn mark_offline(&self, id: &Address, reason: &str, now: Timestamp) -> StoreResult<bool> {
         let mut tx = self.write.begin().await?;
-        let Some(row) =
-            sqlx::query("SELECT state FROM devices WHERE id = ?").bind(id.as_str()).fetch_optional(&mut *tx).await?
-        else {
+        let Some(state) = device_state(&mut tx, id).await? else {
             return Ok(false);
         };
-        let state: DeviceState = parse_col("devices.state", row.get(0))?;
         if !matches!(state, DeviceState::Pending | DeviceState::Ready | DeviceState::Hired) {
             return Ok(false);
         }

@@ -9,7 +9,7 @@ use herd_verify::Params;
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteConnection};
 
-use super::devices::apply_event;
+use super::devices::{apply_event, device_state, set_pending_reason};
 use super::{json_col, parse_col, Store, StoreResult};
 
 pub struct NewVerification<'a> {
@@ -97,11 +97,6 @@ fn verification_from_row(row: &SqliteRow) -> StoreResult<Verification> {
         reason: row.get("reason"),
         verify_us: row.get::<Option<i64>, _>("verify_us").map(|us| us.max(0) as u64),
     })
-}
-
-async fn device_state(conn: &mut SqliteConnection, id: &Address) -> StoreResult<Option<DeviceState>> {
-    let row = sqlx::query("SELECT state FROM devices WHERE id = ?").bind(id.as_str()).fetch_optional(conn).await?;
-    row.map(|r| parse_col("devices.state", r.get(0))).transpose()
 }
 
 /// Recomputes one device's reputation from its stored record.
@@ -237,12 +232,9 @@ impl Store {
                     .await?;
                     let why = format!("failed proof of compute: {reason} ({strikes} times in a row)");
                     state = apply_event(&mut tx, device, state, Event::Block, &why, now).await?;
-                } else if state == DeviceState::Pending {
-                    sqlx::query("UPDATE devices SET state_reason = ? WHERE id = ?")
-                        .bind(format!("awaiting proof of compute: {reason} (strike {strikes} of {strikes_max})"))
-                        .bind(device.as_str())
-                        .execute(&mut *tx)
-                        .await?;
+                } else {
+                    let why = format!("awaiting proof of compute: {reason} (strike {strikes} of {strikes_max})");
+                    set_pending_reason(&mut tx, device, state, &why).await?;
                 }
             }
             Finish::Failed => {
@@ -263,13 +255,7 @@ impl Store {
                     .bind(device.as_str())
                     .execute(&mut *tx)
                     .await?;
-                if state == DeviceState::Pending {
-                    sqlx::query("UPDATE devices SET state_reason = ? WHERE id = ?")
-                        .bind(format!("awaiting proof of compute: {reason}"))
-                        .bind(device.as_str())
-                        .execute(&mut *tx)
-                        .await?;
-                }
+                set_pending_reason(&mut tx, device, state, &format!("awaiting proof of compute: {reason}")).await?;
             }
         }
         refresh_reputation(&mut tx, device).await?;
