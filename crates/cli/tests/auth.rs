@@ -34,14 +34,7 @@ async fn customers_need_a_key_and_see_only_their_own_things() {
     let (_, bob) = new_account(&url).await;
     let request = CreateCluster { nodes: 1, ..Default::default() };
     let cluster = alice.create_cluster(&request).await.unwrap();
-    let job = alice
-        .create_job(&CreateJob {
-            cluster_id: cluster.id.clone(),
-            command: vec!["true".into()],
-            env: Default::default(),
-        })
-        .await
-        .unwrap();
+    let job = alice.create_job(&CreateJob::new(cluster.id.clone(), vec!["true".into()])).await.unwrap();
 
     assert_eq!(status(bob.cluster(cluster.id.as_str()).await.unwrap_err()), 403);
     assert_eq!(status(bob.delete_cluster(cluster.id.as_str()).await.unwrap_err()), 403);
@@ -49,7 +42,7 @@ async fn customers_need_a_key_and_see_only_their_own_things() {
     assert_eq!(status(bob.job(job.id.as_str()).await.unwrap_err()), 403);
     assert_eq!(status(bob.stop_job(&job.id).await.unwrap_err()), 403);
     assert_eq!(status(bob.stream_logs(job.id.as_str(), false, 0, |_| {}).await.unwrap_err()), 403);
-    let foreign_job = CreateJob { cluster_id: cluster.id.clone(), command: vec!["id".into()], env: Default::default() };
+    let foreign_job = CreateJob::new(cluster.id.clone(), vec!["id".into()]);
     assert_eq!(status(bob.create_job(&foreign_job).await.unwrap_err()), 403);
     assert!(bob.clusters(true).await.unwrap().is_empty());
     assert!(bob.jobs(None).await.unwrap().is_empty());

@@ -14,9 +14,8 @@ fn cpu_cluster(nodes: u32) -> CreateCluster {
 
 fn job(cluster: &herd_proto::api::Cluster, script: &str) -> CreateJob {
     CreateJob {
-        cluster_id: cluster.id.clone(),
-        command: vec!["sh".into(), "-c".into(), script.into()],
         env: [("GREETING".to_string(), "hello".to_string())].into(),
+        ..CreateJob::new(cluster.id.clone(), vec!["sh".into(), "-c".into(), script.into()])
     }
 }
 

@@ -31,11 +31,7 @@ async fn a_coordinator_restart_mid_lease_keeps_clusters_devices_and_jobs() {
     // Runs across the restart: its start, its end and its late output must all be kept.
     let script = "echo before; sleep 2; echo after";
     let job = customer
-        .create_job(&CreateJob {
-            cluster_id: cluster.id.clone(),
-            command: vec!["sh".into(), "-c".into(), script.into()],
-            env: Default::default(),
-        })
+        .create_job(&CreateJob::new(cluster.id.clone(), vec!["sh".into(), "-c".into(), script.into()]))
         .await
         .unwrap();
     eventually("both tasks to run", Duration::from_secs(10), || async {

@@ -19,7 +19,7 @@ pub fn dispatch(app: &App, device: &Address, assignment: TaskAssignment) {
 /// records what ended while it was away, restarts nothing, fails what it lost, sends what it
 /// never received, and stops what it runs that is no longer wanted.
 pub async fn adopt(app: &App, device: &Address, reports: &[TaskReport]) -> StoreResult<()> {
-    let assignments = app.store.device_assignments(device).await?;
+    let assignments = app.store.device_assignments(device, None).await?;
     let at = now();
     for (assignment, state) in &assignments {
         let job = &assignment.job_id;

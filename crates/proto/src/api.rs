@@ -292,6 +292,20 @@ pub struct CreateJob {
     /// Extra environment for every node (names must be `[A-Z_][A-Z0-9_]*`, not `HERD_*`).
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// Container image for workers with the docker runtime (default: the worker's base
+    /// image); `name:tag` or `registry/name:tag`. Process-runtime workers ignore it.
+    #[serde(default)]
+    pub image: Option<String>,
+    /// Less than the lease gives each node (memory, CPU, processes); omitted: all of it.
+    #[serde(default)]
+    pub limits: herd_core::JobLimits,
+}
+
+impl CreateJob {
+    /// `command` on every node, with no extra environment, the default image and the lease's limits.
+    pub fn new(cluster_id: ClusterId, command: Vec<String>) -> CreateJob {
+        CreateJob { cluster_id, command, env: BTreeMap::new(), image: None, limits: Default::default() }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -312,6 +326,8 @@ pub struct Job {
     pub owner: Address,
     pub state: JobState,
     pub command: Vec<String>,
+    pub image: Option<String>,
+    pub limits: herd_core::JobLimits,
     pub tasks: Vec<Task>,
     pub created_at: Timestamp,
     pub finished_at: Option<Timestamp>,

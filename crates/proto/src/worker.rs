@@ -63,6 +63,12 @@ pub struct TaskAssignment {
     pub head_addr: String,
     pub command: Vec<String>,
     pub env: BTreeMap<String, String>,
+    /// The container image (docker runtime); None: the worker's default image.
+    #[serde(default)]
+    pub image: Option<String>,
+    /// What the task may use of the leased device.
+    #[serde(default)]
+    pub limits: herd_core::TaskLimits,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -20,7 +20,8 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::detect::{detect_machine, GpuProbe, LoadSampler};
 use crate::prover::Prover;
-use crate::runtime::Tasks;
+use crate::runtime::docker::{RuntimeError, DEFAULT_IMAGE};
+use crate::runtime::{DockerRuntime, Runtime, Tasks};
 use herd_keys::{self as keys, KeyError};
 
 /// Task events queued while disconnected (see `Tasks`).
@@ -51,6 +52,32 @@ pub enum OwnerConsent {
     None,
 }
 
+/// Which runtime runs tasks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuntimeKind {
+    /// Docker when an engine is reachable, else process (with a warning).
+    Auto,
+    /// Local processes: development and trusted machines only.
+    Process,
+    /// Isolated containers; the agent refuses to start without an engine.
+    Docker,
+}
+
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    pub kind: RuntimeKind,
+    /// The image tasks run in when their job names none.
+    pub default_image: String,
+    /// Image archives (`docker save` format) loaded into the engine at start.
+    pub load_images: Vec<PathBuf>,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig { kind: RuntimeKind::Process, default_image: DEFAULT_IMAGE.into(), load_images: Vec::new() }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
     /// `http://HOST:PORT` of the coordinator.
@@ -72,6 +99,7 @@ pub struct AgentConfig {
     pub floor_micros: Option<i64>,
     /// A fixed throughput to report instead of measuring (simulated devices).
     pub throughput: Option<Throughput>,
+    pub runtime: RuntimeConfig,
     pub backoff_initial: Duration,
     pub backoff_max: Duration,
 }
@@ -110,6 +138,7 @@ impl AgentConfig {
             simulated: None,
             floor_micros: None,
             throughput: None,
+            runtime: RuntimeConfig::default(),
             backoff_initial: Duration::from_millis(500),
             backoff_max: Duration::from_secs(30),
         }
@@ -128,6 +157,40 @@ pub enum AgentError {
     WrongOwnerKey { given: Address, owner: Address },
     #[error("{0}: this build speaks plain http only (TLS client support is not built in yet)")]
     NoTls(String),
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error("cannot list this device's containers and networks: {0}")]
+    Survey(String),
+}
+
+/// Starts the configured runtime; a docker runtime first loads the configured images and
+/// takes over the containers this device left running before a restart.
+async fn start_runtime(
+    config: &AgentConfig,
+    device: &Address,
+) -> Result<(Runtime, Vec<crate::runtime::docker::Found>), AgentError> {
+    let wanted = &config.runtime;
+    if wanted.kind == RuntimeKind::Process {
+        return Ok((Runtime::Process, Vec::new()));
+    }
+    let docker =
+        match DockerRuntime::connect(device.clone(), wanted.default_image.clone(), config.simulated.is_some()).await {
+            Ok(docker) => docker,
+            Err(error) if wanted.kind == RuntimeKind::Auto => {
+                tracing::warn!(%error, "no Docker engine: tasks run as local processes, without isolation");
+                return Ok((Runtime::Process, Vec::new()));
+            }
+            Err(error) => return Err(error.into()),
+        };
+    for archive in &wanted.load_images {
+        let loaded = docker.load_image(archive).await?;
+        tracing::info!(archive = %archive.display(), ?loaded, "image archive loaded");
+    }
+    let found = docker.survey().await.map_err(|e| AgentError::Survey(e.to_string()))?;
+    let running = found.iter().filter(|f| f.exit.is_none()).count();
+    tracing::info!(running, exited = found.len() - running, "containers of this device found at start");
+    docker.prune_networks().await.map_err(|e| AgentError::Survey(e.to_string()))?;
+    Ok((Runtime::Docker(std::sync::Arc::new(docker)), found))
 }
 
 enum SessionEnd {
@@ -185,7 +248,10 @@ pub async fn run(config: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Re
     tracing::info!(%device, owner = %config.owner, gpus = spec.gpus.len(), simulated = config.simulated.is_some(),
         "worker agent starting");
     let (events, mut event_queue) = mpsc::channel(EVENT_QUEUE_CAPACITY);
-    let tasks = Tasks::new(config.data_dir.join("jobs"), events);
+    let (runtime, found) = start_runtime(&config, &device).await?;
+    tracing::info!(runtime = runtime.name(), "task runtime ready");
+    let tasks = Tasks::new(config.data_dir.join("jobs"), events, runtime);
+    tasks.adopt(found);
     let measured = Arc::new(Mutex::new(None));
     let prover = Arc::new(Prover::default());
     let mut session = Session {

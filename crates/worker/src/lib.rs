@@ -7,6 +7,7 @@ mod prover;
 mod runtime;
 mod throughput;
 
-pub use agent::{run, AgentConfig, AgentError, OwnerConsent};
+pub use agent::{run, AgentConfig, AgentError, OwnerConsent, RuntimeConfig, RuntimeKind};
 /// Key files live in `herd-keys`; re-exported for the agent's users.
 pub use herd_keys as keys;
+pub use runtime::docker::{DEFAULT_IMAGE, LABEL_DEVICE, LABEL_MANAGED};

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Subcommand;
-use herd_core::{ClusterId, JobState};
+use herd_core::{ClusterId, JobLimits, JobState};
 use herd_proto::api::{CreateJob, Job, LogEvent, Stream};
 
 use super::Context;
@@ -23,6 +23,19 @@ pub enum JobCommand {
         /// Extra environment, NAME=VALUE (repeatable).
         #[arg(long = "env", value_parser = parse_env)]
         env: Vec<(String, String)>,
+        /// Container image on docker-runtime workers (default: the worker's base image).
+        #[arg(long)]
+        image: Option<String>,
+        /// Memory per node, less than the lease gives (e.g. 512MiB, 2GiB); over it the task
+        /// is killed and the job fails with "out of memory".
+        #[arg(long, value_parser = parse_bytes)]
+        memory: Option<u64>,
+        /// CPU cores per node, less than the lease gives (e.g. 0.5).
+        #[arg(long, value_parser = parse_cpus)]
+        cpus: Option<u32>,
+        /// Processes and threads per node, fewer than the lease gives.
+        #[arg(long)]
+        pids: Option<u32>,
         /// The program and its arguments, after `--`.
         #[arg(last = true, required = true)]
         command: Vec<String>,
@@ -50,6 +63,32 @@ fn parse_env(text: &str) -> Result<(String, String), String> {
         Some((name, value)) if !name.is_empty() => Ok((name.to_owned(), value.to_owned())),
         _ => Err(format!("expected NAME=VALUE, got {text:?}")),
     }
+}
+
+/// `512MiB`, `2GiB`, `1G`, `300M`, `4096K` or plain bytes; units are binary (Docker's reading).
+fn parse_bytes(text: &str) -> Result<u64, String> {
+    let lower = text.trim().to_ascii_lowercase();
+    let digits = lower.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let unit = &lower[digits.len()..];
+    let shift = match unit {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        "t" | "tb" | "tib" => 40,
+        _ => return Err(format!("unknown unit {unit:?} in {text:?}: use B, KiB, MiB, GiB or TiB")),
+    };
+    let value: u64 = digits.parse().map_err(|_| format!("expected a size like 512MiB, got {text:?}"))?;
+    value.checked_mul(1 << shift).ok_or_else(|| format!("{text:?} is too large"))
+}
+
+/// Cores as a decimal (`1.5`), kept in thousandths.
+fn parse_cpus(text: &str) -> Result<u32, String> {
+    let cores: f64 = text.parse().map_err(|_| format!("expected a number of cores like 1.5, got {text:?}"))?;
+    if !(0.001..=4_096.0).contains(&cores) {
+        return Err(format!("cpus must be between 0.001 and 4096, got {text}"));
+    }
+    Ok((cores * 1000.0).round() as u32)
 }
 
 fn print_event(event: &LogEvent, json: bool) {
@@ -128,9 +167,15 @@ async fn follow_to_end(client: &Client, job: &Job, json: bool, stop_on_interrupt
 pub async fn run(context: &Context, command: JobCommand) -> anyhow::Result<i32> {
     let client = context.client()?;
     match command {
-        JobCommand::Run { cluster, env, command } => {
+        JobCommand::Run { cluster, env, image, memory, cpus, pids, command } => {
             let cluster_id = ClusterId::parse(&cluster)?;
-            let request = CreateJob { cluster_id, command, env: env.into_iter().collect::<BTreeMap<_, _>>() };
+            let request = CreateJob {
+                cluster_id,
+                command,
+                env: env.into_iter().collect::<BTreeMap<_, _>>(),
+                image,
+                limits: JobLimits { cpu_millis: cpus, memory_bytes: memory, pids_max: pids },
+            };
             let job = client.create_job(&request).await?;
             if !context.json {
                 eprintln!("job {} started on {} node(s) of {}", job.id, job.tasks.len(), job.cluster_id);
@@ -203,4 +248,18 @@ fn shell_words(command: &[String]) -> String {
         .map(|w| if w.contains(char::is_whitespace) || w.is_empty() { format!("{w:?}") } else { w.clone() })
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sizes_and_cores_parse_like_docker() {
+        assert_eq!(super::parse_bytes("512MiB"), Ok(512 << 20));
+        assert_eq!(super::parse_bytes("2g"), Ok(2 << 30));
+        assert_eq!(super::parse_bytes("4096"), Ok(4096));
+        assert!(super::parse_bytes("12 parsecs").is_err());
+        assert!(super::parse_bytes("MiB").is_err());
+        assert_eq!(super::parse_cpus("1.5"), Ok(1500));
+        assert!(super::parse_cpus("0").is_err());
+    }
 }

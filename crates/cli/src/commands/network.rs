@@ -258,11 +258,7 @@ async fn demo_steps(context: &Context, url: &str, say: &impl Fn(String)) -> anyh
     }
 
     let job = client
-        .create_job(&CreateJob {
-            cluster_id: cluster.id.clone(),
-            command: vec!["sh".into(), "-c".into(), DEMO_SCRIPT.into()],
-            env: Default::default(),
-        })
+        .create_job(&CreateJob::new(cluster.id.clone(), vec!["sh".into(), "-c".into(), DEMO_SCRIPT.into()]))
         .await?;
     say(format!("4. job {} running on every node; output:", job.id));
     let job = client

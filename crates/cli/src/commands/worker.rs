@@ -3,7 +3,7 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::{Subcommand, ValueEnum};
 use herd_core::Address;
-use herd_worker::{keys, AgentConfig, OwnerConsent};
+use herd_worker::{keys, AgentConfig, OwnerConsent, RuntimeConfig, RuntimeKind};
 
 use super::{parse_country, Context};
 use crate::credentials::data_dir;
@@ -26,8 +26,17 @@ pub enum WorkerCommand {
         /// Where the device is (ISO 3166-1 alpha-2).
         #[arg(long, env = "HERD_COUNTRY", default_value = "US", value_parser = parse_country)]
         country: String,
-        #[arg(long, value_enum, default_value = "process")]
+        /// What runs customers' tasks: `docker` (isolated containers; the default when an
+        /// engine is reachable) or `process` (local processes, for development).
+        #[arg(long, value_enum, default_value = "auto")]
         runtime: Runtime,
+        /// The image tasks run in when their job names none (docker runtime).
+        #[arg(long, env = "HERD_DEFAULT_IMAGE", default_value = herd_worker::DEFAULT_IMAGE)]
+        image: String,
+        /// Load an image archive (`docker save` format) into the engine before starting, for
+        /// machines without a registry (repeatable).
+        #[arg(long = "load-image")]
+        load_images: Vec<PathBuf>,
         /// Holds the device key and jobs' working directories.
         #[arg(long)]
         data_dir: Option<PathBuf>,
@@ -44,22 +53,36 @@ pub enum WorkerCommand {
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum Runtime {
+    /// Docker when an engine is reachable, else process.
+    Auto,
     /// Tasks run as local processes (development; no isolation beyond a clean environment).
     Process,
+    /// Tasks run in isolated containers through the Docker engine API.
+    Docker,
 }
 
 pub async fn run(context: &Context, command: WorkerCommand) -> anyhow::Result<i32> {
-    let (owner, pairing_code, country, dir, advertise_addr, floor_price) = match command {
+    let (owner, pairing_code, country, dir, advertise_addr, floor_price, runtime) = match command {
         WorkerCommand::Pair => return pair(context).await,
         WorkerCommand::Start {
             owner,
             pairing_code,
             country,
-            runtime: Runtime::Process,
+            runtime,
+            image,
+            load_images,
             data_dir,
             advertise_addr,
             floor_price,
-        } => (owner, pairing_code, country, data_dir, advertise_addr, floor_price),
+        } => {
+            let kind = match runtime {
+                Runtime::Auto => RuntimeKind::Auto,
+                Runtime::Process => RuntimeKind::Process,
+                Runtime::Docker => RuntimeKind::Docker,
+            };
+            let runtime = RuntimeConfig { kind, default_image: image, load_images };
+            (owner, pairing_code, country, data_dir, advertise_addr, floor_price, runtime)
+        }
     };
     let account_key = context.credentials.account_key()?;
     let owner = match owner {
@@ -80,6 +103,7 @@ pub async fn run(context: &Context, command: WorkerCommand) -> anyhow::Result<i3
     let mut config = AgentConfig::new(&context.coordinator, data_dir, owner, consent, country);
     config.advertise_addr = advertise_addr;
     config.floor_micros = floor_price;
+    config.runtime = runtime;
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let mut agent = tokio::spawn(herd_worker::run(config, stop_rx));
     tokio::select! {

@@ -9,9 +9,9 @@ use axum::http::header::CONTENT_TYPE;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use herd_core::{Address, ClusterState, JobId};
+use herd_core::{Address, ClusterState, JobId, TaskLimits};
 use herd_proto::api::{CreateJob, ErrorBody, Job, LogEvent};
-use herd_proto::worker::{ServerMessage, TaskAssignment};
+use herd_proto::worker::ServerMessage;
 use serde::Deserialize;
 use tokio::sync::{broadcast, mpsc};
 
@@ -27,6 +27,7 @@ const ARGS_MAX: usize = 256;
 const COMMAND_BYTES_MAX: usize = 64 * 1024;
 const ENV_VARS_MAX: usize = 64;
 const ENV_VALUE_BYTES_MAX: usize = 4096;
+const IMAGE_LEN_MAX: usize = 255;
 const LOG_PAGE: u32 = 500;
 /// Followers re-check the database at least this often even without a wake-up.
 const FOLLOW_POLL: Duration = Duration::from_secs(1);
@@ -56,6 +57,27 @@ fn validate(request: &CreateJob) -> ApiResult<()> {
             return Err(ApiError::bad_request(format!("environment variable {name} is too long or contains NUL")));
         }
     }
+    if let Some(image) = &request.image {
+        validate_image(image)?;
+    }
+    request.limits.validate().map_err(|e| ApiError::bad_request(e.to_string()))?;
+    Ok(())
+}
+
+/// A Docker image reference: `[registry/]name[:tag][@digest]` in the characters Docker allows.
+fn validate_image(image: &str) -> ApiResult<()> {
+    let allowed = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-/:@".contains(&b);
+    let upper_ok = |b: u8| b.is_ascii_uppercase(); // tags may hold capitals
+    if image.is_empty()
+        || image.len() > IMAGE_LEN_MAX
+        || !image.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+        || !image.bytes().all(|b| allowed(b) || upper_ok(b))
+    {
+        return Err(ApiError::bad_request(format!(
+            "invalid image {image:?}: expected [registry/]name[:tag] (letters, digits, . _ - / : @; at most \
+             {IMAGE_LEN_MAX} characters)"
+        )));
+    }
     Ok(())
 }
 
@@ -70,6 +92,12 @@ pub async fn create(
 ) -> ApiResult<(StatusCode, Json<Job>)> {
     validate(&request)?;
     let cluster = owned_cluster(&app, &owner, request.cluster_id.as_str()).await?;
+    for node in &cluster.nodes {
+        let spec = app.store.device_spec(&node.device_id).await?.ok_or_else(|| ApiError::not_found("node vanished"))?;
+        TaskLimits::of_lease(&spec)
+            .narrowed(&request.limits)
+            .map_err(|e| ApiError::unprocessable(format!("node {} (rank {}): {e}", node.device_id, node.rank)))?;
+    }
     if cluster.state != ClusterState::Running {
         return Err(ApiError::conflict(format!(
             "cluster {} is {}; jobs need a running cluster",
@@ -84,22 +112,16 @@ pub async fn create(
         owner: &owner,
         command: &request.command,
         env: &request.env,
+        image: request.image.as_deref(),
+        limits: &request.limits,
         nodes: &nodes,
         now: now(),
     };
     app.store.create_job(&new).await?;
-    let head_addr = cluster.nodes.first().map(|n| n.address.clone()).unwrap_or_default();
     for node in &cluster.nodes {
-        let assignment = TaskAssignment {
-            job_id: id.clone(),
-            cluster_id: cluster.id.clone(),
-            rank: node.rank,
-            node_count: cluster.nodes.len() as u32,
-            head_addr: head_addr.clone(),
-            command: request.command.clone(),
-            env: request.env.clone(),
-        };
-        actions::dispatch(&app, &node.device_id, assignment);
+        for (assignment, _) in app.store.device_assignments(&node.device_id, Some(&id)).await? {
+            actions::dispatch(&app, &node.device_id, assignment);
+        }
     }
     tracing::info!(job = %id, cluster = %cluster.id, nodes = nodes.len(), "job created");
     let job = app.store.job(&id).await?.ok_or_else(|| ApiError::not_found("job vanished"))?;
@@ -253,6 +275,8 @@ mod tests {
             cluster_id: herd_core::ClusterId::from_entropy([0; 8]),
             command: command.iter().map(|s| s.to_string()).collect(),
             env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>(),
+            image: None,
+            limits: Default::default(),
         }
     }
 
@@ -266,5 +290,20 @@ mod tests {
         assert!(validate(&job(&["x"], &[("1ABC", "1")])).is_err());
         let many: Vec<&str> = vec!["a"; ARGS_MAX + 1];
         assert!(validate(&job(&many, &[])).is_err());
+        for (image, ok) in [
+            ("herd/base:bookworm", true),
+            ("registry.example:5000/team/ray:2.40-gpu", true),
+            ("debian@sha256:abc123", true),
+            ("", false),
+            ("-rm", false),
+            ("a b", false),
+            ("x;rm -rf /", false),
+        ] {
+            let request = CreateJob { image: Some(image.into()), ..job(&["x"], &[]) };
+            assert_eq!(validate(&request).is_ok(), ok, "{image:?}");
+        }
+        let tiny =
+            CreateJob { limits: herd_core::JobLimits { pids_max: Some(1), ..Default::default() }, ..job(&["x"], &[]) };
+        assert!(validate(&tiny).unwrap_err().message.contains("pids"));
     }
 }

@@ -1,7 +1,7 @@
 //! Devices: registration on hello, heartbeats, state changes (each one recorded), listings.
 
 use herd_core::device::DeviceEvent as Event;
-use herd_core::{Address, ConnectivityTier, DeviceState, Timestamp};
+use herd_core::{Address, ConnectivityTier, DeviceSpec, DeviceState, Timestamp};
 use herd_proto::api;
 use herd_proto::worker::HelloPayload;
 use sqlx::sqlite::SqliteRow;
@@ -366,6 +366,13 @@ impl Store {
             .fetch_all(&self.read)
             .await?;
         rows.iter().map(device_from_row).collect()
+    }
+
+    /// The hardware a device last reported.
+    pub async fn device_spec(&self, id: &Address) -> StoreResult<Option<DeviceSpec>> {
+        let row =
+            sqlx::query("SELECT spec FROM devices WHERE id = ?").bind(id.as_str()).fetch_optional(&self.read).await?;
+        row.map(|r| json_col("devices.spec", r.get(0))).transpose()
     }
 
     pub async fn device(&self, id: &Address) -> StoreResult<Option<api::Device>> {

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use herd_core::{Address, ClusterId, JobId, JobState, TaskState, Timestamp};
+use herd_core::{Address, ClusterId, DeviceSpec, JobId, JobLimits, JobState, TaskLimits, TaskState, Timestamp};
 use herd_proto::api::{self, LogLine, Stream};
 use herd_proto::worker::TaskAssignment;
 use sqlx::sqlite::SqliteRow;
@@ -16,6 +16,8 @@ pub struct NewJob<'a> {
     pub owner: &'a Address,
     pub command: &'a [String],
     pub env: &'a BTreeMap<String, String>,
+    pub image: Option<&'a str>,
+    pub limits: &'a JobLimits,
     /// Devices in rank order.
     pub nodes: &'a [Address],
     pub now: Timestamp,
@@ -54,13 +56,16 @@ impl Store {
     pub async fn create_job(&self, new: &NewJob<'_>) -> StoreResult<()> {
         let mut tx = self.write.begin().await?;
         sqlx::query(
-            "INSERT INTO jobs (id, cluster_id, owner, state, command, env, created_at) VALUES (?, ?, ?, 'pending', ?, ?, ?)",
+            "INSERT INTO jobs (id, cluster_id, owner, state, command, env, image, limits, created_at)
+             VALUES (?, ?, ?, 'pending', ?, ?, ?, ?, ?)",
         )
         .bind(new.id.as_str())
         .bind(new.cluster_id.as_str())
         .bind(new.owner.as_str())
         .bind(serde_json::to_string(new.command).expect("strings serialise"))
         .bind(serde_json::to_string(new.env).expect("strings serialise"))
+        .bind(new.image)
+        .bind(serde_json::to_string(new.limits).expect("limits serialise"))
         .bind(new.now.0)
         .execute(&mut *tx)
         .await?;
@@ -131,6 +136,8 @@ impl Store {
             owner: parse_col("jobs.owner", row.get("owner"))?,
             state: parse_col("jobs.state", row.get("state"))?,
             command: json_col("jobs.command", row.get("command"))?,
+            image: row.get("image"),
+            limits: json_col("jobs.limits", row.get("limits"))?,
             tasks,
             created_at: Timestamp(row.get("created_at")),
             finished_at: row.get::<Option<i64>, _>("finished_at").map(Timestamp),
@@ -290,22 +297,36 @@ impl Store {
         Ok(devices)
     }
 
-    /// Unfinished tasks assigned to a device, with what the worker needs to run them.
-    pub async fn device_assignments(&self, device: &Address) -> StoreResult<Vec<(TaskAssignment, TaskState)>> {
+    /// Unfinished tasks assigned to a device (only `job`'s, if given), with what the worker
+    /// needs to run them: the task's limits are its lease's, narrowed by the job.
+    pub async fn device_assignments(
+        &self,
+        device: &Address,
+        job: Option<&JobId>,
+    ) -> StoreResult<Vec<(TaskAssignment, TaskState)>> {
         let rows = sqlx::query(
-            "SELECT t.job_id, t.rank, t.state, j.cluster_id, j.command, j.env,
+            "SELECT t.job_id, t.rank, t.state, j.cluster_id, j.command, j.env, j.image, j.limits,
+                (SELECT spec FROM devices WHERE id = t.device_id) AS spec,
                 (SELECT COUNT(*) FROM cluster_nodes n WHERE n.cluster_id = j.cluster_id) AS node_count,
                 (SELECT d.advertise_addr FROM cluster_nodes n JOIN devices d ON d.id = n.device_id
                   WHERE n.cluster_id = j.cluster_id AND n.rank = 0) AS head_addr
              FROM job_tasks t JOIN jobs j ON j.id = t.job_id
-             WHERE t.device_id = ? AND t.state IN ('pending', 'running')
+             WHERE t.device_id = ? AND t.state IN ('pending', 'running') AND (? IS NULL OR t.job_id = ?)
              ORDER BY j.created_at",
         )
         .bind(device.as_str())
+        .bind(job.map(|j| j.as_str()))
+        .bind(job.map(|j| j.as_str()))
         .fetch_all(&self.read)
         .await?;
         rows.iter()
             .map(|r| {
+                let spec: DeviceSpec = json_col("devices.spec", r.get("spec"))?;
+                let job_limits: JobLimits = json_col("jobs.limits", r.get("limits"))?;
+                // Validated against every node when the job was created; a device whose
+                // hardware shrank since then gets its lease's limits, not more.
+                let lease = TaskLimits::of_lease(&spec);
+                let limits = lease.clone().narrowed(&job_limits).unwrap_or(lease);
                 let assignment = TaskAssignment {
                     job_id: parse_col("job_tasks.job_id", r.get("job_id"))?,
                     cluster_id: parse_col("jobs.cluster_id", r.get("cluster_id"))?,
@@ -314,6 +335,8 @@ impl Store {
                     head_addr: r.get::<Option<String>, _>("head_addr").unwrap_or_default(),
                     command: json_col("jobs.command", r.get("command"))?,
                     env: json_col("jobs.env", r.get("env"))?,
+                    image: r.get("image"),
+                    limits,
                 };
                 Ok((assignment, parse_col("job_tasks.state", r.get("state"))?))
             })

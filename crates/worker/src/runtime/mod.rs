@@ -1,27 +1,41 @@
-//! The process runtime: each task is a child process in its own process group, with its own
-//! working directory and a clean environment (the supplier's environment never leaks into
-//! customer code). Output is forwarded line by line; stop is SIGTERM to the group, then
-//! SIGKILL after a grace period.
+//! The tasks this agent runs, whatever runs them: `process` (a local process group) or
+//! `docker` (an isolated container). The table here is the runtime-independent part: it
+//! makes starting idempotent, remembers exits for reconnect reports and cleans up leases.
+
+pub mod docker;
+mod output;
+mod process;
 
 use std::collections::HashMap;
-use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use herd_core::{ClusterId, JobId};
-use herd_proto::api::Stream;
-use herd_proto::worker::{TaskAssignment, TaskExit, TaskReport, WorkerMessage, OUTPUT_LINES_PER_MESSAGE_MAX};
-use nix::sys::signal::{killpg, Signal};
-use nix::unistd::Pid;
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
-use tokio::process::Command;
+use herd_proto::worker::{TaskAssignment, TaskExit, TaskReport, WorkerMessage};
 use tokio::sync::{mpsc, watch};
 
-const STOP_GRACE: Duration = Duration::from_secs(5);
+pub use docker::DockerRuntime;
+
+/// What runs tasks.
+#[derive(Clone)]
+pub enum Runtime {
+    Process,
+    Docker(Arc<DockerRuntime>),
+}
+
+impl Runtime {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Runtime::Process => "process",
+            Runtime::Docker(_) => "docker",
+        }
+    }
+}
+
+pub(crate) const STOP_GRACE: Duration = Duration::from_secs(5);
 /// After the main process exits, how long its output may still drain.
-const OUTPUT_DRAIN_MAX: Duration = Duration::from_secs(2);
+pub(crate) const OUTPUT_DRAIN_MAX: Duration = Duration::from_secs(2);
 /// Finished tasks remembered for reconnect reports; older ones are forgotten.
 const FINISHED_KEPT_MAX: usize = 256;
 
@@ -49,11 +63,46 @@ pub struct Tasks {
     table: Arc<Mutex<Table>>,
     jobs_dir: PathBuf,
     events: mpsc::Sender<WorkerMessage>,
+    runtime: Runtime,
 }
 
 impl Tasks {
-    pub fn new(jobs_dir: PathBuf, events: mpsc::Sender<WorkerMessage>) -> Tasks {
-        Tasks { table: Arc::default(), jobs_dir, events }
+    pub fn new(jobs_dir: PathBuf, events: mpsc::Sender<WorkerMessage>, runtime: Runtime) -> Tasks {
+        Tasks { table: Arc::default(), jobs_dir, events, runtime }
+    }
+
+    /// Takes over what a docker runtime found of its own at start: running containers are
+    /// followed as tasks (the coordinator then keeps or stops them), exited ones are
+    /// remembered so the hello reports how they ended.
+    pub fn adopt(&self, found: Vec<docker::Found>) {
+        let Runtime::Docker(docker) = &self.runtime else { return };
+        for found in found {
+            let (stop, stop_rx) = watch::channel(false);
+            let running = found.exit.is_none();
+            {
+                let mut table = self.lock();
+                table.finished_count += 1;
+                let entry = Entry {
+                    cluster_id: found.cluster_id.clone(),
+                    exited: found.exit,
+                    stop,
+                    dir: self.jobs_dir.join(found.job_id.as_str()),
+                    cleanup: false,
+                    finished_order: table.finished_count,
+                };
+                table.entries.insert(found.job_id.clone(), entry);
+            }
+            if !running {
+                continue;
+            }
+            tracing::info!(job = %found.job_id, container = found.container, "adopted a running container");
+            let (tasks, docker) = (self.clone(), docker.clone());
+            tokio::spawn(async move {
+                let exit = docker.follow(&tasks.events, &found.job_id, &found.container, stop_rx).await;
+                docker.adopted_exited(&found.cluster_id).await;
+                tasks.finish(&found.job_id, exit).await;
+            });
+        }
     }
 
     /// The queue task events go to (shared with other reports, like throughput).
@@ -99,10 +148,19 @@ impl Tasks {
         }
         let tasks = self.clone();
         tokio::spawn(async move {
-            let job_id = assignment.job_id.clone();
-            let exit = run_task(&tasks.events, assignment, dir, stop_rx).await;
-            tasks.finish(&job_id, exit).await;
+            let exit = tasks.run(&assignment, &dir, stop_rx).await;
+            tasks.finish(&assignment.job_id, exit).await;
         });
+    }
+
+    async fn run(&self, assignment: &TaskAssignment, dir: &std::path::Path, stop: watch::Receiver<bool>) -> TaskExit {
+        if let Err(error) = tokio::fs::create_dir_all(dir).await {
+            return failed(format!("cannot create the working directory {}: {error}", dir.display()));
+        }
+        match &self.runtime {
+            Runtime::Process => process::run_task(&self.events, assignment, dir, stop).await,
+            Runtime::Docker(docker) => docker.run_task(&self.events, assignment, dir, stop).await,
+        }
     }
 
     async fn finish(&self, job_id: &JobId, exit: TaskExit) {
@@ -195,117 +253,17 @@ fn failed(error: String) -> TaskExit {
     TaskExit { exit_code: None, error: Some(error) }
 }
 
-async fn run_task(
-    events: &mpsc::Sender<WorkerMessage>,
-    assignment: TaskAssignment,
-    dir: PathBuf,
-    mut stop: watch::Receiver<bool>,
-) -> TaskExit {
-    let job_id = assignment.job_id.clone();
-    if let Err(error) = tokio::fs::create_dir_all(&dir).await {
-        return failed(format!("cannot create the working directory {}: {error}", dir.display()));
-    }
-    let mut command = Command::new(&assignment.command[0]);
-    command
-        .args(&assignment.command[1..])
-        .current_dir(&dir)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into()))
-        .env("HOME", &dir)
-        .env("LANG", "C.UTF-8")
-        .envs(&assignment.env)
-        .env("HERD_JOB_ID", assignment.job_id.as_str())
-        .env("HERD_CLUSTER_ID", assignment.cluster_id.as_str())
-        .env("HERD_NODE_RANK", assignment.rank.to_string())
-        .env("HERD_NODE_COUNT", assignment.node_count.to_string())
-        .env("HERD_HEAD_ADDR", &assignment.head_addr)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        // Its own process group, so stop reaches everything the task spawned.
-        .process_group(0)
-        .kill_on_drop(true);
-    let mut child = match command.spawn() {
-        Ok(child) => child,
-        Err(error) => return failed(format!("cannot start {:?}: {error}", assignment.command[0])),
-    };
-    let _ = events.send(WorkerMessage::TaskStarted { job_id: job_id.clone() }).await;
-    let group = child.id().map(|pid| Pid::from_raw(pid as i32));
-    let stdout = tokio::spawn(forward(events.clone(), job_id.clone(), Stream::Stdout, child.stdout.take()));
-    let stderr = tokio::spawn(forward(events.clone(), job_id.clone(), Stream::Stderr, child.stderr.take()));
-
-    let status = tokio::select! {
-        status = child.wait() => status,
-        _ = async { let _ = stop.wait_for(|s| *s).await; } => {
-            signal_group(group, Signal::SIGTERM);
-            match tokio::time::timeout(STOP_GRACE, child.wait()).await {
-                Ok(status) => status,
-                Err(_) => {
-                    signal_group(group, Signal::SIGKILL);
-                    child.wait().await
-                }
-            }
-        }
-    };
-    // Children the task left behind may hold its pipes open; give output a moment, then end
-    // the whole group so nothing outlives the task.
-    let drained = tokio::time::timeout(OUTPUT_DRAIN_MAX, async {
-        let _ = stdout.await;
-        let _ = stderr.await;
-    })
-    .await;
-    if drained.is_err() {
-        signal_group(group, Signal::SIGKILL);
-    }
-    match status {
-        Ok(status) => match (status.code(), status.signal()) {
-            (Some(code), _) => TaskExit { exit_code: Some(code), error: None },
-            (None, Some(signal)) => failed(format!("killed by signal {signal}")),
-            (None, None) => failed("ended without an exit code".into()),
-        },
-        Err(error) => failed(format!("lost track of the process: {error}")),
-    }
-}
-
-fn signal_group(group: Option<Pid>, signal: Signal) {
-    if let Some(group) = group {
-        // ESRCH (already gone) is the expected outcome of a race with a normal exit.
-        let _ = killpg(group, signal);
-    }
-}
-
-/// Sends output lines, batching whatever is already buffered into one message.
-async fn forward(
-    events: mpsc::Sender<WorkerMessage>,
-    job_id: JobId,
-    stream: Stream,
-    pipe: Option<impl AsyncRead + Unpin>,
-) {
-    let Some(pipe) = pipe else { return };
-    let mut reader = BufReader::new(pipe);
-    let mut buf = Vec::new();
-    loop {
-        let mut lines = Vec::new();
-        loop {
-            buf.clear();
-            match reader.read_until(b'\n', &mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {
-                    let text = String::from_utf8_lossy(&buf);
-                    lines.push(text.trim_end_matches(['\n', '\r']).to_owned());
-                }
-            }
-            if reader.buffer().is_empty() || lines.len() >= OUTPUT_LINES_PER_MESSAGE_MAX {
-                break;
-            }
-        }
-        if lines.is_empty() {
-            return;
-        }
-        if events.send(WorkerMessage::TaskOutput { job_id: job_id.clone(), stream, lines }).await.is_err() {
-            return;
-        }
-    }
+/// The environment every task gets, whatever runs it.
+fn task_env(assignment: &TaskAssignment) -> impl Iterator<Item = (String, String)> + '_ {
+    let herd = [
+        ("HERD_JOB_ID", assignment.job_id.to_string()),
+        ("HERD_CLUSTER_ID", assignment.cluster_id.to_string()),
+        ("HERD_NODE_RANK", assignment.rank.to_string()),
+        ("HERD_NODE_COUNT", assignment.node_count.to_string()),
+        ("HERD_HEAD_ADDR", assignment.head_addr.clone()),
+    ];
+    // The job's own variables cannot shadow herd's (the coordinator refuses HERD_* names).
+    assignment.env.iter().map(|(k, v)| (k.clone(), v.clone())).chain(herd.map(|(k, v)| (k.to_owned(), v)))
 }
 
 #[cfg(test)]
@@ -322,6 +280,8 @@ mod tests {
             head_addr: "10.0.0.1".into(),
             command: command.iter().map(|s| s.to_string()).collect(),
             env: BTreeMap::from([("GREETING".to_string(), "hi".to_string())]),
+            image: None,
+            limits: Default::default(),
         }
     }
 
@@ -341,7 +301,7 @@ mod tests {
     async fn a_task_gets_its_environment_and_exit_code() {
         let dir = tempfile::tempdir().unwrap();
         let (events, receiver) = mpsc::channel(64);
-        let tasks = Tasks::new(dir.path().to_path_buf(), events);
+        let tasks = Tasks::new(dir.path().to_path_buf(), events, Runtime::Process);
         let script = "echo rank=$HERD_NODE_RANK/$HERD_NODE_COUNT head=$HERD_HEAD_ADDR $GREETING; \
                       echo home=${HOME##*/} secret=${SECRET:-none}; exit 3";
         let job = assignment(&["sh", "-c", script]);
@@ -357,7 +317,7 @@ mod tests {
     async fn stop_ends_the_whole_process_group() {
         let dir = tempfile::tempdir().unwrap();
         let (events, receiver) = mpsc::channel(64);
-        let tasks = Tasks::new(dir.path().to_path_buf(), events);
+        let tasks = Tasks::new(dir.path().to_path_buf(), events, Runtime::Process);
         let job = assignment(&["sh", "-c", "sleep 60 & sleep 60; echo never"]);
         let job_id = job.job_id.clone();
         tasks.start(job);
@@ -375,7 +335,7 @@ mod tests {
     async fn a_missing_program_is_reported_not_hidden() {
         let dir = tempfile::tempdir().unwrap();
         let (events, receiver) = mpsc::channel(64);
-        let tasks = Tasks::new(dir.path().to_path_buf(), events);
+        let tasks = Tasks::new(dir.path().to_path_buf(), events, Runtime::Process);
         tasks.start(assignment(&["/nonexistent/program"]));
         let (_, code, error) = collect(receiver).await;
         assert_eq!(code, None);

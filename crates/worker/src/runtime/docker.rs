@@ -1,0 +1,564 @@
+//! The docker runtime: every task is a container, created through the engine API (bollard),
+//! isolated by default and labelled so the agent only ever touches what it created.
+//!
+//! Isolation, in the order an attacker would meet it: no privileged mode; every capability
+//! dropped; the engine's default seccomp profile; `no-new-privileges`; an unprivileged user;
+//! a read-only root file system with a private `/tmp`; memory (no swap), CPU and process
+//! limits from the lease; a bridge network per lease on this host; and exactly one host
+//! mount, the task's working directory at `/work`. GPUs are passed through by UUID, only the
+//! leased ones.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use bollard::errors::Error as DockerError;
+use bollard::models::{ContainerCreateBody, DeviceRequest, HostConfig, Mount, MountType, NetworkCreateRequest};
+use bollard::query_parameters::{
+    CreateContainerOptions, CreateImageOptions, ImportImageOptions, ListContainersOptions, ListNetworksOptions,
+    LogsOptions, RemoveContainerOptions, StopContainerOptions, WaitContainerOptions,
+};
+use bollard::Docker;
+use futures_util::StreamExt;
+use herd_core::{Address, ClusterId, JobId};
+use herd_proto::api::Stream;
+use herd_proto::worker::{TaskAssignment, TaskExit, WorkerMessage};
+use tokio::sync::{mpsc, watch, Mutex};
+
+use super::output::{LineSplitter, OutputSink};
+use super::{failed, task_env, OUTPUT_DRAIN_MAX, STOP_GRACE};
+
+/// Every object herd creates carries these labels; nothing without them is ever touched.
+pub const LABEL_MANAGED: &str = "io.herd.managed";
+pub const LABEL_DEVICE: &str = "io.herd.device";
+pub const LABEL_CLUSTER: &str = "io.herd.cluster";
+pub const LABEL_JOB: &str = "io.herd.job";
+pub const LABEL_RANK: &str = "io.herd.rank";
+
+/// The image tasks run in when their job names none (built by `deploy/images/build.sh`).
+pub const DEFAULT_IMAGE: &str = "herd/base:bookworm";
+/// Where the task's working directory is mounted; also its HOME.
+const WORK_DIR: &str = "/work";
+/// The user tasks run as when the agent runs as root ("nobody").
+const UNPRIVILEGED: (u32, u32) = (65534, 65534);
+/// `/tmp` is a private tmpfs (the root is read-only); its size comes out of the memory limit.
+const TMP_BYTES_MAX: u64 = 1 << 30;
+/// Bounds the engine's log files of a long-running task (the coordinator keeps the output).
+const LOG_FILE_BYTES: &str = "10m";
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("cannot reach the Docker engine: {0} (is it running, and may this user use its socket?)")]
+    Unreachable(DockerError),
+    #[error("cannot load the image archive {path}: {error}")]
+    Load { path: String, error: String },
+}
+
+/// What the agent found of its own on the engine at start.
+pub struct Found {
+    pub job_id: JobId,
+    pub cluster_id: ClusterId,
+    pub container: String,
+    /// None while it still runs.
+    pub exit: Option<TaskExit>,
+}
+
+pub struct DockerRuntime {
+    api: Docker,
+    device: Address,
+    default_image: String,
+    /// A simulated device's GPUs are not real: nothing is passed through.
+    simulated: bool,
+    /// Tasks of each lease running on this host; the lease's network lives while it is > 0.
+    networks: Mutex<HashMap<ClusterId, usize>>,
+}
+
+impl DockerRuntime {
+    pub async fn connect(device: Address, default_image: String, simulated: bool) -> Result<Self, RuntimeError> {
+        let api = Docker::connect_with_local_defaults().map_err(RuntimeError::Unreachable)?;
+        // The engine may be older than the client's API version; speak the engine's.
+        let api = api.negotiate_version().await.map_err(RuntimeError::Unreachable)?;
+        api.ping().await.map_err(RuntimeError::Unreachable)?;
+        Ok(DockerRuntime { api, device, default_image, simulated, networks: Mutex::default() })
+    }
+
+    /// Loads images from an archive made by `docker save` (or `deploy/images/build.sh`), so a
+    /// supplier without a registry can run them; returns what the engine said it loaded.
+    pub async fn load_image(&self, path: &Path) -> Result<Vec<String>, RuntimeError> {
+        let shown = path.display().to_string();
+        let file = tokio::fs::File::open(path)
+            .await
+            .map_err(|e| RuntimeError::Load { path: shown.clone(), error: e.to_string() })?;
+        let body = tokio_util::io::ReaderStream::new(file);
+        let options = ImportImageOptions { quiet: true, ..Default::default() };
+        let mut progress = self.api.import_image_stream(options, body, None);
+        let mut loaded = Vec::new();
+        while let Some(info) = progress.next().await {
+            let info = info.map_err(|e| RuntimeError::Load { path: shown.clone(), error: e.to_string() })?;
+            if let Some(error) = info.error_detail.and_then(|d| d.message) {
+                return Err(RuntimeError::Load { path: shown, error });
+            }
+            loaded.extend(info.stream.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()));
+        }
+        Ok(loaded)
+    }
+
+    /// Several devices may share one engine (a rig running several agents, or a test), so
+    /// names carry the device as well as the lease.
+    fn network_name(&self, cluster: &ClusterId) -> String {
+        format!("herd-{}-{}", cluster, self.device.short())
+    }
+
+    fn container_name(&self, assignment: &TaskAssignment) -> String {
+        format!("herd-{}-{}-{}", assignment.job_id, assignment.rank, self.device.short())
+    }
+
+    /// A filter for this device's objects only.
+    fn own_filter(&self) -> HashMap<String, Vec<String>> {
+        HashMap::from([(
+            "label".to_owned(),
+            vec![format!("{LABEL_MANAGED}=true"), format!("{LABEL_DEVICE}={}", self.device)],
+        )])
+    }
+
+    /// Runs one task to its end. The working directory exists.
+    pub async fn run_task(
+        &self,
+        events: &mpsc::Sender<WorkerMessage>,
+        assignment: &TaskAssignment,
+        dir: &Path,
+        stop: watch::Receiver<bool>,
+    ) -> TaskExit {
+        let image = assignment.image.clone().unwrap_or_else(|| self.default_image.clone());
+        if let Err(error) = self.ensure_image(&image).await {
+            return failed(error);
+        }
+        let user = match prepare_work_dir(dir) {
+            Ok(user) => user,
+            Err(error) => return failed(format!("cannot prepare the working directory: {error}")),
+        };
+        let network = match self.acquire_network(&assignment.cluster_id).await {
+            Ok(network) => network,
+            Err(error) => return failed(format!("cannot create the lease's network: {error}")),
+        };
+        let body = container_body(&self.device, self.simulated, assignment, dir, &image, &network, user);
+        let exit = self.create_and_follow(events, assignment, body, stop).await;
+        self.release_network(&assignment.cluster_id).await;
+        exit
+    }
+
+    async fn create_and_follow(
+        &self,
+        events: &mpsc::Sender<WorkerMessage>,
+        assignment: &TaskAssignment,
+        body: ContainerCreateBody,
+        stop: watch::Receiver<bool>,
+    ) -> TaskExit {
+        let name = self.container_name(assignment);
+        // A container of ours with this name is a leftover of an earlier attempt.
+        self.remove(&name).await;
+        let options = CreateContainerOptions { name: Some(name.clone()), ..Default::default() };
+        let id = match self.api.create_container(Some(options), body).await {
+            Ok(created) => created.id,
+            Err(error) => return failed(format!("cannot create the container: {}", engine_message(&error))),
+        };
+        if let Err(error) = self.api.start_container(&id, None).await {
+            self.remove(&id).await;
+            return failed(format!("cannot start the container: {}", engine_message(&error)));
+        }
+        let _ = events.send(WorkerMessage::TaskStarted { job_id: assignment.job_id.clone() }).await;
+        self.follow(events, &assignment.job_id, &id, stop).await
+    }
+
+    /// Streams a running container's output until it exits or `stop` turns true, then
+    /// removes it and says how it ended. Also used for containers adopted after a restart.
+    pub async fn follow(
+        &self,
+        events: &mpsc::Sender<WorkerMessage>,
+        job_id: &JobId,
+        container: &str,
+        mut stop: watch::Receiver<bool>,
+    ) -> TaskExit {
+        let logs = tokio::spawn(forward_logs(self.api.clone(), container.to_owned(), events.clone(), job_id.clone()));
+        let wait = async {
+            let options = WaitContainerOptions { condition: "not-running".into() };
+            // The engine reports a non-zero exit as an error here; the inspection below is
+            // the one account of how the container ended.
+            let _ = self.api.wait_container(container, Some(options)).next().await;
+        };
+        tokio::select! {
+            _ = wait => {}
+            _ = async { let _ = stop.wait_for(|s| *s).await; } => {
+                let options = StopContainerOptions { t: Some(STOP_GRACE.as_secs() as i32), signal: None };
+                if let Err(error) = self.api.stop_container(container, Some(options)).await {
+                    tracing::warn!(container, error = %engine_message(&error), "could not stop a container");
+                }
+            }
+        }
+        if tokio::time::timeout(OUTPUT_DRAIN_MAX, logs).await.is_err() {
+            tracing::warn!(container, "the container's log stream did not end; some output may be lost");
+        }
+        let stopped = *stop.borrow();
+        let exit = self.exit_of(container, stopped).await;
+        self.remove(container).await;
+        exit
+    }
+
+    async fn exit_of(&self, container: &str, stopped: bool) -> TaskExit {
+        let inspected = match self.api.inspect_container(container, None).await {
+            Ok(inspected) => inspected,
+            Err(error) => return failed(format!("lost track of the container: {}", engine_message(&error))),
+        };
+        let memory = inspected.host_config.as_ref().and_then(|h| h.memory).unwrap_or(0);
+        let state = inspected.state.unwrap_or_default();
+        exit_from_state(state.exit_code, state.oom_killed.unwrap_or(false), state.error, memory, stopped)
+    }
+
+    async fn remove(&self, container: &str) {
+        let options = RemoveContainerOptions { force: true, v: true, link: false };
+        match self.api.remove_container(container, Some(options)).await {
+            Ok(()) => {}
+            Err(DockerError::DockerResponseServerError { status_code: 404, .. }) => {}
+            Err(error) => tracing::warn!(container, error = %engine_message(&error), "could not remove a container"),
+        }
+    }
+
+    /// The image is on this machine, or pulled from a registry the engine can reach.
+    async fn ensure_image(&self, image: &str) -> Result<(), String> {
+        match self.api.inspect_image(image).await {
+            Ok(_) => return Ok(()),
+            Err(DockerError::DockerResponseServerError { status_code: 404, .. }) => {}
+            Err(error) => return Err(format!("cannot inspect image {image}: {}", engine_message(&error))),
+        }
+        let options = CreateImageOptions { from_image: Some(image.to_owned()), ..Default::default() };
+        let mut pull = self.api.create_image(Some(options), None, None);
+        while let Some(progress) = pull.next().await {
+            let message = match progress {
+                Ok(info) => info.error_detail.and_then(|d| d.message),
+                Err(error) => Some(engine_message(&error)),
+            };
+            if let Some(message) = message {
+                return Err(format!(
+                    "image {image} is not on this machine and could not be pulled ({message}); \
+                     the supplier can build it with deploy/images/build.sh or load it with \
+                     `herd worker start --load-image FILE`"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates the lease's network on first use; counts its users.
+    async fn acquire_network(&self, cluster: &ClusterId) -> Result<String, String> {
+        let name = self.network_name(cluster);
+        let mut networks = self.networks.lock().await;
+        let users = networks.entry(cluster.clone()).or_insert(0);
+        if *users == 0 {
+            let request = NetworkCreateRequest {
+                name: name.clone(),
+                driver: Some("bridge".into()),
+                labels: Some(labels(&self.device, cluster)),
+                ..Default::default()
+            };
+            match self.api.create_network(request).await {
+                Ok(_) => {}
+                // Left from before a restart: it is ours (same name, our labels checked at prune).
+                Err(DockerError::DockerResponseServerError { status_code: 409, .. }) => {}
+                Err(error) => {
+                    networks.remove(cluster);
+                    return Err(engine_message(&error));
+                }
+            }
+        }
+        *networks.get_mut(cluster).expect("inserted above") += 1;
+        Ok(name)
+    }
+
+    async fn release_network(&self, cluster: &ClusterId) {
+        let mut networks = self.networks.lock().await;
+        let Some(users) = networks.get_mut(cluster) else { return };
+        *users -= 1;
+        if *users > 0 {
+            return;
+        }
+        networks.remove(cluster);
+        let name = self.network_name(cluster);
+        match self.api.remove_network(&name).await {
+            Ok(()) | Err(DockerError::DockerResponseServerError { status_code: 404, .. }) => {}
+            Err(error) => tracing::warn!(network = name, error = %engine_message(&error), "could not remove a network"),
+        }
+    }
+
+    /// This device's containers left from before a restart: running ones to adopt, exited
+    /// ones to report and remove. Containers without both labels are never listed.
+    pub async fn survey(&self) -> Result<Vec<Found>, DockerError> {
+        let options = ListContainersOptions { all: true, filters: Some(self.own_filter()), ..Default::default() };
+        let mut found = Vec::new();
+        for summary in self.api.list_containers(Some(options)).await? {
+            let (Some(id), Some(labels)) = (summary.id, summary.labels) else { continue };
+            let parsed = (
+                labels.get(LABEL_JOB).and_then(|j| JobId::parse(j).ok()),
+                labels.get(LABEL_CLUSTER).and_then(|c| ClusterId::parse(c).ok()),
+            );
+            let (Some(job_id), Some(cluster_id)) = parsed else {
+                tracing::warn!(container = id, "a herd container with unreadable labels; removing it");
+                self.remove(&id).await;
+                continue;
+            };
+            let inspected = self.api.inspect_container(&id, None).await?;
+            let state = inspected.state.unwrap_or_default();
+            let exit = if state.running == Some(true) {
+                self.networks.lock().await.entry(cluster_id.clone()).and_modify(|n| *n += 1).or_insert(1);
+                None
+            } else {
+                let memory = inspected.host_config.and_then(|h| h.memory).unwrap_or(0);
+                let exit =
+                    exit_from_state(state.exit_code, state.oom_killed.unwrap_or(false), state.error, memory, false);
+                self.remove(&id).await;
+                Some(exit)
+            };
+            found.push(Found { job_id, cluster_id, container: id, exit });
+        }
+        Ok(found)
+    }
+
+    /// Removes this device's networks that no running task uses (the engine refuses to remove
+    /// one with containers attached, which is then kept).
+    pub async fn prune_networks(&self) -> Result<(), DockerError> {
+        let options = ListNetworksOptions { filters: Some(self.own_filter()) };
+        let in_use: Vec<String> = self.networks.lock().await.keys().map(|c| self.network_name(c)).collect();
+        for network in self.api.list_networks(Some(options)).await? {
+            let Some(name) = network.name else { continue };
+            if in_use.contains(&name) {
+                continue;
+            }
+            if let Err(error) = self.api.remove_network(&name).await {
+                tracing::warn!(network = name, error = %engine_message(&error), "could not remove a stale network");
+            }
+        }
+        Ok(())
+    }
+
+    /// Adopted containers hold their lease's network until they exit.
+    pub async fn adopted_exited(&self, cluster: &ClusterId) {
+        self.release_network(cluster).await;
+    }
+}
+
+/// Everything about a task's container but its name: what isolates and limits it.
+fn container_body(
+    device: &Address,
+    simulated: bool,
+    assignment: &TaskAssignment,
+    dir: &Path,
+    image: &str,
+    network: &str,
+    (uid, gid): (u32, u32),
+) -> ContainerCreateBody {
+    let limits = &assignment.limits;
+    let mut env: Vec<String> = task_env(assignment).map(|(k, v)| format!("{k}={v}")).collect();
+    env.extend([format!("HOME={WORK_DIR}"), "LANG=C.UTF-8".to_owned()]);
+    let mut labels = labels(device, &assignment.cluster_id);
+    labels.insert(LABEL_JOB.into(), assignment.job_id.to_string());
+    labels.insert(LABEL_RANK.into(), assignment.rank.to_string());
+    let gpus = (!simulated && !limits.gpu_uuids.is_empty()).then(|| {
+        vec![DeviceRequest {
+            driver: Some("nvidia".into()),
+            device_ids: Some(limits.gpu_uuids.clone()),
+            capabilities: Some(vec![vec!["gpu".into()]]),
+            ..Default::default()
+        }]
+    });
+    let memory = i64::try_from(limits.memory_bytes).unwrap_or(i64::MAX);
+    let tmp_bytes = (limits.memory_bytes / 4).min(TMP_BYTES_MAX);
+    let host_config = HostConfig {
+        privileged: Some(false),
+        cap_drop: Some(vec!["ALL".into()]),
+        security_opt: Some(vec!["no-new-privileges:true".into()]),
+        readonly_rootfs: Some(true),
+        tmpfs: Some(HashMap::from([("/tmp".into(), format!("rw,nosuid,nodev,size={tmp_bytes},mode=1777"))])),
+        memory: Some(memory),
+        // Equal to memory: no swap, so the limit is a limit.
+        memory_swap: Some(memory),
+        nano_cpus: Some(i64::from(limits.cpu_millis) * 1_000_000),
+        pids_limit: Some(i64::from(limits.pids_max)),
+        network_mode: Some(network.to_owned()),
+        mounts: Some(vec![Mount {
+            target: Some(WORK_DIR.into()),
+            source: Some(dir.display().to_string()),
+            typ: Some(MountType::BIND),
+            read_only: Some(false),
+            ..Default::default()
+        }]),
+        device_requests: gpus,
+        log_config: Some(bollard::models::HostConfigLogConfig {
+            typ: Some("json-file".into()),
+            config: Some(HashMap::from([("max-size".into(), LOG_FILE_BYTES.into()), ("max-file".into(), "2".into())])),
+        }),
+        ..Default::default()
+    };
+    ContainerCreateBody {
+        image: Some(image.to_owned()),
+        cmd: Some(assignment.command.clone()),
+        env: Some(env),
+        user: Some(format!("{uid}:{gid}")),
+        working_dir: Some(WORK_DIR.into()),
+        labels: Some(labels),
+        attach_stdin: Some(false),
+        tty: Some(false),
+        host_config: Some(host_config),
+        ..Default::default()
+    }
+}
+fn labels(device: &Address, cluster: &ClusterId) -> HashMap<String, String> {
+    HashMap::from([
+        (LABEL_MANAGED.to_owned(), "true".to_owned()),
+        (LABEL_DEVICE.to_owned(), device.to_string()),
+        (LABEL_CLUSTER.to_owned(), cluster.to_string()),
+    ])
+}
+
+/// How a container ended, in the words a customer needs.
+fn exit_from_state(
+    exit_code: Option<i64>,
+    oom_killed: bool,
+    error: Option<String>,
+    memory_bytes: i64,
+    stopped: bool,
+) -> TaskExit {
+    if oom_killed {
+        return failed(format!(
+            "out of memory: the task went over its {} MiB memory limit and was killed",
+            memory_bytes >> 20
+        ));
+    }
+    if let Some(error) = error.filter(|e| !e.is_empty()) {
+        return failed(format!("the container failed: {error}"));
+    }
+    match exit_code {
+        // 128 + n is how the engine reports death by signal n; a stop is SIGTERM or SIGKILL.
+        Some(code @ (137 | 143)) if stopped => failed(format!("killed by signal {}", code - 128)),
+        Some(code) => TaskExit { exit_code: Some(code as i32), error: None },
+        None => failed("ended without an exit code".into()),
+    }
+}
+
+/// The user tasks run as, owning their working directory: an agent running as root hands it
+/// to "nobody"; an unprivileged agent (rootless Docker) keeps its own user.
+fn prepare_work_dir(dir: &Path) -> std::io::Result<(u32, u32)> {
+    let (uid, gid) = (nix::unistd::geteuid().as_raw(), nix::unistd::getegid().as_raw());
+    if uid != 0 {
+        return Ok((uid, gid));
+    }
+    std::os::unix::fs::chown(dir, Some(UNPRIVILEGED.0), Some(UNPRIVILEGED.1))?;
+    Ok(UNPRIVILEGED)
+}
+
+/// The engine's own message, without bollard's wrapping.
+fn engine_message(error: &DockerError) -> String {
+    match error {
+        DockerError::DockerResponseServerError { message, .. } => message.clone(),
+        other => other.to_string(),
+    }
+}
+
+async fn forward_logs(api: Docker, container: String, events: mpsc::Sender<WorkerMessage>, job_id: JobId) {
+    let options = LogsOptions { follow: true, stdout: true, stderr: true, ..Default::default() };
+    let mut logs = api.logs(&container, Some(options));
+    let stdout = OutputSink::new(events.clone(), job_id.clone(), Stream::Stdout);
+    let stderr = OutputSink::new(events, job_id, Stream::Stderr);
+    let (mut out_lines, mut err_lines) = (LineSplitter::default(), LineSplitter::default());
+    while let Some(chunk) = logs.next().await {
+        let sent = match chunk {
+            Ok(bollard::container::LogOutput::StdOut { message }) => stdout.send(out_lines.push(&message)).await,
+            Ok(bollard::container::LogOutput::StdErr { message }) => stderr.send(err_lines.push(&message)).await,
+            Ok(_) => true,
+            Err(error) => {
+                tracing::debug!(container, %error, "log stream ended");
+                break;
+            }
+        };
+        if !sent {
+            return;
+        }
+    }
+    stdout.send(out_lines.finish().into_iter().collect()).await;
+    stderr.send(err_lines.finish().into_iter().collect()).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use herd_core::TaskLimits;
+    use std::collections::BTreeMap;
+
+    fn assignment(gpus: &[&str]) -> TaskAssignment {
+        TaskAssignment {
+            job_id: JobId::from_entropy([7; 8]),
+            cluster_id: ClusterId::from_entropy([8; 8]),
+            rank: 1,
+            node_count: 2,
+            head_addr: "10.0.0.1".into(),
+            command: vec!["python3".into(), "train.py".into()],
+            env: BTreeMap::from([("EPOCHS".to_string(), "3".to_string())]),
+            image: None,
+            limits: TaskLimits {
+                cpu_millis: 1500,
+                memory_bytes: 512 << 20,
+                pids_max: 100,
+                gpu_uuids: gpus.iter().map(|g| g.to_string()).collect(),
+            },
+        }
+    }
+
+    fn device() -> Address {
+        Address::parse("11111111111111111111111111111111").unwrap()
+    }
+
+    #[test]
+    fn containers_are_locked_down_and_limited_by_the_lease() {
+        let job = assignment(&["GPU-a", "GPU-b"]);
+        let body = container_body(&device(), false, &job, Path::new("/data/jobs/j"), "img:1", "net", (65534, 65534));
+        let host = body.host_config.as_ref().unwrap();
+        assert_eq!(host.privileged, Some(false));
+        assert_eq!(host.cap_drop.as_deref(), Some(&["ALL".to_string()][..]));
+        assert!(host.cap_add.is_none());
+        assert_eq!(host.security_opt.as_deref(), Some(&["no-new-privileges:true".to_string()][..]));
+        assert_eq!(host.readonly_rootfs, Some(true));
+        assert_eq!((host.memory, host.memory_swap), (Some(512 << 20), Some(512 << 20)));
+        assert_eq!(host.nano_cpus, Some(1_500_000_000));
+        assert_eq!(host.pids_limit, Some(100));
+        assert_eq!(host.network_mode.as_deref(), Some("net"));
+        let mounts = host.mounts.as_ref().unwrap();
+        assert_eq!(mounts.len(), 1, "the working directory is the only host mount");
+        assert_eq!(mounts[0].source.as_deref(), Some("/data/jobs/j"));
+        assert!(host.binds.is_none() && host.volumes_from.is_none());
+        let gpus = &host.device_requests.as_ref().unwrap()[0];
+        assert_eq!(gpus.device_ids.as_deref(), Some(&["GPU-a".to_string(), "GPU-b".to_string()][..]));
+        assert_eq!(body.user.as_deref(), Some("65534:65534"));
+        let labels = body.labels.as_ref().unwrap();
+        assert_eq!(labels[LABEL_MANAGED], "true");
+        assert_eq!(labels[LABEL_DEVICE], "11111111111111111111111111111111");
+        assert_eq!(labels[LABEL_JOB], job.job_id.to_string());
+        let env = body.env.as_ref().unwrap();
+        assert!(env.contains(&"EPOCHS=3".to_string()) && env.contains(&"HERD_NODE_RANK=1".to_string()));
+        assert!(env.contains(&"HOME=/work".to_string()));
+    }
+
+    #[test]
+    fn simulated_gpus_and_cpu_leases_pass_no_devices() {
+        let body = container_body(&device(), true, &assignment(&["GPU-a"]), Path::new("/d"), "i", "n", (1, 1));
+        assert!(body.host_config.unwrap().device_requests.is_none());
+        let body = container_body(&device(), false, &assignment(&[]), Path::new("/d"), "i", "n", (1, 1));
+        assert!(body.host_config.unwrap().device_requests.is_none());
+    }
+
+    #[test]
+    fn exits_say_what_happened() {
+        let oom = exit_from_state(Some(137), true, None, 256 << 20, false);
+        assert_eq!(oom.error.unwrap(), "out of memory: the task went over its 256 MiB memory limit and was killed");
+        assert_eq!(exit_from_state(Some(3), false, None, 0, false).exit_code, Some(3));
+        assert_eq!(exit_from_state(Some(137), false, None, 0, true).error.unwrap(), "killed by signal 9");
+        assert_eq!(exit_from_state(Some(137), false, None, 0, false).exit_code, Some(137));
+        assert!(exit_from_state(Some(127), false, Some("exec: not found".into()), 0, false).error.is_some());
+    }
+}

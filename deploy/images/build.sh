@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# Builds the container images herd needs, locally, with no registry:
+#
+#   deploy/images/build.sh base            herd/base:bookworm  Debian 12 minbase (debootstrap → docker import)
+#   deploy/images/build.sh ray [VERSION]   herd/ray:VERSION    base + Python 3 + Ray in /opt/ray (pip)
+#   deploy/images/build.sh herd [BINARY]   herd/herd:dev       base + the herd binary (default: target/release/herd)
+#   deploy/images/build.sh save IMAGE FILE an archive any worker loads with `herd worker start --load-image FILE`
+#
+# An image that already exists is kept (set HERD_REBUILD=1 to build it again). Concurrent runs
+# (parallel tests) wait for each other. Needs root for debootstrap; installs debootstrap with
+# apt-get if it is missing. The Debian mirror is the one apt uses (override: HERD_DEBIAN_MIRROR).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+BASE=herd/base:bookworm
+SUITE=bookworm
+RAY_VERSION_DEFAULT=2.40.0
+
+say() { echo "build.sh: $*" >&2; }
+
+exists() { docker image inspect "$1" >/dev/null 2>&1 && [ "${HERD_REBUILD:-0}" != 1 ]; }
+
+mirror() {
+    if [ -n "${HERD_DEBIAN_MIRROR:-}" ]; then echo "$HERD_DEBIAN_MIRROR"; return; fi
+    local uri
+    uri=$(grep -hoE '^(URIs:|deb) +https?://[^ ]+/debian/?( |$)' /etc/apt/sources.list /etc/apt/sources.list.d/* 2>/dev/null \
+        | head -1 | grep -oE 'https?://[^ ]+' || true)
+    echo "${uri:-http://deb.debian.org/debian}"
+}
+
+build_base() {
+    if exists "$BASE"; then say "$BASE is there"; return; fi
+    if ! command -v debootstrap >/dev/null; then
+        say "installing debootstrap"
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null
+    fi
+    local root
+    root=$(mktemp -d /tmp/herd-rootfs.XXXXXX)
+    trap 'rm -rf "$root"' RETURN
+    say "debootstrap $SUITE from $(mirror) (about a minute)"
+    debootstrap --variant=minbase --include=ca-certificates,procps "$SUITE" "$root" "$(mirror)" >"$root.log" 2>&1 \
+        || { tail -20 "$root.log" >&2; rm -f "$root.log"; return 1; }
+    rm -f "$root.log"
+    # Smaller and reproducible enough: no package lists, caches, docs or logs in the image.
+    rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/* "$root"/usr/share/doc/* \
+        "$root"/usr/share/man/* "$root"/var/log/* "$root"/tmp/*
+    say "docker import → $BASE"
+    tar -C "$root" --numeric-owner -c . | docker import \
+        --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+        --change 'ENV LANG=C.UTF-8' \
+        --change 'CMD ["/bin/bash"]' \
+        --message "herd base image: Debian $SUITE minbase" - "$BASE" >/dev/null
+}
+
+build_ray() {
+    local version=${1:-$RAY_VERSION_DEFAULT}
+    local image=herd/ray:$version
+    if exists "$image"; then say "$image is there"; return; fi
+    build_base
+    say "docker build → $image (downloads Ray from PyPI)"
+    # Host networking: the build reaches the same mirrors the host does.
+    docker build --network host --build-arg "RAY_VERSION=$version" --build-arg "DEBIAN_MIRROR=$(mirror)" \
+        -t "$image" deploy/images/ray
+}
+
+build_herd() {
+    local binary=${1:-target/release/herd}
+    if [ ! -x "$binary" ]; then
+        say "building $binary"
+        cargo build --release -p herd-cli
+    fi
+    build_base
+    local context
+    context=$(mktemp -d /tmp/herd-image.XXXXXX)
+    trap 'rm -rf "$context"' RETURN
+    cp deploy/Dockerfile "$context/Dockerfile"
+    cp "$binary" "$context/herd"
+    say "docker build → herd/herd:dev from $binary"
+    docker build -q -t herd/herd:dev "$context" >/dev/null
+}
+
+save() {
+    local image=${1:?usage: build.sh save IMAGE FILE} file=${2:?usage: build.sh save IMAGE FILE}
+    docker save -o "$file" "$image"
+    say "saved $image to $file ($(du -h "$file" | cut -f1))"
+}
+
+command -v docker >/dev/null || { say "docker is not installed"; exit 1; }
+what=${1:-base}
+shift || true
+# One build at a time on this machine (tests build images in parallel).
+exec 9>/tmp/herd-image-build.lock
+flock 9
+case "$what" in
+    base) build_base ;;
+    ray) build_ray "$@" ;;
+    herd) build_herd "$@" ;;
+    save) save "$@" ;;
+    *) say "unknown image $what: use base, ray, herd or save"; exit 2 ;;
+esac
