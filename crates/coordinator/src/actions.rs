@@ -6,7 +6,7 @@ use herd_core::{Address, ClusterId, TaskState};
 use herd_proto::worker::{ServerMessage, TaskAssignment, TaskReport};
 
 use crate::app::{now, App};
-use crate::store::StoreResult;
+use crate::store::{DeviceTask, StoreResult};
 
 /// Sends a newly created task to its worker; if the worker is away, it gets it on reconnect.
 pub fn dispatch(app: &App, device: &Address, assignment: TaskAssignment) {
@@ -19,30 +19,36 @@ pub fn dispatch(app: &App, device: &Address, assignment: TaskAssignment) {
 /// records what ended while it was away, restarts nothing, fails what it lost, sends what it
 /// never received, and stops what it runs that is no longer wanted.
 pub async fn adopt(app: &App, device: &Address, reports: &[TaskReport]) -> StoreResult<()> {
-    let assignments = app.store.device_assignments(device, None).await?;
+    let tasks = app.store.device_assignments(device, None).await?;
     let at = now();
-    for (assignment, state) in &assignments {
+    for DeviceTask { assignment, state, stop_requested } in &tasks {
         let job = &assignment.job_id;
         match reports.iter().find(|r| &r.job_id == job) {
             Some(TaskReport { exited: Some(exit), .. }) => {
                 app.store.task_exited(job, device, exit.exit_code, exit.error.as_deref(), at).await?;
                 app.notify_job(job);
             }
-            Some(_) if *state == TaskState::Pending => {
-                app.store.task_started(job, device, at).await?;
-                app.notify_job(job);
+            Some(_) => {
+                if *state == TaskState::Pending {
+                    app.store.task_started(job, device, at).await?;
+                    app.notify_job(job);
+                }
+                // Stopped while the worker was away: the stop it missed is sent again.
+                if *stop_requested {
+                    app.hub.send(device, ServerMessage::StopTask { job_id: job.clone() });
+                }
             }
-            Some(_) => {}
             None if *state == TaskState::Running => {
                 let error = "lost: the worker no longer runs this task (it restarted)";
                 app.store.task_exited(job, device, None, Some(error), at).await?;
                 app.notify_job(job);
             }
+            None if *stop_requested => {}
             None => dispatch(app, device, assignment.clone()),
         }
     }
     for report in reports.iter().filter(|r| r.exited.is_none()) {
-        if !assignments.iter().any(|(a, _)| a.job_id == report.job_id) {
+        if !tasks.iter().any(|t| t.assignment.job_id == report.job_id) {
             app.hub.send(device, ServerMessage::StopTask { job_id: report.job_id.clone() });
         }
     }

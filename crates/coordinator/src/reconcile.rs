@@ -63,8 +63,11 @@ async fn mark_silent_devices_offline(app: &App) -> crate::store::StoreResult<()>
     let reason =
         format!("missed {} heartbeats ({} s without a word)", app.config.missed_heartbeats_max, timeout.as_secs_f64());
     for device in app.hub.take_stale(Instant::now(), timeout) {
-        if app.store.mark_offline(&device, &reason, now()).await? {
-            tracing::warn!(%device, %reason, "device offline");
+        if let Some(jobs) = app.store.mark_offline(&device, &reason, now()).await? {
+            tracing::warn!(%device, %reason, lost_tasks = jobs.len(), "device offline");
+            for job in &jobs {
+                app.notify_job(job);
+            }
         }
         app.sync_market(std::slice::from_ref(&device)).await;
     }

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod docker;
 pub mod raw_worker;
 
 use std::future::Future;
@@ -123,8 +124,15 @@ pub struct TestNetwork {
 
 impl TestNetwork {
     pub async fn start(workers: usize) -> TestNetwork {
+        TestNetwork::start_with(workers, |_| {}).await
+    }
+
+    /// As `start`, with the coordinator's configuration adjusted first.
+    pub async fn start_with(workers: usize, adjust: impl FnOnce(&mut CoordinatorConfig)) -> TestNetwork {
         let dir = tempfile::tempdir().unwrap();
-        let coordinator = start_coordinator(&dir.path().join("herd.db"), loopback()).await;
+        let mut config = test_config(&dir.path().join("herd.db"), loopback());
+        adjust(&mut config);
+        let coordinator = herd_coordinator::start(config).await.expect("coordinator starts");
         let url = coordinator.url();
         let (supplier_key, supplier_client) = new_account(&url).await;
         let supplier = herd_worker::keys::address_of(&supplier_key);

@@ -119,8 +119,8 @@ pub async fn create(
     };
     app.store.create_job(&new).await?;
     for node in &cluster.nodes {
-        for (assignment, _) in app.store.device_assignments(&node.device_id, Some(&id)).await? {
-            actions::dispatch(&app, &node.device_id, assignment);
+        for task in app.store.device_assignments(&node.device_id, Some(&id)).await? {
+            actions::dispatch(&app, &node.device_id, task.assignment);
         }
     }
     tracing::info!(job = %id, cluster = %cluster.id, nodes = nodes.len(), "job created");

@@ -1,7 +1,7 @@
 //! Devices: registration on hello, heartbeats, state changes (each one recorded), listings.
 
 use herd_core::device::DeviceEvent as Event;
-use herd_core::{Address, ConnectivityTier, DeviceSpec, DeviceState, Timestamp};
+use herd_core::{Address, ConnectivityTier, DeviceSpec, DeviceState, JobId, Timestamp};
 use herd_proto::api;
 use herd_proto::worker::HelloPayload;
 use sqlx::sqlite::SqliteRow;
@@ -326,18 +326,23 @@ impl Store {
         Ok(())
     }
 
-    /// Marks an online device offline; false if it was not online.
-    pub async fn mark_offline(&self, id: &Address, reason: &str, now: Timestamp) -> StoreResult<bool> {
+    /// Marks an online device offline (None if it was not online) and fails the tasks it was
+    /// running, in one transaction: the returned jobs changed. A worker that comes back later
+    /// is told to stop those tasks when it reconnects (they are no longer wanted).
+    pub async fn mark_offline(&self, id: &Address, reason: &str, now: Timestamp) -> StoreResult<Option<Vec<JobId>>> {
         let mut tx = self.write.begin().await?;
         let Some(state) = device_state(&mut tx, id).await? else {
-            return Ok(false);
+            return Ok(None);
         };
         if !matches!(state, DeviceState::Pending | DeviceState::Ready | DeviceState::Hired) {
-            return Ok(false);
+            return Ok(None);
         }
         apply_event(&mut tx, id, state, Event::Disconnect, reason, now).await?;
+        let jobs =
+            super::jobs::fail_device_tasks(&mut tx, id, &format!("lost: the device went offline ({reason})"), now)
+                .await?;
         tx.commit().await?;
-        Ok(true)
+        Ok(Some(jobs))
     }
 
     /// Devices the database believes are online; the coordinator watches them for heartbeats

@@ -23,6 +23,40 @@ pub struct NewJob<'a> {
     pub now: Timestamp,
 }
 
+/// An unfinished task of a device, as the worker must run it.
+pub struct DeviceTask {
+    pub assignment: TaskAssignment,
+    pub state: TaskState,
+    /// The customer stopped the job; the worker may not have heard.
+    pub stop_requested: bool,
+}
+
+/// Fails a device's unfinished tasks with `error`; returns the jobs they belong to (their
+/// states are re-derived).
+pub(super) async fn fail_device_tasks(
+    conn: &mut SqliteConnection,
+    device: &Address,
+    error: &str,
+    now: Timestamp,
+) -> StoreResult<Vec<JobId>> {
+    let rows = sqlx::query(
+        "UPDATE job_tasks SET state = 'failed', error = ?, finished_at = ?
+         WHERE device_id = ? AND state IN ('pending', 'running') RETURNING job_id",
+    )
+    .bind(error)
+    .bind(now.0)
+    .bind(device.as_str())
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut jobs = rows.iter().map(|r| parse_col("job_tasks.job_id", r.get(0))).collect::<StoreResult<Vec<JobId>>>()?;
+    jobs.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    jobs.dedup();
+    for job in &jobs {
+        refresh_job_state(conn, job, now).await?;
+    }
+    Ok(jobs)
+}
+
 /// Re-derives a job's state from its tasks (the only source of truth) and stores it.
 pub(super) async fn refresh_job_state(
     conn: &mut SqliteConnection,
@@ -299,13 +333,9 @@ impl Store {
 
     /// Unfinished tasks assigned to a device (only `job`'s, if given), with what the worker
     /// needs to run them: the task's limits are its lease's, narrowed by the job.
-    pub async fn device_assignments(
-        &self,
-        device: &Address,
-        job: Option<&JobId>,
-    ) -> StoreResult<Vec<(TaskAssignment, TaskState)>> {
+    pub async fn device_assignments(&self, device: &Address, job: Option<&JobId>) -> StoreResult<Vec<DeviceTask>> {
         let rows = sqlx::query(
-            "SELECT t.job_id, t.rank, t.state, j.cluster_id, j.command, j.env, j.image, j.limits,
+            "SELECT t.job_id, t.rank, t.state, j.cluster_id, j.command, j.env, j.image, j.limits, j.stop_requested,
                 (SELECT spec FROM devices WHERE id = t.device_id) AS spec,
                 (SELECT COUNT(*) FROM cluster_nodes n WHERE n.cluster_id = j.cluster_id) AS node_count,
                 (SELECT d.advertise_addr FROM cluster_nodes n JOIN devices d ON d.id = n.device_id
@@ -338,7 +368,11 @@ impl Store {
                     image: r.get("image"),
                     limits,
                 };
-                Ok((assignment, parse_col("job_tasks.state", r.get("state"))?))
+                Ok(DeviceTask {
+                    assignment,
+                    state: parse_col("job_tasks.state", r.get("state"))?,
+                    stop_requested: r.get("stop_requested"),
+                })
             })
             .collect()
     }

@@ -23,7 +23,7 @@ use sqlx::Row;
 
 pub use clusters::{NewCluster, StalePlan, Terminated};
 pub use devices::{DeviceFilter, HelloOutcome, HelloRefusal};
-pub use jobs::NewJob;
+pub use jobs::{DeviceTask, NewJob};
 pub use ledger::{Alongside, SignedEntry};
 pub use market::{default_floor_micros, StoredQuote};
 pub use verifications::{DueDevice, Finish, NewVerification, Verdict};
@@ -63,6 +63,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (6, "stakes", include_str!("../../migrations/0006_stakes.sql")),
     (7, "economy", include_str!("../../migrations/0007_economy.sql")),
     (8, "verification", include_str!("../../migrations/0008_verification.sql")),
+    (9, "job_images", include_str!("../../migrations/0009_job_images.sql")),
 ];
 
 #[derive(Clone)]

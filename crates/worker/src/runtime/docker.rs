@@ -166,7 +166,7 @@ impl DockerRuntime {
             return failed(format!("cannot start the container: {}", engine_message(&error)));
         }
         let _ = events.send(WorkerMessage::TaskStarted { job_id: assignment.job_id.clone() }).await;
-        self.follow(events, &assignment.job_id, &id, stop).await
+        self.follow(events, &assignment.job_id, &id, Since::Start, stop).await
     }
 
     /// Streams a running container's output until it exits or `stop` turns true, then
@@ -176,9 +176,15 @@ impl DockerRuntime {
         events: &mpsc::Sender<WorkerMessage>,
         job_id: &JobId,
         container: &str,
+        since: Since,
         mut stop: watch::Receiver<bool>,
     ) -> TaskExit {
-        let logs = tokio::spawn(forward_logs(self.api.clone(), container.to_owned(), events.clone(), job_id.clone()));
+        let since = match since {
+            Since::Start => 0,
+            Since::Now => unix_now(),
+        };
+        let logs =
+            tokio::spawn(forward_logs(self.api.clone(), container.to_owned(), events.clone(), job_id.clone(), since));
         let wait = async {
             let options = WaitContainerOptions { condition: "not-running".into() };
             // The engine reports a non-zero exit as an error here; the inspection below is
@@ -461,8 +467,23 @@ fn engine_message(error: &DockerError) -> String {
     }
 }
 
-async fn forward_logs(api: Docker, container: String, events: mpsc::Sender<WorkerMessage>, job_id: JobId) {
-    let options = LogsOptions { follow: true, stdout: true, stderr: true, ..Default::default() };
+/// Where a followed container's output starts.
+pub enum Since {
+    /// All of it: a container this agent just started.
+    Start,
+    /// From now: an adopted container, whose earlier output was delivered before the restart
+    /// (what it printed while no agent ran stays in the engine's log, not in the job's).
+    Now,
+}
+
+#[allow(clippy::disallowed_methods)] // the engine's `since` is wall-clock seconds
+fn unix_now() -> i32 {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    i32::try_from(now.as_secs()).unwrap_or(i32::MAX)
+}
+
+async fn forward_logs(api: Docker, container: String, events: mpsc::Sender<WorkerMessage>, job_id: JobId, since: i32) {
+    let options = LogsOptions { follow: true, stdout: true, stderr: true, since, ..Default::default() };
     let mut logs = api.logs(&container, Some(options));
     let stdout = OutputSink::new(events.clone(), job_id.clone(), Stream::Stdout);
     let stderr = OutputSink::new(events, job_id, Stream::Stderr);

@@ -98,7 +98,8 @@ impl Tasks {
             tracing::info!(job = %found.job_id, container = found.container, "adopted a running container");
             let (tasks, docker) = (self.clone(), docker.clone());
             tokio::spawn(async move {
-                let exit = docker.follow(&tasks.events, &found.job_id, &found.container, stop_rx).await;
+                let since = docker::Since::Now;
+                let exit = docker.follow(&tasks.events, &found.job_id, &found.container, since, stop_rx).await;
                 docker.adopted_exited(&found.cluster_id).await;
                 tasks.finish(&found.job_id, exit).await;
             });

@@ -1,0 +1,292 @@
+//! The docker runtime against the real engine: jobs in containers, limits that hold,
+//! isolation from the host, restarts that touch only herd's own containers.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::docker::{
+    base_image, containers_with, docker_ok, docker_worker, engine_available, is_running, networks_with, Cleanup,
+    BASE_IMAGE,
+};
+use common::{devices_in_state, eventually, new_account, start_agent, TestNetwork};
+use herd_cli::client::Client;
+use herd_core::{ClusterState, DeviceState, JobLimits, JobState, TaskState};
+use herd_proto::api::{Cluster, CreateCluster, CreateJob, Job, LogEvent, Stream};
+
+fn cpu_cluster(nodes: u32) -> CreateCluster {
+    CreateCluster { nodes, hours: Some(1), ..Default::default() }
+}
+
+fn shell(cluster: &Cluster, script: &str) -> CreateJob {
+    CreateJob::new(cluster.id.clone(), vec!["sh".into(), "-c".into(), script.into()])
+}
+
+/// Runs a job to its end; returns it with its output lines as (rank, stream, text).
+async fn run_to_end(customer: &Client, job: &CreateJob) -> (Job, Vec<(u32, Stream, String)>) {
+    let created = customer.create_job(job).await.unwrap();
+    let mut lines = Vec::new();
+    let finished = tokio::time::timeout(
+        Duration::from_secs(60),
+        customer.stream_logs(created.id.as_str(), true, 0, |event| {
+            if let LogEvent::Line(line) = event {
+                lines.push((line.rank, line.stream, line.text.clone()));
+            }
+        }),
+    )
+    .await
+    .expect("the job ends within a minute")
+    .unwrap()
+    .expect("the stream ends with the job");
+    (finished, lines)
+}
+
+fn text(lines: &[(u32, Stream, String)]) -> String {
+    lines.iter().map(|(rank, _, text)| format!("[{rank}] {text}\n")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_runs_in_a_locked_down_container_on_each_node() {
+    if !engine_available("a_job_runs_in_a_locked_down_container_on_each_node") {
+        return;
+    }
+    base_image();
+    let network = TestNetwork::start(0).await;
+    let workers = [start_agent(docker_worker(&network, "d0")), start_agent(docker_worker(&network, "d1"))];
+    devices_in_state(&network.url, &network.supplier, DeviceState::Ready, 2).await;
+    let (_, customer) = new_account(&network.url).await;
+    let cluster = customer.create_cluster(&cpu_cluster(2)).await.unwrap();
+    let _cleanup = Cleanup(cluster.nodes.iter().map(|n| format!("io.herd.device={}", n.device_id)).collect());
+
+    let script = r#"echo "rank $HERD_NODE_RANK of $HERD_NODE_COUNT uid=$(id -u) home=$HOME pwd=$(pwd)"
+        test -f /.dockerenv && echo in-a-container
+        grep -E '^(CapEff|CapBnd|NoNewPrivs)' /proc/self/status
+        touch /etc/probe 2>/dev/null || echo root-is-read-only
+        echo written > /work/out.txt && cat /work/out.txt
+        exit $((HERD_NODE_RANK * 3))"#;
+    let (job, lines) = run_to_end(&customer, &shell(&cluster, script)).await;
+    let output = text(&lines);
+    for rank in 0..2 {
+        for expected in [
+            format!("[{rank}] rank {rank} of 2 uid=65534 home=/work pwd=/work"),
+            format!("[{rank}] in-a-container"),
+            format!("[{rank}] CapEff:\t0000000000000000"),
+            // Dropped from the bounding set too, so not even a setuid binary regains any.
+            format!("[{rank}] CapBnd:\t0000000000000000"),
+            format!("[{rank}] NoNewPrivs:\t1"),
+            format!("[{rank}] root-is-read-only"),
+            format!("[{rank}] written"),
+        ] {
+            assert!(output.contains(&expected), "missing {expected:?} in:\n{output}");
+        }
+    }
+    let exits: Vec<_> = job.tasks.iter().map(|t| (t.rank, t.state, t.exit_code)).collect();
+    assert_eq!(exits, [(0, TaskState::Succeeded, Some(0)), (1, TaskState::Failed, Some(3))]);
+
+    // Containers are removed when their task ends; the lease's networks when its last task does.
+    for task in &job.tasks {
+        let device = format!("io.herd.device={}", task.device_id);
+        eventually("the containers and networks to be removed", Duration::from_secs(10), || async {
+            (containers_with(&device).is_empty() && networks_with(&device).is_empty()).then_some(())
+        })
+        .await;
+    }
+    for worker in workers {
+        worker.stop().await;
+    }
+    network.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_hold_and_the_worker_keeps_heartbeating() {
+    if !engine_available("limits_hold_and_the_worker_keeps_heartbeating") {
+        return;
+    }
+    base_image();
+    let network = TestNetwork::start(0).await;
+    let worker = start_agent(docker_worker(&network, "d0"));
+    devices_in_state(&network.url, &network.supplier, DeviceState::Ready, 1).await;
+    let (_, customer) = new_account(&network.url).await;
+    let cluster = customer.create_cluster(&cpu_cluster(1)).await.unwrap();
+    let device = cluster.nodes[0].device_id.clone();
+    let _cleanup = Cleanup(vec![format!("io.herd.device={device}")]);
+
+    // A fork bomb stops at the lease's process limit (2 cores → 1024) and fails the job.
+    let bomb = "cat /sys/fs/cgroup/pids/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids.max; \
+                i=0; while [ $i -lt 5000 ]; do sleep 30 & i=$((i+1)); \
+                [ $((i % 100)) -eq 0 ] && echo spawned $i; done; echo spawned all";
+    let started = Instant::now();
+    let (job, lines) = run_to_end(&customer, &shell(&cluster, bomb)).await;
+    let output = text(&lines);
+    assert!(output.contains("[0] 1024\n"), "the container's pids limit is the lease's:\n{output}");
+    assert!(output.contains("Cannot fork"), "the pids limit stops the bomb:\n{output}");
+    let spawned = lines.iter().filter_map(|(_, _, l)| l.strip_prefix("spawned ")?.parse::<u32>().ok()).max();
+    assert!(spawned.is_some_and(|n| n >= 900 && n < 1024), "stopped near 1024 processes: {spawned:?}");
+    assert_eq!(job.state, JobState::Failed);
+    eprintln!("fork bomb contained in {:?} after {spawned:?} processes", started.elapsed());
+
+    // A memory hog is killed at the lease's memory limit (1 GiB machine → 512 MiB), with a
+    // clear reason; and a job may ask for less than its lease.
+    let (job, _) = run_to_end(&customer, &shell(&cluster, "tail /dev/zero")).await;
+    assert_eq!(job.state, JobState::Failed);
+    let error = job.tasks[0].error.clone().unwrap_or_default();
+    assert_eq!(error, "out of memory: the task went over its 512 MiB memory limit and was killed");
+    let small = CreateJob {
+        limits: JobLimits { memory_bytes: Some(64 << 20), ..Default::default() },
+        ..shell(&cluster, "tail /dev/zero")
+    };
+    let (job, _) = run_to_end(&customer, &small).await;
+    assert!(job.tasks[0].error.as_deref().unwrap_or_default().contains("64 MiB"), "{:?}", job.tasks[0]);
+    let greedy = CreateJob { limits: JobLimits { memory_bytes: Some(2 << 30), ..Default::default() }, ..small };
+    let refused = customer.create_job(&greedy).await.unwrap_err().to_string();
+    assert!(refused.contains("more than this lease gives"), "{refused}");
+
+    // Throughout, the device kept heartbeating: it never went offline and is still hired.
+    let client = Client::new(&network.url, None);
+    let detail = client.device(device.as_str()).await.unwrap();
+    assert_eq!(detail.device.state, DeviceState::Hired, "{}", detail.device.state_reason);
+    let events = serde_json::to_string(&detail).unwrap();
+    assert!(!events.contains("missed"), "no heartbeat was missed: {events}");
+
+    // The host is out of reach: a canary file next to the job's directory cannot be read,
+    // nothing can be mounted, and the only host path inside is the job's own directory.
+    let canary_dir = network.dir.path().join("canary");
+    std::fs::create_dir_all(&canary_dir).unwrap();
+    let secret = format!("canary-{}", rand::random::<u64>());
+    std::fs::write(canary_dir.join("secret"), &secret).unwrap();
+    let probe = format!(
+        "cat {canary}/secret 2>&1; cat /proc/1/root{canary}/secret 2>&1; \
+         mkdir -p /tmp/m; mount -t tmpfs none /tmp/m 2>&1; echo mount-exit=$?; \
+         mount --bind /work /tmp/m 2>&1; echo bind-exit=$?; \
+         grep -c ' /work ' /proc/self/mountinfo",
+        canary = canary_dir.display()
+    );
+    let (job, lines) = run_to_end(&customer, &shell(&cluster, &probe)).await;
+    let output = text(&lines);
+    assert!(!output.contains(&secret), "the canary leaked:\n{output}");
+    assert!(output.contains("No such file or directory"), "{output}");
+    assert!(!output.contains("mount-exit=0") && output.contains("mount-exit="), "{output}");
+    assert!(!output.contains("bind-exit=0") && output.contains("bind-exit="), "{output}");
+    assert_eq!(job.state, JobState::Succeeded, "{output}");
+
+    worker.stop().await;
+    network.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_worker_adopts_its_containers_removes_its_orphans_and_nothing_else() {
+    if !engine_available("a_restarted_worker_adopts_its_containers_removes_its_orphans_and_nothing_else") {
+        return;
+    }
+    base_image();
+    // Offline only after 5 s without a heartbeat (25 × 200 ms), so a quick restart keeps its
+    // tasks, as it does with the production defaults (3 × 5 s).
+    let network = TestNetwork::start_with(0, |config| config.missed_heartbeats_max = 25).await;
+    let tag = format!("herd-test-{}", rand::random::<u32>());
+    let _bystanders = Cleanup(vec![format!("io.herd.test={tag}")]);
+    // Someone else's container, and one that claims to be another herd device's.
+    let plain = docker_ok(&["run", "-d", "--label", &format!("io.herd.test={tag}"), BASE_IMAGE, "sleep", "300"]);
+    let foreign = docker_ok(&[
+        "run",
+        "-d",
+        "--label",
+        &format!("io.herd.test={tag}"),
+        "--label",
+        "io.herd.managed=true",
+        "--label",
+        "io.herd.device=11111111111111111111111111111111",
+        BASE_IMAGE,
+        "sleep",
+        "300",
+    ]);
+
+    // The worker runs as its own process, so a crash can be a real SIGKILL.
+    let data_dir = network.dir.path().join("worker");
+    let code = network.supplier_client.pairing_code().await.unwrap();
+    let spawn = |consent: &[&str]| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_herd"));
+        command
+            .args(["worker", "start", "--coordinator", &network.url, "--runtime", "docker", "--owner"])
+            .arg(network.supplier.as_str())
+            .args(consent)
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .env("HERD_CONFIG_DIR", network.dir.path().join("config"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        command.spawn().unwrap()
+    };
+    let mut worker = spawn(&["--pairing-code", &code.code]);
+    devices_in_state(&network.url, &network.supplier, DeviceState::Ready, 1).await;
+    let (_, customer) = new_account(&network.url).await;
+    let cluster = customer.create_cluster(&cpu_cluster(1)).await.unwrap();
+    let device = cluster.nodes[0].device_id.clone();
+    let ours = format!("io.herd.device={device}");
+    let _cleanup = Cleanup(vec![ours.clone()]);
+
+    let finishing =
+        customer.create_job(&shell(&cluster, "echo first; sleep 6; echo adopted-and-finished")).await.unwrap();
+    let orphan = customer.create_job(&shell(&cluster, "sleep 300")).await.unwrap();
+    eventually("both containers to run", Duration::from_secs(20), || async {
+        (containers_with(&ours).iter().filter(|c| is_running(c)).count() == 2).then_some(())
+    })
+    .await;
+
+    // Crash the worker; while it is away the customer stops one job.
+    worker.kill().unwrap();
+    worker.wait().unwrap();
+    customer.stop_job(&orphan.id).await.unwrap();
+    let mut worker = spawn(&[]);
+
+    let finished = eventually("the adopted job to finish", Duration::from_secs(30), || async {
+        let job = customer.job(finishing.id.as_str()).await.ok()?;
+        job.state.is_terminal().then_some(job)
+    })
+    .await;
+    assert_eq!(finished.state, JobState::Succeeded, "{:?}", finished.tasks);
+    let mut lines = Vec::new();
+    customer
+        .stream_logs(finishing.id.as_str(), false, 0, |e| {
+            if let LogEvent::Line(line) = e {
+                lines.push(line.text.clone());
+            }
+        })
+        .await
+        .unwrap();
+    assert!(lines.contains(&"adopted-and-finished".to_string()), "output after the restart arrives: {lines:?}");
+    let stopped = eventually("the orphan to be stopped", Duration::from_secs(30), || async {
+        let job = customer.job(orphan.id.as_str()).await.ok()?;
+        job.state.is_terminal().then_some(job)
+    })
+    .await;
+    assert_eq!(stopped.state, JobState::Stopped);
+    eventually("herd's containers and networks to be gone", Duration::from_secs(20), || async {
+        (containers_with(&ours).is_empty() && networks_with(&ours).is_empty()).then_some(())
+    })
+    .await;
+    assert!(is_running(&plain), "a container herd did not create is untouched");
+    assert!(is_running(&foreign), "another device's container is untouched");
+
+    let _ = worker.kill();
+    let _ = worker.wait();
+    let cluster = customer.delete_cluster(cluster.id.as_str()).await.unwrap();
+    assert_eq!(cluster.state, ClusterState::Terminated);
+    network.stop().await;
+}
+
+/// The worker refuses to start with `--runtime docker` when it cannot reach an engine.
+#[tokio::test]
+async fn docker_without_an_engine_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_herd"))
+        .args(["worker", "start", "--coordinator", "http://127.0.0.1:9", "--runtime", "docker"])
+        .args(["--owner", "11111111111111111111111111111111", "--data-dir"])
+        .arg(dir.path())
+        .env("DOCKER_HOST", format!("unix://{}/no-engine.sock", dir.path().display()))
+        .env("HERD_CONFIG_DIR", dir.path())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("cannot reach the Docker engine"), "{stderr}");
+}
