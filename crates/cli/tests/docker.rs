@@ -6,8 +6,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::docker::{
-    base_image, containers_with, docker_ok, docker_worker, engine_available, is_running, networks_with, Cleanup,
-    BASE_IMAGE,
+    base_image, containers_with, docker_ok, docker_worker, engine_available, herd_image, is_running, networks_with,
+    Cleanup, BASE_IMAGE, HERD_IMAGE,
 };
 use common::{devices_in_state, eventually, new_account, start_agent, TestNetwork};
 use herd_cli::client::Client;
@@ -289,4 +289,144 @@ async fn docker_without_an_engine_is_a_clear_error() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("cannot reach the Docker engine"), "{stderr}");
+}
+
+/// Multi-host: a coordinator and three workers, each in its own container on a private Docker
+/// network (each with its own address, as on separate machines). Stopping one worker's
+/// container mid-job marks its device offline within the heartbeat timeout, and the job and
+/// the cluster say so, while the other nodes keep running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_worker_host_goes_offline_and_the_job_says_so() {
+    if !engine_available("a_stopped_worker_host_goes_offline_and_the_job_says_so") {
+        return;
+    }
+    herd_image();
+    let tag = format!("{:08x}", rand::random::<u32>());
+    let label = format!("io.herd.test={tag}");
+    let _cleanup = Cleanup(vec![label.clone()]);
+    let net = format!("herd-mh-{tag}");
+    docker_ok(&["network", "create", "--label", &label, &net]);
+    let run = |name: &str, alias: &str, args: &[&str]| {
+        let mut command = vec!["run", "-d", "--label", &label, "--name", name, "--network", &net];
+        command.extend(["--network-alias", alias]);
+        if alias == "coordinator" {
+            command.extend(["-p", "127.0.0.1::7700"]);
+        }
+        command.push(HERD_IMAGE);
+        command.extend(args);
+        docker_ok(&command)
+    };
+    let heartbeat_ms = 500;
+    let timeout = Duration::from_millis(heartbeat_ms * 3);
+    let coordinator = format!("herd-mh-{tag}-coordinator");
+    run(
+        &coordinator,
+        "coordinator",
+        &[
+            "coordinator",
+            "--db",
+            "sqlite:///var/lib/herd/herd.db",
+            "--listen",
+            "0.0.0.0:7700",
+            "--faucet",
+            "--proof-target",
+            "50ms",
+            "--heartbeat-interval-ms",
+            &heartbeat_ms.to_string(),
+            "--missed-heartbeats",
+            "3",
+        ],
+    );
+    let published = docker_ok(&["port", &coordinator, "7700/tcp"]);
+    let url = format!("http://{}", published.lines().next().unwrap());
+    eventually("the coordinator to answer", Duration::from_secs(30), || async {
+        Client::new(&url, None).health().await.ok()
+    })
+    .await;
+
+    let (supplier_key, supplier) = new_account(&url).await;
+    let owner = herd_worker::keys::address_of(&supplier_key);
+    let mut workers = Vec::new();
+    for i in 0..3 {
+        let code = supplier.pairing_code().await.unwrap().code;
+        let name = format!("herd-mh-{tag}-worker{i}");
+        let id = run(
+            &name,
+            &format!("worker{i}"),
+            &[
+                "worker",
+                "start",
+                "--coordinator",
+                "http://coordinator:7700",
+                "--owner",
+                owner.as_str(),
+                "--pairing-code",
+                &code,
+                "--runtime",
+                "process",
+                "--country",
+                "DE",
+            ],
+        );
+        workers.push((name, id));
+    }
+    devices_in_state(&url, &owner, DeviceState::Ready, 3).await;
+
+    let (_, customer) = new_account(&url).await;
+    let cluster = customer.create_cluster(&cpu_cluster(3)).await.unwrap();
+    let addresses: std::collections::BTreeSet<_> = cluster.nodes.iter().map(|n| n.address.clone()).collect();
+    assert_eq!(addresses.len(), 3, "each node has its own address: {addresses:?}");
+    let job = customer
+        .create_job(&shell(&cluster, "echo node $HERD_NODE_RANK of $HERD_NODE_COUNT up; sleep 120"))
+        .await
+        .unwrap();
+    eventually("every node to run the job", Duration::from_secs(20), || async {
+        let job = customer.job(job.id.as_str()).await.ok()?;
+        job.tasks.iter().all(|t| t.state == TaskState::Running).then_some(())
+    })
+    .await;
+
+    // Which container is rank 1? The owner sees each device's hostname (the container's).
+    let victim = &cluster.nodes[1];
+    let devices = supplier.devices(&format!("owner={owner}")).await.unwrap();
+    let hostname = devices.iter().find(|d| d.id == victim.device_id).unwrap().spec.hostname.clone();
+    let (name, _) = workers.iter().find(|(_, id)| id.starts_with(&hostname)).expect("a container per device");
+    let stopped_at = Instant::now();
+    docker_ok(&["stop", "--time", "10", name]);
+    let stop_took = stopped_at.elapsed();
+    eventually("the stopped host's device to go offline", Duration::from_secs(30), || async {
+        let device = supplier.device(victim.device_id.as_str()).await.ok()?;
+        (device.device.state == DeviceState::Offline).then_some(())
+    })
+    .await;
+    let offline_after = stopped_at.elapsed();
+    eprintln!(
+        "offline {offline_after:?} after `docker stop` (which took {stop_took:?}); heartbeat timeout {timeout:?}"
+    );
+    assert!(offline_after <= stop_took + timeout + Duration::from_secs(3), "offline within the heartbeat timeout");
+
+    let job = customer.job(job.id.as_str()).await.unwrap();
+    let lost = &job.tasks[1];
+    assert_eq!(lost.state, TaskState::Failed);
+    assert!(lost.error.as_deref().unwrap_or_default().starts_with("lost: the device went offline"), "{lost:?}");
+    assert!([0, 2].iter().all(|&r| job.tasks[r].state == TaskState::Running), "{:?}", job.tasks);
+    let cluster = customer.cluster(cluster.id.as_str()).await.unwrap();
+    assert_eq!(cluster.nodes[1].device_state, DeviceState::Offline);
+    assert_eq!(cluster.nodes[0].device_state, DeviceState::Hired);
+
+    customer.stop_job(&job.id).await.unwrap();
+    customer.delete_cluster(cluster.id.as_str()).await.unwrap();
+}
+
+/// The compose file in deploy/ is valid (running it is documented in deploy/README.md).
+#[test]
+fn the_compose_file_is_valid() {
+    let compose = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/compose.yaml");
+    let Ok(output) =
+        std::process::Command::new("docker-compose").arg("-f").arg(&compose).args(["config", "-q"]).output()
+    else {
+        eprintln!("the_compose_file_is_valid: skipped (no docker-compose)");
+        return;
+    };
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
 }
