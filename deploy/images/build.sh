@@ -57,10 +57,17 @@ build_ray() {
     local image=herd/ray:$version
     if exists "$image"; then say "$image is there"; return; fi
     build_base
+    local context
+    context=$(mktemp -d /tmp/herd-image.XXXXXX)
+    trap 'rm -rf "$context"' RETURN
+    cp deploy/images/ray/Dockerfile "$context/"
+    # pip inside the build trusts what the host trusts (a proxy's CA included), for the
+    # download only: the bundle is not installed in the image's trust store.
+    cp "${PIP_CERT:-/etc/ssl/certs/ca-certificates.crt}" "$context/host-ca.crt"
     say "docker build → $image (downloads Ray from PyPI)"
     # Host networking: the build reaches the same mirrors the host does.
     docker build --network host --build-arg "RAY_VERSION=$version" --build-arg "DEBIAN_MIRROR=$(mirror)" \
-        -t "$image" deploy/images/ray
+        -t "$image" "$context"
 }
 
 build_herd() {

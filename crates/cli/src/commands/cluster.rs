@@ -1,5 +1,6 @@
 use clap::{Args, Subcommand};
 use herd_core::money::format_usd;
+use herd_core::{ClusterState, DeviceState};
 use herd_proto::api::{Cluster, CreateCluster};
 
 use super::request::RequestArgs;
@@ -55,6 +56,13 @@ pub fn print_cluster(cluster: &Cluster) {
     crate::outln!("created {}  expires {}", cluster.created_at, cluster.expires_at);
     if let Some(reason) = &cluster.end_reason {
         crate::outln!("ended: {reason}");
+    }
+    let offline = cluster.nodes.iter().filter(|n| n.device_state == DeviceState::Offline).count();
+    if cluster.state == ClusterState::Running && offline > 0 {
+        crate::outln!(
+            "degraded: {offline} of {} node(s) offline; their tasks were marked lost",
+            cluster.nodes.len()
+        );
     }
     let rows: Vec<Vec<String>> = cluster
         .nodes
