@@ -6,7 +6,8 @@
 #   deploy/images/build.sh herd [BINARY]   herd/herd:dev       base + the herd binary (default: target/release/herd)
 #   deploy/images/build.sh save IMAGE FILE an archive any worker loads with `herd worker start --load-image FILE`
 #
-# An image that already exists is kept (set HERD_REBUILD=1 to build it again). Concurrent runs
+# An image that already exists is kept (HERD_REBUILD=1 builds the named one again; herd/herd
+# is always rebuilt, the binary being the point). Concurrent runs
 # (parallel tests) wait for each other. Needs root for debootstrap; installs debootstrap with
 # apt-get if it is missing. The Debian mirror is the one apt uses (override: HERD_DEBIAN_MIRROR).
 set -euo pipefail
@@ -18,7 +19,9 @@ RAY_VERSION_DEFAULT=2.40.0
 
 say() { echo "build.sh: $*" >&2; }
 
-exists() { docker image inspect "$1" >/dev/null 2>&1 && [ "${HERD_REBUILD:-0}" != 1 ]; }
+# Whether IMAGE is there and need not be rebuilt: HERD_REBUILD=1 rebuilds only the image
+# named on the command line, never the base image under it.
+exists() { docker image inspect "$1" >/dev/null 2>&1 && ! { [ "${HERD_REBUILD:-0}" = 1 ] && [ "$2" = "$TARGET" ]; }; }
 
 mirror() {
     if [ -n "${HERD_DEBIAN_MIRROR:-}" ]; then echo "$HERD_DEBIAN_MIRROR"; return; fi
@@ -29,7 +32,7 @@ mirror() {
 }
 
 build_base() {
-    if exists "$BASE"; then say "$BASE is there"; return; fi
+    if exists "$BASE" base; then say "$BASE is there"; return; fi
     if ! command -v debootstrap >/dev/null; then
         say "installing debootstrap"
         apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null
@@ -55,7 +58,7 @@ build_base() {
 build_ray() {
     local version=${1:-$RAY_VERSION_DEFAULT}
     local image=herd/ray:$version
-    if exists "$image"; then say "$image is there"; return; fi
+    if exists "$image" ray; then say "$image is there"; return; fi
     build_base
     local context
     context=$(mktemp -d /tmp/herd-image.XXXXXX)
@@ -83,7 +86,13 @@ build_herd() {
     cp deploy/Dockerfile "$context/Dockerfile"
     cp "$binary" "$context/herd"
     say "docker build → herd/herd:dev from $binary"
+    local old
+    old=$(docker image inspect -f '{{.Id}}' herd/herd:dev 2>/dev/null || true)
     docker build -q -t herd/herd:dev "$context" >/dev/null
+    # The previous build is dangling now; drop it unless a container still uses it.
+    if [ -n "$old" ] && [ "$old" != "$(docker image inspect -f '{{.Id}}' herd/herd:dev)" ]; then
+        docker rmi "$old" >/dev/null 2>&1 || true
+    fi
 }
 
 save() {
@@ -94,7 +103,13 @@ save() {
 
 command -v docker >/dev/null || { say "docker is not installed"; exit 1; }
 what=${1:-base}
+TARGET=$what
 shift || true
+# Nothing to do (checked before waiting for another build's lock).
+case "$what" in
+    base) exists "$BASE" base && { say "$BASE is there"; exit 0; } ;;
+    ray) exists "herd/ray:${1:-$RAY_VERSION_DEFAULT}" ray && { say "herd/ray:${1:-$RAY_VERSION_DEFAULT} is there"; exit 0; } ;;
+esac
 # One build at a time on this machine (tests build images in parallel).
 exec 9>/tmp/herd-image-build.lock
 flock 9

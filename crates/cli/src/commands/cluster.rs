@@ -59,10 +59,7 @@ pub fn print_cluster(cluster: &Cluster) {
     }
     let offline = cluster.nodes.iter().filter(|n| n.device_state == DeviceState::Offline).count();
     if cluster.state == ClusterState::Running && offline > 0 {
-        crate::outln!(
-            "degraded: {offline} of {} node(s) offline; their tasks were marked lost",
-            cluster.nodes.len()
-        );
+        crate::outln!("degraded: {offline} of {} node(s) offline; their tasks were marked lost", cluster.nodes.len());
     }
     let rows: Vec<Vec<String>> = cluster
         .nodes

@@ -64,7 +64,6 @@ pub fn herd_image() {
     let output = Command::new("bash")
         .arg(repo_root().join("deploy/images/build.sh"))
         .args(["herd", binary])
-        .env("HERD_REBUILD", "1")
         .output()
         .expect("bash runs");
     assert!(output.status.success(), "building {HERD_IMAGE} failed:\n{}", String::from_utf8_lossy(&output.stderr));
