@@ -83,11 +83,20 @@ async fn a_job_runs_in_a_locked_down_container_on_each_node() {
     let exits: Vec<_> = job.tasks.iter().map(|t| (t.rank, t.state, t.exit_code)).collect();
     assert_eq!(exits, [(0, TaskState::Succeeded, Some(0)), (1, TaskState::Failed, Some(3))]);
 
-    // Containers are removed when their task ends; the lease's networks when its last task does.
-    for task in &job.tasks {
-        let device = format!("io.herd.device={}", task.device_id);
-        eventually("the containers and networks to be removed", Duration::from_secs(10), || async {
-            (containers_with(&device).is_empty() && networks_with(&device).is_empty()).then_some(())
+    // Containers are removed when their task ends; the lease's network stays for its next
+    // job and goes when the lease ends.
+    let labels: Vec<String> = job.tasks.iter().map(|t| format!("io.herd.device={}", t.device_id)).collect();
+    for label in &labels {
+        eventually("the containers to be removed", Duration::from_secs(10), || async {
+            containers_with(label).is_empty().then_some(())
+        })
+        .await;
+        assert_eq!(networks_with(label).len(), 1, "one network per lease and device");
+    }
+    customer.delete_cluster(cluster.id.as_str()).await.unwrap();
+    for label in &labels {
+        eventually("the lease's networks to be removed", Duration::from_secs(10), || async {
+            networks_with(label).is_empty().then_some(())
         })
         .await;
     }
@@ -260,17 +269,21 @@ async fn a_restarted_worker_adopts_its_containers_removes_its_orphans_and_nothin
     })
     .await;
     assert_eq!(stopped.state, JobState::Stopped);
-    eventually("herd's containers and networks to be gone", Duration::from_secs(20), || async {
-        (containers_with(&ours).is_empty() && networks_with(&ours).is_empty()).then_some(())
+    eventually("herd's containers to be gone", Duration::from_secs(20), || async {
+        containers_with(&ours).is_empty().then_some(())
     })
     .await;
     assert!(is_running(&plain), "a container herd did not create is untouched");
     assert!(is_running(&foreign), "another device's container is untouched");
 
-    let _ = worker.kill();
-    let _ = worker.wait();
     let cluster = customer.delete_cluster(cluster.id.as_str()).await.unwrap();
     assert_eq!(cluster.state, ClusterState::Terminated);
+    eventually("the lease's network to be gone", Duration::from_secs(20), || async {
+        networks_with(&ours).is_empty().then_some(())
+    })
+    .await;
+    let _ = worker.kill();
+    let _ = worker.wait();
     network.stop().await;
 }
 

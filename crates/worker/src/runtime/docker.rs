@@ -53,6 +53,14 @@ pub enum RuntimeError {
     Load { path: String, error: String },
 }
 
+#[derive(Default)]
+struct LeaseNetwork {
+    /// Tasks using it now.
+    users: usize,
+    /// The lease ended: the last user removes it.
+    ended: bool,
+}
+
 /// What the agent found of its own on the engine at start.
 pub struct Found {
     pub job_id: JobId,
@@ -68,8 +76,9 @@ pub struct DockerRuntime {
     default_image: String,
     /// A simulated device's GPUs are not real: nothing is passed through.
     simulated: bool,
-    /// Tasks of each lease running on this host; the lease's network lives while it is > 0.
-    networks: Mutex<HashMap<ClusterId, usize>>,
+    /// The networks of the leases this device holds: made for a lease's first task, kept
+    /// between its jobs (making one costs more than starting a container), removed at its end.
+    networks: Mutex<HashMap<ClusterId, LeaseNetwork>>,
 }
 
 impl DockerRuntime {
@@ -253,40 +262,69 @@ impl DockerRuntime {
         Ok(())
     }
 
-    /// Creates the lease's network on first use; counts its users.
+    /// The lease's network, made on its first task here; counts its users.
     async fn acquire_network(&self, cluster: &ClusterId) -> Result<String, String> {
         let name = self.network_name(cluster);
         let mut networks = self.networks.lock().await;
-        let users = networks.entry(cluster.clone()).or_insert(0);
-        if *users == 0 {
-            let request = NetworkCreateRequest {
-                name: name.clone(),
-                driver: Some("bridge".into()),
-                labels: Some(labels(&self.device, cluster)),
-                ..Default::default()
-            };
-            match self.api.create_network(request).await {
-                Ok(_) => {}
-                // Left from before a restart: it is ours (same name, our labels checked at prune).
-                Err(DockerError::DockerResponseServerError { status_code: 409, .. }) => {}
-                Err(error) => {
-                    networks.remove(cluster);
-                    return Err(engine_message(&error));
-                }
-            }
+        if !networks.contains_key(cluster) {
+            self.ensure_network(&name, cluster).await?;
         }
-        *networks.get_mut(cluster).expect("inserted above") += 1;
+        let network = networks.entry(cluster.clone()).or_default();
+        network.users += 1;
+        network.ended = false;
         Ok(name)
+    }
+
+    /// Creates the network unless it is there (old engines would create a second network of
+    /// the same name, so it is looked up first).
+    async fn ensure_network(&self, name: &str, cluster: &ClusterId) -> Result<(), String> {
+        match self.api.inspect_network(name, None).await {
+            Ok(_) => return Ok(()),
+            Err(DockerError::DockerResponseServerError { status_code: 404, .. }) => {}
+            Err(error) => return Err(engine_message(&error)),
+        }
+        let request = NetworkCreateRequest {
+            name: name.to_owned(),
+            driver: Some("bridge".into()),
+            labels: Some(labels(&self.device, cluster)),
+            ..Default::default()
+        };
+        self.api.create_network(request).await.map(|_| ()).map_err(|e| engine_message(&e))
     }
 
     async fn release_network(&self, cluster: &ClusterId) {
         let mut networks = self.networks.lock().await;
-        let Some(users) = networks.get_mut(cluster) else { return };
-        *users -= 1;
-        if *users > 0 {
-            return;
+        let Some(network) = networks.get_mut(cluster) else { return };
+        network.users = network.users.saturating_sub(1);
+        if network.users == 0 && network.ended {
+            networks.remove(cluster);
+            self.remove_network(cluster).await;
         }
-        networks.remove(cluster);
+    }
+
+    /// The lease ended: its network goes now, or with its last task.
+    pub async fn end_lease(&self, cluster: &ClusterId) {
+        let mut networks = self.networks.lock().await;
+        match networks.get_mut(cluster) {
+            Some(network) if network.users > 0 => network.ended = true,
+            _ => {
+                networks.remove(cluster);
+                self.remove_network(cluster).await;
+            }
+        }
+    }
+
+    /// Removes the networks no task uses (at agent shutdown).
+    pub async fn remove_idle_networks(&self) {
+        let mut networks = self.networks.lock().await;
+        let idle: Vec<ClusterId> = networks.iter().filter(|(_, n)| n.users == 0).map(|(c, _)| c.clone()).collect();
+        for cluster in idle {
+            networks.remove(&cluster);
+            self.remove_network(&cluster).await;
+        }
+    }
+
+    async fn remove_network(&self, cluster: &ClusterId) {
         let name = self.network_name(cluster);
         match self.api.remove_network(&name).await {
             Ok(()) | Err(DockerError::DockerResponseServerError { status_code: 404, .. }) => {}
@@ -313,7 +351,7 @@ impl DockerRuntime {
             let inspected = self.api.inspect_container(&id, None).await?;
             let state = inspected.state.unwrap_or_default();
             let exit = if state.running == Some(true) {
-                self.networks.lock().await.entry(cluster_id.clone()).and_modify(|n| *n += 1).or_insert(1);
+                self.networks.lock().await.entry(cluster_id.clone()).or_default().users += 1;
                 None
             } else {
                 let memory = inspected.host_config.and_then(|h| h.memory).unwrap_or(0);

@@ -212,6 +212,9 @@ impl Tasks {
         for dir in finished_dirs {
             remove_job_dir(dir).await;
         }
+        if let Runtime::Docker(docker) = &self.runtime {
+            docker.end_lease(cluster_id).await;
+        }
     }
 
     /// Stops everything and waits (bounded) for the tasks to exit; used at agent shutdown.
@@ -222,6 +225,10 @@ impl Tasks {
         let deadline = tokio::time::Instant::now() + STOP_GRACE + Duration::from_secs(1);
         while self.running_count() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if let Runtime::Docker(docker) = &self.runtime {
+            // Leave nothing behind: the networks kept between jobs go too.
+            docker.remove_idle_networks().await;
         }
     }
 }
