@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use herd_coordinator::{CoordinatorConfig, RunningCoordinator};
 use herd_core::{Address, DeviceState};
-use herd_worker::{keys, AgentConfig, AgentError};
+use herd_worker::{keys, AgentConfig, AgentError, RuntimeKind};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -26,6 +26,8 @@ pub struct LocalConfig {
     pub local_worker: bool,
     pub country: String,
     pub heartbeat_interval: Duration,
+    /// What runs this machine's tasks (simulated devices always use processes).
+    pub local_runtime: RuntimeKind,
 }
 
 impl LocalConfig {
@@ -37,6 +39,7 @@ impl LocalConfig {
             local_worker: true,
             country: "US".into(),
             heartbeat_interval: Duration::from_secs(5),
+            local_runtime: RuntimeKind::Process,
         }
     }
 }
@@ -75,12 +78,10 @@ impl LocalNetwork {
         let mut agents = Vec::new();
         if config.local_worker {
             // The supplier key is local, so it endorses every device it runs.
-            agents.push(AgentConfig::owned_by(
-                &url,
-                config.data_dir.join("local-worker"),
-                &supplier_key,
-                &config.country,
-            ));
+            let mut agent =
+                AgentConfig::owned_by(&url, config.data_dir.join("local-worker"), &supplier_key, &config.country);
+            agent.runtime.kind = config.local_runtime;
+            agents.push(agent);
         }
         for (index, device) in herd_sim::fleet(SIM_FLEET_SEED, config.sim_workers).into_iter().enumerate() {
             let dir = config.data_dir.join("sim").join(index.to_string());

@@ -443,3 +443,36 @@ fn the_compose_file_is_valid() {
     };
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
 }
+
+/// `--load-image`: an archive made by `docker save` is loaded through the engine API at start,
+/// so a machine without a registry gets the images its jobs name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_loads_image_archives_at_start() {
+    if !engine_available("a_worker_loads_image_archives_at_start") {
+        return;
+    }
+    base_image();
+    let network = TestNetwork::start(0).await;
+    let image = format!("herd-test/loaded:{:08x}", rand::random::<u32>());
+    // A one-file image is enough to show the load; it is removed again at the end.
+    let context = network.dir.path().join("tiny");
+    std::fs::create_dir_all(&context).unwrap();
+    std::fs::write(context.join("hello.txt"), "hello").unwrap();
+    let tar = network.dir.path().join("tiny.tar");
+    let status = std::process::Command::new("tar").arg("-C").arg(&context).arg("-cf").arg(&tar).arg(".").status();
+    assert!(status.unwrap().success());
+    docker_ok(&["import", tar.to_str().unwrap(), &image]);
+    let archive = network.dir.path().join("image.tar");
+    docker_ok(&["save", "-o", archive.to_str().unwrap(), &image]);
+    docker_ok(&["rmi", &image]);
+
+    let mut config = docker_worker(&network, "d0");
+    config.runtime.load_images = vec![archive];
+    let worker = start_agent(config);
+    devices_in_state(&network.url, &network.supplier, DeviceState::Ready, 1).await;
+    let inspected = docker_ok(&["image", "inspect", "-f", "{{.Id}}", &image]);
+    assert!(inspected.starts_with("sha256:"), "{inspected}");
+    docker_ok(&["rmi", &image]);
+    worker.stop().await;
+    network.stop().await;
+}

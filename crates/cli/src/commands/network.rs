@@ -29,6 +29,10 @@ pub struct UpArgs {
     /// Country of this machine's device.
     #[arg(long, env = "HERD_COUNTRY", default_value = "US", value_parser = parse_country)]
     country: String,
+    /// What runs this machine's tasks: `process`, or `docker` (isolated containers in
+    /// herd/base:bookworm; build it with deploy/images/build.sh base).
+    #[arg(long, value_enum, default_value = "process")]
+    runtime: super::worker::Runtime,
 }
 
 #[derive(Debug, Args)]
@@ -137,6 +141,7 @@ pub async fn up(context: &Context, args: UpArgs) -> anyhow::Result<i32> {
     let mut config = LocalConfig::new(args.data_dir.unwrap_or_else(data_dir), args.listen);
     config.sim_workers = args.sim_workers as usize;
     config.country = args.country;
+    config.local_runtime = args.runtime.into();
     let wait = spinner(format!("starting a local network with {} simulated device(s)", args.sim_workers), context.json);
     let network = LocalNetwork::start(config.clone()).await;
     wait.finish_and_clear();

@@ -61,6 +61,16 @@ pub enum Runtime {
     Docker,
 }
 
+impl From<Runtime> for RuntimeKind {
+    fn from(runtime: Runtime) -> RuntimeKind {
+        match runtime {
+            Runtime::Auto => RuntimeKind::Auto,
+            Runtime::Process => RuntimeKind::Process,
+            Runtime::Docker => RuntimeKind::Docker,
+        }
+    }
+}
+
 pub async fn run(context: &Context, command: WorkerCommand) -> anyhow::Result<i32> {
     let (owner, pairing_code, country, dir, advertise_addr, floor_price, runtime) = match command {
         WorkerCommand::Pair => return pair(context).await,
@@ -75,12 +85,7 @@ pub async fn run(context: &Context, command: WorkerCommand) -> anyhow::Result<i3
             advertise_addr,
             floor_price,
         } => {
-            let kind = match runtime {
-                Runtime::Auto => RuntimeKind::Auto,
-                Runtime::Process => RuntimeKind::Process,
-                Runtime::Docker => RuntimeKind::Docker,
-            };
-            let runtime = RuntimeConfig { kind, default_image: image, load_images };
+            let runtime = RuntimeConfig { kind: runtime.into(), default_image: image, load_images };
             (owner, pairing_code, country, data_dir, advertise_addr, floor_price, runtime)
         }
     };
