@@ -180,3 +180,45 @@ async fn health_metrics_and_openapi_are_served() {
     assert_eq!(body["error"]["code"], "not_found");
     coordinator.shutdown().await;
 }
+
+/// A node that stops heartbeating mid-job is offline after 3 missed heartbeats; its task fails
+/// as lost (the job does not wait forever) while the other node's task finishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_lost_mid_job_fails_its_task_and_the_job_ends() {
+    let mut network = TestNetwork::start(2).await;
+    let (url, supplier) = (network.url.clone(), network.supplier.clone());
+    let (_, customer) = new_account(&url).await;
+    let cluster = customer.create_cluster(&cpu_cluster(2)).await.unwrap();
+    let created = customer.create_job(&job(&cluster, "echo up; sleep 3; echo finished")).await.unwrap();
+    eventually("both tasks to run", Duration::from_secs(10), || async {
+        let job = customer.job(created.id.as_str()).await.ok()?;
+        job.tasks.iter().all(|t| t.state == TaskState::Running).then_some(())
+    })
+    .await;
+
+    // Rank 1's agent vanishes without a word (its process keeps running, unheard).
+    let lost_device = cluster.nodes[1].device_id.clone();
+    let index = (0..2)
+        .find(|i| {
+            let key = herd_worker::keys::load_or_create(&network.dir.path().join(format!("w{i}/device.key"))).unwrap();
+            herd_worker::keys::address_of(&key) == lost_device
+        })
+        .unwrap();
+    network.workers.remove(index).handle.abort();
+
+    let finished = eventually("the job to end", Duration::from_secs(15), || async {
+        let job = customer.job(created.id.as_str()).await.ok()?;
+        job.state.is_terminal().then_some(job)
+    })
+    .await;
+    assert_eq!(finished.state, JobState::Failed);
+    let lost = &finished.tasks[1];
+    assert_eq!(lost.state, TaskState::Failed);
+    let error = lost.error.as_deref().unwrap_or_default();
+    assert!(error.starts_with("lost: the device went offline (missed 3 heartbeats"), "{error}");
+    assert_eq!(finished.tasks[0].state, TaskState::Succeeded);
+    let cluster = customer.cluster(cluster.id.as_str()).await.unwrap();
+    assert_eq!(cluster.nodes[1].device_state, DeviceState::Offline);
+    devices_in_state(&url, &supplier, DeviceState::Offline, 1).await;
+    network.stop().await;
+}
