@@ -119,6 +119,9 @@ fn print_summary(job: &Job) {
         })
         .collect();
     crate::outln!("job {} {}", job.id, job.state);
+    if let Some(image) = &job.image {
+        crate::outln!("image {image}");
+    }
     crate::outln!("{}", table(&["RANK", "DEVICE", "STATE", "EXIT", "ERROR"], &rows));
 }
 
