@@ -111,26 +111,14 @@ impl JobLimits {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{CpuSpec, GpuSpec, GpuVendor};
+    use crate::device::tests::spec_with_gpus;
+    use crate::CpuSpec;
 
     fn spec(cores: u32, memory_gib: u64, gpus: usize) -> DeviceSpec {
         DeviceSpec {
-            hostname: "h".into(),
-            os: "Linux".into(),
-            arch: "x86_64".into(),
             cpu: CpuSpec { model: "c".into(), physical_cores: cores, logical_cores: cores },
             memory_bytes: memory_gib << 30,
-            disk_bytes: 1 << 40,
-            gpus: (0..gpus)
-                .map(|i| GpuSpec {
-                    vendor: GpuVendor::Nvidia,
-                    name: "H100".into(),
-                    uuid: format!("GPU-{i}"),
-                    vram_bytes: 80 << 30,
-                    driver_version: None,
-                    cuda_version: None,
-                })
-                .collect(),
+            ..spec_with_gpus(&vec!["H100"; gpus])
         }
     }
 
