@@ -163,8 +163,19 @@ impl DockerRuntime {
         stop: watch::Receiver<bool>,
     ) -> TaskExit {
         let name = self.container_name(assignment);
-        // A container of ours with this name is a leftover of an earlier attempt.
-        self.remove(&name).await;
+        // A container with this name is a leftover of an earlier attempt if it is ours; one
+        // that is not ours is never removed.
+        match self.api.inspect_container(&name, None).await {
+            Ok(found) => {
+                let labels = found.config.and_then(|c| c.labels).unwrap_or_default();
+                if labels.get(LABEL_DEVICE) != Some(&self.device.to_string()) {
+                    return failed(format!("a container named {name} exists and herd did not create it"));
+                }
+                self.remove(&name).await;
+            }
+            Err(DockerError::DockerResponseServerError { status_code: 404, .. }) => {}
+            Err(error) => return failed(format!("cannot inspect the container: {}", engine_message(&error))),
+        }
         let options = CreateContainerOptions { name: Some(name.clone()), ..Default::default() };
         let id = match self.api.create_container(Some(options), body).await {
             Ok(created) => created.id,
