@@ -234,9 +234,7 @@ impl DockerRuntime {
             Ok(inspected) => inspected,
             Err(error) => return failed(format!("lost track of the container: {}", engine_message(&error))),
         };
-        let memory = inspected.host_config.as_ref().and_then(|h| h.memory).unwrap_or(0);
-        let state = inspected.state.unwrap_or_default();
-        exit_from_state(state.exit_code, state.oom_killed.unwrap_or(false), state.error, memory, stopped)
+        exit_of_inspected(inspected, stopped)
     }
 
     async fn remove(&self, container: &str) {
@@ -303,7 +301,8 @@ impl DockerRuntime {
         self.api.create_network(request).await.map(|_| ()).map_err(|e| engine_message(&e))
     }
 
-    async fn release_network(&self, cluster: &ClusterId) {
+    /// A task of the lease (started here or adopted) is done with the network.
+    pub(super) async fn release_network(&self, cluster: &ClusterId) {
         let mut networks = self.networks.lock().await;
         let Some(network) = networks.get_mut(cluster) else { return };
         network.users = network.users.saturating_sub(1);
@@ -360,14 +359,11 @@ impl DockerRuntime {
                 continue;
             };
             let inspected = self.api.inspect_container(&id, None).await?;
-            let state = inspected.state.unwrap_or_default();
-            let exit = if state.running == Some(true) {
+            let exit = if inspected.state.as_ref().and_then(|s| s.running) == Some(true) {
                 self.networks.lock().await.entry(cluster_id.clone()).or_default().users += 1;
                 None
             } else {
-                let memory = inspected.host_config.and_then(|h| h.memory).unwrap_or(0);
-                let exit =
-                    exit_from_state(state.exit_code, state.oom_killed.unwrap_or(false), state.error, memory, false);
+                let exit = exit_of_inspected(inspected, false);
                 self.remove(&id).await;
                 Some(exit)
             };
@@ -391,11 +387,6 @@ impl DockerRuntime {
             }
         }
         Ok(())
-    }
-
-    /// Adopted containers hold their lease's network until they exit.
-    pub async fn adopted_exited(&self, cluster: &ClusterId) {
-        self.release_network(cluster).await;
     }
 }
 
@@ -470,6 +461,13 @@ fn labels(device: &Address, cluster: &ClusterId) -> HashMap<String, String> {
         (LABEL_DEVICE.to_owned(), device.to_string()),
         (LABEL_CLUSTER.to_owned(), cluster.to_string()),
     ])
+}
+
+/// How an inspected container ended.
+fn exit_of_inspected(inspected: bollard::models::ContainerInspectResponse, stopped: bool) -> TaskExit {
+    let memory = inspected.host_config.and_then(|h| h.memory).unwrap_or(0);
+    let state = inspected.state.unwrap_or_default();
+    exit_from_state(state.exit_code, state.oom_killed.unwrap_or(false), state.error, memory, stopped)
 }
 
 /// How a container ended, in the words a customer needs.

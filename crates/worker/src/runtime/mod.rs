@@ -100,7 +100,8 @@ impl Tasks {
             tokio::spawn(async move {
                 let since = docker::Since::Now;
                 let exit = docker.follow(&tasks.events, &found.job_id, &found.container, since, stop_rx).await;
-                docker.adopted_exited(&found.cluster_id).await;
+                // Adopted containers held their lease's network until they exited.
+                docker.release_network(&found.cluster_id).await;
                 tasks.finish(&found.job_id, exit).await;
             });
         }
