@@ -43,6 +43,26 @@ impl Client {
         Client { base: base.trim_end_matches('/').to_owned(), http: reqwest::Client::new(), api_key }
     }
 
+    /// The coordinator's URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// Uploads a working-directory package to a Ray cluster through its access path, unless
+    /// the cluster has it already; true if it was uploaded. The path carries the cluster's
+    /// secret, so no API key is sent.
+    pub async fn upload_ray_package(&self, access_path: &str, name: &str, bytes: Vec<u8>) -> Result<bool, ClientError> {
+        let url = format!("{}{access_path}/api/packages/gcs/{name}", self.base);
+        let unreachable =
+            |e: reqwest::Error| ClientError::Unreachable { url: self.base.clone(), reason: error_chain(&e) };
+        let exists = self.http.get(&url).send().await.map_err(unreachable)?;
+        if exists.status().is_success() {
+            return Ok(false);
+        }
+        self.send(self.http.put(&url).body(bytes)).await?;
+        Ok(true)
+    }
+
     pub fn with_api_key(&self, api_key: String) -> Client {
         Client { api_key: Some(api_key), ..self.clone() }
     }

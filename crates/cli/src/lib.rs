@@ -7,3 +7,4 @@ pub mod commands;
 pub mod credentials;
 pub mod local;
 pub mod output;
+pub mod package;

@@ -28,6 +28,9 @@ pub struct LocalConfig {
     pub heartbeat_interval: Duration,
     /// What runs this machine's tasks (simulated devices always use processes).
     pub local_runtime: RuntimeKind,
+    /// Ray's managed Python environments, shared by every device of the network (and kept
+    /// across networks: installing Ray takes a while).
+    pub ray_envs_dir: PathBuf,
 }
 
 impl LocalConfig {
@@ -40,6 +43,9 @@ impl LocalConfig {
             country: "US".into(),
             heartbeat_interval: Duration::from_secs(5),
             local_runtime: RuntimeKind::Process,
+            ray_envs_dir: std::env::var_os("HERD_RAY_ENVS_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| crate::credentials::data_dir().join("ray-envs")),
         }
     }
 }
@@ -81,6 +87,7 @@ impl LocalNetwork {
             let mut agent =
                 AgentConfig::owned_by(&url, config.data_dir.join("local-worker"), &supplier_key, &config.country);
             agent.runtime.kind = config.local_runtime;
+            agent.ray_envs_dir = Some(config.ray_envs_dir.clone());
             agents.push(agent);
         }
         for (index, device) in herd_sim::fleet(SIM_FLEET_SEED, config.sim_workers).into_iter().enumerate() {
@@ -90,6 +97,7 @@ impl LocalNetwork {
             let (down_mbps, up_mbps) = device.throughput_mbps;
             agent.throughput = Some(herd_proto::worker::Throughput { down_mbps, up_mbps });
             agent.advertise_addr = Some("127.0.0.1".into());
+            agent.ray_envs_dir = Some(config.ray_envs_dir.clone());
             agents.push(agent);
         }
         let devices = agents.len();

@@ -3,6 +3,7 @@
 
 mod common;
 
+use herd_core::ClusterKind;
 use std::time::Duration;
 
 use common::raw_worker::*;
@@ -32,7 +33,7 @@ async fn customers_need_a_key_and_see_only_their_own_things() {
 
     let (_, alice) = new_account(&url).await;
     let (_, bob) = new_account(&url).await;
-    let request = CreateCluster { nodes: 1, ..Default::default() };
+    let request = CreateCluster { nodes: 1, kind: Some(ClusterKind::Plain), ..Default::default() };
     let cluster = alice.create_cluster(&request).await.unwrap();
     let job = alice.create_job(&CreateJob::new(cluster.id.clone(), vec!["true".into()])).await.unwrap();
 

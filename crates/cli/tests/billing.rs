@@ -3,6 +3,7 @@
 
 mod common;
 
+use herd_core::ClusterKind;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -12,7 +13,14 @@ use herd_ledger::{AccountKey, Ledger};
 use herd_proto::api::{Cluster, CreateCluster};
 
 fn h100(nodes: u32, hours: Option<u32>) -> CreateCluster {
-    CreateCluster { nodes, gpu: Some("H100".into()), gpus_per_node: Some(8), hours, ..Default::default() }
+    CreateCluster {
+        nodes,
+        gpu: Some("H100".into()),
+        gpus_per_node: Some(8),
+        hours,
+        kind: Some(ClusterKind::Plain),
+        ..Default::default()
+    }
 }
 
 /// A network whose supplier (the fixture's) runs `rigs` simulated 8×H100 machines.

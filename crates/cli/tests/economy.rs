@@ -27,6 +27,7 @@ async fn hourly_blocks_emit_on_schedule_and_fees_are_bought_back_and_burned() {
         nodes: 1,
         gpu: Some("H100".into()),
         gpus_per_node: Some(8),
+        kind: Some(herd_core::ClusterKind::Plain),
         ..Default::default()
     };
     let cluster = customer.create_cluster(&request).await.unwrap();

@@ -5,11 +5,11 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use herd_core::{ClusterState, DeviceState, JobState, TaskState};
+use herd_core::{ClusterKind, ClusterState, DeviceState, JobState, TaskState};
 use herd_proto::api::{CreateCluster, CreateJob, LogEvent, Stream};
 
 fn cpu_cluster(nodes: u32) -> CreateCluster {
-    CreateCluster { nodes, hours: Some(1), ..Default::default() }
+    CreateCluster { nodes, hours: Some(1), kind: Some(ClusterKind::Plain), ..Default::default() }
 }
 
 fn job(cluster: &herd_proto::api::Cluster, script: &str) -> CreateJob {

@@ -7,11 +7,17 @@ use std::time::Duration;
 
 use common::*;
 use ed25519_dalek::SigningKey;
-use herd_core::{Asset, ConnectivityTier, DeviceState};
+use herd_core::{Asset, ClusterKind, ConnectivityTier, DeviceState};
 use herd_proto::api::CreateCluster;
 
 fn h100(nodes: u32, per_node: u32) -> CreateCluster {
-    CreateCluster { nodes, gpu: Some("H100".into()), gpus_per_node: Some(per_node), ..Default::default() }
+    CreateCluster {
+        nodes,
+        gpu: Some("H100".into()),
+        gpus_per_node: Some(per_node),
+        kind: Some(ClusterKind::Plain),
+        ..Default::default()
+    }
 }
 
 async fn market_network() -> (TestNetwork, SigningKey, Vec<Worker>) {

@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use herd_core::{ClusterState, DeviceState, JobState};
+use herd_core::{ClusterKind, ClusterState, DeviceState, JobState};
 use herd_proto::api::{CreateCluster, CreateJob, LogEvent};
 use herd_worker::keys;
 
@@ -26,7 +26,7 @@ async fn a_coordinator_restart_mid_lease_keeps_clusters_devices_and_jobs() {
     devices_in_state(&url, &supplier, DeviceState::Ready, 2).await;
 
     let (_, customer) = new_account(&url).await;
-    let request = CreateCluster { nodes: 2, hours: Some(2), ..Default::default() };
+    let request = CreateCluster { nodes: 2, hours: Some(2), kind: Some(ClusterKind::Plain), ..Default::default() };
     let cluster = customer.create_cluster(&request).await.unwrap();
     // Runs across the restart: its start, its end and its late output must all be kept.
     let script = "echo before; sleep 2; echo after";

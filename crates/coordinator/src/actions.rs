@@ -3,7 +3,7 @@
 //! and a worker that misses one is resynchronised from the database when it reconnects.
 
 use herd_core::{Address, ClusterId, TaskState};
-use herd_proto::worker::{ServerMessage, TaskAssignment, TaskReport};
+use herd_proto::worker::{RayNodeReport, ServerMessage, TaskAssignment, TaskReport};
 
 use crate::app::{now, App};
 use crate::store::{DeviceTask, StoreResult};
@@ -72,4 +72,59 @@ pub async fn terminate_cluster(app: &App, cluster: &ClusterId, reason: &str) -> 
     }
     tracing::info!(%cluster, reason, devices = terminated.devices.len(), "cluster terminated");
     Ok(Some(released))
+}
+
+/// Sends every node of a Ray cluster the Ray node it should run (workers only once the head
+/// runs and they have an address to join). Re-sending is harmless: the agent keeps a node
+/// that already runs as assigned.
+pub async fn sync_ray(app: &App, cluster: &ClusterId) -> StoreResult<()> {
+    for (device, assignment) in app.store.ray_assignments(cluster).await? {
+        if let Some(assignment) = assignment {
+            if !app.hub.send(&device, ServerMessage::StartRayNode(assignment)) {
+                tracing::info!(%device, %cluster, "worker not connected; its Ray node starts when it reconnects");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reconciles a (re)connected worker's Ray nodes: the node of the Ray cluster it is leased
+/// to is (re)assigned — kept if it still runs as assigned — and any other is stopped.
+pub async fn adopt_ray(app: &App, device: &Address, reports: &[RayNodeReport]) -> StoreResult<()> {
+    let current = app.store.device_ray_cluster(device).await?;
+    for report in reports {
+        if Some(&report.cluster_id) == current.as_ref() {
+            record_ray_report(app, device, report).await?;
+        } else {
+            app.hub.send(device, ServerMessage::StopCluster { cluster_id: report.cluster_id.clone() });
+        }
+    }
+    if let Some(cluster) = current {
+        let mine = app.store.ray_assignments(&cluster).await?.into_iter().find(|(d, _)| d == device);
+        if let Some((_, Some(assignment))) = mine {
+            app.hub.send(device, ServerMessage::StartRayNode(assignment));
+        }
+    }
+    Ok(())
+}
+
+/// Applies a worker's report on its Ray node: when the head comes up (or moves), the other
+/// nodes are sent the address to join; a node that joined an old head is sent the new one.
+pub async fn record_ray_report(app: &App, device: &Address, report: &RayNodeReport) -> StoreResult<()> {
+    let Some(outcome) = app.store.record_ray_report(device, report).await? else {
+        tracing::info!(%device, cluster = %report.cluster_id, "Ray report for a lease the device no longer holds");
+        return Ok(());
+    };
+    if let Some(gcs) = &outcome.gcs_changed {
+        tracing::info!(cluster = %outcome.cluster, gcs = ?gcs, "Ray head address changed");
+        if gcs.is_some() {
+            sync_ray(app, &outcome.cluster).await?;
+        }
+    } else if outcome.stale_join {
+        let mine = app.store.ray_assignments(&outcome.cluster).await?.into_iter().find(|(d, _)| d == device);
+        if let Some((_, Some(assignment))) = mine {
+            app.hub.send(device, ServerMessage::StartRayNode(assignment));
+        }
+    }
+    Ok(())
 }

@@ -77,6 +77,7 @@ pub struct AppInner {
     /// Worker sessions in progress; shutdown waits for them before closing the database.
     pub sessions: SessionTracker,
     pub hub: Hub,
+    pub tunnels: crate::tunnel::Tunnels,
     pub proofs: Proofs,
     pub config: CoordinatorConfig,
     pub job_events: broadcast::Sender<JobId>,
@@ -103,6 +104,7 @@ impl App {
             books,
             sessions: SessionTracker::default(),
             hub: Hub::default(),
+            tunnels: Default::default(),
             proofs: Proofs::default(),
             config,
             job_events,

@@ -44,6 +44,33 @@ fn sha256_hex(text: &str) -> String {
     herd_core::hex::encode(&Sha256::digest(text.as_bytes()))
 }
 
+/// HMAC-SHA256 (RFC 2104).
+pub fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
+    const BLOCK: usize = 64;
+    let mut block = [0u8; BLOCK];
+    if key.len() > BLOCK {
+        block[..32].copy_from_slice(&Sha256::digest(key));
+    } else {
+        block[..key.len()].copy_from_slice(key);
+    }
+    let pad = |byte: u8| block.map(|b| b ^ byte);
+    let inner = Sha256::new().chain_update(pad(0x36)).chain_update(message).finalize();
+    Sha256::new().chain_update(pad(0x5c)).chain_update(inner).finalize().into()
+}
+
+/// The secret in a Ray cluster's access path (`/ray/{cluster}/{secret}`): 128 bits of HMAC
+/// over the cluster id, under a key derived from the coordinator's ledger key. Only the
+/// owner is shown it; it is checked in constant time.
+pub fn ray_access_secret(app: &App, cluster: &herd_core::ClusterId) -> String {
+    let key = app.books.derive_secret("ray-access");
+    herd_core::hex::encode(&hmac_sha256(&key, cluster.as_str().as_bytes())[..16])
+}
+
+/// Compares two secrets without leaking where they differ.
+pub fn same_secret(given: &str, expected: &str) -> bool {
+    given.len() == expected.len() && given.bytes().zip(expected.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+}
+
 const PAIRING_ALPHABET: &[u8; 32] = b"0123456789abcdefghjkmnpqrstvwxyz";
 
 /// A pairing code people can type: 10 characters (50 bits) as `xxxxx-xxxxx`. Single use and
@@ -129,6 +156,14 @@ impl FromRequestParts<App> for MaybeCaller {
 mod tests {
     use super::*;
     use ed25519_dalek::{Signer, SigningKey};
+
+    #[test]
+    fn hmac_matches_rfc_4231() {
+        // Test case 2: key "Jefe".
+        let mac = hmac_sha256(b"Jefe", b"what do ya want for nothing?");
+        assert_eq!(herd_core::hex::encode(&mac), "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+        assert!(same_secret("abc", "abc") && !same_secret("abc", "abd") && !same_secret("abc", "ab"));
+    }
 
     #[test]
     fn signatures_verify_only_for_their_key_and_message() {

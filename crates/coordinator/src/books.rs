@@ -102,6 +102,18 @@ impl SharedBooks {
         f(&*self.books.lock().await)
     }
 
+    /// A secret for `purpose`, derived from the coordinator's ledger key (so it survives
+    /// restarts with the key and needs no storage of its own).
+    pub fn derive_secret(&self, purpose: &str) -> [u8; 32] {
+        use sha2::Digest;
+        let mut hash = sha2::Sha256::new();
+        hash.update(b"herd-derived-secret-v1\n");
+        hash.update(purpose.as_bytes());
+        hash.update(b"\n");
+        hash.update(self.key.to_bytes());
+        hash.finalize().into()
+    }
+
     pub async fn head(&self) -> Chain {
         self.books.lock().await.chain.clone()
     }

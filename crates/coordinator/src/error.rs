@@ -47,6 +47,9 @@ impl ApiError {
     pub fn unavailable(message: impl Into<String>) -> ApiError {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
     }
+    pub fn too_large(message: impl Into<String>) -> ApiError {
+        Self::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", message)
+    }
 }
 
 impl IntoResponse for ApiError {

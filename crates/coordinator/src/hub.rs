@@ -43,6 +43,9 @@ struct Speedtest {
     uploaded: bool,
 }
 
+/// How long `send_wait` waits for room in an outbox.
+const SEND_WAIT_MAX: Duration = Duration::from_secs(10);
+
 /// How long a speedtest token may wait before its test starts.
 pub const SPEEDTEST_TOKEN_TTL: Duration = Duration::from_secs(60);
 
@@ -159,6 +162,15 @@ impl Hub {
                 false
             }
         }
+    }
+
+    /// Queues a message, waiting (up to `SEND_WAIT_MAX`) for room: for bulk streams such as
+    /// tunnelled request bodies, which must not be dropped. False if the device is gone.
+    pub async fn send_wait(&self, device: &Address, message: ServerMessage) -> bool {
+        let Some(outbox) = self.lock().connections.get(device).map(|c| c.outbox.clone()) else {
+            return false;
+        };
+        matches!(tokio::time::timeout(SEND_WAIT_MAX, outbox.send(message)).await, Ok(Ok(())))
     }
 
     /// The current connection's id, if the device is connected.

@@ -20,6 +20,7 @@ mod reconcile;
 mod server;
 mod settlement;
 pub mod store;
+mod tunnel;
 mod worker_socket;
 
 pub use app::CoordinatorConfig;

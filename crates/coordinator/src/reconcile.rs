@@ -150,6 +150,7 @@ mod tests {
             floor_micros: None,
             throughput: None,
             tasks: vec![],
+            ray_nodes: vec![],
         }
     }
 
@@ -229,6 +230,7 @@ mod tests {
             request: "{}",
             now: at,
             expires_at,
+            ray: None,
         };
         store.commit_cluster(&lease(&expired, herd_core::Timestamp(at.0 - 1))).await.unwrap().unwrap();
         let stale = store.commit_cluster(&lease(&current, herd_core::Timestamp(at.0 + 3_600_000))).await.unwrap();

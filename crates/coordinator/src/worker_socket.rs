@@ -26,6 +26,7 @@ use crate::auth::{hash_pairing_code, random_token, verify_signature};
 use crate::metrics::labels;
 use crate::proving::Reply;
 use crate::store::HelloRefusal;
+use crate::tunnel::{decode_chunk, TunnelEvent};
 
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 const ADVERTISE_ADDR_LEN_MAX: usize = 255;
@@ -184,6 +185,9 @@ async fn serve(app: App, socket: WebSocket, hello: HelloPayload) {
     if let Err(error) = actions::adopt(&app, &device, &hello.tasks).await {
         tracing::error!(%device, %error, "could not reconcile the worker's tasks");
     }
+    if let Err(error) = actions::adopt_ray(&app, &device, &hello.ray_nodes).await {
+        tracing::error!(%device, %error, "could not reconcile the worker's Ray nodes");
+    }
     offer_speedtest(&app, &device);
     app.proofs.wake.notify_one();
     // Messages that wait on the database are handled in order by their own task, so a busy
@@ -273,6 +277,17 @@ async fn dispatch(
         WorkerMessage::ProofDeclined { challenge_id, reason } => {
             deliver_proof(app, device, connection, &challenge_id, Reply::Declined(reason));
         }
+        WorkerMessage::TunnelResponse { stream, status, headers } => {
+            app.tunnels.deliver(device, stream, TunnelEvent::Head { status, headers });
+        }
+        WorkerMessage::TunnelData { stream, data } => {
+            let event = match decode_chunk(&data) {
+                Some(bytes) => TunnelEvent::Data(bytes),
+                None => TunnelEvent::End(Some("undecodable chunk from the worker".into())),
+            };
+            app.tunnels.deliver(device, stream, event);
+        }
+        WorkerMessage::TunnelEnd { stream, error } => app.tunnels.deliver(device, stream, TunnelEvent::End(error)),
         WorkerMessage::Hello(_) => return Err("hello after the handshake".into()),
         other => handler.send(other).await.map_err(|_| "the connection's handler stopped".to_owned())?,
     }
@@ -305,6 +320,7 @@ async fn handle(app: &App, device: &Address, message: WorkerMessage) {
             offer_speedtest(app, device);
             Ok(())
         }
+        WorkerMessage::RayNode(report) => actions::record_ray_report(app, device, &report).await,
         WorkerMessage::Throughput(mut throughput) => {
             // The uplink is what the coordinator timed, when it did.
             if let Some(measured) = app.hub.take_measured_upload(device) {
@@ -319,6 +335,9 @@ async fn handle(app: &App, device: &Address, message: WorkerMessage) {
         | WorkerMessage::ProofCommitment { .. }
         | WorkerMessage::ProofOpening { .. }
         | WorkerMessage::ProofDeclined { .. }
+        | WorkerMessage::TunnelResponse { .. }
+        | WorkerMessage::TunnelData { .. }
+        | WorkerMessage::TunnelEnd { .. }
         | WorkerMessage::Hello(_) => Ok(()),
     };
     // A database hiccup is the coordinator's problem, not the worker's: log and carry on.

@@ -207,6 +207,15 @@ pub struct InvalidTransition {
 pub(crate) mod tests {
     use super::*;
 
+    /// A machine with `cores` logical cores, `memory_bytes` of RAM and the named GPUs.
+    pub fn spec_with(cores: u32, memory_bytes: u64, gpus: &[&str]) -> DeviceSpec {
+        DeviceSpec {
+            cpu: CpuSpec { model: "c".into(), physical_cores: cores, logical_cores: cores },
+            memory_bytes,
+            ..spec_with_gpus(gpus)
+        }
+    }
+
     pub fn spec_with_gpus(names: &[&str]) -> DeviceSpec {
         DeviceSpec {
             hostname: "box".into(),

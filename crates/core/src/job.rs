@@ -58,6 +58,31 @@ string_enum!(ClusterState {
     Terminated => "terminated",
 });
 
+string_enum!(ClusterKind {
+    Ray => "ray",
+    Plain => "plain",
+});
+
+string_enum!(JobKind {
+    Command => "command",
+    Ray => "ray",
+});
+
+string_enum!(RayNodeState {
+    Starting => "starting",
+    Running => "running",
+    Failed => "failed",
+    Stopped => "stopped",
+});
+
+// The enum comes from `string_enum!`, which has no room for `#[default]`.
+#[allow(clippy::derivable_impls)]
+impl Default for JobKind {
+    fn default() -> Self {
+        Self::Command
+    }
+}
+
 impl TaskState {
     pub fn is_terminal(self) -> bool {
         matches!(self, Self::Succeeded | Self::Failed | Self::Stopped)

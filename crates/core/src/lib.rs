@@ -11,13 +11,14 @@ pub mod id;
 pub mod job;
 pub mod limits;
 pub mod money;
+pub mod ray;
 pub mod reputation;
 pub mod tier;
 pub mod time;
 
 pub use device::{CpuSpec, DeviceEvent, DeviceSpec, DeviceState, GpuSpec, GpuVendor};
 pub use id::{Address, ClusterId, IdError, JobId};
-pub use job::{ClusterState, JobState, TaskState};
+pub use job::{ClusterKind, ClusterState, JobKind, JobState, RayNodeState, TaskState};
 pub use limits::{JobLimits, TaskLimits};
 pub use money::{Asset, Micros};
 pub use tier::{ConnectivityTier, SecurityTier};

@@ -111,15 +111,10 @@ impl JobLimits {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::device::tests::spec_with_gpus;
-    use crate::CpuSpec;
+    use crate::device::tests::spec_with;
 
     fn spec(cores: u32, memory_gib: u64, gpus: usize) -> DeviceSpec {
-        DeviceSpec {
-            cpu: CpuSpec { model: "c".into(), physical_cores: cores, logical_cores: cores },
-            memory_bytes: memory_gib << 30,
-            ..spec_with_gpus(&vec!["H100"; gpus])
-        }
+        spec_with(cores, memory_gib << 30, &vec!["H100"; gpus])
     }
 
     #[test]

@@ -3,8 +3,8 @@
 use std::collections::BTreeMap;
 
 use herd_core::{
-    Address, Asset, ClusterId, ClusterState, ConnectivityTier, DeviceSpec, DeviceState, JobId, JobState, Micros,
-    SecurityTier, TaskState, Timestamp,
+    Address, Asset, ClusterId, ClusterKind, ClusterState, ConnectivityTier, DeviceSpec, DeviceState, JobId, JobKind,
+    JobState, Micros, RayNodeState, SecurityTier, TaskState, Timestamp,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -197,6 +197,12 @@ pub struct CreateCluster {
     /// Create at the price of this quote (while it is valid).
     #[serde(default)]
     pub quote_id: Option<String>,
+    /// `ray` (default): a Ray cluster across the nodes; `plain`: bare nodes for `herd job run`.
+    #[serde(default)]
+    pub kind: Option<ClusterKind>,
+    /// The Ray release for a `ray` cluster (default: herd's tested one).
+    #[serde(default)]
+    pub ray_version: Option<String>,
 }
 
 /// One node of a quote or a cluster, with its price.
@@ -262,6 +268,66 @@ pub struct ClusterNode {
     pub simulated: bool,
     /// What this node costs per hour (USD micros).
     pub node_hour_micros: Micros,
+    /// This node's Ray node (Ray clusters only).
+    #[serde(default)]
+    pub ray: Option<RayNodeStatus>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RayNodeStatus {
+    pub head: bool,
+    pub state: RayNodeState,
+    pub detail: Option<String>,
+    pub restarts: u32,
+}
+
+/// A Ray cluster's state as a whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RayClusterState {
+    /// Nodes are being provisioned and started.
+    Starting,
+    /// Every node runs and has joined the head.
+    Ready,
+    /// The head runs but some node does not.
+    Degraded,
+    /// The head is not running (it failed, or the lease ended).
+    Down,
+}
+
+impl RayClusterState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Starting => "starting",
+            Self::Ready => "ready",
+            Self::Degraded => "degraded",
+            Self::Down => "down",
+        }
+    }
+
+    /// The whole from its nodes: (is head, state) each.
+    pub fn of_nodes(nodes: &[(bool, RayNodeState)]) -> RayClusterState {
+        let head = nodes.iter().find(|(head, _)| *head).map(|(_, s)| *s);
+        match head {
+            Some(RayNodeState::Running) if nodes.iter().all(|(_, s)| *s == RayNodeState::Running) => Self::Ready,
+            Some(RayNodeState::Running) if nodes.iter().any(|(_, s)| *s == RayNodeState::Starting) => Self::Starting,
+            Some(RayNodeState::Running) => Self::Degraded,
+            Some(RayNodeState::Starting) => Self::Starting,
+            _ => Self::Down,
+        }
+    }
+}
+
+/// How to reach a Ray cluster: only through the coordinator, with the cluster's own secret
+/// in the path (give it only to people who may run code on the cluster).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RayAccess {
+    pub version: String,
+    pub state: RayClusterState,
+    pub nodes_ready: u32,
+    /// `/ray/{cluster}/{secret}`, relative to the coordinator: the Ray dashboard is there,
+    /// and it is the address for Ray's own job SDK and CLI (`ray job submit --address`).
+    pub path: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -280,6 +346,10 @@ pub struct Cluster {
     pub expires_at: Timestamp,
     pub ended_at: Option<Timestamp>,
     pub end_reason: Option<String>,
+    pub kind: ClusterKind,
+    /// Ray clusters only.
+    #[serde(default)]
+    pub ray: Option<RayAccess>,
 }
 
 // ---- jobs ----
@@ -299,13 +369,40 @@ pub struct CreateJob {
     /// Less than the lease gives each node (memory, CPU, processes); omitted: all of it.
     #[serde(default)]
     pub limits: herd_core::JobLimits,
+    /// `command` (default): the command runs on every node. `ray`: a Ray job on a Ray
+    /// cluster; the command is its entrypoint, run by Ray on the head.
+    #[serde(default)]
+    pub kind: JobKind,
+    /// Ray jobs: the job's runtime environment.
+    #[serde(default)]
+    pub runtime_env: Option<RayRuntimeEnv>,
 }
 
 impl CreateJob {
     /// `command` on every node, with no extra environment, the default image and the lease's limits.
     pub fn new(cluster_id: ClusterId, command: Vec<String>) -> CreateJob {
-        CreateJob { cluster_id, command, env: BTreeMap::new(), image: None, limits: Default::default() }
+        CreateJob {
+            cluster_id,
+            command,
+            env: BTreeMap::new(),
+            image: None,
+            limits: Default::default(),
+            kind: JobKind::Command,
+            runtime_env: None,
+        }
     }
+}
+
+/// The subset of Ray's runtime_env herd passes on.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RayRuntimeEnv {
+    /// A package already uploaded to the cluster (`gcs://_ray_pkg_….zip`).
+    #[serde(default)]
+    pub working_dir: Option<String>,
+    /// pip requirements installed for the job on every node that runs it.
+    #[serde(default)]
+    pub pip: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -331,6 +428,11 @@ pub struct Job {
     pub tasks: Vec<Task>,
     pub created_at: Timestamp,
     pub finished_at: Option<Timestamp>,
+    #[serde(default)]
+    pub kind: JobKind,
+    /// Ray jobs: Ray's last word on the job (why it failed, …).
+    #[serde(default)]
+    pub message: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

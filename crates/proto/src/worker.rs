@@ -48,6 +48,67 @@ pub enum ServerMessage {
         challenge_id: String,
         picks: Vec<[u32; 2]>,
     },
+    /// Run (or keep running) this device's Ray node of a Ray cluster.
+    StartRayNode(RayNodeAssignment),
+    /// An HTTP request for the Ray head's dashboard / job API, tunnelled to the head's agent:
+    /// `TunnelOpen`, then the body in `TunnelData` chunks, then `TunnelEnd`.
+    TunnelOpen(TunnelOpen),
+    TunnelData {
+        stream: u64,
+        /// Base64 of at most `TUNNEL_CHUNK_BYTES`.
+        data: String,
+    },
+    TunnelEnd {
+        stream: u64,
+    },
+    /// The customer went away: drop the stream.
+    TunnelAbort {
+        stream: u64,
+    },
+}
+
+/// Bytes of body per tunnel chunk (base64 makes a frame about 4/3 of it).
+pub const TUNNEL_CHUNK_BYTES: usize = 128 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TunnelOpen {
+    /// Chosen by the coordinator, unique per connection.
+    pub stream: u64,
+    pub cluster_id: ClusterId,
+    pub method: String,
+    /// Path and query on the head's dashboard, starting with `/`.
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+}
+
+/// This device's part of a Ray cluster.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RayNodeAssignment {
+    pub cluster_id: ClusterId,
+    pub rank: u32,
+    /// The Ray release, `X.Y.Z` (validated by the coordinator).
+    pub version: String,
+    /// None: this node is the head. Some: the head's GCS address (`HOST:PORT`) to join.
+    pub head_address: Option<String>,
+    pub resources: herd_core::ray::RayResources,
+    /// What the node's container may use (docker runtime), as for tasks.
+    #[serde(default)]
+    pub limits: herd_core::TaskLimits,
+}
+
+/// How a Ray node is doing, sent on every change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RayNodeReport {
+    pub cluster_id: ClusterId,
+    pub state: herd_core::RayNodeState,
+    /// Why it failed, or what it is doing while starting.
+    pub detail: Option<String>,
+    /// The head's GCS address once it runs (head only).
+    pub gcs_address: Option<String>,
+    /// The head it joined (workers only), so a stale join is noticed after a head moves.
+    pub head_address: Option<String>,
+    /// Times the agent restarted this node after a crash.
+    pub restarts: u32,
 }
 
 /// Bytes a throughput test moves each way (the coordinator refuses more).
@@ -111,6 +172,23 @@ pub enum WorkerMessage {
         challenge_id: String,
         reason: String,
     },
+    RayNode(RayNodeReport),
+    /// The head dashboard's answer to a tunnelled request, then its body in `TunnelData`
+    /// chunks and a `TunnelEnd`.
+    TunnelResponse {
+        stream: u64,
+        status: u16,
+        headers: Vec<(String, String)>,
+    },
+    TunnelData {
+        stream: u64,
+        data: String,
+    },
+    TunnelEnd {
+        stream: u64,
+        /// Set when the stream broke (the dashboard unreachable, the body cut short).
+        error: Option<String>,
+    },
 }
 
 /// Download and upload throughput in Mbit/s; the coordinator derives the connectivity tier.
@@ -158,6 +236,9 @@ pub struct HelloPayload {
     /// Every task the agent still holds, so a reconnect (or a coordinator restart) adopts
     /// running work instead of restarting it.
     pub tasks: Vec<TaskReport>,
+    /// Every Ray node the agent runs, so a reconnect keeps them instead of restarting them.
+    #[serde(default)]
+    pub ray_nodes: Vec<RayNodeReport>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

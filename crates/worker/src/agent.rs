@@ -20,6 +20,8 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::detect::{detect_machine, GpuProbe, LoadSampler};
 use crate::prover::Prover;
+use crate::ray::env::PythonEnvs;
+use crate::ray::{RayNodes, Tunnels};
 use crate::runtime::docker::{RuntimeError, DEFAULT_IMAGE};
 use crate::runtime::{DockerRuntime, Runtime, Tasks};
 use herd_keys::{self as keys, KeyError};
@@ -100,6 +102,11 @@ pub struct AgentConfig {
     /// A fixed throughput to report instead of measuring (simulated devices).
     pub throughput: Option<Throughput>,
     pub runtime: RuntimeConfig,
+    /// Where managed Python environments for Ray live (one per Ray version); default
+    /// `DATA_DIR/ray-envs`. Several agents on one machine may share it.
+    pub ray_envs_dir: Option<PathBuf>,
+    /// The interpreter Ray environments are made from.
+    pub python: String,
     pub backoff_initial: Duration,
     pub backoff_max: Duration,
 }
@@ -139,6 +146,8 @@ impl AgentConfig {
             floor_micros: None,
             throughput: None,
             runtime: RuntimeConfig::default(),
+            ray_envs_dir: None,
+            python: "python3".into(),
             backoff_initial: Duration::from_millis(500),
             backoff_max: Duration::from_secs(30),
         }
@@ -249,7 +258,31 @@ pub async fn run(config: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Re
         "worker agent starting");
     let (events, mut event_queue) = mpsc::channel(EVENT_QUEUE_CAPACITY);
     let (runtime, found) = start_runtime(&config, &device).await?;
+    if let Runtime::Docker(docker) = &runtime {
+        let removed = docker.remove_ray_leftovers().await.map_err(|e| AgentError::Survey(e.to_string()))?;
+        if removed > 0 {
+            tracing::info!(removed, "Ray node containers of an earlier run removed; the coordinator re-assigns them");
+        }
+    }
     tracing::info!(runtime = runtime.name(), "task runtime ready");
+    let ray_context = crate::ray::Context {
+        envs: PythonEnvs::new(
+            config.ray_envs_dir.clone().unwrap_or_else(|| config.data_dir.join("ray-envs")),
+            config.python.clone(),
+        ),
+        events: events.clone(),
+        home: config.data_dir.join("ray-home"),
+        passed_env: crate::ray::Context::passed_env_from_host(),
+        // A simulated device's claimed cores do not exist: Ray would start a worker process
+        // per claimed core on this real machine.
+        cpus_max: config.simulated.as_ref().map(|_| std::thread::available_parallelism().map_or(1, |n| n.get() as u32)),
+        docker: match &runtime {
+            Runtime::Docker(docker) => Some(docker.clone()),
+            Runtime::Process => None,
+        },
+    };
+    let ray = RayNodes::new(ray_context);
+    let tunnels = Tunnels::new(events.clone());
     let tasks = Tasks::new(config.data_dir.join("jobs"), events, runtime);
     tasks.adopt(found);
     let measured = Arc::new(Mutex::new(None));
@@ -262,6 +295,8 @@ pub async fn run(config: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Re
         key: &key,
         spec: &spec,
         tasks: &tasks,
+        ray: &ray,
+        tunnels: &tunnels,
         gpus: &gpus,
         consent: &consent,
         measured: &measured,
@@ -290,8 +325,23 @@ pub async fn run(config: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Re
         session = Session { ..session };
     };
     tasks.stop_all().await;
+    ray.stop_all().await;
     tracing::info!(%device, "worker agent stopped");
     result
+}
+
+/// The IP other Ray nodes reach this one at: the advertised address, resolved if it is a name.
+async fn node_ip(advertise_addr: &str) -> Result<String, String> {
+    if advertise_addr.parse::<std::net::IpAddr>().is_ok() {
+        return Ok(advertise_addr.to_owned());
+    }
+    let mut addresses = tokio::net::lookup_host((advertise_addr, 0))
+        .await
+        .map_err(|e| format!("cannot resolve the advertised address {advertise_addr:?}: {e}"))?;
+    addresses
+        .find(|a| a.is_ipv4())
+        .map(|a| a.ip().to_string())
+        .ok_or_else(|| format!("the advertised address {advertise_addr:?} has no IPv4 address"))
 }
 
 /// What the hello carries as the owner's consent.
@@ -316,6 +366,8 @@ struct Session<'a> {
     key: &'a SigningKey,
     spec: &'a DeviceSpec,
     tasks: &'a Tasks,
+    ray: &'a RayNodes,
+    tunnels: &'a Tunnels,
     gpus: &'a GpuProbe,
 }
 
@@ -358,8 +410,8 @@ impl Session<'_> {
             Ok((socket, _)) => socket,
             Err(error) => return (SessionEnd::Disconnected(format!("cannot reach {}: {error}", self.url)), false),
         };
-        let heartbeat_interval = match self.handshake(&mut socket).await {
-            Ok(interval) => interval,
+        let (heartbeat_interval, advertise_addr) = match self.handshake(&mut socket).await {
+            Ok(welcomed) => welcomed,
             Err(end) => return (end, false),
         };
         tracing::info!(url = self.url, "connected to the coordinator");
@@ -389,7 +441,7 @@ impl Session<'_> {
                     }
                 }
                 message = recv(&mut socket) => match message {
-                    Ok(message) => self.apply(message).await,
+                    Ok(message) => self.apply(message, &advertise_addr).await,
                     Err(reason) => return (SessionEnd::Disconnected(reason), true),
                 },
                 _ = async { let _ = shutdown.wait_for(|stop| *stop).await; } => {
@@ -400,7 +452,8 @@ impl Session<'_> {
         }
     }
 
-    async fn handshake(&self, socket: &mut Socket) -> Result<Duration, SessionEnd> {
+    /// The heartbeat interval and the address this device advertised.
+    async fn handshake(&self, socket: &mut Socket) -> Result<(Duration, String), SessionEnd> {
         let nonce = match recv(socket).await.map_err(SessionEnd::Disconnected)? {
             ServerMessage::Challenge { nonce, .. } => nonce,
             ServerMessage::Rejected { code, message } => return Err(SessionEnd::Refused { code, message }),
@@ -419,7 +472,7 @@ impl Session<'_> {
             owner: self.config.owner.clone(),
             country: self.config.country.clone(),
             simulated: self.config.simulated.is_some(),
-            advertise_addr,
+            advertise_addr: advertise_addr.clone(),
             agent_version: env!("CARGO_PKG_VERSION").into(),
             spec: self.spec.clone(),
             floor_micros: self.config.floor_micros,
@@ -427,6 +480,7 @@ impl Session<'_> {
             owner_endorsement: self.consent.owner_endorsement.clone(),
             pairing_code: self.consent.pairing_code.clone(),
             tasks: self.tasks.reports(),
+            ray_nodes: self.ray.reports(),
         };
         let payload = serde_json::to_string(&payload).expect("a hello serialises");
         let signature = bs58::encode(self.key.sign(&worker_hello_message(&payload)).to_bytes()).into_string();
@@ -435,14 +489,14 @@ impl Session<'_> {
             .map_err(SessionEnd::Disconnected)?;
         match recv(socket).await.map_err(SessionEnd::Disconnected)? {
             ServerMessage::Welcome { heartbeat_interval_ms, .. } => {
-                Ok(Duration::from_millis(heartbeat_interval_ms.max(100)))
+                Ok((Duration::from_millis(heartbeat_interval_ms.max(100)), advertise_addr))
             }
             ServerMessage::Rejected { code, message } => Err(SessionEnd::Refused { code, message }),
             other => Err(SessionEnd::Disconnected(format!("expected a welcome, got {other:?}"))),
         }
     }
 
-    async fn apply(&self, message: ServerMessage) {
+    async fn apply(&self, message: ServerMessage, advertise_addr: &str) {
         match message {
             ServerMessage::StartTask(assignment) => {
                 tracing::info!(job = %assignment.job_id, rank = assignment.rank, "starting task");
@@ -454,8 +508,17 @@ impl Session<'_> {
             }
             ServerMessage::StopCluster { cluster_id } => {
                 tracing::info!(cluster = %cluster_id, "lease ended; stopping its tasks");
+                self.ray.stop(&cluster_id);
                 self.tasks.stop_cluster(&cluster_id).await;
             }
+            ServerMessage::StartRayNode(assignment) => match node_ip(advertise_addr).await {
+                Ok(ip) => self.ray.start(assignment, ip),
+                Err(error) => tracing::error!(%error, "cannot start a Ray node"),
+            },
+            ServerMessage::TunnelOpen(open) => self.tunnels.open(open, self.ray),
+            ServerMessage::TunnelData { stream, data } => self.tunnels.data(stream, &data),
+            ServerMessage::TunnelEnd { stream } => self.tunnels.end(stream),
+            ServerMessage::TunnelAbort { stream } => self.tunnels.abort(stream),
             ServerMessage::SpeedtestToken { token } => self.measure_throughput(token),
             ServerMessage::ProofChallenge(challenge) => {
                 tracing::info!(challenge = %challenge.challenge_id, n = challenge.n, steps = challenge.steps,

@@ -4,6 +4,7 @@
 mod agent;
 pub mod detect;
 mod prover;
+mod ray;
 mod runtime;
 mod throughput;
 

@@ -13,6 +13,8 @@ use serde::Serialize;
 
 use super::Context;
 
+#[path = "bench_cluster.rs"]
+mod cluster;
 #[path = "bench_ledger.rs"]
 mod ledger;
 #[path = "bench_proof.rs"]
@@ -29,6 +31,9 @@ pub enum BenchCommand {
     /// Proof of compute: challenge sizes per claim, solving time on this CPU, and the
     /// coordinator's CPU per verification.
     Proof(ProofArgs),
+    /// Ray clusters: `cluster create` to Ray ready on every node, against `ray start` of the
+    /// same nodes by hand, side by side.
+    Cluster(cluster::ClusterArgs),
 }
 
 #[derive(Debug, Args)]
@@ -115,6 +120,7 @@ pub async fn run(context: &Context, command: BenchCommand) -> anyhow::Result<i32
         BenchCommand::Market(args) => args,
         BenchCommand::Ledger(args) => return ledger::run(context, &args).await,
         BenchCommand::Proof(args) => return proof::run(context, &args).await,
+        BenchCommand::Cluster(args) => return cluster::run(context, &args).await,
     };
     let report = tokio::task::spawn_blocking(move || bench_market(&args)).await?;
     if context.json {

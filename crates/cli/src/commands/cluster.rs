@@ -1,10 +1,13 @@
+use std::time::Duration;
+
 use clap::{Args, Subcommand};
 use herd_core::money::format_usd;
-use herd_core::{ClusterState, DeviceState};
-use herd_proto::api::{Cluster, CreateCluster};
+use herd_core::{ClusterState, DeviceState, RayNodeState};
+use herd_proto::api::{Cluster, CreateCluster, RayClusterState};
 
 use super::request::RequestArgs;
 use super::Context;
+use crate::client::Client;
 use crate::output::{human_ms, now_ms, print_json, spinner, table};
 
 #[derive(Debug, Subcommand)]
@@ -41,9 +44,93 @@ pub struct CreateArgs {
     /// Create at the price of this quote (from `herd market quote`, valid 5 minutes).
     #[arg(long)]
     quote: Option<String>,
+    /// `ray` (default): a Ray cluster across the nodes; `plain`: bare nodes for `herd job run`.
+    #[arg(long = "type", value_parser = ["ray", "plain"])]
+    kind: Option<String>,
+    /// The Ray release (default: herd's tested one).
+    #[arg(long)]
+    ray_version: Option<String>,
+    /// Return once the nodes are reserved, without waiting for Ray to be ready.
+    #[arg(long)]
+    no_wait: bool,
 }
 
-pub fn print_cluster(cluster: &Cluster) {
+/// How long `cluster create` waits for Ray (the first cluster on a device installs Ray).
+const RAY_READY_WAIT: Duration = Duration::from_secs(15 * 60);
+
+/// A node failed this long (its restarts exhausted or its install broken) ends the wait.
+const RAY_FAILED_FOR: Duration = Duration::from_secs(45);
+
+/// Waits until the cluster's Ray is ready, showing progress; an error if its head fails.
+pub async fn wait_for_ray(client: &Client, cluster: Cluster, json: bool) -> anyhow::Result<Cluster> {
+    let progress = spinner("starting Ray", json);
+    let deadline = tokio::time::Instant::now() + RAY_READY_WAIT;
+    let mut cluster = cluster;
+    let mut failed_since = std::collections::HashMap::new();
+    loop {
+        let Some(ray) = &cluster.ray else { return Ok(cluster) };
+        match ray.state {
+            RayClusterState::Ready => {
+                progress.finish_and_clear();
+                return Ok(cluster);
+            }
+            RayClusterState::Down if cluster.state != ClusterState::Running => {
+                progress.finish_and_clear();
+                anyhow::bail!(
+                    "cluster {} ended before Ray was ready: {}",
+                    cluster.id,
+                    cluster.end_reason.unwrap_or_default()
+                );
+            }
+            RayClusterState::Down | RayClusterState::Degraded => {
+                // A crashed node is restarted with backoff; one failed for long is given up.
+                let now = tokio::time::Instant::now();
+                for node in &cluster.nodes {
+                    let failed = node.ray.as_ref().filter(|r| r.state == RayNodeState::Failed);
+                    match failed {
+                        None => {
+                            failed_since.remove(&node.rank);
+                        }
+                        Some(ray) => {
+                            let since = *failed_since.entry(node.rank).or_insert(now);
+                            if now.duration_since(since) >= RAY_FAILED_FOR {
+                                progress.finish_and_clear();
+                                anyhow::bail!(
+                                    "Ray failed on node {} of cluster {}: {} (the lease stands: fix and retry, or `herd cluster delete {}`)",
+                                    node.rank,
+                                    cluster.id,
+                                    ray.detail.clone().unwrap_or_default(),
+                                    cluster.id
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+            RayClusterState::Starting => {}
+        }
+        let doing = cluster.nodes.iter().find_map(|n| n.ray.as_ref().and_then(|r| r.detail.clone()));
+        progress.set_message(format!(
+            "starting Ray {}: {}/{} nodes ready{}",
+            ray.version,
+            ray.nodes_ready,
+            cluster.nodes.len(),
+            doing.map(|d| format!(" ({d})")).unwrap_or_default()
+        ));
+        if tokio::time::Instant::now() >= deadline {
+            progress.finish_and_clear();
+            anyhow::bail!(
+                "Ray was not ready within {} minutes; see `herd cluster show {}`",
+                RAY_READY_WAIT.as_secs() / 60,
+                cluster.id
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        cluster = client.cluster(cluster.id.as_str()).await?;
+    }
+}
+
+pub fn print_cluster(cluster: &Cluster, coordinator: &str) {
     crate::outln!(
         "cluster {}  {}  {} × {}  {}/h in {}",
         cluster.id,
@@ -61,6 +148,19 @@ pub fn print_cluster(cluster: &Cluster) {
     if cluster.state == ClusterState::Running && offline > 0 {
         crate::outln!("degraded: {offline} of {} node(s) offline; their tasks were marked lost", cluster.nodes.len());
     }
+    if let Some(ray) = &cluster.ray {
+        crate::outln!(
+            "ray {}  {}  {}/{} node(s) ready",
+            ray.version,
+            ray.state.as_str(),
+            ray.nodes_ready,
+            cluster.nodes.len()
+        );
+        if cluster.state == ClusterState::Running && !ray.path.is_empty() {
+            crate::outln!("dashboard  {coordinator}{}/", ray.path);
+            crate::outln!("job api    {coordinator}{}  (also for `ray job submit --address`)", ray.path);
+        }
+    }
     let rows: Vec<Vec<String>> = cluster
         .nodes
         .iter()
@@ -72,34 +172,55 @@ pub fn print_cluster(cluster: &Cluster) {
                 n.country.clone(),
                 n.address.clone(),
                 format!("{}/h", format_usd(n.node_hour_micros)),
+                n.ray.as_ref().map_or(String::new(), |r| {
+                    let role = if r.head { "head" } else { "worker" };
+                    let restarts = if r.restarts > 0 { format!(", {} restart(s)", r.restarts) } else { String::new() };
+                    let detail = r.detail.as_deref().map(|d| format!(": {d}")).unwrap_or_default();
+                    format!("{role} {}{restarts}{detail}", r.state)
+                }),
                 if n.simulated { "simulated".into() } else { String::new() },
             ]
         })
         .collect();
-    crate::outln!("{}", table(&["RANK", "DEVICE", "STATE", "COUNTRY", "ADDRESS", "PRICE", ""], &rows));
+    crate::outln!("{}", table(&["RANK", "DEVICE", "STATE", "COUNTRY", "ADDRESS", "PRICE", "RAY", ""], &rows));
 }
 
 pub async fn run(context: &Context, command: ClusterCommand) -> anyhow::Result<i32> {
     // Bad flags are reported before anything else (such as a missing API key).
     let request = match &command {
-        ClusterCommand::Create(args) => Some(match &args.quote {
-            Some(quote_id) => CreateCluster { quote_id: Some(quote_id.clone()), ..Default::default() },
-            None => args.request.to_request()?,
-        }),
+        ClusterCommand::Create(args) => {
+            let mut request = match &args.quote {
+                Some(quote_id) => CreateCluster { quote_id: Some(quote_id.clone()), ..Default::default() },
+                None => args.request.to_request()?,
+            };
+            if let Some(kind) = &args.kind {
+                request.kind = Some(kind.parse().map_err(anyhow::Error::msg)?);
+            }
+            if args.ray_version.is_some() {
+                request.ray_version = args.ray_version.clone();
+            }
+            Some(request)
+        }
         _ => None,
     };
     let client = context.client()?;
     match command {
-        ClusterCommand::Create(_) => {
+        ClusterCommand::Create(args) => {
             let request = request.expect("built above for create");
             let wait = spinner("reserving nodes", context.json);
             let created = client.create_cluster(&request).await;
             wait.finish_and_clear();
-            let cluster = created?;
+            let mut cluster = created?;
+            if !context.json {
+                eprintln!("cluster {} reserved: {} node(s)", cluster.id, cluster.nodes.len());
+            }
+            if !args.no_wait {
+                cluster = wait_for_ray(&client, cluster, context.json).await?;
+            }
             if context.json {
                 print_json(&cluster);
             } else {
-                print_cluster(&cluster);
+                print_cluster(&cluster, client.base());
             }
         }
         ClusterCommand::List { all } => {
@@ -131,7 +252,7 @@ pub async fn run(context: &Context, command: ClusterCommand) -> anyhow::Result<i
             if context.json {
                 print_json(&cluster);
             } else {
-                print_cluster(&cluster);
+                print_cluster(&cluster, client.base());
             }
         }
         ClusterCommand::Delete { id, refund_in_credits } => {

@@ -4,12 +4,16 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Subcommand;
-use herd_core::{ClusterId, JobLimits, JobState};
-use herd_proto::api::{CreateJob, Job, LogEvent, Stream};
+use std::path::PathBuf;
 
+use herd_core::{ClusterId, JobKind, JobLimits, JobState};
+use herd_proto::api::{CreateJob, Job, LogEvent, RayClusterState, RayRuntimeEnv, Stream};
+
+use super::cluster::wait_for_ray;
 use super::Context;
 use crate::client::{Client, ClientError};
 use crate::output::{print_json, spinner, table};
+use crate::package::package_dir;
 
 /// Reconnect attempts when the log stream breaks (e.g. the coordinator restarts).
 const STREAM_RETRIES_MAX: u32 = 60;
@@ -37,6 +41,27 @@ pub enum JobCommand {
         #[arg(long)]
         pids: Option<u32>,
         /// The program and its arguments, after `--`.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Submit a Ray job to a Ray cluster: the working directory is uploaded, the output
+    /// streamed, and herd exits with the job's status (Ctrl-C stops it).
+    Submit {
+        #[arg(long)]
+        cluster: String,
+        /// Uploaded and made the job's working directory on every node that runs it.
+        #[arg(long)]
+        working_dir: Option<PathBuf>,
+        /// A pip requirement installed for the job (repeatable), e.g. --pip scikit-learn==1.5.2.
+        #[arg(long = "pip")]
+        pip: Vec<String>,
+        /// Extra environment, NAME=VALUE (repeatable).
+        #[arg(long = "env", value_parser = parse_env)]
+        env: Vec<(String, String)>,
+        /// Print the job's id and return without following it.
+        #[arg(long)]
+        no_wait: bool,
+        /// The entrypoint, after `--` (e.g. `-- python main.py`).
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
@@ -91,15 +116,17 @@ fn parse_cpus(text: &str) -> Result<u32, String> {
     Ok((cores * 1000.0).round() as u32)
 }
 
-fn print_event(event: &LogEvent, json: bool) {
+/// A line as output: command jobs' lines carry their node's rank; a Ray job has one log.
+fn print_event(event: &LogEvent, json: bool, kind: JobKind) {
     if json {
         crate::outln!("{}", serde_json::to_string(event).expect("events serialise"));
         return;
     }
     if let LogEvent::Line(line) = event {
-        match line.stream {
-            Stream::Stdout => crate::outln!("[{}] {}", line.rank, line.text),
-            Stream::Stderr => eprintln!("[{}] {}", line.rank, line.text),
+        match (line.stream, kind) {
+            (_, JobKind::Ray) => crate::outln!("{}", line.text),
+            (Stream::Stdout, _) => crate::outln!("[{}] {}", line.rank, line.text),
+            (Stream::Stderr, _) => eprintln!("[{}] {}", line.rank, line.text),
         }
     }
 }
@@ -119,6 +146,13 @@ fn print_summary(job: &Job) {
         })
         .collect();
     crate::outln!("job {} {}", job.id, job.state);
+    if job.kind == JobKind::Ray {
+        crate::outln!("ray job: {}", shell_words(&job.command));
+        if let Some(message) = &job.message {
+            crate::outln!("{message}");
+        }
+        return;
+    }
     if let Some(image) = &job.image {
         crate::outln!("image {image}");
     }
@@ -138,7 +172,7 @@ async fn follow_to_end(client: &Client, job: &Job, json: bool, stop_on_interrupt
             if let LogEvent::Line(line) = event {
                 after = line.seq;
             }
-            print_event(event, json);
+            print_event(event, json, job.kind);
         });
         let result = tokio::select! {
             result = stream => result,
@@ -178,6 +212,8 @@ pub async fn run(context: &Context, command: JobCommand) -> anyhow::Result<i32> 
                 env: env.into_iter().collect::<BTreeMap<_, _>>(),
                 image,
                 limits: JobLimits { cpu_millis: cpus, memory_bytes: memory, pids_max: pids },
+                kind: JobKind::Command,
+                runtime_env: None,
             };
             let job = client.create_job(&request).await?;
             if !context.json {
@@ -190,12 +226,74 @@ pub async fn run(context: &Context, command: JobCommand) -> anyhow::Result<i32> 
             }
             Ok(if job.state == JobState::Succeeded { 0 } else { 1 })
         }
+        JobCommand::Submit { cluster, working_dir, pip, env, no_wait, command } => {
+            let cluster = client.cluster(&cluster).await?;
+            let Some(ray) = &cluster.ray else {
+                anyhow::bail!(
+                    "cluster {} is a plain cluster; `herd job submit` needs a Ray cluster (use `herd job run` here)",
+                    cluster.id
+                );
+            };
+            if ray.state != RayClusterState::Ready {
+                wait_for_ray(&client, cluster.clone(), context.json).await?;
+            }
+            let access = ray.path.clone();
+            let working_dir = match working_dir {
+                Some(dir) => {
+                    let package = package_dir(&dir)?;
+                    let size = package.bytes.len();
+                    let uploaded = client.upload_ray_package(&access, &package.name, package.bytes.clone()).await?;
+                    if !context.json {
+                        let what = if uploaded { "uploaded" } else { "already on the cluster" };
+                        eprintln!(
+                            "working dir {}: {} file(s), {} KiB, {what}",
+                            dir.display(),
+                            package.files,
+                            size / 1024
+                        );
+                    }
+                    Some(package.uri())
+                }
+                None => None,
+            };
+            let request = CreateJob {
+                env: env.into_iter().collect::<BTreeMap<_, _>>(),
+                kind: JobKind::Ray,
+                runtime_env: Some(RayRuntimeEnv { working_dir, pip }),
+                ..CreateJob::new(cluster.id.clone(), command)
+            };
+            let job = client.create_job(&request).await?;
+            if no_wait {
+                if context.json {
+                    print_json(&job);
+                } else {
+                    crate::outln!("{}", job.id);
+                }
+                return Ok(0);
+            }
+            if !context.json {
+                eprintln!("ray job {} submitted to {}", job.id, job.cluster_id);
+            }
+            let job = follow_to_end(&client, &job, context.json, true).await?;
+            if !context.json {
+                std::io::stdout().flush().context("stdout")?;
+                eprintln!(
+                    "job {} {}{}",
+                    job.id,
+                    job.state,
+                    job.message.as_deref().map(|m| format!(": {m}")).unwrap_or_default()
+                );
+            }
+            Ok(if job.state == JobState::Succeeded { 0 } else { 1 })
+        }
         JobCommand::Logs { id, follow } => {
             let job = client.job(&id).await?;
             if follow {
                 follow_to_end(&client, &job, context.json, false).await?;
             } else {
-                client.stream_logs(job.id.as_str(), false, 0, |event| print_event(event, context.json)).await?;
+                client
+                    .stream_logs(job.id.as_str(), false, 0, |event| print_event(event, context.json, job.kind))
+                    .await?;
             }
             Ok(0)
         }
@@ -212,7 +310,7 @@ pub async fn run(context: &Context, command: JobCommand) -> anyhow::Result<i32> 
                             j.id.to_string(),
                             j.cluster_id.to_string(),
                             j.state.to_string(),
-                            j.tasks.len().to_string(),
+                            if j.kind == JobKind::Ray { "ray".into() } else { j.tasks.len().to_string() },
                             j.created_at.to_string(),
                             shell_words(&j.command),
                         ]
@@ -237,7 +335,8 @@ pub async fn run(context: &Context, command: JobCommand) -> anyhow::Result<i32> 
             if context.json {
                 print_json(&job);
             } else {
-                crate::outln!("job {} is {}; stop sent to every node", job.id, job.state);
+                let whom = if job.kind == JobKind::Ray { "Ray" } else { "every node" };
+                crate::outln!("job {} is {}; stop sent to {whom}", job.id, job.state);
             }
             Ok(0)
         }

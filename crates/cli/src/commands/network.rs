@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use clap::Args;
 use herd_coordinator::CoordinatorConfig;
 use herd_core::JobState;
-use herd_proto::api::{CreateCluster, CreateJob, Deposit, LogEvent, Stream};
+use herd_proto::api::{CreateCluster, CreateJob, Deposit, LogEvent};
 
 use super::{parse_country, Context};
 use crate::client::Client;
@@ -177,14 +177,15 @@ fn announce(context: &Context, network: &LocalNetwork, config: &LocalConfig) {
     crate::outln!("Ctrl-C stops the network.");
 }
 
-/// The demo's workload: each node hashes its own shard of a range of numbers and reports
-/// where it ran — real work, split by rank, using only tools every Unix has.
-const DEMO_SCRIPT: &str = r#"echo "node $HERD_NODE_RANK of $HERD_NODE_COUNT on $(hostname), head at $HERD_HEAD_ADDR"
-shard=500000
-first=$((HERD_NODE_RANK * shard + 1)); last=$(((HERD_NODE_RANK + 1) * shard))
-digest=$(seq "$first" "$last" | sha256sum | cut -c1-16)
-echo "shard $first..$last  sha256=$digest"
-"#;
+/// The demo's workload: the batch-inference example, shipped inside the binary.
+const BATCH_INFERENCE_EXAMPLE: &str = include_str!("../../../../examples/batch-inference/main.py");
+
+/// A fresh private directory for the example's files.
+fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!("herd-demo-{}-{}", std::process::id(), rand::random::<u32>()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    Ok(dir)
+}
 
 pub async fn demo(context: &Context, args: DemoArgs) -> anyhow::Result<i32> {
     let dir = args.data_dir.unwrap_or_else(|| data_dir().join("demo"));
@@ -227,7 +228,7 @@ pub async fn demo(context: &Context, args: DemoArgs) -> anyhow::Result<i32> {
     }
     say(format!("\nThe network keeps running at {url}. Try:"));
     say(format!("  export HERD_COORDINATOR={url}"));
-    say("  herd cluster list; herd market devices; herd job run --cluster <ID> -- uname -a".into());
+    say("  herd cluster list; herd cluster show <ID>; herd job submit --cluster <ID> --working-dir examples/tuning -- python main.py".into());
     say("Ctrl-C stops it.".into());
     wait_for_signal().await;
     network.shutdown().await;
@@ -252,36 +253,46 @@ async fn demo_steps(context: &Context, url: &str, say: &impl Fn(String)) -> anyh
 
     let cluster = client.create_cluster(&CreateCluster { nodes: 2, hours: Some(1), ..Default::default() }).await?;
     say(format!(
-        "3. cluster {} reserved: {} nodes at {}/h",
+        "3. Ray cluster {} reserved: {} nodes at {}/h",
         cluster.id,
         cluster.nodes.len(),
         herd_core::money::format_usd(cluster.price_per_hour_micros)
     ));
     for node in &cluster.nodes {
         let kind = if node.simulated { "simulated device" } else { "this machine" };
-        say(format!("     rank {}  {}  {}  ({kind})", node.rank, node.device_id.short(), node.country));
+        let role = if node.ray.as_ref().is_some_and(|r| r.head) { "Ray head" } else { "Ray worker" };
+        say(format!("     rank {}  {}  {}  {role}  ({kind})", node.rank, node.device_id.short(), node.country));
     }
+    let started = std::time::Instant::now();
+    let cluster = super::cluster::wait_for_ray(&client, cluster, context.json).await?;
+    let access = cluster.ray.as_ref().map(|r| r.path.clone()).unwrap_or_default();
+    say(format!("4. Ray ready on both nodes in {:.1} s; dashboard {url}{access}/", started.elapsed().as_secs_f64()));
 
-    let job = client
-        .create_job(&CreateJob::new(cluster.id.clone(), vec!["sh".into(), "-c".into(), DEMO_SCRIPT.into()]))
-        .await?;
-    say(format!("4. job {} running on every node; output:", job.id));
+    let workdir = tempfile_dir()?;
+    std::fs::write(workdir.join("main.py"), BATCH_INFERENCE_EXAMPLE).context("cannot write the example")?;
+    let package = crate::package::package_dir(&workdir)?;
+    client.upload_ray_package(&access, &package.name, package.bytes.clone()).await?;
+    let _ = std::fs::remove_dir_all(&workdir);
+    let request = CreateJob {
+        kind: herd_core::JobKind::Ray,
+        runtime_env: Some(herd_proto::api::RayRuntimeEnv { working_dir: Some(package.uri()), pip: Vec::new() }),
+        ..CreateJob::new(cluster.id.clone(), vec!["python".into(), "main.py".into()])
+    };
+    let job = client.create_job(&request).await?;
+    say(format!("5. Ray job {} (examples/batch-inference: Ray Data map_batches) output:", job.id));
     let job = client
         .stream_logs(job.id.as_str(), true, 0, |event| match event {
-            LogEvent::Line(line) if !context.json => match line.stream {
-                Stream::Stdout => crate::outln!("     [{}] {}", line.rank, line.text),
-                Stream::Stderr => eprintln!("     [{}] {}", line.rank, line.text),
-            },
+            LogEvent::Line(line) if !context.json => crate::outln!("     {}", line.text),
             _ => {}
         })
         .await?
         .context("the log stream ended before the job did")?;
-    let exits: Vec<String> = job
-        .tasks
-        .iter()
-        .map(|t| format!("rank {} exit {}", t.rank, t.exit_code.map_or("-".into(), |c| c.to_string())))
-        .collect();
-    say(format!("5. job {} {} ({})", job.id, job.state, exits.join(", ")));
+    say(format!(
+        "6. job {} {}{}",
+        job.id,
+        job.state,
+        job.message.as_deref().map(|m| format!(": {m}")).unwrap_or_default()
+    ));
     if context.json {
         print_json(&serde_json::json!({ "url": url, "cluster": cluster, "job": job }));
     }

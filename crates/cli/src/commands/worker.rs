@@ -10,6 +10,8 @@ use crate::credentials::data_dir;
 use crate::output::print_json;
 
 #[derive(Debug, Subcommand)]
+// Parsed once per process: the size of the variant does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum WorkerCommand {
     /// Issue a single-use pairing code (15 minutes) for adding a device from a machine that
     /// does not hold your account key.
@@ -48,6 +50,13 @@ pub enum WorkerCommand {
         /// connection to the coordinator).
         #[arg(long)]
         advertise_addr: Option<String>,
+        /// Where Ray's managed Python environments live, one per Ray version (default:
+        /// DATA_DIR/ray-envs); workers on one machine may share it.
+        #[arg(long, env = "HERD_RAY_ENVS_DIR")]
+        ray_envs_dir: Option<PathBuf>,
+        /// The Python 3 interpreter Ray environments are made from.
+        #[arg(long, env = "HERD_PYTHON", default_value = "python3")]
+        python: String,
     },
 }
 
@@ -72,7 +81,8 @@ impl From<Runtime> for RuntimeKind {
 }
 
 pub async fn run(context: &Context, command: WorkerCommand) -> anyhow::Result<i32> {
-    let (owner, pairing_code, country, dir, advertise_addr, floor_price, runtime) = match command {
+    let (owner, pairing_code, country, dir, advertise_addr, floor_price, runtime, ray_envs_dir, python) = match command
+    {
         WorkerCommand::Pair => return pair(context).await,
         WorkerCommand::Start {
             owner,
@@ -84,9 +94,11 @@ pub async fn run(context: &Context, command: WorkerCommand) -> anyhow::Result<i3
             data_dir,
             advertise_addr,
             floor_price,
+            ray_envs_dir,
+            python,
         } => {
             let runtime = RuntimeConfig { kind: runtime.into(), default_image: image, load_images };
-            (owner, pairing_code, country, data_dir, advertise_addr, floor_price, runtime)
+            (owner, pairing_code, country, data_dir, advertise_addr, floor_price, runtime, ray_envs_dir, python)
         }
     };
     let account_key = context.credentials.account_key()?;
@@ -108,6 +120,8 @@ pub async fn run(context: &Context, command: WorkerCommand) -> anyhow::Result<i3
     let mut config = AgentConfig::new(&context.coordinator, data_dir, owner, consent, country);
     config.advertise_addr = advertise_addr;
     config.floor_micros = floor_price;
+    config.ray_envs_dir = ray_envs_dir;
+    config.python = python;
     config.runtime = runtime;
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let mut agent = tokio::spawn(herd_worker::run(config, stop_rx));

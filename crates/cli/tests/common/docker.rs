@@ -57,6 +57,11 @@ pub fn base_image() {
     build(&["base"]);
 }
 
+/// The Ray image docker-runtime Ray nodes run (built once per machine, a few minutes).
+pub fn ray_image() {
+    build(&["ray"]);
+}
+
 /// The herd image with this build's binary (rebuilt each run: the binary changes).
 pub fn herd_image() {
     let binary = env!("CARGO_BIN_EXE_herd");

@@ -71,6 +71,12 @@ impl Worker {
 
 /// A real worker agent (detected hardware, process runtime), endorsed by its owner's key,
 /// with fast reconnects.
+/// Where the tests' workers keep Ray's managed Python environment: shared by every test and
+/// every run, so Ray is installed (by the worker itself) once per build directory.
+pub fn shared_ray_envs() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("ray-envs")
+}
+
 pub fn start_worker(url: &str, data_dir: &Path, owner: &SigningKey) -> Worker {
     start_agent(AgentConfig::owned_by(url, data_dir.to_path_buf(), owner, "US"))
 }
@@ -129,6 +135,15 @@ impl TestNetwork {
 
     /// As `start`, with the coordinator's configuration adjusted first.
     pub async fn start_with(workers: usize, adjust: impl FnOnce(&mut CoordinatorConfig)) -> TestNetwork {
+        TestNetwork::start_configured(workers, adjust, |_| {}).await
+    }
+
+    /// As `start`, with the coordinator's and each worker's configuration adjusted first.
+    pub async fn start_configured(
+        workers: usize,
+        adjust: impl FnOnce(&mut CoordinatorConfig),
+        adjust_agent: impl Fn(&mut AgentConfig),
+    ) -> TestNetwork {
         let dir = tempfile::tempdir().unwrap();
         let mut config = test_config(&dir.path().join("herd.db"), loopback());
         adjust(&mut config);
@@ -136,8 +151,13 @@ impl TestNetwork {
         let url = coordinator.url();
         let (supplier_key, supplier_client) = new_account(&url).await;
         let supplier = herd_worker::keys::address_of(&supplier_key);
-        let workers: Vec<Worker> =
-            (0..workers).map(|i| start_worker(&url, &dir.path().join(format!("w{i}")), &supplier_key)).collect();
+        let workers: Vec<Worker> = (0..workers)
+            .map(|i| {
+                let mut agent = AgentConfig::owned_by(&url, dir.path().join(format!("w{i}")), &supplier_key, "US");
+                adjust_agent(&mut agent);
+                start_agent(agent)
+            })
+            .collect();
         devices_in_state(&url, &supplier, DeviceState::Ready, workers.len()).await;
         TestNetwork { dir, coordinator, url, supplier, supplier_client, supplier_key, workers }
     }

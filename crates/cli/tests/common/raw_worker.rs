@@ -46,6 +46,7 @@ pub fn hello(key: &SigningKey, owner: &SigningKey, nonce: &str) -> HelloPayload 
         agent_version: "test".into(),
         spec: unique_gpus(herd_sim::fleet(7, 1).remove(0).spec, key),
         tasks: vec![],
+        ray_nodes: vec![],
     }
 }
 

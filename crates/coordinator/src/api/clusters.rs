@@ -4,7 +4,8 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use herd_core::money::format_usd;
-use herd_core::{Address, ClusterId, ClusterState, Timestamp};
+use herd_core::ray::{choose_head, validate_ray_version, RAY_VERSION_DEFAULT};
+use herd_core::{Address, ClusterId, ClusterKind, ClusterState, Timestamp};
 use herd_market::matching::Hardware;
 use herd_proto::api::{Cluster, CreateCluster, ErrorBody, Quote};
 use serde::{Deserialize, Serialize};
@@ -12,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::parse_id;
 use crate::actions;
 use crate::app::{now, App};
-use crate::auth::{random_entropy, Caller};
+use crate::auth::{random_entropy, ray_access_secret, Caller};
 use crate::error::{ApiError, ApiJson, ApiQuery, ApiResult};
 use crate::store::NewCluster;
 
@@ -49,6 +50,19 @@ pub async fn create(
     let quote_id = body.quote_id.clone();
     let body = quote.as_ref().map_or(body, |(request, _)| request.clone());
     let parsed = parse_request(&body)?;
+    let ray_version = match body.kind.unwrap_or(ClusterKind::Ray) {
+        ClusterKind::Plain => {
+            if body.ray_version.is_some() {
+                return Err(ApiError::bad_request("ray_version is only for clusters of kind ray"));
+            }
+            None
+        }
+        ClusterKind::Ray => {
+            let version = body.ray_version.clone().unwrap_or_else(|| RAY_VERSION_DEFAULT.to_owned());
+            validate_ray_version(&version).map_err(ApiError::bad_request)?;
+            Some(version)
+        }
+    };
     if let Hardware::Gpu { models, per_node } = &parsed.request.hardware {
         let mut market = app.market.lock();
         for model in models {
@@ -62,13 +76,26 @@ pub async fn create(
             return Err(ApiError::conflict(format!("quote {id} was redeemed meanwhile")));
         }
     }
-    let created = reserve(&app, &owner, &body, &parsed, quote.as_ref().map(|(_, q)| q)).await;
+    let created = reserve(&app, &owner, &body, &parsed, ray_version.as_deref(), quote.as_ref().map(|(_, q)| q)).await;
     if created.is_err() {
         if let Some(id) = &quote_id {
             app.store.release_quote(id).await?;
         }
     }
-    Ok((StatusCode::CREATED, Json(created?)))
+    let cluster = created?;
+    if let Err(error) = actions::sync_ray(&app, &cluster.id).await {
+        // The reconnect path re-sends it; the lease stands.
+        tracing::error!(cluster = %cluster.id, %error, "could not start the Ray head");
+    }
+    Ok((StatusCode::CREATED, Json(reveal(&app, cluster))))
+}
+
+/// Fills in the owner-only access path of a Ray cluster (the store leaves it empty).
+pub(super) fn reveal(app: &App, mut cluster: Cluster) -> Cluster {
+    if let Some(ray) = &mut cluster.ray {
+        ray.path = format!("/ray/{}/{}", cluster.id, ray_access_secret(app, &cluster.id));
+    }
+    cluster
 }
 
 /// Plans, takes and commits the devices (re-planning when the index was behind).
@@ -77,6 +104,7 @@ async fn reserve(
     owner: &Address,
     body: &CreateCluster,
     parsed: &Parsed,
+    ray_version: Option<&str>,
     quote: Option<&Quote>,
 ) -> ApiResult<Cluster> {
     let id = ClusterId::from_entropy(random_entropy());
@@ -112,6 +140,9 @@ async fn reserve(
             }
         };
         let devices: Vec<(Address, i64)> = nodes.iter().map(|n| (n.device_id.clone(), n.node_hour_micros)).collect();
+        let reputations: Vec<(u32, u16)> =
+            nodes.iter().enumerate().map(|(rank, n)| (rank as u32, n.reputation)).collect();
+        let head = choose_head(&reputations).unwrap_or(0);
         let priced =
             price(String::new(), Timestamp(0), parsed.request.hardware_label(), nodes, parsed.hours, parsed.asset);
         let at = now();
@@ -126,6 +157,7 @@ async fn reserve(
             request: &request_json,
             now: at,
             expires_at: Timestamp(at.0 + i64::from(parsed.hours) * HOUR_MS),
+            ray: ray_version.map(|version| (version, head)),
         };
         let planned: Vec<Address> = devices.iter().map(|(d, _)| d.clone()).collect();
         // Money first: without the hold there is no lease.
@@ -166,7 +198,7 @@ pub(super) async fn owned_cluster(app: &App, caller: &Address, id: &str) -> ApiR
     if &cluster.owner != caller {
         return Err(ApiError::forbidden(format!("cluster {id} belongs to another account")));
     }
-    Ok(cluster)
+    Ok(reveal(app, cluster))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -183,7 +215,8 @@ pub async fn list(
     Caller(owner): Caller,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> ApiResult<Json<Vec<Cluster>>> {
-    Ok(Json(app.store.clusters_of(&owner, query.all.unwrap_or(false), 200).await?))
+    let clusters = app.store.clusters_of(&owner, query.all.unwrap_or(false), 200).await?;
+    Ok(Json(clusters.into_iter().map(|c| reveal(&app, c)).collect()))
 }
 
 #[utoipa::path(get, path = "/v1/clusters/{id}", params(("id" = String, Path)), security(("api_key" = [])),
@@ -212,7 +245,7 @@ pub async fn delete(
         app.refund_in_credits(&cluster.id, &owner, cluster.asset, released).await?;
     }
     let cluster = app.store.cluster(&cluster.id).await?.ok_or_else(|| ApiError::not_found("cluster vanished"))?;
-    Ok(Json(cluster))
+    Ok(Json(reveal(&app, cluster)))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -254,5 +287,6 @@ pub async fn extend(
         .extend_cluster(&cluster.id, i64::from(body.hours) * HOUR_MS)
         .await?
         .ok_or_else(|| ApiError::conflict(format!("cluster {} ended meanwhile", cluster.id)))?;
-    Ok(Json(app.store.cluster(&cluster.id).await?.ok_or_else(|| ApiError::not_found("cluster vanished"))?))
+    let cluster = app.store.cluster(&cluster.id).await?.ok_or_else(|| ApiError::not_found("cluster vanished"))?;
+    Ok(Json(reveal(&app, cluster)))
 }

@@ -9,7 +9,7 @@ use axum::http::header::CONTENT_TYPE;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use herd_core::{Address, ClusterState, JobId, TaskLimits};
+use herd_core::{Address, ClusterState, JobId, JobKind, TaskLimits};
 use herd_proto::api::{CreateJob, ErrorBody, Job, LogEvent};
 use herd_proto::worker::ServerMessage;
 use serde::Deserialize;
@@ -29,6 +29,8 @@ const ENV_VARS_MAX: usize = 64;
 const ENV_VALUE_BYTES_MAX: usize = 4096;
 const IMAGE_LEN_MAX: usize = 255;
 const LOG_PAGE: u32 = 500;
+/// Unfinished Ray jobs whose state a listing asks Ray for.
+const RAY_REFRESHES_MAX: usize = 20;
 /// Followers re-check the database at least this often even without a wake-up.
 const FOLLOW_POLL: Duration = Duration::from_secs(1);
 
@@ -92,6 +94,17 @@ pub async fn create(
 ) -> ApiResult<(StatusCode, Json<Job>)> {
     validate(&request)?;
     let cluster = owned_cluster(&app, &owner, request.cluster_id.as_str()).await?;
+    if request.kind == JobKind::Ray {
+        super::ray::validate(&request)?;
+        if cluster.state != ClusterState::Running {
+            return Err(ApiError::conflict(format!(
+                "cluster {} is {}; jobs need a running cluster",
+                cluster.id, cluster.state
+            )));
+        }
+        let job = super::ray::create(&app, &owner, &request, &cluster).await?;
+        return Ok((StatusCode::CREATED, Json(job)));
+    }
     for node in &cluster.nodes {
         let spec = app.store.device_spec(&node.device_id).await?.ok_or_else(|| ApiError::not_found("node vanished"))?;
         TaskLimits::of_lease(&spec)
@@ -116,6 +129,7 @@ pub async fn create(
         limits: &request.limits,
         nodes: &nodes,
         now: now(),
+        kind: JobKind::Command,
     };
     app.store.create_job(&new).await?;
     for node in &cluster.nodes {
@@ -134,7 +148,7 @@ async fn owned_job(app: &App, caller: &Address, id: &str) -> ApiResult<Job> {
     if &job.owner != caller {
         return Err(ApiError::forbidden(format!("job {id} belongs to another account")));
     }
-    Ok(job)
+    super::ray::refreshed(app, job).await
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -155,7 +169,12 @@ pub async fn list(
         Some(id) => Some(owned_cluster(&app, &owner, id).await?.id),
         None => None,
     };
-    Ok(Json(app.store.jobs_of(&owner, cluster.as_ref(), 200).await?))
+    let mut jobs = app.store.jobs_of(&owner, cluster.as_ref(), 200).await?;
+    // Unfinished Ray jobs are asked about (a bounded number per listing).
+    for job in jobs.iter_mut().filter(|j| j.kind == JobKind::Ray && !j.state.is_terminal()).take(RAY_REFRESHES_MAX) {
+        *job = super::ray::refreshed(&app, job.clone()).await?;
+    }
+    Ok(Json(jobs))
 }
 
 #[utoipa::path(get, path = "/v1/jobs/{id}", params(("id" = String, Path)), security(("api_key" = [])),
@@ -169,6 +188,11 @@ pub async fn show(State(app): State<App>, Caller(owner): Caller, Path(id): Path<
     responses((status = 200, body = Job), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn stop(State(app): State<App>, Caller(owner): Caller, Path(id): Path<String>) -> ApiResult<Json<Job>> {
     let job = owned_job(&app, &owner, &id).await?;
+    if job.kind == JobKind::Ray && !job.state.is_terminal() {
+        super::ray::stop(&app, &job).await?;
+        let job = app.store.job(&job.id).await?.ok_or_else(|| ApiError::not_found("job vanished"))?;
+        return Ok(Json(super::ray::refreshed(&app, job).await?));
+    }
     if !job.state.is_terminal() {
         for device in app.store.request_stop(&job.id, now()).await? {
             app.hub.send(&device, ServerMessage::StopTask { job_id: job.id.clone() });
@@ -199,15 +223,20 @@ pub async fn logs(
 ) -> ApiResult<Response> {
     let job = owned_job(&app, &owner, &id).await?;
     let (sender, receiver) = mpsc::channel::<Bytes>(16);
-    let events = app.job_events.subscribe();
-    tokio::spawn(follow_logs(app, job.id, query.after.unwrap_or(0), query.follow.unwrap_or(false), sender, events));
+    let (after, follow) = (query.after.unwrap_or(0), query.follow.unwrap_or(false));
+    if job.kind == JobKind::Ray {
+        tokio::spawn(super::ray::follow_logs(app, job.id, after, follow, sender));
+    } else {
+        let events = app.job_events.subscribe();
+        tokio::spawn(follow_logs(app, job.id, after, follow, sender, events));
+    }
     let stream = futures_util::stream::unfold(receiver, |mut receiver| async move {
         receiver.recv().await.map(|chunk| (Ok::<_, Infallible>(chunk), receiver))
     });
     Ok(([(CONTENT_TYPE, "application/x-ndjson")], Body::from_stream(stream)).into_response())
 }
 
-fn ndjson(event: &LogEvent) -> Bytes {
+pub(super) fn ndjson(event: &LogEvent) -> Bytes {
     let mut line = serde_json::to_vec(event).expect("log events serialise");
     line.push(b'\n');
     Bytes::from(line)
@@ -277,6 +306,8 @@ mod tests {
             env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>(),
             image: None,
             limits: Default::default(),
+            kind: JobKind::Command,
+            runtime_env: None,
         }
     }
 

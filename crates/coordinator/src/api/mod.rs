@@ -5,6 +5,7 @@ mod clusters;
 mod devices;
 mod jobs;
 mod market;
+mod ray;
 mod speedtest;
 mod stake;
 mod system;
@@ -13,7 +14,7 @@ mod wallet;
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use axum::Router;
 use utoipa::OpenApi;
 
@@ -118,6 +119,9 @@ pub fn router(app: App) -> Router {
         .route("/v1/jobs/{id}/stop", post(jobs::stop))
         .route("/v1/jobs/{id}/logs", get(jobs::logs))
         .route("/v1/worker/connect", get(worker_socket::connect))
+        .route("/ray/{cluster}/{secret}", any(ray::root))
+        .route("/ray/{cluster}/{secret}/", any(ray::index))
+        .route("/ray/{cluster}/{secret}/{*rest}", any(ray::proxy))
         .route("/v1/worker/speedtest/{token}/download", get(speedtest::download))
         .route(
             "/v1/worker/speedtest/{token}/upload",

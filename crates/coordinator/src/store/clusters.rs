@@ -1,7 +1,10 @@
 //! Clusters: committing a placement plan atomically, reading, extending and terminating.
 
 use herd_core::device::DeviceEvent as Event;
-use herd_core::{Address, Asset, ClusterId, ClusterState, DeviceState, JobId, Micros, TaskState, Timestamp};
+use herd_core::{
+    Address, Asset, ClusterId, ClusterKind, ClusterState, DeviceState, JobId, Micros, RayNodeState, TaskState,
+    Timestamp,
+};
 use herd_proto::api;
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
@@ -36,6 +39,8 @@ pub struct NewCluster<'a> {
     pub request: &'a str,
     pub now: Timestamp,
     pub expires_at: Timestamp,
+    /// Ray clusters: the Ray version and the head's rank.
+    pub ray: Option<(&'a str, u32)>,
 }
 
 impl Store {
@@ -45,8 +50,8 @@ impl Store {
         let mut tx = self.write.begin().await?;
         sqlx::query(
             "INSERT INTO clusters (id, owner, state, hardware, country, created_at, expires_at,
-                price_per_hour_micros, asset, request)
-             VALUES (?, ?, 'running', ?, ?, ?, ?, ?, ?, ?)",
+                price_per_hour_micros, asset, request, kind, ray_version)
+             VALUES (?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(new.id.as_str())
         .bind(new.owner.as_str())
@@ -57,6 +62,8 @@ impl Store {
         .bind(new.price_per_hour_micros)
         .bind(new.asset.as_str())
         .bind(new.request)
+        .bind(if new.ray.is_some() { ClusterKind::Ray } else { ClusterKind::Plain }.as_str())
+        .bind(new.ray.map(|(version, _)| version))
         .execute(&mut *tx)
         .await?;
         let reason = format!("leased to cluster {}", new.id);
@@ -73,12 +80,15 @@ impl Store {
             }
             apply_event(&mut tx, device, DeviceState::Ready, Event::Lease, &reason, new.now).await?;
             sqlx::query(
-                "INSERT INTO cluster_nodes (cluster_id, rank, device_id, node_hour_micros) VALUES (?, ?, ?, ?)",
+                "INSERT INTO cluster_nodes (cluster_id, rank, device_id, node_hour_micros, ray_head, ray_state)
+                 VALUES (?, ?, ?, ?, ?, ?)",
             )
             .bind(new.id.as_str())
             .bind(rank as i64)
             .bind(device.as_str())
             .bind(node_hour)
+            .bind(new.ray.is_some_and(|(_, head)| head as usize == rank))
+            .bind(new.ray.map(|_| RayNodeState::Starting.as_str()))
             .execute(&mut *tx)
             .await?;
         }
@@ -120,7 +130,8 @@ impl Store {
     async fn cluster_from_row(&self, row: &SqliteRow) -> StoreResult<api::Cluster> {
         let id: ClusterId = parse_col("clusters.id", row.get("id"))?;
         let nodes = sqlx::query(
-            "SELECT n.rank, n.device_id, n.node_hour_micros, d.state, d.country, d.advertise_addr, d.simulated
+            "SELECT n.rank, n.device_id, n.node_hour_micros, n.ray_head, n.ray_state, n.ray_detail, n.ray_restarts,
+                d.state, d.country, d.advertise_addr, d.simulated
              FROM cluster_nodes n JOIN devices d ON d.id = n.device_id
              WHERE n.cluster_id = ? ORDER BY n.rank",
         )
@@ -138,10 +149,41 @@ impl Store {
                     address: n.get("advertise_addr"),
                     simulated: n.get("simulated"),
                     node_hour_micros: n.get("node_hour_micros"),
+                    ray: match n.get::<Option<&str>, _>("ray_state") {
+                        Some(state) => Some(api::RayNodeStatus {
+                            head: n.get("ray_head"),
+                            state: parse_col("cluster_nodes.ray_state", state)?,
+                            detail: n.get("ray_detail"),
+                            restarts: n.get::<i64, _>("ray_restarts") as u32,
+                        }),
+                        None => None,
+                    },
                 })
             })
             .collect::<StoreResult<Vec<_>>>()?;
+        let kind: ClusterKind = parse_col("clusters.kind", row.get("kind"))?;
+        let ray = match kind {
+            ClusterKind::Plain => None,
+            ClusterKind::Ray => {
+                let states: Vec<(bool, RayNodeState)> =
+                    nodes.iter().filter_map(|n| n.ray.as_ref().map(|r| (r.head, r.state))).collect();
+                let cluster_state: ClusterState = parse_col("clusters.state", row.get("state"))?;
+                Some(api::RayAccess {
+                    version: row.get::<Option<String>, _>("ray_version").unwrap_or_default(),
+                    state: if cluster_state == ClusterState::Running {
+                        api::RayClusterState::of_nodes(&states)
+                    } else {
+                        api::RayClusterState::Down
+                    },
+                    nodes_ready: states.iter().filter(|(_, s)| *s == RayNodeState::Running).count() as u32,
+                    // Filled in by the API, which holds the secret.
+                    path: String::new(),
+                })
+            }
+        };
         Ok(api::Cluster {
+            kind,
+            ray,
             owner: parse_col("clusters.owner", row.get("owner"))?,
             state: parse_col("clusters.state", row.get("state"))?,
             hardware: row.get("hardware"),
@@ -233,6 +275,24 @@ impl Store {
             refresh_job_state(&mut tx, &job, now).await?;
             terminated.jobs.push(job);
         }
+        // Ray jobs have no tasks: they end with the cluster that runs them.
+        sqlx::query(
+            "UPDATE jobs SET state = 'stopped', message = ?, finished_at = ?
+             WHERE cluster_id = ? AND kind = 'ray' AND state IN ('pending', 'running')",
+        )
+        .bind(&task_error)
+        .bind(now.0)
+        .bind(id.as_str())
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE cluster_nodes SET ray_state = 'stopped', ray_detail = NULL WHERE cluster_id = ? AND ray_state IS NOT NULL")
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE clusters SET ray_gcs_address = NULL WHERE id = ?")
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(Some(terminated))
     }

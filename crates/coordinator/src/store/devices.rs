@@ -341,6 +341,7 @@ impl Store {
         let jobs =
             super::jobs::fail_device_tasks(&mut tx, id, &format!("lost: the device went offline ({reason})"), now)
                 .await?;
+        super::ray::lose_ray_node(&mut tx, id, reason).await?;
         tx.commit().await?;
         Ok(Some(jobs))
     }

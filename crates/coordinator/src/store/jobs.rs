@@ -2,7 +2,9 @@
 
 use std::collections::BTreeMap;
 
-use herd_core::{Address, ClusterId, DeviceSpec, JobId, JobLimits, JobState, TaskLimits, TaskState, Timestamp};
+use herd_core::{
+    Address, ClusterId, DeviceSpec, JobId, JobKind, JobLimits, JobState, TaskLimits, TaskState, Timestamp,
+};
 use herd_proto::api::{self, LogLine, Stream};
 use herd_proto::worker::TaskAssignment;
 use sqlx::sqlite::SqliteRow;
@@ -18,9 +20,10 @@ pub struct NewJob<'a> {
     pub env: &'a BTreeMap<String, String>,
     pub image: Option<&'a str>,
     pub limits: &'a JobLimits,
-    /// Devices in rank order.
+    /// Devices in rank order (none for a Ray job: Ray places it).
     pub nodes: &'a [Address],
     pub now: Timestamp,
+    pub kind: JobKind,
 }
 
 /// An unfinished task of a device, as the worker must run it.
@@ -65,6 +68,12 @@ pub(super) async fn refresh_job_state(
 ) -> StoreResult<JobState> {
     let rows =
         sqlx::query("SELECT state FROM job_tasks WHERE job_id = ?").bind(job.as_str()).fetch_all(&mut *conn).await?;
+    if rows.is_empty() {
+        // A Ray job: Ray, not tasks, decides its state (see `update_ray_job`).
+        let state: String =
+            sqlx::query("SELECT state FROM jobs WHERE id = ?").bind(job.as_str()).fetch_one(&mut *conn).await?.get(0);
+        return parse_col("jobs.state", &state);
+    }
     let tasks = rows.iter().map(|r| parse_col("job_tasks.state", r.get(0))).collect::<StoreResult<Vec<TaskState>>>()?;
     let state = JobState::from_tasks(&tasks);
     sqlx::query(
@@ -90,17 +99,19 @@ impl Store {
     pub async fn create_job(&self, new: &NewJob<'_>) -> StoreResult<()> {
         let mut tx = self.write.begin().await?;
         sqlx::query(
-            "INSERT INTO jobs (id, cluster_id, owner, state, command, env, image, limits, created_at)
-             VALUES (?, ?, ?, 'pending', ?, ?, ?, ?, ?)",
+            "INSERT INTO jobs (id, cluster_id, owner, state, command, env, image, limits, created_at, kind)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(new.id.as_str())
         .bind(new.cluster_id.as_str())
         .bind(new.owner.as_str())
+        .bind(JobState::Pending.as_str())
         .bind(serde_json::to_string(new.command).expect("strings serialise"))
         .bind(serde_json::to_string(new.env).expect("strings serialise"))
         .bind(new.image)
         .bind(serde_json::to_string(new.limits).expect("limits serialise"))
         .bind(new.now.0)
+        .bind(new.kind.as_str())
         .execute(&mut *tx)
         .await?;
         for (rank, device) in new.nodes.iter().enumerate() {
@@ -175,6 +186,8 @@ impl Store {
             tasks,
             created_at: Timestamp(row.get("created_at")),
             finished_at: row.get::<Option<i64>, _>("finished_at").map(Timestamp),
+            kind: parse_col("jobs.kind", row.get("kind"))?,
+            message: row.get("message"),
             id,
         })
     }

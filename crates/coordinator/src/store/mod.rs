@@ -13,6 +13,7 @@ mod jobs;
 mod ledger;
 mod market;
 mod payouts;
+mod ray;
 mod verifications;
 
 use std::str::FromStr;
@@ -26,6 +27,7 @@ pub use devices::{DeviceFilter, HelloOutcome, HelloRefusal};
 pub use jobs::{DeviceTask, NewJob};
 pub use ledger::{Alongside, SignedEntry};
 pub use market::{default_floor_micros, StoredQuote};
+pub use ray::{RayJobUpdate, RayReportOutcome};
 pub use verifications::{DueDevice, Finish, NewVerification, Verdict};
 
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +66,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (7, "economy", include_str!("../../migrations/0007_economy.sql")),
     (8, "verification", include_str!("../../migrations/0008_verification.sql")),
     (9, "job_images", include_str!("../../migrations/0009_job_images.sql")),
+    (10, "ray", include_str!("../../migrations/0010_ray.sql")),
 ];
 
 #[derive(Clone)]

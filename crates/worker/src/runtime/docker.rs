@@ -19,7 +19,7 @@ use bollard::query_parameters::{
 };
 use bollard::Docker;
 use futures_util::StreamExt;
-use herd_core::{Address, ClusterId, JobId};
+use herd_core::{Address, ClusterId, JobId, TaskLimits};
 use herd_proto::api::Stream;
 use herd_proto::worker::{TaskAssignment, TaskExit, WorkerMessage};
 use tokio::sync::{mpsc, watch, Mutex};
@@ -36,6 +36,9 @@ pub const LABEL_RANK: &str = "io.herd.rank";
 
 /// The image tasks run in when their job names none (built by `deploy/images/build.sh`).
 pub const DEFAULT_IMAGE: &str = "herd/base:bookworm";
+
+mod ray_node;
+pub use ray_node::{RayContainerSpec, CONTAINER_SOCKETS_DIR, LABEL_RAY};
 /// Where the task's working directory is mounted; also its HOME.
 const WORK_DIR: &str = "/work";
 /// The user tasks run as when the agent runs as root ("nobody").
@@ -353,6 +356,10 @@ impl DockerRuntime {
                 labels.get(LABEL_JOB).and_then(|j| JobId::parse(j).ok()),
                 labels.get(LABEL_CLUSTER).and_then(|c| ClusterId::parse(c).ok()),
             );
+            if labels.contains_key(LABEL_RAY) {
+                // A Ray node: `remove_ray_leftovers` deals with it.
+                continue;
+            }
             let (Some(job_id), Some(cluster_id)) = parsed else {
                 tracing::warn!(container = id, "a herd container with unreadable labels; removing it");
                 self.remove(&id).await;
@@ -406,28 +413,8 @@ fn container_body(
     let mut labels = labels(device, &assignment.cluster_id);
     labels.insert(LABEL_JOB.into(), assignment.job_id.to_string());
     labels.insert(LABEL_RANK.into(), assignment.rank.to_string());
-    let gpus = (!simulated && !limits.gpu_uuids.is_empty()).then(|| {
-        vec![DeviceRequest {
-            driver: Some("nvidia".into()),
-            device_ids: Some(limits.gpu_uuids.clone()),
-            capabilities: Some(vec![vec!["gpu".into()]]),
-            ..Default::default()
-        }]
-    });
-    let memory = i64::try_from(limits.memory_bytes).unwrap_or(i64::MAX);
     let tmp_bytes = (limits.memory_bytes / 4).min(TMP_BYTES_MAX);
     let host_config = HostConfig {
-        privileged: Some(false),
-        cap_drop: Some(vec!["ALL".into()]),
-        security_opt: Some(vec!["no-new-privileges:true".into()]),
-        readonly_rootfs: Some(true),
-        tmpfs: Some(HashMap::from([("/tmp".into(), format!("rw,nosuid,nodev,size={tmp_bytes},mode=1777"))])),
-        memory: Some(memory),
-        // Equal to memory: no swap, so the limit is a limit.
-        memory_swap: Some(memory),
-        nano_cpus: Some(i64::from(limits.cpu_millis) * 1_000_000),
-        pids_limit: Some(i64::from(limits.pids_max)),
-        network_mode: Some(network.to_owned()),
         mounts: Some(vec![Mount {
             target: Some(WORK_DIR.into()),
             source: Some(dir.display().to_string()),
@@ -435,12 +422,7 @@ fn container_body(
             read_only: Some(false),
             ..Default::default()
         }]),
-        device_requests: gpus,
-        log_config: Some(bollard::models::HostConfigLogConfig {
-            typ: Some("json-file".into()),
-            config: Some(HashMap::from([("max-size".into(), LOG_FILE_BYTES.into()), ("max-file".into(), "2".into())])),
-        }),
-        ..Default::default()
+        ..locked_down(limits, simulated, tmp_bytes, network)
     };
     ContainerCreateBody {
         image: Some(image.to_owned()),
@@ -455,6 +437,41 @@ fn container_body(
         ..Default::default()
     }
 }
+/// What every herd container gets, task or Ray node: no privileges, a read-only root with a
+/// `/tmp` of `tmp_bytes`, the lease's memory (no swap), CPU, processes and exactly its GPUs,
+/// bounded logs.
+fn locked_down(limits: &TaskLimits, simulated: bool, tmp_bytes: u64, network: &str) -> HostConfig {
+    // A simulated device's GPUs are not real: nothing is passed through.
+    let gpus = (!simulated && !limits.gpu_uuids.is_empty()).then(|| {
+        vec![DeviceRequest {
+            driver: Some("nvidia".into()),
+            device_ids: Some(limits.gpu_uuids.clone()),
+            capabilities: Some(vec![vec!["gpu".into()]]),
+            ..Default::default()
+        }]
+    });
+    let memory = i64::try_from(limits.memory_bytes).unwrap_or(i64::MAX);
+    HostConfig {
+        privileged: Some(false),
+        cap_drop: Some(vec!["ALL".into()]),
+        security_opt: Some(vec!["no-new-privileges:true".into()]),
+        readonly_rootfs: Some(true),
+        tmpfs: Some(HashMap::from([("/tmp".into(), format!("rw,nosuid,nodev,size={tmp_bytes},mode=1777"))])),
+        memory: Some(memory),
+        // Equal to memory: no swap, so the limit is a limit.
+        memory_swap: Some(memory),
+        nano_cpus: Some(i64::from(limits.cpu_millis) * 1_000_000),
+        pids_limit: Some(i64::from(limits.pids_max)),
+        network_mode: Some(network.to_owned()),
+        device_requests: gpus,
+        log_config: Some(bollard::models::HostConfigLogConfig {
+            typ: Some("json-file".into()),
+            config: Some(HashMap::from([("max-size".into(), LOG_FILE_BYTES.into()), ("max-file".into(), "2".into())])),
+        }),
+        ..Default::default()
+    }
+}
+
 fn labels(device: &Address, cluster: &ClusterId) -> HashMap<String, String> {
     HashMap::from([
         (LABEL_MANAGED.to_owned(), "true".to_owned()),

@@ -1,0 +1,230 @@
+//! Ray clusters for real: two worker agents on this machine install Ray themselves (into the
+//! managed environment the tests share), the coordinator forms a 2-node Ray cluster on the
+//! lease, and the examples are submitted with the `herd` binary as a customer would.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use common::{eventually, shared_ray_envs, TestNetwork};
+use ed25519_dalek::SigningKey;
+use herd_cli::client::Client;
+use herd_cli::credentials::{sign_in, Credentials};
+use herd_core::{ClusterKind, JobKind, JobState, RayNodeState};
+use herd_proto::api::{Cluster, CreateCluster, Job, RayClusterState};
+use rand::rngs::OsRng;
+use serde_json::Value;
+
+/// The first run installs Ray (about a minute); later runs find it.
+const RAY_READY_MAX: Duration = Duration::from_secs(600);
+
+fn examples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples")
+}
+
+struct Customer {
+    config: tempfile::TempDir,
+    url: String,
+    client: Client,
+}
+
+impl Customer {
+    async fn new(url: &str) -> Customer {
+        let key = SigningKey::generate(&mut OsRng);
+        let (credential, _) = sign_in(&Client::new(url, None), &key).await.unwrap();
+        let config = tempfile::tempdir().unwrap();
+        Credentials::new(config.path().to_path_buf()).save(url, credential.clone()).unwrap();
+        let client = Client::new(url, Some(credential.api_key));
+        let funds = herd_proto::api::Deposit { asset: herd_core::Asset::Usdc, amount: "1000".into(), id: None };
+        client.deposit(&funds).await.unwrap();
+        Customer { config, url: url.to_owned(), client }
+    }
+
+    /// `herd ARGS…` as this customer, off the async runtime.
+    async fn herd(&self, args: &[&str]) -> Output {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_herd"));
+        command.args(args).env("HERD_CONFIG_DIR", self.config.path()).env("HERD_COORDINATOR", &self.url);
+        tokio::task::spawn_blocking(move || command.output().expect("herd runs")).await.unwrap()
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// The `RESULT {…}` line an example prints last.
+fn result_of(output: &Output) -> Value {
+    let stdout = text(&output.stdout);
+    assert!(output.status.success(), "stdout:\n{stdout}\nstderr:\n{}", text(&output.stderr));
+    let line = stdout.lines().rev().find_map(|l| l.strip_prefix("RESULT ")).unwrap_or_else(|| panic!("{stdout}"));
+    serde_json::from_str(line).unwrap()
+}
+
+async fn ready(client: &Client, cluster: &Cluster) -> Cluster {
+    eventually("the Ray cluster is ready", RAY_READY_MAX, || async {
+        let cluster = client.cluster(cluster.id.as_str()).await.unwrap();
+        let failed = cluster.nodes.iter().filter_map(|n| n.ray.as_ref()).find(|r| r.state == RayNodeState::Failed);
+        if let Some(failed) = failed {
+            // A crash is restarted; an install that cannot work says so at once.
+            assert!(!failed.detail.as_deref().unwrap_or("").starts_with("cannot"), "{failed:?}");
+        }
+        (cluster.ray.as_ref().unwrap().state == RayClusterState::Ready).then_some(cluster)
+    })
+    .await
+}
+
+/// Processes whose HOME is `home` (the Ray node processes an agent started there): pid and
+/// command line.
+fn processes_with_home(home: &Path) -> Vec<(u32, String)> {
+    let wanted = format!("HOME={}", home.display());
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(environ) = std::fs::read(entry.path().join("environ")) else { continue };
+        if environ.split(|b| *b == 0).any(|var| var == wanted.as_bytes()) {
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            found.push((pid, text(&cmdline).replace('\0', " ")));
+        }
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ray_cluster_runs_the_examples_and_only_its_owner_reaches_it() {
+    let network = TestNetwork::start_configured(2, |_| {}, |agent| agent.ray_envs_dir = Some(shared_ray_envs())).await;
+    let customer = Customer::new(&network.url).await;
+    let request = CreateCluster { nodes: 2, hours: Some(1), ..Default::default() };
+    let cluster = customer.client.create_cluster(&request).await.unwrap();
+    assert_eq!(cluster.kind, ClusterKind::Ray, "ray is the default kind");
+    let heads: Vec<u32> =
+        cluster.nodes.iter().filter(|n| n.ray.as_ref().is_some_and(|r| r.head)).map(|n| n.rank).collect();
+    assert_eq!(heads.len(), 1, "{cluster:?}");
+    let cluster = ready(&customer.client, &cluster).await;
+    let path = cluster.ray.as_ref().unwrap().path.clone();
+    assert!(path.starts_with(&format!("/ray/{}/", cluster.id)) && path.len() > 40, "{path}");
+
+    // The dashboard and job API answer through the coordinator, with the secret only.
+    let http = reqwest::Client::new();
+    let version: Value =
+        http.get(format!("{}{path}/api/version", network.url)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(version["ray_version"], "2.40.0");
+    let page = http.get(format!("{}{path}/", network.url)).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.unwrap().contains("<html"), "the dashboard's page");
+    let wrong = format!("/ray/{}/{}", cluster.id, "0".repeat(32));
+    assert_eq!(http.get(format!("{}{wrong}/api/version", network.url)).send().await.unwrap().status(), 404);
+    let other = Customer::new(&network.url).await;
+    let refused = other.client.cluster(cluster.id.as_str()).await.unwrap_err();
+    assert_eq!(refused.status().map(|s| s.as_u16()), Some(403), "another account cannot read the path");
+
+    // The examples, as a customer runs them.
+    let id = cluster.id.to_string();
+    let batch = examples().join("batch-inference");
+    let output = customer
+        .herd(&["job", "submit", "--cluster", &id, "--working-dir", batch.to_str().unwrap(), "--", "python", "main.py"])
+        .await;
+    let result = result_of(&output);
+    assert_eq!(result["rows"], 200_000, "{result}");
+    assert!(result["accuracy"].as_f64().unwrap() > 0.95, "{result}");
+    assert_eq!(result["replica_nodes"], 2, "a model replica on each node: {result}");
+
+    let tuning = examples().join("tuning");
+    let output = customer
+        .herd(&[
+            "job",
+            "submit",
+            "--cluster",
+            &id,
+            "--working-dir",
+            tuning.to_str().unwrap(),
+            "--",
+            "python",
+            "main.py",
+        ])
+        .await;
+    let result = result_of(&output);
+    assert_eq!((result["trials"].as_u64(), result["finished"].as_u64()), (Some(8), Some(8)), "{result}");
+    assert_eq!(result["nodes_used"], 2, "trials spread over both nodes: {result}");
+    assert!(result["best_accuracy"].as_f64().unwrap() > 0.8, "{result}");
+
+    // A failing entrypoint fails the command; a running job can be stopped.
+    let failing =
+        customer.herd(&["job", "submit", "--cluster", &id, "--", "python", "-c", "import sys; sys.exit(3)"]).await;
+    assert_eq!(failing.status.code(), Some(1), "{}", text(&failing.stderr));
+    let sleeper = customer
+        .herd(&["job", "submit", "--no-wait", "--cluster", &id, "--", "python", "-c", "import time; time.sleep(600)"])
+        .await;
+    let sleeper_id = text(&sleeper.stdout).trim().to_owned();
+    assert!(sleeper_id.starts_with("job-"), "{}", text(&sleeper.stderr));
+    eventually("the sleeper runs", Duration::from_secs(60), || async {
+        (customer.client.job(&sleeper_id).await.unwrap().state == JobState::Running).then_some(())
+    })
+    .await;
+    let stopped = customer.herd(&["job", "stop", &sleeper_id]).await;
+    assert!(stopped.status.success(), "{}", text(&stopped.stderr));
+    eventually("the sleeper stops", Duration::from_secs(60), || async {
+        (customer.client.job(&sleeper_id).await.unwrap().state == JobState::Stopped).then_some(())
+    })
+    .await;
+    let listed = customer.herd(&["--json", "job", "list"]).await;
+    let jobs: Vec<Job> = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(jobs.len(), 4, "{jobs:?}");
+    assert!(jobs.iter().all(|j| j.kind == JobKind::Ray));
+    let states: Vec<JobState> = jobs.iter().map(|j| j.state).collect();
+    assert_eq!(states, [JobState::Stopped, JobState::Failed, JobState::Succeeded, JobState::Succeeded]);
+    let logs = customer.herd(&["job", "logs", jobs[3].id.as_str()]).await;
+    assert!(text(&logs.stdout).contains("RESULT {\"rows\": 200000"), "{}", text(&logs.stdout));
+
+    // A worker node's raylet dies: the agent restarts the node, it rejoins the head, and the
+    // cluster is whole again.
+    let homes: Vec<PathBuf> = ["w0", "w1"].iter().map(|w| network.dir.path().join(w).join("ray-home")).collect();
+    let is_head =
+        |home: &Path| processes_with_home(home).iter().any(|(_, c)| c.contains("ray start") && c.contains("--head"));
+    let worker_home = homes.iter().find(|h| !is_head(h)).expect("a worker node's processes");
+    let raylet = processes_with_home(worker_home).into_iter().find(|(_, c)| c.contains("raylet/raylet")).unwrap();
+    assert!(Command::new("kill").args(["-9", &raylet.0.to_string()]).status().unwrap().success());
+    let healed = eventually("the crashed node is restarted and rejoins", Duration::from_secs(120), || async {
+        let cluster = customer.client.cluster(&id).await.unwrap();
+        let worker = cluster.nodes.iter().filter_map(|n| n.ray.clone()).find(|r| !r.head).unwrap();
+        let ready = cluster.ray.as_ref().unwrap().state == RayClusterState::Ready;
+        (ready && worker.restarts >= 1).then_some(cluster)
+    })
+    .await;
+    assert_eq!(healed.ray.as_ref().unwrap().nodes_ready, 2);
+    // Ray notices the dead raylet by its health checks (seconds later); until then a driver
+    // on this one-IP machine may pick the dead node's entry.
+    eventually("Ray sees the old node dead and two alive", Duration::from_secs(60), || async {
+        let nodes: Value =
+            http.get(format!("{}{path}/nodes?view=summary", network.url)).send().await.ok()?.json().await.ok()?;
+        let states: Vec<&str> =
+            nodes["data"]["summary"].as_array()?.iter().filter_map(|n| n["raylet"]["state"].as_str()).collect();
+        (states.iter().filter(|s| **s == "ALIVE").count() == 2 && states.contains(&"DEAD")).then_some(())
+    })
+    .await;
+    let count = "import ray; ray.init(); print('alive', len([n for n in ray.nodes() if n['Alive']]))";
+    let alive = customer.herd(&["job", "submit", "--cluster", &id, "--", "python", "-c", count]).await;
+    assert!(text(&alive.stdout).contains("alive 2"), "{}", text(&alive.stdout));
+
+    // Bad input is refused before anything reaches Ray.
+    let missing = customer
+        .herd(&["job", "submit", "--cluster", &id, "--working-dir", "/nonexistent", "--", "python", "x.py"])
+        .await;
+    assert!(text(&missing.stderr).contains("is not a directory"), "{}", text(&missing.stderr));
+    let bad_pip = customer.herd(&["job", "submit", "--cluster", &id, "--pip", "pkg; rm -rf /", "--", "python"]).await;
+    assert!(text(&bad_pip.stderr).contains("pip options are not allowed"), "{}", text(&bad_pip.stderr));
+
+    // The lease ends: every Ray process of both nodes is gone, the path answers no more.
+    customer.client.delete_cluster(cluster.id.as_str()).await.unwrap();
+    for worker in ["w0", "w1"] {
+        let home = network.dir.path().join(worker).join("ray-home");
+        eventually("the Ray node's processes end", Duration::from_secs(30), || async {
+            processes_with_home(&home).is_empty().then_some(())
+        })
+        .await;
+    }
+    let after = http.get(format!("{}{path}/api/version", network.url)).send().await.unwrap();
+    assert_eq!(after.status(), 409, "a terminated cluster's path is closed");
+    network.stop().await;
+}

@@ -1,0 +1,382 @@
+//! Ray clusters from the customer's side: the dashboard and Ray's job API relayed to the head
+//! (`/ray/{cluster}/{secret}/…`), and Ray jobs submitted through herd (`kind: ray` on
+//! `/v1/jobs`), whose state, logs and stop go to Ray's job API through the same tunnel.
+
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use herd_core::{Address, ClusterId, ClusterKind, JobId, JobKind, JobState, RayNodeState};
+use herd_proto::api::{Cluster, CreateJob, Job, LogEvent, LogLine, RayRuntimeEnv, Stream};
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use super::parse_id;
+use crate::app::{now, App};
+use crate::auth::{ray_access_secret, same_secret};
+use crate::error::{ApiError, ApiResult};
+use crate::store::{NewJob, RayJobUpdate};
+use crate::tunnel::{self, Relay};
+
+/// Request headers passed on to the dashboard; everything else (the customer's herd API key
+/// above all) stays at the coordinator.
+const FORWARDED_HEADERS: &[&str] = &[
+    "accept",
+    "accept-encoding",
+    "accept-language",
+    "cache-control",
+    "content-type",
+    "if-modified-since",
+    "if-none-match",
+    "range",
+    "user-agent",
+];
+/// Ray job API answers herd reads whole (status, logs).
+const ANSWER_BYTES_MAX: usize = 16 << 20;
+const LOG_POLL: Duration = Duration::from_secs(1);
+/// How long a submission waits for a just-started head's job agent.
+const JOB_AGENT_WAIT_MAX: Duration = Duration::from_secs(30);
+const PIP_REQUIREMENTS_MAX: usize = 64;
+const PIP_REQUIREMENT_LEN_MAX: usize = 200;
+
+// ---- the relay ----
+
+/// `/ray/{cluster}/{secret}`: the dashboard wants a trailing slash for its relative links.
+pub async fn root(Path((cluster, secret)): Path<(String, String)>) -> Redirect {
+    Redirect::permanent(&format!("/ray/{cluster}/{secret}/"))
+}
+
+pub async fn index(
+    State(app): State<App>,
+    Path((cluster, secret)): Path<(String, String)>,
+    request: Request,
+) -> Response {
+    relay_request(app, cluster, secret, String::new(), request).await.unwrap_or_else(IntoResponse::into_response)
+}
+
+pub async fn proxy(
+    State(app): State<App>,
+    Path((cluster, secret, rest)): Path<(String, String, String)>,
+    request: Request,
+) -> Response {
+    relay_request(app, cluster, secret, rest, request).await.unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn relay_request(
+    app: App,
+    cluster: String,
+    secret: String,
+    rest: String,
+    request: Request,
+) -> ApiResult<Response> {
+    // Unknown cluster and wrong secret read the same, so the path reveals nothing.
+    let not_found = || ApiError::not_found("no Ray cluster endpoint here (check the path `herd cluster show` prints)");
+    let cluster: ClusterId = parse_id(&cluster).map_err(|_| not_found())?;
+    if !same_secret(&secret, &ray_access_secret(&app, &cluster)) {
+        return Err(not_found());
+    }
+    let device = running_head(&app, &cluster).await?;
+    let mut path = format!("/{rest}");
+    if let Some(query) = request.uri().query() {
+        path.push('?');
+        path.push_str(query);
+    }
+    let headers = forwarded(request.headers());
+    let relay = Relay { device, cluster, method: request.method().as_str().to_owned(), path, headers };
+    let body = request.into_body().into_data_stream();
+    let answer = tunnel::relay(&app, relay, body).await?;
+    let mut response = Response::new(answer.body);
+    *response.status_mut() = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_GATEWAY);
+    for (name, value) in answer.headers {
+        if let (Ok(name), Ok(value)) = (HeaderName::try_from(name), HeaderValue::try_from(value)) {
+            response.headers_mut().append(name, value);
+        }
+    }
+    Ok(response)
+}
+
+fn forwarded(headers: &HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .filter(|(name, _)| FORWARDED_HEADERS.contains(&name.as_str()))
+        .filter_map(|(name, value)| Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned())))
+        .collect()
+}
+
+/// The device of the cluster's head, if the head runs.
+async fn running_head(app: &App, cluster: &ClusterId) -> ApiResult<Address> {
+    let (device, state) = app
+        .store
+        .ray_head(cluster)
+        .await?
+        .ok_or_else(|| ApiError::conflict(format!("cluster {cluster} is not a running Ray cluster")))?;
+    if state != RayNodeState::Running {
+        return Err(ApiError::unavailable(format!("the Ray head of cluster {cluster} is {state}; retry when it runs")));
+    }
+    Ok(device)
+}
+
+/// One call to the head's Ray job API, answered whole.
+async fn ray_api(
+    app: &App,
+    cluster: &ClusterId,
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> ApiResult<(u16, Bytes)> {
+    let device = running_head(app, cluster).await?;
+    let mut headers = vec![("accept".to_owned(), "application/json".to_owned())];
+    let body = match body {
+        Some(value) => {
+            headers.push(("content-type".to_owned(), "application/json".to_owned()));
+            serde_json::to_vec(&value).expect("json serialises")
+        }
+        None => Vec::new(),
+    };
+    let relay = Relay { device, cluster: cluster.clone(), method: method.to_owned(), path: path.to_owned(), headers };
+    tunnel::call(app, relay, body, ANSWER_BYTES_MAX).await
+}
+
+fn ray_refusal(status: u16, body: &[u8]) -> ApiError {
+    let text = String::from_utf8_lossy(body);
+    let last = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_owned();
+    ApiError::unprocessable(format!("Ray refused the request ({status}): {last}"))
+}
+
+// ---- Ray jobs ----
+
+/// Checks a Ray job request before anything is sent to Ray.
+pub fn validate(request: &CreateJob) -> ApiResult<()> {
+    if request.image.is_some() || request.limits != Default::default() {
+        return Err(ApiError::bad_request(
+            "image and limits apply to command jobs; a Ray job runs inside the cluster's Ray nodes",
+        ));
+    }
+    let Some(env) = &request.runtime_env else { return Ok(()) };
+    if let Some(dir) = &env.working_dir {
+        let valid = dir
+            .strip_prefix("gcs://_ray_pkg_")
+            .and_then(|rest| rest.strip_suffix(".zip"))
+            .is_some_and(|hash| (16..=64).contains(&hash.len()) && hash.bytes().all(|b| b.is_ascii_hexdigit()));
+        if !valid {
+            return Err(ApiError::bad_request(format!(
+                "working_dir {dir:?} is not an uploaded package: expected gcs://_ray_pkg_<hex>.zip"
+            )));
+        }
+    }
+    if env.pip.len() > PIP_REQUIREMENTS_MAX {
+        return Err(ApiError::bad_request(format!("at most {PIP_REQUIREMENTS_MAX} pip requirements")));
+    }
+    for requirement in &env.pip {
+        let allowed = |c: char| c.is_ascii_alphanumeric() || "._-[],<>=!~ ".contains(c);
+        if requirement.is_empty()
+            || requirement.len() > PIP_REQUIREMENT_LEN_MAX
+            || !requirement.starts_with(|c: char| c.is_ascii_alphanumeric())
+            || !requirement.chars().all(allowed)
+        {
+            return Err(ApiError::bad_request(format!(
+                "invalid pip requirement {requirement:?}: a package name with optional extras and version \
+                 (e.g. \"scikit-learn==1.5.2\"), at most {PIP_REQUIREMENT_LEN_MAX} characters; pip options are not allowed"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A shell word for Ray's entrypoint (a shell command line): plain words stay as they are.
+fn shell_quote(word: &str) -> String {
+    let plain = !word.is_empty() && word.bytes().all(|b| b.is_ascii_alphanumeric() || b"_@%+=:,./-".contains(&b));
+    if plain {
+        word.to_owned()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
+}
+
+/// Submits the Ray job to the head first, then records it: a job Ray refused leaves nothing.
+pub async fn create(app: &App, owner: &Address, request: &CreateJob, cluster: &Cluster) -> ApiResult<Job> {
+    if cluster.kind != ClusterKind::Ray {
+        return Err(ApiError::conflict(format!(
+            "cluster {} is a plain cluster; Ray jobs need a Ray cluster (create one with --type ray)",
+            cluster.id
+        )));
+    }
+    let id = JobId::from_entropy(crate::auth::random_entropy());
+    let entrypoint: Vec<String> = request.command.iter().map(|w| shell_quote(w)).collect();
+    let mut runtime_env = serde_json::Map::new();
+    let RayRuntimeEnv { working_dir, pip } = request.runtime_env.clone().unwrap_or_default();
+    if let Some(dir) = working_dir {
+        runtime_env.insert("working_dir".into(), dir.into());
+    }
+    if !pip.is_empty() {
+        runtime_env.insert("pip".into(), pip.into());
+    }
+    if !request.env.is_empty() {
+        runtime_env.insert("env_vars".into(), json!(request.env));
+    }
+    let submit = json!({
+        "entrypoint": entrypoint.join(" "),
+        "submission_id": id.as_str(),
+        "runtime_env": runtime_env,
+        "metadata": {"herd_job": id.as_str(), "herd_owner": owner.as_str()},
+    });
+    // Right after a head starts, its job agent may not have registered yet: Ray answers 500
+    // without having accepted anything, so asking again is safe (the submission id is fixed).
+    let deadline = tokio::time::Instant::now() + JOB_AGENT_WAIT_MAX;
+    loop {
+        let (status, body) = ray_api(app, &cluster.id, "POST", "/api/jobs/", Some(submit.clone())).await?;
+        if status == 200 {
+            break;
+        }
+        let text = String::from_utf8_lossy(&body);
+        let agent_missing = text.contains("submit_job_internal") || text.contains("No available agent");
+        if !(status == 500 && agent_missing && tokio::time::Instant::now() < deadline) {
+            return Err(ray_refusal(status, &body));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let new = NewJob {
+        id: &id,
+        cluster_id: &cluster.id,
+        owner,
+        command: &request.command,
+        env: &request.env,
+        image: None,
+        limits: &request.limits,
+        nodes: &[],
+        now: now(),
+        kind: JobKind::Ray,
+    };
+    app.store.create_job(&new).await?;
+    tracing::info!(job = %id, cluster = %cluster.id, "Ray job submitted");
+    refreshed(app, app.store.job(&id).await?.ok_or_else(|| ApiError::not_found("job vanished"))?).await
+}
+
+#[derive(Deserialize)]
+struct RayJobInfo {
+    status: String,
+    #[serde(default)]
+    message: Option<String>,
+}
+
+/// A Ray job with Ray's current state (stored when it changed); other jobs as they are. If
+/// the head cannot be asked, the stored state is returned.
+pub async fn refreshed(app: &App, job: Job) -> ApiResult<Job> {
+    if job.kind != JobKind::Ray || job.state.is_terminal() {
+        return Ok(job);
+    }
+    let path = format!("/api/jobs/{}", job.id);
+    let info = match ray_api(app, &job.cluster_id, "GET", &path, None).await {
+        Ok((200, body)) => serde_json::from_slice::<RayJobInfo>(&body).ok(),
+        Ok((404, _)) => Some(RayJobInfo {
+            status: "FAILED".into(),
+            message: Some("Ray no longer knows this job (its head restarted)".into()),
+        }),
+        Ok(_) | Err(_) => None,
+    };
+    let Some(info) = info else { return Ok(job) };
+    let state = match info.status.as_str() {
+        "PENDING" => JobState::Pending,
+        "RUNNING" => JobState::Running,
+        "SUCCEEDED" => JobState::Succeeded,
+        "STOPPED" => JobState::Stopped,
+        _ => JobState::Failed,
+    };
+    if state != job.state || info.message != job.message {
+        app.store.update_ray_job(&job.id, &RayJobUpdate { state, message: info.message.as_deref() }, now()).await?;
+        if state.is_terminal() {
+            app.notify_job(&job.id);
+        }
+        return Ok(app.store.job(&job.id).await?.unwrap_or(job));
+    }
+    Ok(job)
+}
+
+pub async fn stop(app: &App, job: &Job) -> ApiResult<()> {
+    let (status, body) = ray_api(app, &job.cluster_id, "POST", &format!("/api/jobs/{}/stop", job.id), None).await?;
+    if status != 200 {
+        return Err(ray_refusal(status, &body));
+    }
+    Ok(())
+}
+
+#[derive(Deserialize)]
+struct RayLogs {
+    logs: String,
+}
+
+/// Streams a Ray job's log as `LogEvent`s (one `seq` per line, from 1), then `end`. Ray
+/// gives the whole log each time; what was sent is skipped.
+pub async fn follow_logs(app: App, job: JobId, after: i64, follow: bool, sender: mpsc::Sender<Bytes>) {
+    let mut sent = after.max(0);
+    loop {
+        let Ok(Some(current)) = app.store.job(&job).await else { return };
+        let Ok(current) = refreshed(&app, current).await else { return };
+        let ended = current.state.is_terminal();
+        let path = format!("/api/jobs/{job}/logs");
+        let logs = match ray_api(&app, &current.cluster_id, "GET", &path, None).await {
+            Ok((200, body)) => serde_json::from_slice::<RayLogs>(&body).map(|l| l.logs).unwrap_or_default(),
+            _ => String::new(),
+        };
+        // A line still being written is sent once it is complete (or the job ended).
+        let complete = if ended { logs.as_str() } else { logs.rsplit_once('\n').map_or("", |(done, _)| done) };
+        for (index, text) in complete.lines().enumerate() {
+            let seq = index as i64 + 1;
+            if seq <= sent {
+                continue;
+            }
+            sent = seq;
+            let line = LogLine { seq, rank: 0, stream: Stream::Stdout, text: text.to_owned(), at: now() };
+            if sender.send(super::jobs::ndjson(&LogEvent::Line(line))).await.is_err() {
+                return;
+            }
+        }
+        if ended || !follow {
+            if let Ok(Some(job)) = app.store.job(&job).await {
+                let _ = sender.send(super::jobs::ndjson(&LogEvent::End { job })).await;
+            }
+            return;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(LOG_POLL) => {}
+            _ = sender.closed() => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entrypoints_quote_what_the_shell_would_split() {
+        let words = ["python", "train.py", "--lr", "0.1", "it's here", "$(rm -rf /)", ""];
+        let quoted: Vec<String> = words.iter().map(|w| shell_quote(w)).collect();
+        assert_eq!(quoted.join(" "), r#"python train.py --lr 0.1 'it'\''s here' '$(rm -rf /)' ''"#);
+    }
+
+    #[test]
+    fn runtime_envs_take_only_uploaded_packages_and_plain_requirements() {
+        let job = |env: RayRuntimeEnv| CreateJob {
+            kind: JobKind::Ray,
+            runtime_env: Some(env),
+            ..CreateJob::new(ClusterId::from_entropy([0; 8]), vec!["python".into()])
+        };
+        let ok = RayRuntimeEnv {
+            working_dir: Some("gcs://_ray_pkg_0123456789abcdef0123456789abcdef.zip".into()),
+            pip: vec!["scikit-learn==1.5.2".into(), "ray[tune]>=2.40".into()],
+        };
+        assert!(validate(&job(ok)).is_ok());
+        for dir in ["/etc", "gcs://_ray_pkg_../x.zip", "https://evil/x.zip", "gcs://_ray_pkg_abc.zip"] {
+            let env = RayRuntimeEnv { working_dir: Some(dir.into()), pip: vec![] };
+            assert!(validate(&job(env)).is_err(), "{dir}");
+        }
+        for pip in ["--index-url=http://evil", "-e .", "pkg; rm", "git+https://x", ""] {
+            let env = RayRuntimeEnv { working_dir: None, pip: vec![pip.into()] };
+            assert!(validate(&job(env)).is_err(), "{pip}");
+        }
+    }
+}
