@@ -204,8 +204,17 @@ async fn a_ray_cluster_runs_the_examples_and_only_its_owner_reaches_it() {
     })
     .await;
     let count = "import ray; ray.init(); print('alive', len([n for n in ray.nodes() if n['Alive']]))";
-    let alive = customer.herd(&["job", "submit", "--cluster", &id, "--", "python", "-c", count]).await;
-    assert!(text(&alive.stdout).contains("alive 2"), "{}", text(&alive.stdout));
+    // Right after a node rejoins, Ray (2.40) sometimes loses the job's supervisor actor to a
+    // race in its GCS actor table ("The actor died unexpectedly … JobSupervisor"): the job
+    // fails before its entrypoint runs. That is Ray's, and a customer resubmits; so does this.
+    let mut alive = customer.herd(&["job", "submit", "--cluster", &id, "--", "python", "-c", count]).await;
+    for _ in 0..2 {
+        if !text(&alive.stderr).contains("class_name: JobSupervisor") {
+            break;
+        }
+        alive = customer.herd(&["job", "submit", "--cluster", &id, "--", "python", "-c", count]).await;
+    }
+    assert!(text(&alive.stdout).contains("alive 2"), "{}\n{}", text(&alive.stdout), text(&alive.stderr));
 
     // Bad input is refused before anything reaches Ray.
     let missing = customer
