@@ -424,8 +424,9 @@ async fn a_stopped_worker_host_goes_offline_and_the_job_says_so() {
     assert!(lost.error.as_deref().unwrap_or_default().starts_with("lost: the device went offline"), "{lost:?}");
     assert!([0, 2].iter().all(|&r| job.tasks[r].state == TaskState::Running), "{:?}", job.tasks);
     let cluster = customer.cluster(cluster.id.as_str()).await.unwrap();
-    assert_eq!(cluster.nodes[1].device_state, DeviceState::Offline);
-    assert_eq!(cluster.nodes[0].device_state, DeviceState::Hired);
+    assert_eq!(cluster.departed.len(), 1, "rank 1's device left the cluster: {:?}", cluster.departed);
+    assert_eq!((cluster.departed[0].rank, &cluster.departed[0].device_id), (1, &victim.device_id));
+    assert!(cluster.nodes.iter().all(|n| n.device_state == DeviceState::Hired && n.rank != 1));
 
     customer.stop_job(&job.id).await.unwrap();
     customer.delete_cluster(cluster.id.as_str()).await.unwrap();

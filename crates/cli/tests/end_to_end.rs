@@ -182,7 +182,8 @@ async fn health_metrics_and_openapi_are_served() {
 }
 
 /// A node that stops heartbeating mid-job is offline after 3 missed heartbeats; its task fails
-/// as lost (the job does not wait forever) while the other node's task finishes.
+/// as lost (the job asked for no retries: it does not wait forever) while the other node's
+/// task finishes; without spare capacity the cluster stays degraded and says why.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_lost_mid_job_fails_its_task_and_the_job_ends() {
     let mut network = TestNetwork::start(2).await;
@@ -217,8 +218,19 @@ async fn a_node_lost_mid_job_fails_its_task_and_the_job_ends() {
     let error = lost.error.as_deref().unwrap_or_default();
     assert!(error.starts_with("lost: the device went offline (missed 3 heartbeats"), "{error}");
     assert_eq!(finished.tasks[0].state, TaskState::Succeeded);
-    let cluster = customer.cluster(cluster.id.as_str()).await.unwrap();
-    assert_eq!(cluster.nodes[1].device_state, DeviceState::Offline);
+    assert!(finished.message.as_deref().unwrap_or_default().contains("no retries were asked for"), "{finished:?}");
+    // The lost device left its rank (billed up to its last heartbeat); with no spare device on
+    // the network the cluster stays short and says so.
+    let cluster = eventually("the cluster to say it waits for capacity", Duration::from_secs(10), || async {
+        let cluster = customer.cluster(cluster.id.as_str()).await.ok()?;
+        cluster.healing.as_deref().is_some_and(|h| h.starts_with("degraded: rank 1 has no device")).then_some(cluster)
+    })
+    .await;
+    assert_eq!(cluster.nodes.iter().map(|n| n.rank).collect::<Vec<_>>(), [0]);
+    let departed = &cluster.departed[0];
+    assert_eq!((departed.rank, &departed.device_id), (1, &lost_device));
+    assert!(departed.reason.starts_with("lost: the device went offline"), "{departed:?}");
+    assert!(departed.left_at.0 >= departed.joined_at.0);
     devices_in_state(&url, &supplier, DeviceState::Offline, 1).await;
     network.stop().await;
 }

@@ -6,7 +6,7 @@ use herd_core::{Address, ClusterId, TaskState};
 use herd_proto::worker::{RayNodeReport, ServerMessage, TaskAssignment, TaskReport};
 
 use crate::app::{now, App};
-use crate::store::{DeviceTask, StoreResult};
+use crate::store::{DeviceTask, Loss, StoreResult};
 
 /// Sends a newly created task to its worker; if the worker is away, it gets it on reconnect.
 pub fn dispatch(app: &App, device: &Address, assignment: TaskAssignment) {
@@ -21,36 +21,61 @@ pub fn dispatch(app: &App, device: &Address, assignment: TaskAssignment) {
 pub async fn adopt(app: &App, device: &Address, reports: &[TaskReport]) -> StoreResult<()> {
     let tasks = app.store.device_assignments(device, None).await?;
     let at = now();
+    let current = |report: &TaskReport| {
+        tasks.iter().any(|t| t.assignment.job_id == report.job_id && t.assignment.attempt == report.attempt)
+    };
+    // What is no longer wanted stops first (a lost device that was leased again may still run
+    // an earlier attempt of a job it is now given again).
+    for report in reports.iter().filter(|r| r.exited.is_none() && !current(r)) {
+        let stop = ServerMessage::StopTask { job_id: report.job_id.clone(), attempt: Some(report.attempt) };
+        app.hub.send(device, stop);
+    }
     for DeviceTask { assignment, state, stop_requested } in &tasks {
-        let job = &assignment.job_id;
-        match reports.iter().find(|r| &r.job_id == job) {
+        let (job, attempt) = (&assignment.job_id, assignment.attempt);
+        match reports.iter().find(|r| &r.job_id == job && r.attempt == attempt) {
             Some(TaskReport { exited: Some(exit), .. }) => {
-                app.store.task_exited(job, device, exit.exit_code, exit.error.as_deref(), at).await?;
+                app.store.task_exited(job, attempt, device, exit.exit_code, exit.error.as_deref(), at).await?;
                 app.notify_job(job);
             }
             Some(_) => {
                 if *state == TaskState::Pending {
-                    app.store.task_started(job, device, at).await?;
+                    app.store.task_started(job, attempt, device, at).await?;
                     app.notify_job(job);
                 }
                 // Stopped while the worker was away: the stop it missed is sent again.
                 if *stop_requested {
-                    app.hub.send(device, ServerMessage::StopTask { job_id: job.clone() });
+                    app.hub.send(device, ServerMessage::StopTask { job_id: job.clone(), attempt: Some(attempt) });
                 }
             }
             None if *state == TaskState::Running => {
                 let error = "lost: the worker no longer runs this task (it restarted)";
-                app.store.task_exited(job, device, None, Some(error), at).await?;
+                app.store.task_exited(job, attempt, device, None, Some(error), at).await?;
                 app.notify_job(job);
             }
             None if *stop_requested => {}
             None => dispatch(app, device, assignment.clone()),
         }
     }
-    for report in reports.iter().filter(|r| r.exited.is_none()) {
-        if !tasks.iter().any(|t| t.assignment.job_id == report.job_id) {
-            app.hub.send(device, ServerMessage::StopTask { job_id: report.job_id.clone() });
-        }
+    Ok(())
+}
+
+/// Acts on what losing a device changed: the other tasks of jobs that will be retried stop,
+/// a Ray cluster whose head moved re-forms around the new head, followers of the affected
+/// jobs wake, and a supplier who abandoned a hired lease is slashed (its reputation already
+/// counted the interrupted lease).
+pub async fn apply_loss(app: &App, device: &Address, loss: &Loss) -> StoreResult<()> {
+    if let Some(epoch) = loss.abandoned_epoch {
+        let id = format!("slash:abandoned:{epoch}");
+        crate::slashing::slash(app, device, &id, app.config.abandon_slash_bps, "slash-abandoned-lease").await;
+    }
+    for (device, job, attempt) in &loss.stop_tasks {
+        crate::healer::stop_task(app, device, job, *attempt);
+    }
+    for job in &loss.jobs {
+        app.notify_job(job);
+    }
+    if let (Some(cluster), true) = (&loss.cluster, loss.head_moved) {
+        sync_ray(app, cluster).await?;
     }
     Ok(())
 }

@@ -41,6 +41,9 @@ pub struct CoordinatorConfig {
     pub io_mint: String,
     /// Proof of compute: challenge sizes, re-checks, simulated devices, slashing.
     pub proof: ProofConfig,
+    /// Share of a device's stake burned when it drops out of a hired lease, basis points
+    /// (its reputation drops too).
+    pub abandon_slash_bps: u32,
 }
 
 impl CoordinatorConfig {
@@ -57,6 +60,7 @@ impl CoordinatorConfig {
             usdc_mint: "EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v".into(),
             io_mint: "BZLbGTNCSFfoth2GYDtwr7e4imWzpR5jqcUuGEwr646K".into(),
             proof: ProofConfig::default(),
+            abandon_slash_bps: 100,
         }
     }
 

@@ -2,10 +2,16 @@
 //!
 //! Creating a cluster places a pending transfer (a hold) from the customer to the lease's
 //! escrow for price × hours plus the customer's fees. Every few seconds the metering step
-//! posts what the lease consumed since the hold was placed — only nodes that are up — pays each
-//! node's supplier less the supplier's fee, sends both fees to the fee pool, and opens a new
-//! hold for the rest, in one atomic batch. When the lease ends, the last step posts the final
-//! seconds and the remainder is released exactly.
+//! posts what the lease consumed since the hold was placed, pays each node's supplier less
+//! the supplier's fee, sends both fees to the fee pool, and opens a new hold for the rest, in
+//! one atomic batch. When the lease ends, the last step posts the final seconds and the
+//! remainder is released exactly.
+//!
+//! Each device is billed for its tenure of a rank: from when it joined to when it left — its
+//! last heartbeat if it was lost (a replacement's tenure starts when it is leased), the
+//! lease's end otherwise. A running lease is posted only up to the oldest last heartbeat of
+//! its current nodes: a node that went silent holds the cursor back until it is declared lost
+//! (then its tenure ends at that heartbeat), so no second after a loss is ever charged.
 //!
 //! The hold's id, `hold:{cluster}:{from_ms}`, is the metering cursor: it lives in the journal
 //! with the money it describes, so a coordinator that stops at any point resumes from exactly
@@ -31,12 +37,28 @@ const HOUR_MS: i128 = 3_600_000;
 /// A hold whose cluster still does not exist after this long is released.
 const ORPHAN_HOLD_AGE_MS: i64 = 60_000;
 
+/// One device's tenure of one rank: billed (and its supplier paid) for the seconds it held
+/// the rank and was up.
 pub struct BillableNode {
-    pub rank: u32,
+    /// The lease epoch: unique per tenure, so a rank's successive devices are paid apart.
+    pub epoch: i64,
     pub supplier: Address,
-    /// Up now (hired and heartbeating): only up nodes are billed for the period.
-    pub up: bool,
     pub node_hour_micros: Micros,
+    pub joined_ms: i64,
+    /// When the tenure ended: the device's last heartbeat when it was lost, the lease's end
+    /// otherwise; None while it lasts.
+    pub left_ms: Option<i64>,
+    /// The device's last heartbeat (never before it joined).
+    pub seen_ms: i64,
+}
+
+impl BillableNode {
+    /// Milliseconds of `[from, until)` this tenure covers.
+    fn overlap_ms(&self, from: i64, until: i64) -> i64 {
+        let start = from.max(self.joined_ms);
+        let end = self.left_ms.map_or(until, |left| left.min(until));
+        (end - start).max(0)
+    }
 }
 
 pub struct LeaseTerms {
@@ -168,8 +190,8 @@ impl App {
         }
     }
 
-    /// Meters one lease up to now. `force` posts even an immaterial amount (before the lease
-    /// ends, while its nodes are still attached and can be seen to be up).
+    /// Meters one lease up to now (see the module on how far). `force` posts even an
+    /// immaterial amount (just before the lease ends).
     /// Returns the amount released when the lease ended (0 otherwise).
     async fn meter(&self, current: &Transfer, force: bool) -> Result<u64, PostError> {
         let Some((cluster, from)) = parse_hold(&current.id) else { return Ok(0) };
@@ -183,23 +205,33 @@ impl App {
             return Ok(0);
         };
         let end = terms.ended_at_ms.unwrap_or(terms.expires_at_ms);
-        let until = now().0.min(end).max(from);
+        let mut until = now().0.min(end).max(from);
+        if terms.running {
+            let horizon = terms.nodes.iter().filter(|n| n.left_ms.is_none()).map(|n| n.seen_ms).min();
+            if let Some(horizon) = horizon {
+                until = until.min(horizon).max(from);
+            }
+        }
         let ending = !terms.running || until >= end;
+        // Nothing new to post: posting an empty period would close the hold and re-open it
+        // under the same id (a no-op), releasing the rest of the lease's money.
+        if !ending && until <= from {
+            return Ok(0);
+        }
         if !ending && !force && until - from < METER_PERIOD_MIN_MS {
             return Ok(0);
         }
-        let elapsed = i128::from(until - from);
         let asset = terms.asset;
         let escrow = AccountKey::Escrow(cluster.to_string());
         let supplier_fee_bps = RESERVATION_FEE_BPS + asset.payment_fee_bps();
-        let mut pays: Vec<(u32, Address, u64)> = terms
+        let mut pays: Vec<(i64, Address, u64)> = terms
             .nodes
             .iter()
-            .filter(|n| n.up)
             .map(|n| {
-                let usd = i128::from(n.node_hour_micros) * elapsed / HOUR_MS;
-                (n.rank, n.supplier.clone(), in_asset(usd, asset, self.oracle.io_price_micros()))
+                let usd = i128::from(n.node_hour_micros) * i128::from(n.overlap_ms(from, until)) / HOUR_MS;
+                (n.epoch, n.supplier.clone(), in_asset(usd, asset, self.oracle.io_price_micros()))
             })
+            .filter(|p| p.2 > 0)
             .collect();
         let consumed: u64 = pays.iter().map(|p| p.2).sum();
         if !ending && !force && consumed < POST_UNITS_MIN {
@@ -225,11 +257,11 @@ impl App {
             ..current.clone()
         }];
         let mut fees = customer_fee;
-        for (rank, supplier, pay) in pays.iter().filter(|p| p.2 > 0) {
+        for (epoch, supplier, pay) in pays.iter().filter(|p| p.2 > 0) {
             let supplier_fee = fee(*pay, supplier_fee_bps);
             fees += supplier_fee;
             batch.push(Transfer {
-                id: format!("pay:{tag}:{rank}"),
+                id: format!("pay:{tag}:{epoch}"),
                 debit: escrow.clone(),
                 credit: AccountKey::User(supplier.to_string()),
                 asset,
@@ -346,6 +378,23 @@ mod tests {
         assert_eq!(parse_hold(&hold_id(&cluster, 1234)), Some((cluster.clone(), 1234)));
         assert_eq!(parse_hold(&format!("{}:x99", hold_id(&cluster, 5))), Some((cluster, 5)));
         assert_eq!(parse_hold("post:cl-x:1"), None);
+    }
+
+    #[test]
+    fn a_tenure_is_billed_only_for_the_part_of_a_period_it_covers() {
+        let node = |joined_ms, left_ms| BillableNode {
+            epoch: 1,
+            supplier: Address::from_public_key(&[1; 32]),
+            node_hour_micros: 3_600_000,
+            joined_ms,
+            left_ms,
+            seen_ms: joined_ms,
+        };
+        assert_eq!(node(0, None).overlap_ms(1_000, 5_000), 4_000, "held all along");
+        assert_eq!(node(2_000, None).overlap_ms(1_000, 5_000), 3_000, "a replacement from when it joined");
+        assert_eq!(node(0, Some(1_500)).overlap_ms(1_000, 5_000), 500, "a lost node to its last heartbeat");
+        assert_eq!(node(0, Some(900)).overlap_ms(1_000, 5_000), 0, "gone before the period");
+        assert_eq!(node(6_000, None).overlap_ms(1_000, 5_000), 0, "joined after it");
     }
 
     #[test]

@@ -10,7 +10,6 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use herd_core::{Address, DeviceSpec, DeviceState, Timestamp};
-use herd_ledger::{AccountKey, Transfer, TransferKind};
 use herd_proto::proof::{decode_hashes, ProofChallenge, ProofOutcome, WireOpening};
 use herd_proto::worker::ServerMessage;
 use herd_verify::{Claim, Policy};
@@ -383,29 +382,7 @@ async fn conclude(app: &App, device: &Address, id: &str, verdict: Verdict) {
         let message = format!("device blocked: failed proof of compute: {}", verdict.reason);
         app.hub.send(device, ServerMessage::Rejected { code: "blocked".into(), message });
         app.hub.disconnect(device);
-        slash(app, device, id).await;
-    }
-}
-
-/// The slashing hook: a failed proof burns `slash_bps` of whatever the device has staked.
-async fn slash(app: &App, device: &Address, challenge: &str) {
-    let vault = AccountKey::StakeVault(device.to_string());
-    let staked = app.books.read(|b| b.ledger.balance(&vault, herd_core::Asset::Io)).await;
-    let amount = (staked.max(0) as u128 * u128::from(app.config.proof.slash_bps) / 10_000) as u64;
-    if amount == 0 {
-        return;
-    }
-    let transfer = Transfer {
-        id: format!("slash:{challenge}"),
-        debit: vault,
-        credit: AccountKey::Burn,
-        asset: herd_core::Asset::Io,
-        amount,
-        kind: TransferKind::Single,
-        code: "slash-failed-verification".into(),
-    };
-    match app.post(&[transfer]).await {
-        Ok(_) => tracing::warn!(%device, amount, "stake slashed for a failed proof of compute"),
-        Err(error) => tracing::error!(%device, %error, "could not slash a stake"),
+        let id = format!("slash:{id}");
+        crate::slashing::slash(app, device, &id, app.config.proof.slash_bps, "slash-failed-verification").await;
     }
 }

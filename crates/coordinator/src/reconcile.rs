@@ -1,5 +1,5 @@
 //! Background reconcilers: heartbeats are flushed in one batch, silent devices go offline,
-//! expired leases end. Each tick handles a bounded batch, so a backlog drains over several
+//! expired leases end, clusters that lost a node are healed. Each tick handles a bounded batch, so a backlog drains over several
 //! ticks instead of stalling one.
 
 use tokio::sync::watch;
@@ -28,6 +28,9 @@ pub async fn run(app: App, mut shutdown: watch::Receiver<bool>) {
         }
         if let Err(error) = end_expired_leases(&app).await {
             tracing::warn!(%error, "expiry reconcile failed; retrying next tick");
+        }
+        if let Err(error) = crate::healer::heal(&app).await {
+            tracing::warn!(%error, "healing failed; retrying next tick");
         }
         if let Err(error) = app.update_prices().await {
             tracing::warn!(%error, "price update failed; retrying next tick");
@@ -63,11 +66,9 @@ async fn mark_silent_devices_offline(app: &App) -> crate::store::StoreResult<()>
     let reason =
         format!("missed {} heartbeats ({} s without a word)", app.config.missed_heartbeats_max, timeout.as_secs_f64());
     for device in app.hub.take_stale(Instant::now(), timeout) {
-        if let Some(jobs) = app.store.mark_offline(&device, &reason, now()).await? {
-            tracing::warn!(%device, %reason, lost_tasks = jobs.len(), "device offline");
-            for job in &jobs {
-                app.notify_job(job);
-            }
+        if let Some(loss) = app.store.mark_offline(&device, &reason, now()).await? {
+            tracing::warn!(%device, %reason, lost_tasks = loss.jobs.len(), cluster = ?loss.cluster, "device offline");
+            actions::apply_loss(app, &device, &loss).await?;
         }
         app.sync_market(std::slice::from_ref(&device)).await;
     }

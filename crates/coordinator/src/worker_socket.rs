@@ -297,22 +297,25 @@ async fn dispatch(
 async fn handle(app: &App, device: &Address, message: WorkerMessage) {
     let at = now();
     let result = match message {
-        WorkerMessage::TaskStarted { job_id } => {
-            let changed = app.store.task_started(&job_id, device, at).await;
+        WorkerMessage::TaskStarted { job_id, attempt } => {
+            let changed = app.store.task_started(&job_id, attempt, device, at).await;
             app.notify_job(&job_id);
             changed.map(drop)
         }
-        WorkerMessage::TaskOutput { job_id, stream, mut lines } => {
+        WorkerMessage::TaskOutput { job_id, attempt, stream, mut lines } => {
             lines.truncate(OUTPUT_LINES_PER_MESSAGE_MAX);
             for line in &mut lines {
                 truncate_utf8(line, OUTPUT_LINE_BYTES_MAX);
             }
-            let stored = app.store.append_logs(&job_id, device, stream, &lines, at).await;
+            let stored = app.store.append_logs(&job_id, attempt, device, stream, &lines, at).await;
             app.notify_job(&job_id);
             stored.map(drop)
         }
-        WorkerMessage::TaskExited { job_id, exit_code, error } => {
-            let changed = app.store.task_exited(&job_id, device, exit_code, error.as_deref(), at).await;
+        WorkerMessage::TaskExited { job_id, attempt, exit_code, error } => {
+            let changed = app.store.task_exited(&job_id, attempt, device, exit_code, error.as_deref(), at).await;
+            if matches!(changed, Ok(false)) {
+                tracing::info!(%device, job = %job_id, attempt, "exit report for a task that is not current; ignored");
+            }
             app.notify_job(&job_id);
             changed.map(drop)
         }

@@ -57,6 +57,8 @@ pub struct Request {
     /// Per GPU-hour (per node-hour for CPU clusters).
     pub price_ceiling_micros: Option<Micros>,
     pub terms: QuoteTerms,
+    /// Only this supplier's devices (a replacement node of a same-supplier cluster).
+    pub supplier: Option<SupplierKey>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -234,6 +236,7 @@ impl MarketIndex {
             && slot.cpu_cores >= request.cpu_cores_min
             && slot.ram_gib >= request.ram_gib_min
             && request.price_ceiling_micros.is_none_or(|ceiling| unit_price <= ceiling)
+            && request.supplier.is_none_or(|supplier| *self.supplier_key(slot.supplier) == supplier)
     }
 
     /// Merges buckets cheapest node first and feeds acceptable candidates to `take` until it
@@ -518,6 +521,7 @@ mod tests {
             colocation: Colocation::Anywhere,
             price_ceiling_micros: None,
             terms: QuoteTerms { hours: 1, start_now: false },
+            supplier: None,
         }
     }
 
@@ -594,5 +598,18 @@ mod tests {
         one_supplier.colocation = Colocation::SameSupplier;
         let placed = index.place(&one_supplier, &prices).unwrap();
         assert_eq!(placed.nodes[0].supplier, placed.nodes[1].supplier);
+    }
+
+    #[test]
+    fn a_supplier_filter_keeps_a_replacement_with_its_supplier() {
+        let index = pool();
+        let prices = PriceBook::new();
+        let mut replacement = request(1, 8, None);
+        replacement.supplier = Some(offer(3, H100, 8, "DE", 0).supplier);
+        let placed = index.place(&replacement, &prices).unwrap();
+        assert_eq!(placed.nodes[0].device, offer(3, H100, 8, "DE", 0).key, "the cheaper US nodes are another's");
+        replacement.supplier = Some([42; 32]);
+        assert!(index.place(&replacement, &prices).is_err());
+        assert!(place_by_scan(&index, &replacement, &prices).is_none(), "the oracle agrees");
     }
 }

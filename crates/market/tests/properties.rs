@@ -68,6 +68,7 @@ fn request_strategy() -> impl Strategy<Value = Request> {
             colocation: Colocation::Anywhere,
             price_ceiling_micros: ceiling,
             terms: QuoteTerms { hours: 1, start_now },
+            supplier: None,
         })
 }
 

@@ -271,6 +271,20 @@ pub struct ClusterNode {
     /// This node's Ray node (Ray clusters only).
     #[serde(default)]
     pub ray: Option<RayNodeStatus>,
+    /// When this device took this rank (billing for it starts here).
+    pub joined_at: Timestamp,
+}
+
+/// A device that held a rank of the cluster and no longer does (it was lost and replaced,
+/// or the lease ended): billed from `joined_at` to `left_at`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DepartedNode {
+    pub rank: u32,
+    pub device_id: Address,
+    pub node_hour_micros: Micros,
+    pub joined_at: Timestamp,
+    pub left_at: Timestamp,
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -350,6 +364,13 @@ pub struct Cluster {
     /// Ray clusters only.
     #[serde(default)]
     pub ray: Option<RayAccess>,
+    /// While the cluster is short of nodes: what was lost and what herd is doing about it
+    /// (finding a replacement, or waiting for capacity within the agreed price).
+    #[serde(default)]
+    pub healing: Option<String>,
+    /// Devices that held a rank and were replaced, oldest first (running clusters).
+    #[serde(default)]
+    pub departed: Vec<DepartedNode>,
 }
 
 // ---- jobs ----
@@ -376,7 +397,15 @@ pub struct CreateJob {
     /// Ray jobs: the job's runtime environment.
     #[serde(default)]
     pub runtime_env: Option<RayRuntimeEnv>,
+    /// How many times herd starts the job again when a node it ran on is lost (or, for a
+    /// Ray job, the head is lost), once the cluster has healed. A job that fails by itself
+    /// is not retried. At most `JOB_RETRIES_MAX`.
+    #[serde(default)]
+    pub max_retries: u32,
 }
+
+/// The most `max_retries` a job may ask for.
+pub const JOB_RETRIES_MAX: u32 = 10;
 
 impl CreateJob {
     /// `command` on every node, with no extra environment, the default image and the lease's limits.
@@ -389,6 +418,7 @@ impl CreateJob {
             limits: Default::default(),
             kind: JobKind::Command,
             runtime_env: None,
+            max_retries: 0,
         }
     }
 }
@@ -430,9 +460,19 @@ pub struct Job {
     pub finished_at: Option<Timestamp>,
     #[serde(default)]
     pub kind: JobKind,
-    /// Ray jobs: Ray's last word on the job (why it failed, …).
+    /// What happened: Ray's last word on a Ray job (why it failed, …), or why herd is
+    /// retrying the job.
     #[serde(default)]
     pub message: Option<String>,
+    /// 1 for the first run; each retry after a lost node adds one.
+    #[serde(default = "first_attempt")]
+    pub attempt: u32,
+    #[serde(default)]
+    pub max_retries: u32,
+}
+
+fn first_attempt() -> u32 {
+    1
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

@@ -8,4 +8,4 @@ pub mod signing;
 pub mod worker;
 
 /// The protocol version a worker announces; the coordinator refuses other major versions.
-pub const WORKER_PROTOCOL_VERSION: u32 = 2;
+pub const WORKER_PROTOCOL_VERSION: u32 = 3;

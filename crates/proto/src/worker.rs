@@ -31,6 +31,9 @@ pub enum ServerMessage {
     StartTask(TaskAssignment),
     StopTask {
         job_id: JobId,
+        /// Only this attempt (None: whichever runs).
+        #[serde(default)]
+        attempt: Option<u32>,
     },
     /// The lease ended: stop everything that belongs to the cluster.
     StopCluster {
@@ -94,6 +97,10 @@ pub struct RayNodeAssignment {
     /// What the node's container may use (docker runtime), as for tasks.
     #[serde(default)]
     pub limits: herd_core::TaskLimits,
+    /// The lease epoch: this device's tenure of this rank (new for every device that takes
+    /// a rank). Reports carry it back; one from an earlier tenure is refused.
+    #[serde(default)]
+    pub epoch: i64,
 }
 
 /// How a Ray node is doing, sent on every change.
@@ -109,6 +116,9 @@ pub struct RayNodeReport {
     pub head_address: Option<String>,
     /// Times the agent restarted this node after a crash.
     pub restarts: u32,
+    /// The assignment's lease epoch.
+    #[serde(default)]
+    pub epoch: i64,
 }
 
 /// Bytes a throughput test moves each way (the coordinator refuses more).
@@ -130,6 +140,15 @@ pub struct TaskAssignment {
     /// What the task may use of the leased device.
     #[serde(default)]
     pub limits: herd_core::TaskLimits,
+    /// Which run of the job this is (1, then one more per retry after a lost node). A task
+    /// is (job, attempt): every report names both, and a report of an attempt that is not
+    /// the current one is refused — a worker that was cut off cannot rewrite a retry.
+    #[serde(default = "first_attempt")]
+    pub attempt: u32,
+}
+
+fn first_attempt() -> u32 {
+    1
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -141,15 +160,21 @@ pub enum WorkerMessage {
     },
     TaskStarted {
         job_id: JobId,
+        #[serde(default = "first_attempt")]
+        attempt: u32,
     },
     TaskOutput {
         job_id: JobId,
+        #[serde(default = "first_attempt")]
+        attempt: u32,
         stream: Stream,
         lines: Vec<String>,
     },
     /// `exit_code` is None when the process was killed by a signal or never started.
     TaskExited {
         job_id: JobId,
+        #[serde(default = "first_attempt")]
+        attempt: u32,
         exit_code: Option<i32>,
         error: Option<String>,
     },
@@ -244,6 +269,8 @@ pub struct HelloPayload {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskReport {
     pub job_id: JobId,
+    #[serde(default = "first_attempt")]
+    pub attempt: u32,
     /// None while running.
     pub exited: Option<TaskExit>,
 }

@@ -140,6 +140,7 @@ pub fn requests(seed: u64, count: usize, large_every: usize) -> Vec<(Size, Reque
                 colocation: Colocation::Anywhere,
                 price_ceiling_micros: None,
                 terms: QuoteTerms { hours: rng.gen_range(1..48), start_now: true },
+                supplier: None,
             };
             (size, request)
         })

@@ -499,12 +499,13 @@ impl Session<'_> {
     async fn apply(&self, message: ServerMessage, advertise_addr: &str) {
         match message {
             ServerMessage::StartTask(assignment) => {
-                tracing::info!(job = %assignment.job_id, rank = assignment.rank, "starting task");
+                tracing::info!(job = %assignment.job_id, rank = assignment.rank, attempt = assignment.attempt,
+                    "starting task");
                 self.tasks.start(assignment);
             }
-            ServerMessage::StopTask { job_id } => {
-                tracing::info!(job = %job_id, "stopping task");
-                self.tasks.stop(&job_id);
+            ServerMessage::StopTask { job_id, attempt } => {
+                tracing::info!(job = %job_id, ?attempt, "stopping task");
+                self.tasks.stop(&job_id, attempt);
             }
             ServerMessage::StopCluster { cluster_id } => {
                 tracing::info!(cluster = %cluster_id, "lease ended; stopping its tasks");

@@ -2,7 +2,7 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use herd_core::money::format_usd;
-use herd_core::{ClusterState, DeviceState, RayNodeState};
+use herd_core::{ClusterState, RayNodeState};
 use herd_proto::api::{Cluster, CreateCluster, RayClusterState};
 
 use super::request::RequestArgs;
@@ -144,9 +144,10 @@ pub fn print_cluster(cluster: &Cluster, coordinator: &str) {
     if let Some(reason) = &cluster.end_reason {
         crate::outln!("ended: {reason}");
     }
-    let offline = cluster.nodes.iter().filter(|n| n.device_state == DeviceState::Offline).count();
-    if cluster.state == ClusterState::Running && offline > 0 {
-        crate::outln!("degraded: {offline} of {} node(s) offline; their tasks were marked lost", cluster.nodes.len());
+    if cluster.state == ClusterState::Running {
+        if let Some(healing) = &cluster.healing {
+            crate::outln!("healing: {healing}");
+        }
     }
     if let Some(ray) = &cluster.ray {
         crate::outln!(
@@ -183,6 +184,22 @@ pub fn print_cluster(cluster: &Cluster, coordinator: &str) {
         })
         .collect();
     crate::outln!("{}", table(&["RANK", "DEVICE", "STATE", "COUNTRY", "ADDRESS", "PRICE", "RAY", ""], &rows));
+    if !cluster.departed.is_empty() {
+        let rows: Vec<Vec<String>> = cluster
+            .departed
+            .iter()
+            .map(|n| {
+                let billed_ms = (n.left_at.0 - n.joined_at.0).max(0);
+                vec![
+                    n.rank.to_string(),
+                    n.device_id.to_string(),
+                    format!("{:.0} s", billed_ms as f64 / 1000.0),
+                    n.reason.clone(),
+                ]
+            })
+            .collect();
+        crate::outln!("replaced:\n{}", table(&["RANK", "DEVICE", "BILLED", "WHY"], &rows));
+    }
 }
 
 pub async fn run(context: &Context, command: ClusterCommand) -> anyhow::Result<i32> {

@@ -40,6 +40,10 @@ pub enum JobCommand {
         /// Processes and threads per node, fewer than the lease gives.
         #[arg(long)]
         pids: Option<u32>,
+        /// Run the job again (on every node) up to N times when a node it runs on is lost,
+        /// once the cluster has a replacement. A job that fails by itself is not retried.
+        #[arg(long, default_value_t = 0)]
+        max_retries: u32,
         /// The program and its arguments, after `--`.
         #[arg(last = true, required = true)]
         command: Vec<String>,
@@ -61,6 +65,10 @@ pub enum JobCommand {
         /// Print the job's id and return without following it.
         #[arg(long)]
         no_wait: bool,
+        /// Resubmit the job up to N times when the cluster loses its head, or a node while
+        /// the job fails, once the cluster has healed.
+        #[arg(long, default_value_t = 0)]
+        max_retries: u32,
         /// The entrypoint, after `--` (e.g. `-- python main.py`).
         #[arg(last = true, required = true)]
         command: Vec<String>,
@@ -145,12 +153,19 @@ fn print_summary(job: &Job) {
             ]
         })
         .collect();
-    crate::outln!("job {} {}", job.id, job.state);
+    let attempt = if job.max_retries > 0 || job.attempt > 1 {
+        format!(" (attempt {} of at most {})", job.attempt, job.max_retries + 1)
+    } else {
+        String::new()
+    };
+    crate::outln!("job {} {}{attempt}", job.id, job.state);
     if job.kind == JobKind::Ray {
         crate::outln!("ray job: {}", shell_words(&job.command));
-        if let Some(message) = &job.message {
-            crate::outln!("{message}");
-        }
+    }
+    if let Some(message) = &job.message {
+        crate::outln!("{message}");
+    }
+    if job.kind == JobKind::Ray {
         return;
     }
     if let Some(image) = &job.image {
@@ -204,7 +219,7 @@ async fn follow_to_end(client: &Client, job: &Job, json: bool, stop_on_interrupt
 pub async fn run(context: &Context, command: JobCommand) -> anyhow::Result<i32> {
     let client = context.client()?;
     match command {
-        JobCommand::Run { cluster, env, image, memory, cpus, pids, command } => {
+        JobCommand::Run { cluster, env, image, memory, cpus, pids, max_retries, command } => {
             let cluster_id = ClusterId::parse(&cluster)?;
             let request = CreateJob {
                 cluster_id,
@@ -214,6 +229,7 @@ pub async fn run(context: &Context, command: JobCommand) -> anyhow::Result<i32> 
                 limits: JobLimits { cpu_millis: cpus, memory_bytes: memory, pids_max: pids },
                 kind: JobKind::Command,
                 runtime_env: None,
+                max_retries,
             };
             let job = client.create_job(&request).await?;
             if !context.json {
@@ -226,7 +242,7 @@ pub async fn run(context: &Context, command: JobCommand) -> anyhow::Result<i32> 
             }
             Ok(if job.state == JobState::Succeeded { 0 } else { 1 })
         }
-        JobCommand::Submit { cluster, working_dir, pip, env, no_wait, command } => {
+        JobCommand::Submit { cluster, working_dir, pip, env, no_wait, max_retries, command } => {
             let cluster = client.cluster(&cluster).await?;
             let Some(ray) = &cluster.ray else {
                 anyhow::bail!(
@@ -260,6 +276,7 @@ pub async fn run(context: &Context, command: JobCommand) -> anyhow::Result<i32> 
                 env: env.into_iter().collect::<BTreeMap<_, _>>(),
                 kind: JobKind::Ray,
                 runtime_env: Some(RayRuntimeEnv { working_dir, pip }),
+                max_retries,
                 ..CreateJob::new(cluster.id.clone(), command)
             };
             let job = client.create_job(&request).await?;

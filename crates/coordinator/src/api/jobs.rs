@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use herd_core::{Address, ClusterState, JobId, JobKind, TaskLimits};
-use herd_proto::api::{CreateJob, ErrorBody, Job, LogEvent};
+use herd_proto::api::{CreateJob, ErrorBody, Job, LogEvent, JOB_RETRIES_MAX};
 use herd_proto::worker::ServerMessage;
 use serde::Deserialize;
 use tokio::sync::{broadcast, mpsc};
@@ -61,6 +61,12 @@ fn validate(request: &CreateJob) -> ApiResult<()> {
     }
     if let Some(image) = &request.image {
         validate_image(image)?;
+    }
+    if request.max_retries > JOB_RETRIES_MAX {
+        return Err(ApiError::bad_request(format!(
+            "max_retries must be 0..={JOB_RETRIES_MAX}, got {}",
+            request.max_retries
+        )));
     }
     request.limits.validate().map_err(|e| ApiError::bad_request(e.to_string()))?;
     Ok(())
@@ -118,7 +124,8 @@ pub async fn create(
         )));
     }
     let id = JobId::from_entropy(random_entropy());
-    let nodes: Vec<Address> = cluster.nodes.iter().map(|n| n.device_id.clone()).collect();
+    // A cluster short of a node (healing) runs the job on the nodes it has, each at its rank.
+    let nodes: Vec<(u32, Address)> = cluster.nodes.iter().map(|n| (n.rank, n.device_id.clone())).collect();
     let new = NewJob {
         id: &id,
         cluster_id: &cluster.id,
@@ -130,6 +137,8 @@ pub async fn create(
         nodes: &nodes,
         now: now(),
         kind: JobKind::Command,
+        max_retries: request.max_retries,
+        runtime_env: None,
     };
     app.store.create_job(&new).await?;
     for node in &cluster.nodes {
@@ -193,9 +202,11 @@ pub async fn stop(State(app): State<App>, Caller(owner): Caller, Path(id): Path<
         let job = app.store.job(&job.id).await?.ok_or_else(|| ApiError::not_found("job vanished"))?;
         return Ok(Json(super::ray::refreshed(&app, job).await?));
     }
-    if !job.state.is_terminal() {
+    if app.store.stop_waiting_retry(&job.id, now()).await? {
+        app.notify_job(&job.id);
+    } else if !job.state.is_terminal() {
         for device in app.store.request_stop(&job.id, now()).await? {
-            app.hub.send(&device, ServerMessage::StopTask { job_id: job.id.clone() });
+            app.hub.send(&device, ServerMessage::StopTask { job_id: job.id.clone(), attempt: None });
         }
         app.notify_job(&job.id);
     }
@@ -308,12 +319,15 @@ mod tests {
             limits: Default::default(),
             kind: JobKind::Command,
             runtime_env: None,
+            max_retries: 0,
         }
     }
 
     #[test]
     fn job_requests_are_bounded_and_checked() {
         assert!(validate(&job(&["echo", "hi"], &[("MY_VAR", "1")])).is_ok());
+        let retries = CreateJob { max_retries: JOB_RETRIES_MAX + 1, ..job(&["x"], &[]) };
+        assert!(validate(&retries).unwrap_err().message.contains("max_retries must be 0..=10"));
         assert!(validate(&job(&[], &[])).is_err());
         assert!(validate(&job(&[""], &[])).is_err());
         assert!(validate(&job(&["x"], &[("HERD_NODE_RANK", "5")])).unwrap_err().message.contains("reserved"));

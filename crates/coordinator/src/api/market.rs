@@ -149,6 +149,7 @@ pub fn parse_request(body: &CreateCluster) -> ApiResult<Parsed> {
         colocation,
         price_ceiling_micros,
         terms: QuoteTerms { hours, start_now: body.start_now.unwrap_or(true) },
+        supplier: None,
     };
     Ok(Parsed { request, hours, asset: body.asset.unwrap_or_default(), country: single_country })
 }

@@ -205,39 +205,10 @@ pub async fn create(app: &App, owner: &Address, request: &CreateJob, cluster: &C
         )));
     }
     let id = JobId::from_entropy(crate::auth::random_entropy());
-    let entrypoint: Vec<String> = request.command.iter().map(|w| shell_quote(w)).collect();
-    let mut runtime_env = serde_json::Map::new();
-    let RayRuntimeEnv { working_dir, pip } = request.runtime_env.clone().unwrap_or_default();
-    if let Some(dir) = working_dir {
-        runtime_env.insert("working_dir".into(), dir.into());
-    }
-    if !pip.is_empty() {
-        runtime_env.insert("pip".into(), pip.into());
-    }
-    if !request.env.is_empty() {
-        runtime_env.insert("env_vars".into(), json!(request.env));
-    }
-    let submit = json!({
-        "entrypoint": entrypoint.join(" "),
-        "submission_id": id.as_str(),
-        "runtime_env": runtime_env,
-        "metadata": {"herd_job": id.as_str(), "herd_owner": owner.as_str()},
-    });
-    // Right after a head starts, its job agent may not have registered yet: Ray answers 500
-    // without having accepted anything, so asking again is safe (the submission id is fixed).
-    let deadline = tokio::time::Instant::now() + JOB_AGENT_WAIT_MAX;
-    loop {
-        let (status, body) = ray_api(app, &cluster.id, "POST", "/api/jobs/", Some(submit.clone())).await?;
-        if status == 200 {
-            break;
-        }
-        let text = String::from_utf8_lossy(&body);
-        let agent_missing = text.contains("submit_job_internal") || text.contains("No available agent");
-        if !(status == 500 && agent_missing && tokio::time::Instant::now() < deadline) {
-            return Err(ray_refusal(status, &body));
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    let runtime_env = request.runtime_env.clone().unwrap_or_default();
+    let submission = Submission { job: &id, attempt: 1, owner, command: &request.command, env: &request.env };
+    submit(app, &cluster.id, &submission, &runtime_env).await?;
+    let runtime_env = serde_json::to_string(&runtime_env).expect("runtime envs serialise");
     let new = NewJob {
         id: &id,
         cluster_id: &cluster.id,
@@ -249,10 +220,98 @@ pub async fn create(app: &App, owner: &Address, request: &CreateJob, cluster: &C
         nodes: &[],
         now: now(),
         kind: JobKind::Ray,
+        max_retries: request.max_retries,
+        runtime_env: Some(&runtime_env),
     };
     app.store.create_job(&new).await?;
     tracing::info!(job = %id, cluster = %cluster.id, "Ray job submitted");
     refreshed(app, app.store.job(&id).await?.ok_or_else(|| ApiError::not_found("job vanished"))?).await
+}
+
+/// Ray's submission id of a job's attempt: the job id first, a new one per retry (Ray keeps
+/// finished submissions, and a re-formed cluster may be the same GCS after a node restart).
+pub fn submission_id(job: &JobId, attempt: u32) -> String {
+    if attempt <= 1 {
+        job.to_string()
+    } else {
+        format!("{job}-attempt-{attempt}")
+    }
+}
+
+/// One attempt of a Ray job, as Ray's job API takes it.
+struct Submission<'a> {
+    job: &'a JobId,
+    attempt: u32,
+    owner: &'a Address,
+    command: &'a [String],
+    env: &'a std::collections::BTreeMap<String, String>,
+}
+
+/// Submits an attempt; Ok once Ray accepted it (or already had it: a resubmission that
+/// crashed before it was recorded is not submitted twice).
+async fn submit(app: &App, cluster: &ClusterId, submission: &Submission<'_>, env: &RayRuntimeEnv) -> ApiResult<()> {
+    let id = submission_id(submission.job, submission.attempt);
+    let entrypoint: Vec<String> = submission.command.iter().map(|w| shell_quote(w)).collect();
+    let mut runtime_env = serde_json::Map::new();
+    if let Some(dir) = &env.working_dir {
+        runtime_env.insert("working_dir".into(), dir.clone().into());
+    }
+    if !env.pip.is_empty() {
+        runtime_env.insert("pip".into(), env.pip.clone().into());
+    }
+    if !submission.env.is_empty() {
+        runtime_env.insert("env_vars".into(), json!(submission.env));
+    }
+    let body = json!({
+        "entrypoint": entrypoint.join(" "),
+        "submission_id": id,
+        "runtime_env": runtime_env,
+        "metadata": {"herd_job": submission.job.as_str(), "herd_owner": submission.owner.as_str(),
+                     "herd_attempt": submission.attempt.to_string()},
+    });
+    // Right after a head starts, its job agent may not have registered yet: Ray answers 500
+    // without having accepted anything, so asking again is safe (the submission id is fixed).
+    let deadline = tokio::time::Instant::now() + JOB_AGENT_WAIT_MAX;
+    loop {
+        let (status, answer) = ray_api(app, cluster, "POST", "/api/jobs/", Some(body.clone())).await?;
+        if status == 200 {
+            return Ok(());
+        }
+        let text = String::from_utf8_lossy(&answer);
+        if submission.attempt > 1 && text.contains("already exists") {
+            return Ok(());
+        }
+        let agent_missing = text.contains("submit_job_internal") || text.contains("No available agent");
+        if !(status == 500 && agent_missing && tokio::time::Instant::now() < deadline) {
+            return Err(ray_refusal(status, &answer));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Resubmits a Ray job that lost its node (or head) to the healed cluster, once its head
+/// runs; until then the retry waits.
+pub async fn resubmit(app: &App, retry: &crate::store::Retry) -> crate::store::StoreResult<()> {
+    if !matches!(app.store.ray_head(&retry.cluster).await?, Some((_, RayNodeState::Running))) {
+        return Ok(());
+    }
+    let Some(job) = app.store.job(&retry.job).await? else { return Ok(()) };
+    let runtime_env = app.store.job_runtime_env(&job.id).await?.unwrap_or_default();
+    let env = app.store.job_env(&job.id).await?;
+    let submission =
+        Submission { job: &job.id, attempt: retry.attempt, owner: &job.owner, command: &job.command, env: &env };
+    match submit(app, &retry.cluster, &submission, &runtime_env).await {
+        Ok(()) => {
+            if app.store.ray_retry_submitted(retry).await? {
+                tracing::info!(job = %job.id, attempt = retry.attempt, "Ray job resubmitted after a lost node");
+                app.notify_job(&job.id);
+            }
+        }
+        Err(error) => {
+            tracing::warn!(job = %job.id, attempt = retry.attempt, error = %error.message, "resubmission failed; retrying next tick");
+        }
+    }
+    Ok(())
 }
 
 #[derive(Deserialize)]
@@ -268,7 +327,7 @@ pub async fn refreshed(app: &App, job: Job) -> ApiResult<Job> {
     if job.kind != JobKind::Ray || job.state.is_terminal() {
         return Ok(job);
     }
-    let path = format!("/api/jobs/{}", job.id);
+    let path = format!("/api/jobs/{}", submission_id(&job.id, job.attempt));
     let info = match ray_api(app, &job.cluster_id, "GET", &path, None).await {
         Ok((200, body)) => serde_json::from_slice::<RayJobInfo>(&body).ok(),
         Ok((404, _)) => Some(RayJobInfo {
@@ -285,6 +344,17 @@ pub async fn refreshed(app: &App, job: Job) -> ApiResult<Job> {
         "STOPPED" => JobState::Stopped,
         _ => JobState::Failed,
     };
+    // A failure while a node was lost is the node's, not the job's: retried if it may be.
+    if state == JobState::Failed && app.store.node_lost_since(&job.cluster_id, job.created_at).await? {
+        let what = format!(
+            "Ray reports the job failed after a node was lost ({})",
+            info.message.as_deref().unwrap_or("no detail")
+        );
+        if app.store.ray_job_lost_node(&job.id, &what, now()).await? {
+            app.notify_job(&job.id);
+            return Ok(app.store.job(&job.id).await?.unwrap_or(job));
+        }
+    }
     if state != job.state || info.message != job.message {
         app.store.update_ray_job(&job.id, &RayJobUpdate { state, message: info.message.as_deref() }, now()).await?;
         if state.is_terminal() {
@@ -296,7 +366,11 @@ pub async fn refreshed(app: &App, job: Job) -> ApiResult<Job> {
 }
 
 pub async fn stop(app: &App, job: &Job) -> ApiResult<()> {
-    let (status, body) = ray_api(app, &job.cluster_id, "POST", &format!("/api/jobs/{}/stop", job.id), None).await?;
+    if app.store.stop_waiting_retry(&job.id, now()).await? {
+        return Ok(());
+    }
+    let path = format!("/api/jobs/{}/stop", submission_id(&job.id, job.attempt));
+    let (status, body) = ray_api(app, &job.cluster_id, "POST", &path, None).await?;
     if status != 200 {
         return Err(ray_refusal(status, &body));
     }
@@ -312,11 +386,22 @@ struct RayLogs {
 /// gives the whole log each time; what was sent is skipped.
 pub async fn follow_logs(app: App, job: JobId, after: i64, follow: bool, sender: mpsc::Sender<Bytes>) {
     let mut sent = after.max(0);
+    // Each attempt's log starts at line 1 in Ray; herd numbers them on: (attempt, first seq).
+    let mut numbering: Option<(u32, i64)> = None;
     loop {
         let Ok(Some(current)) = app.store.job(&job).await else { return };
         let Ok(current) = refreshed(&app, current).await else { return };
         let ended = current.state.is_terminal();
-        let path = format!("/api/jobs/{job}/logs");
+        let base = match numbering {
+            Some((attempt, base)) if attempt == current.attempt => base,
+            // Resuming mid-way through a later attempt restarts its numbering after `after`.
+            _ => {
+                let base = if current.attempt <= 1 { 0 } else { sent };
+                numbering = Some((current.attempt, base));
+                base
+            }
+        };
+        let path = format!("/api/jobs/{}/logs", submission_id(&job, current.attempt));
         let logs = match ray_api(&app, &current.cluster_id, "GET", &path, None).await {
             Ok((200, body)) => serde_json::from_slice::<RayLogs>(&body).map(|l| l.logs).unwrap_or_default(),
             _ => String::new(),
@@ -324,7 +409,7 @@ pub async fn follow_logs(app: App, job: JobId, after: i64, follow: bool, sender:
         // A line still being written is sent once it is complete (or the job ended).
         let complete = if ended { logs.as_str() } else { logs.rsplit_once('\n').map_or("", |(done, _)| done) };
         for (index, text) in complete.lines().enumerate() {
-            let seq = index as i64 + 1;
+            let seq = base + index as i64 + 1;
             if seq <= sent {
                 continue;
             }

@@ -7,7 +7,7 @@ use herd_core::{
 };
 use herd_proto::api;
 use sqlx::sqlite::SqliteRow;
-use sqlx::Row;
+use sqlx::{Row, SqliteConnection};
 
 use super::devices::apply_event;
 use super::jobs::refresh_job_state;
@@ -43,6 +43,38 @@ pub struct NewCluster<'a> {
     pub ray: Option<(&'a str, u32)>,
 }
 
+/// A device taking a rank of a cluster.
+pub(super) struct Tenure<'a> {
+    pub cluster: &'a ClusterId,
+    pub rank: u32,
+    pub device: &'a Address,
+    pub node_hour_micros: Micros,
+}
+
+/// Records a device's tenure of a rank; returns its lease epoch.
+pub(super) async fn insert_node(
+    conn: &mut SqliteConnection,
+    tenure: &Tenure<'_>,
+    ray: bool,
+    head: bool,
+    now: Timestamp,
+) -> StoreResult<i64> {
+    let row = sqlx::query(
+        "INSERT INTO cluster_nodes (cluster_id, rank, device_id, node_hour_micros, ray_head, ray_state, joined_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING epoch",
+    )
+    .bind(tenure.cluster.as_str())
+    .bind(i64::from(tenure.rank))
+    .bind(tenure.device.as_str())
+    .bind(tenure.node_hour_micros)
+    .bind(head)
+    .bind(ray.then_some(RayNodeState::Starting.as_str()))
+    .bind(now.0)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(row.get(0))
+}
+
 impl Store {
     /// Applies a placement plan in one transaction. Every device must still be ready and
     /// unleased; otherwise nothing is written and the caller re-plans.
@@ -50,8 +82,8 @@ impl Store {
         let mut tx = self.write.begin().await?;
         sqlx::query(
             "INSERT INTO clusters (id, owner, state, hardware, country, created_at, expires_at,
-                price_per_hour_micros, asset, request, kind, ray_version)
-             VALUES (?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                price_per_hour_micros, asset, request, kind, ray_version, nodes_wanted)
+             VALUES (?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(new.id.as_str())
         .bind(new.owner.as_str())
@@ -64,6 +96,7 @@ impl Store {
         .bind(new.request)
         .bind(if new.ray.is_some() { ClusterKind::Ray } else { ClusterKind::Plain }.as_str())
         .bind(new.ray.map(|(version, _)| version))
+        .bind(new.devices.len() as i64)
         .execute(&mut *tx)
         .await?;
         let reason = format!("leased to cluster {}", new.id);
@@ -79,18 +112,9 @@ impl Store {
                 return Ok(Err(StalePlan { device: device.clone() }));
             }
             apply_event(&mut tx, device, DeviceState::Ready, Event::Lease, &reason, new.now).await?;
-            sqlx::query(
-                "INSERT INTO cluster_nodes (cluster_id, rank, device_id, node_hour_micros, ray_head, ray_state)
-                 VALUES (?, ?, ?, ?, ?, ?)",
-            )
-            .bind(new.id.as_str())
-            .bind(rank as i64)
-            .bind(device.as_str())
-            .bind(node_hour)
-            .bind(new.ray.is_some_and(|(_, head)| head as usize == rank))
-            .bind(new.ray.map(|_| RayNodeState::Starting.as_str()))
-            .execute(&mut *tx)
-            .await?;
+            let head = new.ray.is_some_and(|(_, head)| head as usize == rank);
+            let tenure = Tenure { cluster: new.id, rank: rank as u32, device, node_hour_micros: *node_hour };
+            insert_node(&mut tx, &tenure, new.ray.is_some(), head, new.now).await?;
         }
         tx.commit().await?;
         Ok(Ok(()))
@@ -129,16 +153,33 @@ impl Store {
 
     async fn cluster_from_row(&self, row: &SqliteRow) -> StoreResult<api::Cluster> {
         let id: ClusterId = parse_col("clusters.id", row.get("id"))?;
-        let nodes = sqlx::query(
+        // A rank's current holder (or its holder when the lease ended) has no leave reason;
+        // the devices it replaced have one.
+        let rows = sqlx::query(
             "SELECT n.rank, n.device_id, n.node_hour_micros, n.ray_head, n.ray_state, n.ray_detail, n.ray_restarts,
-                d.state, d.country, d.advertise_addr, d.simulated
+                n.joined_at, n.left_at, n.leave_reason, d.state, d.country, d.advertise_addr, d.simulated
              FROM cluster_nodes n JOIN devices d ON d.id = n.device_id
-             WHERE n.cluster_id = ? ORDER BY n.rank",
+             WHERE n.cluster_id = ? ORDER BY n.rank, n.epoch",
         )
         .bind(id.as_str())
         .fetch_all(&self.read)
         .await?;
-        let nodes = nodes
+        let (departed, current): (Vec<_>, Vec<_>) =
+            rows.iter().partition(|n| n.get::<Option<&str>, _>("leave_reason").is_some());
+        let departed = departed
+            .iter()
+            .map(|n| {
+                Ok(api::DepartedNode {
+                    rank: n.get::<i64, _>("rank") as u32,
+                    device_id: parse_col("cluster_nodes.device_id", n.get("device_id"))?,
+                    node_hour_micros: n.get("node_hour_micros"),
+                    joined_at: Timestamp(n.get("joined_at")),
+                    left_at: Timestamp(n.get::<Option<i64>, _>("left_at").unwrap_or_default()),
+                    reason: n.get::<Option<String>, _>("leave_reason").unwrap_or_default(),
+                })
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        let nodes = current
             .iter()
             .map(|n| {
                 Ok(api::ClusterNode {
@@ -158,6 +199,7 @@ impl Store {
                         }),
                         None => None,
                     },
+                    joined_at: Timestamp(n.get("joined_at")),
                 })
             })
             .collect::<StoreResult<Vec<_>>>()?;
@@ -195,6 +237,8 @@ impl Store {
             expires_at: Timestamp(row.get("expires_at")),
             ended_at: row.get::<Option<i64>, _>("ended_at").map(Timestamp),
             end_reason: row.get("end_reason"),
+            healing: row.get("healing"),
+            departed,
             id,
         })
     }
@@ -262,6 +306,11 @@ impl Store {
         let task_error = format!("cluster terminated: {reason}");
         for row in &jobs {
             let job: JobId = parse_col("jobs.id", row.get(0))?;
+            // A job waiting to be retried ends with the lease, as it stands.
+            sqlx::query("UPDATE jobs SET retry_wanted_at = NULL WHERE id = ?")
+                .bind(job.as_str())
+                .execute(&mut *tx)
+                .await?;
             sqlx::query(
                 "UPDATE job_tasks SET state = ?, error = ?, finished_at = ?
                  WHERE job_id = ? AND state IN ('pending', 'running')",
@@ -277,7 +326,7 @@ impl Store {
         }
         // Ray jobs have no tasks: they end with the cluster that runs them.
         sqlx::query(
-            "UPDATE jobs SET state = 'stopped', message = ?, finished_at = ?
+            "UPDATE jobs SET state = 'stopped', message = ?, finished_at = ?, retry_wanted_at = NULL
              WHERE cluster_id = ? AND kind = 'ray' AND state IN ('pending', 'running')",
         )
         .bind(&task_error)
@@ -289,7 +338,13 @@ impl Store {
             .bind(id.as_str())
             .execute(&mut *tx)
             .await?;
-        sqlx::query("UPDATE clusters SET ray_gcs_address = NULL WHERE id = ?")
+        // Every current tenure ends with the lease (no leave reason: they were not replaced).
+        sqlx::query("UPDATE cluster_nodes SET left_at = ? WHERE cluster_id = ? AND left_at IS NULL")
+            .bind(now.0)
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE clusters SET ray_gcs_address = NULL, healing = NULL WHERE id = ?")
             .bind(id.as_str())
             .execute(&mut *tx)
             .await?;
@@ -297,8 +352,9 @@ impl Store {
         Ok(Some(terminated))
     }
 
-    /// What metering needs to know about a lease: its terms and each node's supplier and
-    /// whether the node is up now.
+    /// What metering needs to know about a lease: its terms, every tenure of its ranks
+    /// (replaced devices included: their seconds may not all be posted yet), and how far
+    /// every current node is known to have been up.
     pub async fn lease_terms(&self, id: &ClusterId) -> StoreResult<Option<crate::billing::LeaseTerms>> {
         let Some(row) = sqlx::query("SELECT owner, asset, state, expires_at, ended_at FROM clusters WHERE id = ?")
             .bind(id.as_str())
@@ -308,8 +364,8 @@ impl Store {
             return Ok(None);
         };
         let nodes = sqlx::query(
-            "SELECT n.rank, n.node_hour_micros, d.owner, d.state, d.cluster_id
-             FROM cluster_nodes n JOIN devices d ON d.id = n.device_id WHERE n.cluster_id = ? ORDER BY n.rank",
+            "SELECT n.epoch, n.node_hour_micros, n.joined_at, n.left_at, d.owner, d.last_heartbeat_at
+             FROM cluster_nodes n JOIN devices d ON d.id = n.device_id WHERE n.cluster_id = ? ORDER BY n.epoch",
         )
         .bind(id.as_str())
         .fetch_all(&self.read)
@@ -317,12 +373,14 @@ impl Store {
         let nodes = nodes
             .iter()
             .map(|n| {
-                let still_ours = n.get::<Option<&str>, _>("cluster_id") == Some(id.as_str());
+                let joined_ms: i64 = n.get("joined_at");
                 Ok(crate::billing::BillableNode {
-                    rank: n.get::<i64, _>("rank") as u32,
+                    epoch: n.get("epoch"),
                     supplier: parse_col("devices.owner", n.get("owner"))?,
-                    up: still_ours && n.get::<&str, _>("state") == "hired",
                     node_hour_micros: n.get("node_hour_micros"),
+                    joined_ms,
+                    left_ms: n.get("left_at"),
+                    seen_ms: n.get::<Option<i64>, _>("last_heartbeat_at").unwrap_or(joined_ms).max(joined_ms),
                 })
             })
             .collect::<StoreResult<Vec<_>>>()?;

@@ -1,7 +1,7 @@
 //! Devices: registration on hello, heartbeats, state changes (each one recorded), listings.
 
 use herd_core::device::DeviceEvent as Event;
-use herd_core::{Address, ConnectivityTier, DeviceSpec, DeviceState, JobId, Timestamp};
+use herd_core::{Address, ConnectivityTier, DeviceSpec, DeviceState, Timestamp};
 use herd_proto::api;
 use herd_proto::worker::HelloPayload;
 use sqlx::sqlite::SqliteRow;
@@ -326,10 +326,16 @@ impl Store {
         Ok(())
     }
 
-    /// Marks an online device offline (None if it was not online) and fails the tasks it was
-    /// running, in one transaction: the returned jobs changed. A worker that comes back later
-    /// is told to stop those tasks when it reconnects (they are no longer wanted).
-    pub async fn mark_offline(&self, id: &Address, reason: &str, now: Timestamp) -> StoreResult<Option<Vec<JobId>>> {
+    /// Marks an online device offline (None if it was not online), in one transaction: the
+    /// tasks it was running fail (their jobs are retried when they have retries left), and
+    /// its tenure of a running cluster's rank ends at its last heartbeat, the rank left for
+    /// the healer. A worker that comes back later is told to stop what it still runs.
+    pub async fn mark_offline(
+        &self,
+        id: &Address,
+        reason: &str,
+        now: Timestamp,
+    ) -> StoreResult<Option<super::healing::Loss>> {
         let mut tx = self.write.begin().await?;
         let Some(state) = device_state(&mut tx, id).await? else {
             return Ok(None);
@@ -338,12 +344,20 @@ impl Store {
             return Ok(None);
         }
         apply_event(&mut tx, id, state, Event::Disconnect, reason, now).await?;
-        let jobs =
-            super::jobs::fail_device_tasks(&mut tx, id, &format!("lost: the device went offline ({reason})"), now)
-                .await?;
-        super::ray::lose_ray_node(&mut tx, id, reason).await?;
+        let lost_tasks = format!("lost: the device went offline ({reason})");
+        let jobs = super::jobs::fail_device_tasks(&mut tx, id, &lost_tasks, now).await?;
+        let mut loss = super::healing::Loss { jobs, ..Default::default() };
+        let what = format!("a node was lost (its device went offline: {reason})");
+        for job in &loss.jobs {
+            if super::healing::want_retry(&mut tx, job, &what, now).await? {
+                for (device, attempt) in super::healing::stop_for_retry(&mut tx, job, now).await? {
+                    loss.stop_tasks.push((device, job.clone(), attempt));
+                }
+            }
+        }
+        super::healing::lose_tenure(&mut tx, id, reason, now, &mut loss).await?;
         tx.commit().await?;
-        Ok(Some(jobs))
+        Ok(Some(loss))
     }
 
     /// Devices the database believes are online; the coordinator watches them for heartbeats

@@ -20,10 +20,13 @@ pub struct NewJob<'a> {
     pub env: &'a BTreeMap<String, String>,
     pub image: Option<&'a str>,
     pub limits: &'a JobLimits,
-    /// Devices in rank order (none for a Ray job: Ray places it).
-    pub nodes: &'a [Address],
+    /// Each node's rank and device (none for a Ray job: Ray places it).
+    pub nodes: &'a [(u32, Address)],
     pub now: Timestamp,
     pub kind: JobKind,
+    pub max_retries: u32,
+    /// Ray jobs: the runtime_env as JSON, kept to resubmit the job after a lost head.
+    pub runtime_env: Option<&'a str>,
 }
 
 /// An unfinished task of a device, as the worker must run it.
@@ -60,6 +63,24 @@ pub(super) async fn fail_device_tasks(
     Ok(jobs)
 }
 
+/// Ends the job's tasks that have not started (the worker may never have received them).
+pub(super) async fn stop_pending_tasks(
+    conn: &mut SqliteConnection,
+    job: &JobId,
+    error: &str,
+    now: Timestamp,
+) -> StoreResult<()> {
+    sqlx::query(
+        "UPDATE job_tasks SET state = 'stopped', error = ?, finished_at = ? WHERE job_id = ? AND state = 'pending'",
+    )
+    .bind(error)
+    .bind(now.0)
+    .bind(job.as_str())
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
 /// Re-derives a job's state from its tasks (the only source of truth) and stores it.
 pub(super) async fn refresh_job_state(
     conn: &mut SqliteConnection,
@@ -73,6 +94,15 @@ pub(super) async fn refresh_job_state(
         let state: String =
             sqlx::query("SELECT state FROM jobs WHERE id = ?").bind(job.as_str()).fetch_one(&mut *conn).await?.get(0);
         return parse_col("jobs.state", &state);
+    }
+    let retrying: Option<i64> = sqlx::query("SELECT retry_wanted_at FROM jobs WHERE id = ?")
+        .bind(job.as_str())
+        .fetch_one(&mut *conn)
+        .await?
+        .get(0);
+    if retrying.is_some() {
+        // Waiting for its next attempt: the previous attempt's tasks ending changes nothing.
+        return Ok(JobState::Pending);
     }
     let tasks = rows.iter().map(|r| parse_col("job_tasks.state", r.get(0))).collect::<StoreResult<Vec<TaskState>>>()?;
     let state = JobState::from_tasks(&tasks);
@@ -99,8 +129,9 @@ impl Store {
     pub async fn create_job(&self, new: &NewJob<'_>) -> StoreResult<()> {
         let mut tx = self.write.begin().await?;
         sqlx::query(
-            "INSERT INTO jobs (id, cluster_id, owner, state, command, env, image, limits, created_at, kind)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO jobs (id, cluster_id, owner, state, command, env, image, limits, created_at, kind,
+                max_retries, runtime_env)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(new.id.as_str())
         .bind(new.cluster_id.as_str())
@@ -112,12 +143,14 @@ impl Store {
         .bind(serde_json::to_string(new.limits).expect("limits serialise"))
         .bind(new.now.0)
         .bind(new.kind.as_str())
+        .bind(i64::from(new.max_retries))
+        .bind(new.runtime_env)
         .execute(&mut *tx)
         .await?;
-        for (rank, device) in new.nodes.iter().enumerate() {
+        for (rank, device) in new.nodes {
             sqlx::query("INSERT INTO job_tasks (job_id, rank, device_id, state) VALUES (?, ?, ?, 'pending')")
                 .bind(new.id.as_str())
-                .bind(rank as i64)
+                .bind(i64::from(*rank))
                 .bind(device.as_str())
                 .execute(&mut *tx)
                 .await?;
@@ -188,8 +221,31 @@ impl Store {
             finished_at: row.get::<Option<i64>, _>("finished_at").map(Timestamp),
             kind: parse_col("jobs.kind", row.get("kind"))?,
             message: row.get("message"),
+            attempt: row.get::<i64, _>("attempt") as u32,
+            max_retries: row.get::<i64, _>("max_retries") as u32,
             id,
         })
+    }
+
+    /// A Ray job's runtime_env as submitted.
+    pub async fn job_runtime_env(&self, id: &JobId) -> StoreResult<Option<api::RayRuntimeEnv>> {
+        let row = sqlx::query("SELECT runtime_env FROM jobs WHERE id = ?")
+            .bind(id.as_str())
+            .fetch_optional(&self.read)
+            .await?;
+        match row.and_then(|r| r.get::<Option<String>, _>(0)) {
+            Some(text) => Ok(Some(json_col("jobs.runtime_env", &text)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The extra environment a job was created with.
+    pub async fn job_env(&self, id: &JobId) -> StoreResult<BTreeMap<String, String>> {
+        let row = sqlx::query("SELECT env FROM jobs WHERE id = ?").bind(id.as_str()).fetch_optional(&self.read).await?;
+        match row {
+            Some(row) => json_col("jobs.env", row.get(0)),
+            None => Ok(BTreeMap::new()),
+        }
     }
 
     pub async fn job_owner(&self, id: &JobId) -> StoreResult<Option<Address>> {
@@ -205,15 +261,17 @@ impl Store {
     }
 
     /// The worker confirmed it started the task. Only the device the task was assigned to
-    /// can report on it.
-    pub async fn task_started(&self, job: &JobId, device: &Address, now: Timestamp) -> StoreResult<bool> {
+    /// can report on it, and only on the current attempt.
+    pub async fn task_started(&self, job: &JobId, attempt: u32, device: &Address, now: Timestamp) -> StoreResult<bool> {
         let mut tx = self.write.begin().await?;
         let done = sqlx::query(
-            "UPDATE job_tasks SET state = 'running', started_at = ? WHERE job_id = ? AND device_id = ? AND state = 'pending'",
+            "UPDATE job_tasks SET state = 'running', started_at = ?
+             WHERE job_id = ? AND device_id = ? AND attempt = ? AND state = 'pending'",
         )
         .bind(now.0)
         .bind(job.as_str())
         .bind(device.as_str())
+        .bind(i64::from(attempt))
         .execute(&mut *tx)
         .await?;
         if done.rows_affected() == 0 {
@@ -228,6 +286,7 @@ impl Store {
     pub async fn task_exited(
         &self,
         job: &JobId,
+        attempt: u32,
         device: &Address,
         exit_code: Option<i32>,
         error: Option<&str>,
@@ -245,7 +304,7 @@ impl Store {
         let done = sqlx::query(
             "UPDATE job_tasks SET state = ?, exit_code = ?, error = ?, finished_at = ?,
                 started_at = COALESCE(started_at, ?)
-             WHERE job_id = ? AND device_id = ? AND state IN ('pending', 'running')",
+             WHERE job_id = ? AND device_id = ? AND attempt = ? AND state IN ('pending', 'running')",
         )
         .bind(state.as_str())
         .bind(exit_code)
@@ -254,6 +313,7 @@ impl Store {
         .bind(now.0)
         .bind(job.as_str())
         .bind(device.as_str())
+        .bind(i64::from(attempt))
         .execute(&mut *tx)
         .await?;
         if done.rows_affected() == 0 {
@@ -264,20 +324,22 @@ impl Store {
         Ok(true)
     }
 
-    /// Appends output lines from the device that runs the task; false if the device has no
-    /// task in this job.
+    /// Appends output lines from the device that runs the task's current attempt; false if
+    /// the device has no such task (a stale attempt's output is dropped).
     pub async fn append_logs(
         &self,
         job: &JobId,
+        attempt: u32,
         device: &Address,
         stream: Stream,
         lines: &[String],
         now: Timestamp,
     ) -> StoreResult<bool> {
         let mut tx = self.write.begin().await?;
-        let Some(row) = sqlx::query("SELECT rank FROM job_tasks WHERE job_id = ? AND device_id = ?")
+        let Some(row) = sqlx::query("SELECT rank FROM job_tasks WHERE job_id = ? AND device_id = ? AND attempt = ?")
             .bind(job.as_str())
             .bind(device.as_str())
+            .bind(i64::from(attempt))
             .fetch_optional(&mut *tx)
             .await?
         else {
@@ -331,14 +393,7 @@ impl Store {
             .await?;
         let devices =
             rows.iter().map(|r| parse_col("job_tasks.device_id", r.get(0))).collect::<StoreResult<Vec<_>>>()?;
-        sqlx::query(
-            "UPDATE job_tasks SET state = 'stopped', error = 'stopped before it started', finished_at = ?
-             WHERE job_id = ? AND state = 'pending'",
-        )
-        .bind(now.0)
-        .bind(job.as_str())
-        .execute(&mut *tx)
-        .await?;
+        stop_pending_tasks(&mut tx, job, "stopped before it started", now).await?;
         refresh_job_state(&mut tx, job, now).await?;
         tx.commit().await?;
         Ok(devices)
@@ -348,11 +403,12 @@ impl Store {
     /// needs to run them: the task's limits are its lease's, narrowed by the job.
     pub async fn device_assignments(&self, device: &Address, job: Option<&JobId>) -> StoreResult<Vec<DeviceTask>> {
         let rows = sqlx::query(
-            "SELECT t.job_id, t.rank, t.state, j.cluster_id, j.command, j.env, j.image, j.limits, j.stop_requested,
+            "SELECT t.job_id, t.rank, t.attempt, t.state, j.cluster_id, j.command, j.env, j.image, j.limits,
+                j.stop_requested,
                 (SELECT spec FROM devices WHERE id = t.device_id) AS spec,
-                (SELECT COUNT(*) FROM cluster_nodes n WHERE n.cluster_id = j.cluster_id) AS node_count,
+                (SELECT nodes_wanted FROM clusters c WHERE c.id = j.cluster_id) AS node_count,
                 (SELECT d.advertise_addr FROM cluster_nodes n JOIN devices d ON d.id = n.device_id
-                  WHERE n.cluster_id = j.cluster_id AND n.rank = 0) AS head_addr
+                  WHERE n.cluster_id = j.cluster_id AND n.rank = 0 AND n.left_at IS NULL) AS head_addr
              FROM job_tasks t JOIN jobs j ON j.id = t.job_id
              WHERE t.device_id = ? AND t.state IN ('pending', 'running') AND (? IS NULL OR t.job_id = ?)
              ORDER BY j.created_at",
@@ -380,6 +436,7 @@ impl Store {
                     env: json_col("jobs.env", r.get("env"))?,
                     image: r.get("image"),
                     limits,
+                    attempt: r.get::<i64, _>("attempt") as u32,
                 };
                 Ok(DeviceTask {
                     assignment,

@@ -9,6 +9,7 @@
 mod accounts;
 mod clusters;
 mod devices;
+mod healing;
 mod jobs;
 mod ledger;
 mod market;
@@ -24,6 +25,7 @@ use sqlx::Row;
 
 pub use clusters::{NewCluster, StalePlan, Terminated};
 pub use devices::{DeviceFilter, HelloOutcome, HelloRefusal};
+pub use healing::{Loss, NotReplaced, Retry, Vacancy};
 pub use jobs::{DeviceTask, NewJob};
 pub use ledger::{Alongside, SignedEntry};
 pub use market::{default_floor_micros, StoredQuote};
@@ -67,6 +69,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (8, "verification", include_str!("../../migrations/0008_verification.sql")),
     (9, "job_images", include_str!("../../migrations/0009_job_images.sql")),
     (10, "ray", include_str!("../../migrations/0010_ray.sql")),
+    (11, "healing", include_str!("../../migrations/0011_healing.sql")),
 ];
 
 #[derive(Clone)]

@@ -4,7 +4,7 @@
 use herd_core::ray::RayResources;
 use herd_core::{Address, ClusterId, JobId, JobState, RayNodeState, Timestamp};
 use herd_proto::worker::{RayNodeAssignment, RayNodeReport};
-use sqlx::{Row, SqliteConnection};
+use sqlx::Row;
 
 use super::{json_col, parse_col, Store, StoreResult};
 
@@ -25,37 +25,15 @@ pub struct RayJobUpdate<'a> {
     pub message: Option<&'a str>,
 }
 
-/// The device went offline: its Ray node is failed (the cluster reads degraded, or down if it
-/// was the head, whose address is then no longer handed out).
-pub(super) async fn lose_ray_node(conn: &mut SqliteConnection, device: &Address, reason: &str) -> StoreResult<()> {
-    let rows = sqlx::query(
-        "UPDATE cluster_nodes SET ray_state = 'failed', ray_detail = ?
-         WHERE device_id = ? AND ray_state IS NOT NULL AND ray_state != 'stopped'
-           AND cluster_id IN (SELECT cluster_id FROM devices WHERE id = ? AND cluster_id IS NOT NULL)
-         RETURNING cluster_id, ray_head",
-    )
-    .bind(format!("lost: the device went offline ({reason})"))
-    .bind(device.as_str())
-    .bind(device.as_str())
-    .fetch_all(&mut *conn)
-    .await?;
-    for row in rows.iter().filter(|r| r.get::<bool, _>(1)) {
-        sqlx::query("UPDATE clusters SET ray_gcs_address = NULL WHERE id = ?")
-            .bind(row.get::<String, _>(0))
-            .execute(&mut *conn)
-            .await?;
-    }
-    Ok(())
-}
-
 impl Store {
     /// The Ray node each node of a running Ray cluster should run, in rank order; a worker
     /// node's assignment is None until the head runs (it has nothing to join yet).
     pub async fn ray_assignments(&self, cluster: &ClusterId) -> StoreResult<Vec<(Address, Option<RayNodeAssignment>)>> {
         let rows = sqlx::query(
-            "SELECT n.rank, n.device_id, n.ray_head, c.ray_version, c.ray_gcs_address, d.spec, d.simulated
+            "SELECT n.epoch, n.rank, n.device_id, n.ray_head, c.ray_version, c.ray_gcs_address, d.spec, d.simulated
              FROM cluster_nodes n JOIN clusters c ON c.id = n.cluster_id JOIN devices d ON d.id = n.device_id
-             WHERE n.cluster_id = ? AND c.state = 'running' AND c.kind = 'ray' AND d.cluster_id = c.id
+             WHERE n.cluster_id = ? AND n.left_at IS NULL AND c.state = 'running' AND c.kind = 'ray'
+               AND d.cluster_id = c.id
              ORDER BY n.rank",
         )
         .bind(cluster.as_str())
@@ -77,6 +55,7 @@ impl Store {
                     head_address: if head { None } else { gcs },
                     resources: RayResources::of_lease(&spec, row.get("simulated")),
                     limits: herd_core::TaskLimits::of_lease(&spec),
+                    epoch: row.get("epoch"),
                 };
                 Ok((device, Some(assignment)))
             })
@@ -104,33 +83,35 @@ impl Store {
     ) -> StoreResult<Option<RayReportOutcome>> {
         let mut tx = self.write.begin().await?;
         let row = sqlx::query(
-            "SELECT n.ray_head, c.ray_gcs_address FROM cluster_nodes n
+            "SELECT n.ray_head, c.ray_gcs_address, n.epoch FROM cluster_nodes n
              JOIN clusters c ON c.id = n.cluster_id JOIN devices d ON d.id = n.device_id
-             WHERE n.cluster_id = ? AND n.device_id = ? AND c.state = 'running' AND c.kind = 'ray'
-               AND d.cluster_id = c.id",
+             WHERE n.cluster_id = ? AND n.device_id = ? AND n.left_at IS NULL AND c.state = 'running'
+               AND c.kind = 'ray' AND d.cluster_id = c.id",
         )
         .bind(report.cluster_id.as_str())
         .bind(device.as_str())
         .fetch_optional(&mut *tx)
         .await?;
         let Some(row) = row else { return Ok(None) };
+        let epoch: i64 = row.get(2);
+        // A report from an earlier tenure (a device that was lost, then leased back into the
+        // same cluster) describes a node that is no longer wanted.
+        if report.epoch != 0 && report.epoch != epoch {
+            return Ok(None);
+        }
         let head: bool = row.get(0);
         let current_gcs: Option<String> = row.get(1);
         let stale_join = !head && report.head_address.is_some() && report.head_address != current_gcs;
         // A stale join is not recorded as running: the node must rejoin the current head.
         let state =
             if stale_join && report.state == RayNodeState::Running { RayNodeState::Starting } else { report.state };
-        sqlx::query(
-            "UPDATE cluster_nodes SET ray_state = ?, ray_detail = ?, ray_restarts = ?
-             WHERE cluster_id = ? AND device_id = ?",
-        )
-        .bind(state.as_str())
-        .bind(report.detail.as_deref())
-        .bind(i64::from(report.restarts))
-        .bind(report.cluster_id.as_str())
-        .bind(device.as_str())
-        .execute(&mut *tx)
-        .await?;
+        sqlx::query("UPDATE cluster_nodes SET ray_state = ?, ray_detail = ?, ray_restarts = ? WHERE epoch = ?")
+            .bind(state.as_str())
+            .bind(report.detail.as_deref())
+            .bind(i64::from(report.restarts))
+            .bind(epoch)
+            .execute(&mut *tx)
+            .await?;
         let mut gcs_changed = None;
         if head {
             let gcs = if report.state == RayNodeState::Running { report.gcs_address.clone() } else { None };
@@ -151,7 +132,7 @@ impl Store {
     pub async fn ray_head(&self, cluster: &ClusterId) -> StoreResult<Option<(Address, RayNodeState)>> {
         let row = sqlx::query(
             "SELECT n.device_id, n.ray_state FROM cluster_nodes n JOIN clusters c ON c.id = n.cluster_id
-             WHERE n.cluster_id = ? AND n.ray_head AND c.state = 'running' AND c.kind = 'ray'",
+             WHERE n.cluster_id = ? AND n.ray_head AND n.left_at IS NULL AND c.state = 'running' AND c.kind = 'ray'",
         )
         .bind(cluster.as_str())
         .fetch_optional(&self.read)
@@ -170,7 +151,7 @@ impl Store {
         sqlx::query(
             "UPDATE jobs SET state = ?, message = ?,
                 finished_at = CASE WHEN ? THEN COALESCE(finished_at, ?) ELSE NULL END
-             WHERE id = ? AND kind = 'ray' AND state IN ('pending', 'running')",
+             WHERE id = ? AND kind = 'ray' AND state IN ('pending', 'running') AND retry_wanted_at IS NULL",
         )
         .bind(update.state.as_str())
         .bind(update.message)

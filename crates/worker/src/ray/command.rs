@@ -150,6 +150,7 @@ mod tests {
                 custom: BTreeMap::from([("herd-gpu:RTX-4090".to_owned(), 2)]),
             },
             limits: Default::default(),
+            epoch: 1,
         }
     }
 

@@ -98,6 +98,7 @@ pub fn report(node: &RayNodeAssignment, status: &Status) -> RayNodeReport {
         gcs_address: status.gcs_address.clone(),
         head_address: node.head_address.clone(),
         restarts: status.restarts,
+        epoch: node.epoch,
     }
 }
 

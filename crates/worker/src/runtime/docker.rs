@@ -25,7 +25,7 @@ use herd_proto::worker::{TaskAssignment, TaskExit, WorkerMessage};
 use tokio::sync::{mpsc, watch, Mutex};
 
 use super::output::{LineSplitter, OutputSink};
-use super::{failed, task_env, OUTPUT_DRAIN_MAX, STOP_GRACE};
+use super::{failed, task_env, TaskKey, OUTPUT_DRAIN_MAX, STOP_GRACE};
 
 /// Every object herd creates carries these labels; nothing without them is ever touched.
 pub const LABEL_MANAGED: &str = "io.herd.managed";
@@ -33,6 +33,7 @@ pub const LABEL_DEVICE: &str = "io.herd.device";
 pub const LABEL_CLUSTER: &str = "io.herd.cluster";
 pub const LABEL_JOB: &str = "io.herd.job";
 pub const LABEL_RANK: &str = "io.herd.rank";
+pub const LABEL_ATTEMPT: &str = "io.herd.attempt";
 
 /// The image tasks run in when their job names none (built by `deploy/images/build.sh`).
 pub const DEFAULT_IMAGE: &str = "herd/base:bookworm";
@@ -66,7 +67,7 @@ struct LeaseNetwork {
 
 /// What the agent found of its own on the engine at start.
 pub struct Found {
-    pub job_id: JobId,
+    pub key: TaskKey,
     pub cluster_id: ClusterId,
     pub container: String,
     /// None while it still runs.
@@ -121,7 +122,8 @@ impl DockerRuntime {
     }
 
     fn container_name(&self, assignment: &TaskAssignment) -> String {
-        format!("herd-{}-{}-{}", assignment.job_id, assignment.rank, self.device.short())
+        let attempt = if assignment.attempt > 1 { format!("-a{}", assignment.attempt) } else { String::new() };
+        format!("herd-{}{attempt}-{}-{}", assignment.job_id, assignment.rank, self.device.short())
     }
 
     /// A filter for this device's objects only.
@@ -188,8 +190,9 @@ impl DockerRuntime {
             self.remove(&id).await;
             return failed(format!("cannot start the container: {}", engine_message(&error)));
         }
-        let _ = events.send(WorkerMessage::TaskStarted { job_id: assignment.job_id.clone() }).await;
-        self.follow(events, &assignment.job_id, &id, Since::Start, stop).await
+        let key = TaskKey::of(assignment);
+        let _ = events.send(WorkerMessage::TaskStarted { job_id: key.job_id.clone(), attempt: key.attempt }).await;
+        self.follow(events, &key, &id, Since::Start, stop).await
     }
 
     /// Streams a running container's output until it exits or `stop` turns true, then
@@ -197,7 +200,7 @@ impl DockerRuntime {
     pub async fn follow(
         &self,
         events: &mpsc::Sender<WorkerMessage>,
-        job_id: &JobId,
+        task: &TaskKey,
         container: &str,
         since: Since,
         mut stop: watch::Receiver<bool>,
@@ -207,7 +210,7 @@ impl DockerRuntime {
             Since::Now => unix_now(),
         };
         let logs =
-            tokio::spawn(forward_logs(self.api.clone(), container.to_owned(), events.clone(), job_id.clone(), since));
+            tokio::spawn(forward_logs(self.api.clone(), container.to_owned(), events.clone(), task.clone(), since));
         let wait = async {
             let options = WaitContainerOptions { condition: "not-running".into() };
             // The engine reports a non-zero exit as an error here; the inspection below is
@@ -374,7 +377,8 @@ impl DockerRuntime {
                 self.remove(&id).await;
                 Some(exit)
             };
-            found.push(Found { job_id, cluster_id, container: id, exit });
+            let attempt = labels.get(LABEL_ATTEMPT).and_then(|a| a.parse().ok()).unwrap_or(1);
+            found.push(Found { key: TaskKey { job_id, attempt }, cluster_id, container: id, exit });
         }
         Ok(found)
     }
@@ -413,6 +417,7 @@ fn container_body(
     let mut labels = labels(device, &assignment.cluster_id);
     labels.insert(LABEL_JOB.into(), assignment.job_id.to_string());
     labels.insert(LABEL_RANK.into(), assignment.rank.to_string());
+    labels.insert(LABEL_ATTEMPT.into(), assignment.attempt.to_string());
     let tmp_bytes = (limits.memory_bytes / 4).min(TMP_BYTES_MAX);
     let host_config = HostConfig {
         mounts: Some(vec![Mount {
@@ -546,11 +551,11 @@ fn unix_now() -> i32 {
     i32::try_from(now.as_secs()).unwrap_or(i32::MAX)
 }
 
-async fn forward_logs(api: Docker, container: String, events: mpsc::Sender<WorkerMessage>, job_id: JobId, since: i32) {
+async fn forward_logs(api: Docker, container: String, events: mpsc::Sender<WorkerMessage>, task: TaskKey, since: i32) {
     let options = LogsOptions { follow: true, stdout: true, stderr: true, since, ..Default::default() };
     let mut logs = api.logs(&container, Some(options));
-    let stdout = OutputSink::new(events.clone(), job_id.clone(), Stream::Stdout);
-    let stderr = OutputSink::new(events, job_id, Stream::Stderr);
+    let stdout = OutputSink::new(events.clone(), task.clone(), Stream::Stdout);
+    let stderr = OutputSink::new(events, task, Stream::Stderr);
     let (mut out_lines, mut err_lines) = (LineSplitter::default(), LineSplitter::default());
     while let Some(chunk) = logs.next().await {
         let sent = match chunk {
@@ -592,6 +597,7 @@ mod tests {
                 pids_max: 100,
                 gpu_uuids: gpus.iter().map(|g| g.to_string()).collect(),
             },
+            attempt: 1,
         }
     }
 

@@ -39,6 +39,29 @@ pub(crate) const OUTPUT_DRAIN_MAX: Duration = Duration::from_secs(2);
 /// Finished tasks remembered for reconnect reports; older ones are forgotten.
 const FINISHED_KEPT_MAX: usize = 256;
 
+/// A task is one attempt of a job on this device: a job retried after a lost node comes
+/// back as a new attempt, which may briefly overlap the old one being stopped.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TaskKey {
+    pub job_id: JobId,
+    pub attempt: u32,
+}
+
+impl TaskKey {
+    pub fn of(assignment: &TaskAssignment) -> TaskKey {
+        TaskKey { job_id: assignment.job_id.clone(), attempt: assignment.attempt }
+    }
+
+    /// The working directory's name: the job id, with the attempt after the first.
+    fn dir_name(&self) -> String {
+        if self.attempt <= 1 {
+            self.job_id.to_string()
+        } else {
+            format!("{}.{}", self.job_id, self.attempt)
+        }
+    }
+}
+
 struct Entry {
     cluster_id: ClusterId,
     exited: Option<TaskExit>,
@@ -51,7 +74,7 @@ struct Entry {
 
 #[derive(Default)]
 struct Table {
-    entries: HashMap<JobId, Entry>,
+    entries: HashMap<TaskKey, Entry>,
     finished_count: u64,
 }
 
@@ -86,23 +109,24 @@ impl Tasks {
                     cluster_id: found.cluster_id.clone(),
                     exited: found.exit,
                     stop,
-                    dir: self.jobs_dir.join(found.job_id.as_str()),
+                    dir: self.jobs_dir.join(found.key.dir_name()),
                     cleanup: false,
                     finished_order: table.finished_count,
                 };
-                table.entries.insert(found.job_id.clone(), entry);
+                table.entries.insert(found.key.clone(), entry);
             }
             if !running {
                 continue;
             }
-            tracing::info!(job = %found.job_id, container = found.container, "adopted a running container");
+            tracing::info!(job = %found.key.job_id, attempt = found.key.attempt, container = found.container,
+                "adopted a running container");
             let (tasks, docker) = (self.clone(), docker.clone());
             tokio::spawn(async move {
                 let since = docker::Since::Now;
-                let exit = docker.follow(&tasks.events, &found.job_id, &found.container, since, stop_rx).await;
+                let exit = docker.follow(&tasks.events, &found.key, &found.container, since, stop_rx).await;
                 // Adopted containers held their lease's network until they exited.
                 docker.release_network(&found.cluster_id).await;
-                tasks.finish(&found.job_id, exit).await;
+                tasks.finish(&found.key, exit).await;
             });
         }
     }
@@ -120,7 +144,7 @@ impl Tasks {
         self.lock()
             .entries
             .iter()
-            .map(|(job_id, e)| TaskReport { job_id: job_id.clone(), exited: e.exited.clone() })
+            .map(|(key, e)| TaskReport { job_id: key.job_id.clone(), attempt: key.attempt, exited: e.exited.clone() })
             .collect()
     }
 
@@ -129,14 +153,20 @@ impl Tasks {
     }
 
     /// Starts a task unless this agent already holds it (assignments are re-sent after
-    /// reconnects, so starting must be idempotent).
+    /// reconnects, so starting must be idempotent). An earlier attempt of the same job that
+    /// still runs is no longer wanted and is stopped.
     pub fn start(&self, assignment: TaskAssignment) {
-        let dir = self.jobs_dir.join(assignment.job_id.as_str());
+        let key = TaskKey::of(&assignment);
+        let dir = self.jobs_dir.join(key.dir_name());
         let (stop, stop_rx) = watch::channel(false);
         {
             let mut table = self.lock();
-            if table.entries.contains_key(&assignment.job_id) {
+            if table.entries.contains_key(&key) {
                 return;
+            }
+            for (old, entry) in table.entries.iter().filter(|(k, e)| k.job_id == key.job_id && e.exited.is_none()) {
+                tracing::info!(job = %old.job_id, attempt = old.attempt, "stopping an earlier attempt");
+                let _ = entry.stop.send(true);
             }
             let entry = Entry {
                 cluster_id: assignment.cluster_id.clone(),
@@ -146,12 +176,12 @@ impl Tasks {
                 cleanup: false,
                 finished_order: 0,
             };
-            table.entries.insert(assignment.job_id.clone(), entry);
+            table.entries.insert(key.clone(), entry);
         }
         let tasks = self.clone();
         tokio::spawn(async move {
             let exit = tasks.run(&assignment, &dir, stop_rx).await;
-            tasks.finish(&assignment.job_id, exit).await;
+            tasks.finish(&key, exit).await;
         });
     }
 
@@ -165,29 +195,36 @@ impl Tasks {
         }
     }
 
-    async fn finish(&self, job_id: &JobId, exit: TaskExit) {
+    async fn finish(&self, key: &TaskKey, exit: TaskExit) {
         let remove_dir = {
             let mut table = self.lock();
             table.finished_count += 1;
             let order = table.finished_count;
-            let entry = table.entries.get_mut(job_id).expect("a running task has an entry");
+            let entry = table.entries.get_mut(key).expect("a running task has an entry");
             entry.exited = Some(exit.clone());
             entry.finished_order = order;
             let remove = entry.cleanup.then(|| entry.dir.clone());
             forget_oldest_finished(&mut table);
             remove
         };
-        let message =
-            WorkerMessage::TaskExited { job_id: job_id.clone(), exit_code: exit.exit_code, error: exit.error };
+        let message = WorkerMessage::TaskExited {
+            job_id: key.job_id.clone(),
+            attempt: key.attempt,
+            exit_code: exit.exit_code,
+            error: exit.error,
+        };
         let _ = self.events.send(message).await;
         if let Some(dir) = remove_dir {
             remove_job_dir(dir).await;
         }
     }
 
-    pub fn stop(&self, job_id: &JobId) {
-        if let Some(entry) = self.lock().entries.get(job_id) {
-            let _ = entry.stop.send(true);
+    /// Stops the job's task: that attempt, or (None) whichever runs.
+    pub fn stop(&self, job_id: &JobId, attempt: Option<u32>) {
+        for (key, entry) in self.lock().entries.iter() {
+            if &key.job_id == job_id && attempt.is_none_or(|a| a == key.attempt) {
+                let _ = entry.stop.send(true);
+            }
         }
     }
 
@@ -291,6 +328,7 @@ mod tests {
             env: BTreeMap::from([("GREETING".to_string(), "hi".to_string())]),
             image: None,
             limits: Default::default(),
+            attempt: 1,
         }
     }
 
@@ -332,7 +370,7 @@ mod tests {
         tasks.start(job);
         tokio::time::sleep(Duration::from_millis(200)).await;
         let started = std::time::Instant::now();
-        tasks.stop(&job_id);
+        tasks.stop(&job_id, None);
         let (lines, code, error) = collect(receiver).await;
         assert!(lines.is_empty());
         assert_eq!(code, None);

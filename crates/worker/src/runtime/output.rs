@@ -2,7 +2,7 @@
 //! Lines are cut at `OUTPUT_LINE_BYTES_MAX` so a program that never prints a newline cannot
 //! grow the agent's memory or a message past the frame limit.
 
-use herd_core::JobId;
+use super::TaskKey;
 use herd_proto::api::Stream;
 use herd_proto::worker::{WorkerMessage, OUTPUT_LINES_PER_MESSAGE_MAX, OUTPUT_LINE_BYTES_MAX};
 use tokio::sync::mpsc;
@@ -55,20 +55,25 @@ impl LineSplitter {
 /// Sends one stream's lines as `TaskOutput` messages.
 pub struct OutputSink {
     events: mpsc::Sender<WorkerMessage>,
-    job_id: JobId,
+    task: TaskKey,
     stream: Stream,
 }
 
 impl OutputSink {
-    pub fn new(events: mpsc::Sender<WorkerMessage>, job_id: JobId, stream: Stream) -> OutputSink {
-        OutputSink { events, job_id, stream }
+    pub fn new(events: mpsc::Sender<WorkerMessage>, task: TaskKey, stream: Stream) -> OutputSink {
+        OutputSink { events, task, stream }
     }
 
     /// False once the agent's queue is gone (it is shutting down).
     pub async fn send(&self, mut lines: Vec<String>) -> bool {
         while !lines.is_empty() {
             let rest = lines.split_off(lines.len().min(OUTPUT_LINES_PER_MESSAGE_MAX));
-            let message = WorkerMessage::TaskOutput { job_id: self.job_id.clone(), stream: self.stream, lines };
+            let message = WorkerMessage::TaskOutput {
+                job_id: self.task.job_id.clone(),
+                attempt: self.task.attempt,
+                stream: self.stream,
+                lines,
+            };
             if self.events.send(message).await.is_err() {
                 return false;
             }

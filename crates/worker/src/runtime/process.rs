@@ -25,7 +25,7 @@ pub async fn run_task(
     dir: &Path,
     mut stop: watch::Receiver<bool>,
 ) -> TaskExit {
-    let job_id = assignment.job_id.clone();
+    let task = super::TaskKey::of(assignment);
     let mut command = Command::new(&assignment.command[0]);
     command
         .args(&assignment.command[1..])
@@ -45,10 +45,11 @@ pub async fn run_task(
         Ok(child) => child,
         Err(error) => return failed(format!("cannot start {:?}: {error}", assignment.command[0])),
     };
-    let _ = events.send(WorkerMessage::TaskStarted { job_id: job_id.clone() }).await;
+    let started = WorkerMessage::TaskStarted { job_id: task.job_id.clone(), attempt: task.attempt };
+    let _ = events.send(started).await;
     let group = child.id().map(|pid| Pid::from_raw(pid as i32));
-    let stdout = OutputSink::new(events.clone(), job_id.clone(), Stream::Stdout);
-    let stderr = OutputSink::new(events.clone(), job_id.clone(), Stream::Stderr);
+    let stdout = OutputSink::new(events.clone(), task.clone(), Stream::Stdout);
+    let stderr = OutputSink::new(events.clone(), task, Stream::Stderr);
     let stdout = tokio::spawn(forward(stdout, child.stdout.take()));
     let stderr = tokio::spawn(forward(stderr, child.stderr.take()));
 

@@ -1,0 +1,486 @@
+//! Self-healing in the database: a lost device leaves its rank (its tenure ends at its last
+//! heartbeat), a replacement takes the rank, and jobs that lost a node wait for the cluster to
+//! be whole again to run their next attempt. Each step is one transaction.
+
+use herd_core::device::DeviceEvent as Event;
+use herd_core::ray::choose_head;
+use herd_core::{Address, ClusterId, DeviceState, JobId, Micros, Timestamp};
+use sqlx::{Row, SqliteConnection};
+
+use super::clusters::{insert_node, Tenure};
+use super::devices::apply_event;
+use super::{parse_col, Store, StoreResult};
+
+/// What losing a device changed, for the caller to act on.
+#[derive(Debug, Default)]
+pub struct Loss {
+    /// Jobs whose state changed (wake their followers).
+    pub jobs: Vec<JobId>,
+    /// Tasks of jobs that will be retried, still running on other devices: stop them.
+    pub stop_tasks: Vec<(Address, JobId, u32)>,
+    /// The running cluster the device held a rank of (it now has a vacancy).
+    pub cluster: Option<ClusterId>,
+    /// The cluster's Ray head moved to another node (every node must rejoin it).
+    pub head_moved: bool,
+    /// The lease epoch of the tenure the device abandoned.
+    pub abandoned_epoch: Option<i64>,
+}
+
+/// A rank of a running cluster without a current holder.
+#[derive(Debug, Clone)]
+pub struct Vacancy {
+    pub cluster: ClusterId,
+    pub rank: u32,
+    /// The cluster's request (JSON `CreateCluster`), to find a device that satisfies it.
+    pub request: String,
+    /// What the rank's last holder cost: a replacement may not cost more.
+    pub node_hour_micros: Micros,
+    /// The suppliers and countries of the current nodes (for co-location).
+    pub suppliers: Vec<Address>,
+    pub countries: Vec<String>,
+    /// When a search last failed (the healer waits before searching again).
+    pub tried_at: Option<Timestamp>,
+}
+
+/// Why a replacement was not committed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotReplaced {
+    /// The device was taken (or went away) since the plan: plan again.
+    Stale,
+    /// The cluster ended or the rank was filled meanwhile: nothing to do.
+    Moot,
+}
+
+/// A job waiting for its next attempt whose cluster is whole again.
+#[derive(Debug, Clone)]
+pub struct Retry {
+    pub job: JobId,
+    pub cluster: ClusterId,
+    /// The attempt about to start.
+    pub attempt: u32,
+}
+
+/// Ends a lost device's tenure in the running cluster it is leased to: at its last heartbeat
+/// (billing stops there), the device released (so a device that comes back is not in the
+/// cluster twice, and cannot be replaced twice), the rank left for the healer. A lost Ray head
+/// hands the head to the best surviving node at once, and the Ray jobs it ran are retried or
+/// failed. Runs inside `mark_offline`'s transaction.
+pub(super) async fn lose_tenure(
+    conn: &mut SqliteConnection,
+    device: &Address,
+    reason: &str,
+    now: Timestamp,
+    loss: &mut Loss,
+) -> StoreResult<()> {
+    let Some(row) = sqlx::query(
+        "SELECT n.epoch, n.cluster_id, n.rank, n.ray_head, n.ray_state IS NOT NULL AS ray, n.joined_at,
+            d.last_heartbeat_at
+         FROM cluster_nodes n JOIN clusters c ON c.id = n.cluster_id JOIN devices d ON d.id = n.device_id
+         WHERE n.device_id = ? AND n.left_at IS NULL AND c.state = 'running'",
+    )
+    .bind(device.as_str())
+    .fetch_optional(&mut *conn)
+    .await?
+    else {
+        return Ok(());
+    };
+    let epoch: i64 = row.get("epoch");
+    let cluster: ClusterId = parse_col("cluster_nodes.cluster_id", row.get("cluster_id"))?;
+    let rank: i64 = row.get("rank");
+    let joined: i64 = row.get("joined_at");
+    let left = row.get::<Option<i64>, _>("last_heartbeat_at").unwrap_or(joined).clamp(joined, now.0.max(joined));
+    let why = format!("lost: the device went offline ({reason})");
+    sqlx::query(
+        "UPDATE cluster_nodes SET left_at = ?, leave_reason = ?,
+            ray_state = CASE WHEN ray_state IS NULL THEN NULL ELSE 'failed' END,
+            ray_detail = CASE WHEN ray_state IS NULL THEN NULL ELSE ? END
+         WHERE epoch = ?",
+    )
+    .bind(left)
+    .bind(&why)
+    .bind(&why)
+    .bind(epoch)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query("UPDATE devices SET cluster_id = NULL WHERE id = ?").bind(device.as_str()).execute(&mut *conn).await?;
+    let released = format!("released from cluster {cluster}: rank {rank} goes to a replacement");
+    apply_event(conn, device, DeviceState::Offline, Event::Release, &released, now).await?;
+    sqlx::query("UPDATE clusters SET healing = ?, heal_tried_at = NULL WHERE id = ?")
+        .bind(format!("rank {rank} was lost ({reason}); finding a replacement"))
+        .bind(cluster.as_str())
+        .execute(&mut *conn)
+        .await?;
+    if row.get::<bool, _>("ray") && row.get::<bool, _>("ray_head") {
+        loss.head_moved = move_ray_head(conn, &cluster).await?;
+        lose_ray_jobs(conn, &cluster, now, loss).await?;
+    }
+    loss.cluster = Some(cluster);
+    loss.abandoned_epoch = Some(epoch);
+    Ok(())
+}
+
+/// Makes the best surviving node the Ray head (reputation, then rank) and has every node
+/// start again around it; false if no node survives (the replacement will be the head).
+async fn move_ray_head(conn: &mut SqliteConnection, cluster: &ClusterId) -> StoreResult<bool> {
+    let survivors = sqlx::query(
+        "SELECT n.rank, d.reputation FROM cluster_nodes n JOIN devices d ON d.id = n.device_id
+         WHERE n.cluster_id = ? AND n.left_at IS NULL",
+    )
+    .bind(cluster.as_str())
+    .fetch_all(&mut *conn)
+    .await?;
+    let candidates: Vec<(u32, u16)> =
+        survivors.iter().map(|r| (r.get::<i64, _>(0) as u32, r.get::<i64, _>(1).clamp(0, 1000) as u16)).collect();
+    sqlx::query("UPDATE clusters SET ray_gcs_address = NULL WHERE id = ?")
+        .bind(cluster.as_str())
+        .execute(&mut *conn)
+        .await?;
+    let Some(head) = choose_head(&candidates) else { return Ok(false) };
+    sqlx::query(
+        "UPDATE cluster_nodes SET ray_head = (rank = ?), ray_state = 'starting',
+            ray_detail = 'the head was lost: re-forming the Ray cluster around rank ' || ?
+         WHERE cluster_id = ? AND left_at IS NULL",
+    )
+    .bind(i64::from(head))
+    .bind(i64::from(head))
+    .bind(cluster.as_str())
+    .execute(&mut *conn)
+    .await?;
+    Ok(true)
+}
+
+/// A lost head takes Ray's state with it (GCS: jobs, actors, objects): every unfinished Ray
+/// job of the cluster is retried on the re-formed cluster if it has retries left, else failed.
+async fn lose_ray_jobs(
+    conn: &mut SqliteConnection,
+    cluster: &ClusterId,
+    now: Timestamp,
+    loss: &mut Loss,
+) -> StoreResult<()> {
+    let rows = sqlx::query(
+        "SELECT id FROM jobs WHERE cluster_id = ? AND kind = 'ray' AND state IN ('pending', 'running')
+           AND retry_wanted_at IS NULL",
+    )
+    .bind(cluster.as_str())
+    .fetch_all(&mut *conn)
+    .await?;
+    for row in &rows {
+        let job: JobId = parse_col("jobs.id", row.get(0))?;
+        want_retry(conn, &job, "the Ray head node was lost", now).await?;
+        loss.jobs.push(job);
+    }
+    Ok(())
+}
+
+/// A job lost a node: if it has retries left (and was not stopped), its next attempt waits for
+/// the cluster to heal, and its tasks on other devices are stopped (returned); otherwise it
+/// ends failed. Returns whether it will be retried.
+pub(super) async fn want_retry(
+    conn: &mut SqliteConnection,
+    job: &JobId,
+    what: &str,
+    now: Timestamp,
+) -> StoreResult<bool> {
+    let Some(row) = sqlx::query("SELECT attempt, max_retries, stop_requested FROM jobs WHERE id = ?")
+        .bind(job.as_str())
+        .fetch_optional(&mut *conn)
+        .await?
+    else {
+        return Ok(false);
+    };
+    let (attempt, max_retries): (i64, i64) = (row.get(0), row.get(1));
+    let stopped: bool = row.get(2);
+    if stopped || attempt > max_retries {
+        let message = if stopped {
+            format!("{what}; the job was being stopped")
+        } else if max_retries == 0 {
+            format!("{what}; no retries were asked for (--max-retries)")
+        } else {
+            format!("{what}; all {max_retries} retries used")
+        };
+        // A command job's state follows its tasks; a Ray job's ends here.
+        sqlx::query(
+            "UPDATE jobs SET message = ?,
+                state = CASE WHEN kind = 'ray' THEN 'failed' ELSE state END,
+                finished_at = CASE WHEN kind = 'ray' THEN COALESCE(finished_at, ?) ELSE finished_at END
+             WHERE id = ?",
+        )
+        .bind(message)
+        .bind(now.0)
+        .bind(job.as_str())
+        .execute(&mut *conn)
+        .await?;
+        return Ok(false);
+    }
+    let message = format!(
+        "{what}: attempt {} of {} starts when the cluster has all its nodes again",
+        attempt + 1,
+        max_retries + 1
+    );
+    sqlx::query("UPDATE jobs SET state = 'pending', message = ?, retry_wanted_at = ?, finished_at = NULL WHERE id = ?")
+        .bind(message)
+        .bind(now.0)
+        .bind(job.as_str())
+        .execute(&mut *conn)
+        .await?;
+    Ok(true)
+}
+
+/// The job's unfinished tasks are stopped for a retry: those not started end now, the
+/// devices of the running ones are returned to be told.
+pub(super) async fn stop_for_retry(
+    conn: &mut SqliteConnection,
+    job: &JobId,
+    now: Timestamp,
+) -> StoreResult<Vec<(Address, u32)>> {
+    let running = sqlx::query("SELECT device_id, attempt FROM job_tasks WHERE job_id = ? AND state = 'running'")
+        .bind(job.as_str())
+        .fetch_all(&mut *conn)
+        .await?;
+    super::jobs::stop_pending_tasks(conn, job, "stopped: the job restarts after a lost node", now).await?;
+    running.iter().map(|r| Ok((parse_col("job_tasks.device_id", r.get(0))?, r.get::<i64, _>(1) as u32))).collect()
+}
+
+impl Store {
+    /// Ranks of running clusters that have no current holder, at most `limit`.
+    pub async fn vacancies(&self, limit: u32) -> StoreResult<Vec<Vacancy>> {
+        let clusters = sqlx::query(
+            "SELECT c.id, c.request, c.nodes_wanted, c.heal_tried_at FROM clusters c
+             WHERE c.state = 'running'
+               AND (SELECT COUNT(*) FROM cluster_nodes n WHERE n.cluster_id = c.id AND n.left_at IS NULL) < c.nodes_wanted
+             ORDER BY c.created_at LIMIT ?",
+        )
+        .bind(limit)
+        .fetch_all(&self.read)
+        .await?;
+        let mut vacancies = Vec::new();
+        for row in &clusters {
+            let cluster: ClusterId = parse_col("clusters.id", row.get("id"))?;
+            let current = sqlx::query(
+                "SELECT n.rank, d.owner, d.country FROM cluster_nodes n JOIN devices d ON d.id = n.device_id
+                 WHERE n.cluster_id = ? AND n.left_at IS NULL",
+            )
+            .bind(cluster.as_str())
+            .fetch_all(&self.read)
+            .await?;
+            let held: Vec<i64> = current.iter().map(|r| r.get(0)).collect();
+            let suppliers =
+                current.iter().map(|r| parse_col("devices.owner", r.get(1))).collect::<StoreResult<Vec<Address>>>()?;
+            let countries: Vec<String> = current.iter().map(|r| r.get(2)).collect();
+            for rank in (0..row.get::<i64, _>("nodes_wanted")).filter(|r| !held.contains(r)) {
+                let price: Option<i64> = sqlx::query(
+                    "SELECT node_hour_micros FROM cluster_nodes WHERE cluster_id = ? AND rank = ? ORDER BY epoch DESC LIMIT 1",
+                )
+                .bind(cluster.as_str())
+                .bind(rank)
+                .fetch_optional(&self.read)
+                .await?
+                .map(|r| r.get(0));
+                vacancies.push(Vacancy {
+                    cluster: cluster.clone(),
+                    rank: rank as u32,
+                    request: row.get::<Option<String>, _>("request").unwrap_or_else(|| "{}".into()),
+                    node_hour_micros: price.unwrap_or(0),
+                    suppliers: suppliers.clone(),
+                    countries: countries.clone(),
+                    tried_at: row.get::<Option<i64>, _>("heal_tried_at").map(Timestamp),
+                });
+            }
+        }
+        Ok(vacancies)
+    }
+
+    /// Gives a vacant rank to `device`, which must still be ready and unleased. A Ray
+    /// cluster without a head (every node was lost) gets its head back this way.
+    pub async fn commit_replacement(
+        &self,
+        vacancy: &Vacancy,
+        device: &Address,
+        node_hour_micros: Micros,
+        now: Timestamp,
+    ) -> StoreResult<Result<i64, NotReplaced>> {
+        let mut tx = self.write.begin().await?;
+        let cluster = sqlx::query(
+            "SELECT c.kind, c.nodes_wanted,
+                EXISTS (SELECT 1 FROM cluster_nodes n WHERE n.cluster_id = c.id AND n.rank = ? AND n.left_at IS NULL),
+                EXISTS (SELECT 1 FROM cluster_nodes n WHERE n.cluster_id = c.id AND n.ray_head AND n.left_at IS NULL)
+             FROM clusters c WHERE c.id = ? AND c.state = 'running'",
+        )
+        .bind(i64::from(vacancy.rank))
+        .bind(vacancy.cluster.as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(cluster) = cluster else { return Ok(Err(NotReplaced::Moot)) };
+        if cluster.get::<bool, _>(2) {
+            return Ok(Err(NotReplaced::Moot));
+        }
+        let taken =
+            sqlx::query("UPDATE devices SET cluster_id = ? WHERE id = ? AND state = 'ready' AND cluster_id IS NULL")
+                .bind(vacancy.cluster.as_str())
+                .bind(device.as_str())
+                .execute(&mut *tx)
+                .await?;
+        if taken.rows_affected() != 1 {
+            return Ok(Err(NotReplaced::Stale));
+        }
+        let reason = format!("leased to cluster {} (replacing rank {})", vacancy.cluster, vacancy.rank);
+        apply_event(&mut tx, device, DeviceState::Ready, Event::Lease, &reason, now).await?;
+        let ray = cluster.get::<&str, _>(0) == "ray";
+        let head = ray && !cluster.get::<bool, _>(3);
+        let tenure = Tenure { cluster: &vacancy.cluster, rank: vacancy.rank, device, node_hour_micros };
+        let epoch = insert_node(&mut tx, &tenure, ray, head, now).await?;
+        let held: i64 = sqlx::query("SELECT COUNT(*) FROM cluster_nodes WHERE cluster_id = ? AND left_at IS NULL")
+            .bind(vacancy.cluster.as_str())
+            .fetch_one(&mut *tx)
+            .await?
+            .get(0);
+        let wanted: i64 = cluster.get(1);
+        let healing = (held < wanted).then(|| format!("{} of {wanted} nodes; finding replacements", held));
+        sqlx::query("UPDATE clusters SET healing = ?, heal_tried_at = NULL WHERE id = ?")
+            .bind(healing)
+            .bind(vacancy.cluster.as_str())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Ok(epoch))
+    }
+
+    /// Records a search for a replacement that found none (the customer sees why).
+    pub async fn heal_deferred(&self, cluster: &ClusterId, why: &str, now: Timestamp) -> StoreResult<()> {
+        sqlx::query("UPDATE clusters SET healing = ?, heal_tried_at = ? WHERE id = ? AND state = 'running'")
+            .bind(why)
+            .bind(now.0)
+            .bind(cluster.as_str())
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    /// Command jobs waiting for a retry whose previous attempt has fully ended and whose
+    /// cluster has all its nodes again; Ray jobs waiting for a retry whose cluster runs.
+    pub async fn due_retries(&self, limit: u32) -> StoreResult<Vec<Retry>> {
+        let rows = sqlx::query(
+            "SELECT j.id, j.cluster_id, j.attempt FROM jobs j JOIN clusters c ON c.id = j.cluster_id
+             WHERE j.retry_wanted_at IS NOT NULL AND c.state = 'running'
+               AND NOT EXISTS (SELECT 1 FROM job_tasks t WHERE t.job_id = j.id AND t.state IN ('pending', 'running'))
+               AND (j.kind = 'ray'
+                    OR (SELECT COUNT(*) FROM cluster_nodes n WHERE n.cluster_id = c.id AND n.left_at IS NULL) = c.nodes_wanted)
+             ORDER BY j.retry_wanted_at LIMIT ?",
+        )
+        .bind(limit)
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Retry {
+                    job: parse_col("jobs.id", r.get(0))?,
+                    cluster: parse_col("jobs.cluster_id", r.get(1))?,
+                    attempt: r.get::<i64, _>(2) as u32 + 1,
+                })
+            })
+            .collect()
+    }
+
+    /// Starts a command job's next attempt: each task goes to its rank's current holder,
+    /// pending again. Returns the devices to send the tasks to; None if the retry is no
+    /// longer due (stopped, already started, the cluster short again).
+    pub async fn start_retry(&self, retry: &Retry, now: Timestamp) -> StoreResult<Option<Vec<Address>>> {
+        let mut tx = self.write.begin().await?;
+        let due = sqlx::query(
+            "SELECT j.max_retries FROM jobs j JOIN clusters c ON c.id = j.cluster_id
+             WHERE j.id = ? AND j.attempt = ? AND j.retry_wanted_at IS NOT NULL AND c.state = 'running'
+               AND NOT EXISTS (SELECT 1 FROM job_tasks t WHERE t.job_id = j.id AND t.state IN ('pending', 'running'))
+               AND (SELECT COUNT(*) FROM cluster_nodes n WHERE n.cluster_id = c.id AND n.left_at IS NULL) = c.nodes_wanted",
+        )
+        .bind(retry.job.as_str())
+        .bind(i64::from(retry.attempt) - 1)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(due) = due else { return Ok(None) };
+        let max_retries: i64 = due.get(0);
+        let rows = sqlx::query(
+            "UPDATE job_tasks SET attempt = ?, state = 'pending', exit_code = NULL, error = NULL, started_at = NULL,
+                finished_at = NULL,
+                device_id = (SELECT n.device_id FROM cluster_nodes n
+                             WHERE n.cluster_id = ? AND n.rank = job_tasks.rank AND n.left_at IS NULL)
+             WHERE job_id = ? RETURNING device_id",
+        )
+        .bind(i64::from(retry.attempt))
+        .bind(retry.cluster.as_str())
+        .bind(retry.job.as_str())
+        .fetch_all(&mut *tx)
+        .await?;
+        let devices =
+            rows.iter().map(|r| parse_col("job_tasks.device_id", r.get(0))).collect::<StoreResult<Vec<_>>>()?;
+        let message = format!("attempt {} of {} (the previous one lost a node)", retry.attempt, max_retries + 1);
+        sqlx::query(
+            "UPDATE jobs SET attempt = ?, state = 'pending', message = ?, retry_wanted_at = NULL, finished_at = NULL
+             WHERE id = ?",
+        )
+        .bind(i64::from(retry.attempt))
+        .bind(&message)
+        .bind(retry.job.as_str())
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("INSERT INTO job_logs (job_id, rank, stream, text, at) VALUES (?, 0, 'stderr', ?, ?)")
+            .bind(retry.job.as_str())
+            .bind(format!("herd: {message}"))
+            .bind(now.0)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Some(devices))
+    }
+
+    /// A Ray job was resubmitted to its re-formed cluster as `attempt`.
+    pub async fn ray_retry_submitted(&self, retry: &Retry) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE jobs SET attempt = ?, state = 'pending', retry_wanted_at = NULL, finished_at = NULL,
+                message = 'attempt ' || ? || ' of ' || (max_retries + 1) || ' (resubmitted after a lost node)'
+             WHERE id = ? AND attempt = ? AND retry_wanted_at IS NOT NULL",
+        )
+        .bind(i64::from(retry.attempt))
+        .bind(i64::from(retry.attempt))
+        .bind(retry.job.as_str())
+        .bind(i64::from(retry.attempt) - 1)
+        .execute(&self.write)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Stops a job that waits for its next attempt (nothing of it runs); false if it does
+    /// not wait.
+    pub async fn stop_waiting_retry(&self, job: &JobId, now: Timestamp) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE jobs SET state = 'stopped', stop_requested = 1, retry_wanted_at = NULL, finished_at = ?,
+                message = 'stopped while it waited to be retried'
+             WHERE id = ? AND retry_wanted_at IS NOT NULL",
+        )
+        .bind(now.0)
+        .bind(job.as_str())
+        .execute(&self.write)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// A Ray job's failure coincided with a lost node: retried if it has retries left.
+    pub async fn ray_job_lost_node(&self, job: &JobId, what: &str, now: Timestamp) -> StoreResult<bool> {
+        let mut tx = self.write.begin().await?;
+        let retried = want_retry(&mut tx, job, what, now).await?;
+        tx.commit().await?;
+        Ok(retried)
+    }
+
+    /// Whether a node of the cluster was lost after `since` (a Ray job that failed then may
+    /// have failed because of it).
+    pub async fn node_lost_since(&self, cluster: &ClusterId, since: Timestamp) -> StoreResult<bool> {
+        let row = sqlx::query(
+            "SELECT EXISTS (SELECT 1 FROM cluster_nodes WHERE cluster_id = ? AND leave_reason IS NOT NULL AND left_at >= ?)",
+        )
+        .bind(cluster.as_str())
+        .bind(since.0)
+        .fetch_one(&self.read)
+        .await?;
+        Ok(row.get(0))
+    }
+}
