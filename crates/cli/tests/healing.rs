@@ -5,12 +5,9 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use ed25519_dalek::SigningKey;
 use herd_cli::client::Client;
 use herd_core::{Address, Asset, ClusterKind, DeviceState, JobState, TaskState};
 use herd_ledger::{AccountKey, Ledger};
@@ -22,42 +19,6 @@ const REPLACEMENT_TARGET: Duration = Duration::from_secs(30);
 const FLOOR: &str = "3.60";
 /// What `new_account` deposits.
 const START_BALANCE: i128 = 10_000_000_000;
-
-struct Machine {
-    supplier: Address,
-    device: Address,
-    process: Child,
-}
-
-impl Drop for Machine {
-    fn drop(&mut self) {
-        let _ = self.process.kill();
-        let _ = self.process.wait();
-    }
-}
-
-/// A worker agent as its own process (process runtime, real hardware detection and proof of
-/// compute), paired to a supplier account of its own.
-async fn machine(network: &TestNetwork, name: &str) -> Machine {
-    let (key, client): (SigningKey, Client) = new_account(&network.url).await;
-    let supplier = herd_keys::address_of(&key);
-    let code = client.pairing_code().await.unwrap();
-    let data_dir: PathBuf = network.dir.path().join(name);
-    let process = Command::new(env!("CARGO_BIN_EXE_herd"))
-        .args(["worker", "start", "--coordinator", &network.url, "--runtime", "process", "--owner"])
-        .arg(supplier.as_str())
-        .args(["--pairing-code", &code.code, "--floor-price", FLOOR, "--advertise-addr", "127.0.0.1"])
-        .arg("--data-dir")
-        .arg(&data_dir)
-        .env("HERD_CONFIG_DIR", network.dir.path().join("config"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    devices_in_state(&network.url, &supplier, DeviceState::Ready, 1).await;
-    let device = Client::new(&network.url, None).devices(&format!("owner={supplier}")).await.unwrap()[0].id.clone();
-    Machine { supplier, device, process }
-}
 
 fn usdc(ledger: &Ledger, key: &AccountKey) -> i128 {
     ledger.balance(key, Asset::Usdc)
@@ -75,7 +36,7 @@ async fn a_killed_worker_is_replaced_its_job_retried_and_every_second_billed_exa
     let network = TestNetwork::start(0).await;
     let mut machines = Vec::new();
     for i in 0..5 {
-        machines.push(machine(&network, &format!("m{i}")).await);
+        machines.push(WorkerProcess::start(&network, &format!("m{i}"), &["--floor-price", FLOOR]).await);
     }
     let (_, customer) = new_account(&network.url).await;
     let request = CreateCluster { nodes: 4, hours: Some(1), kind: Some(ClusterKind::Plain), ..Default::default() };
@@ -104,8 +65,7 @@ async fn a_killed_worker_is_replaced_its_job_retried_and_every_second_billed_exa
     let victim = machines.iter_mut().find(|m| m.device == lost).unwrap();
     let lost_supplier = victim.supplier.clone();
     let killed = Instant::now();
-    victim.process.kill().unwrap();
-    victim.process.wait().unwrap();
+    victim.kill_machine();
     let public = Client::new(&network.url, None);
     eventually("the loss to be detected", Duration::from_secs(10), || async {
         (public.device(lost.as_str()).await.ok()?.device.state == DeviceState::Offline).then_some(())

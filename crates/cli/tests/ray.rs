@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use common::{eventually, shared_ray_envs, TestNetwork};
+use common::{eventually, processes_with_home, shared_ray_envs, TestNetwork};
 use ed25519_dalek::SigningKey;
 use herd_cli::client::Client;
 use herd_cli::credentials::{sign_in, Credentials};
@@ -73,22 +73,6 @@ async fn ready(client: &Client, cluster: &Cluster) -> Cluster {
         (cluster.ray.as_ref().unwrap().state == RayClusterState::Ready).then_some(cluster)
     })
     .await
-}
-
-/// Processes whose HOME is `home` (the Ray node processes an agent started there): pid and
-/// command line.
-fn processes_with_home(home: &Path) -> Vec<(u32, String)> {
-    let wanted = format!("HOME={}", home.display());
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
-        let Ok(environ) = std::fs::read(entry.path().join("environ")) else { continue };
-        if environ.split(|b| *b == 0).any(|var| var == wanted.as_bytes()) {
-            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-            found.push((pid, text(&cmdline).replace('\0', " ")));
-        }
-    }
-    found
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

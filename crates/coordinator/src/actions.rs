@@ -153,3 +153,90 @@ pub async fn record_ray_report(app: &App, device: &Address, report: &RayNodeRepo
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use herd_core::{Asset, ClusterId, JobId, JobKind, JobLimits, Timestamp};
+    use herd_proto::worker::TaskExit;
+    use tokio::time::Instant;
+
+    use super::*;
+    use crate::store::{NewCluster, NewJob};
+    use crate::test_support::{admitted_device, temp_store, test_app};
+
+    /// A worker that was cut off comes back still running attempt 1 of a job whose attempt 2
+    /// it now holds (it was leased back into the cluster): the old attempt is stopped first,
+    /// then the current one is sent; its report of the old attempt's exit changes nothing.
+    #[tokio::test]
+    async fn a_returning_worker_stops_a_stale_attempt_and_gets_the_current_one() {
+        let (_dir, store, url) = temp_store().await;
+        let owner = Address::from_public_key(&[1; 32]);
+        let device = Address::from_public_key(&[2; 32]);
+        store.register_account(&owner, "hash", Timestamp(0)).await.unwrap();
+        admitted_device(&store, &device, &owner).await;
+        let (app, _stop) = test_app(&store, url).await;
+        let cluster = ClusterId::from_entropy([3; 8]);
+        let devices = [(device.clone(), 1_000)];
+        let at = now();
+        let new = NewCluster {
+            id: &cluster,
+            owner: &owner,
+            hardware: "CPU",
+            country: None,
+            devices: &devices,
+            price_per_hour_micros: 1_000,
+            asset: Asset::Usdc,
+            request: "{}",
+            now: at,
+            expires_at: Timestamp(at.0 + 3_600_000),
+            ray: None,
+        };
+        store.commit_cluster(&new).await.unwrap().unwrap();
+        let job = JobId::from_entropy([4; 8]);
+        let (command, env, nodes) = (vec!["true".to_owned()], BTreeMap::new(), [(0, device.clone())]);
+        let new_job = NewJob {
+            id: &job,
+            cluster_id: &cluster,
+            owner: &owner,
+            command: &command,
+            env: &env,
+            image: None,
+            limits: &JobLimits::default(),
+            nodes: &nodes,
+            now: at,
+            kind: JobKind::Command,
+            max_retries: 1,
+            runtime_env: None,
+        };
+        store.create_job(&new_job).await.unwrap();
+        // Attempt 1 was lost; attempt 2 waits on the device as a pending task.
+        store.task_started(&job, 1, &device, at).await.unwrap();
+        store.task_exited(&job, 1, &device, None, Some("lost"), at).await.unwrap();
+        let retry = crate::store::Retry { job: job.clone(), cluster: cluster.clone(), attempt: 2 };
+        store.mark_retry_wanted_for_tests(&job).await;
+        store.start_retry(&retry, at).await.unwrap().unwrap();
+
+        let (_connection, mut outbox) = app.hub.attach(&device, Instant::now());
+        let stale_running = TaskReport { job_id: job.clone(), attempt: 1, exited: None };
+        adopt(&app, &device, &[stale_running]).await.unwrap();
+        let first = outbox.try_recv().unwrap();
+        assert!(
+            matches!(first, ServerMessage::StopTask { ref job_id, attempt: Some(1) } if job_id == &job),
+            "{first:?}"
+        );
+        let second = outbox.try_recv().unwrap();
+        assert!(matches!(second, ServerMessage::StartTask(ref a) if a.job_id == job && a.attempt == 2), "{second:?}");
+
+        let stale_exit = TaskExit { exit_code: Some(0), error: None };
+        let stale = TaskReport { job_id: job.clone(), attempt: 1, exited: Some(stale_exit) };
+        adopt(&app, &device, &[stale]).await.unwrap();
+        let shown = store.job(&job).await.unwrap().unwrap();
+        assert_eq!(
+            (shown.state, shown.attempt),
+            (herd_core::JobState::Pending, 2),
+            "attempt 1's exit is not attempt 2's"
+        );
+    }
+}

@@ -87,6 +87,8 @@ pub struct AppInner {
     pub job_events: broadcast::Sender<JobId>,
     pub metrics: Metrics,
     pub shutdown: watch::Receiver<bool>,
+    /// Ray jobs being resubmitted now (each runs off the reconcile loop, once).
+    pub resubmitting: std::sync::Mutex<std::collections::HashSet<JobId>>,
 }
 
 #[derive(Clone)]
@@ -114,6 +116,7 @@ impl App {
             job_events,
             metrics: Metrics::new(),
             shutdown,
+            resubmitting: Default::default(),
         }))
     }
 

@@ -30,12 +30,28 @@ pub async fn heal(app: &App) -> StoreResult<()> {
     }
     for retry in app.store.due_retries(RETRIES_PER_TICK_MAX).await? {
         match app.store.job(&retry.job).await? {
-            Some(job) if job.kind == herd_core::JobKind::Ray => crate::api::ray::resubmit(app, &retry).await?,
+            Some(job) if job.kind == herd_core::JobKind::Ray => resubmit(app, retry),
             Some(_) => start_retry(app, &retry).await?,
             None => {}
         }
     }
     Ok(())
+}
+
+/// Resubmits a Ray job off the reconcile loop (Ray's job API may take seconds to answer a
+/// head that just started), at most once at a time per job.
+fn resubmit(app: &App, retry: Retry) {
+    let fresh = app.resubmitting.lock().unwrap_or_else(|p| p.into_inner()).insert(retry.job.clone());
+    if !fresh {
+        return;
+    }
+    let app = app.clone();
+    tokio::spawn(async move {
+        if let Err(error) = crate::api::ray::resubmit(&app, &retry).await {
+            tracing::warn!(job = %retry.job, %error, "could not resubmit the Ray job; retrying next tick");
+        }
+        app.resubmitting.lock().unwrap_or_else(|p| p.into_inner()).remove(&retry.job);
+    });
 }
 
 /// Finds, takes and commits one replacement for a vacant rank, or records why there is none.

@@ -22,6 +22,8 @@ mod server;
 mod settlement;
 mod slashing;
 pub mod store;
+#[cfg(test)]
+mod test_support;
 mod tunnel;
 mod worker_socket;
 

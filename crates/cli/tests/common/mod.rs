@@ -210,3 +210,70 @@ pub fn rig(
     config.advertise_addr = Some("127.0.0.1".into());
     start_agent(config)
 }
+
+/// Processes whose HOME is `home` (the Ray node processes an agent started there): pid and
+/// command line.
+pub fn processes_with_home(home: &Path) -> Vec<(u32, String)> {
+    let wanted = format!("HOME={}", home.display());
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(environ) = std::fs::read(entry.path().join("environ")) else { continue };
+        if environ.split(|b| *b == 0).any(|var| var == wanted.as_bytes()) {
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            found.push((pid, String::from_utf8_lossy(&cmdline).replace('\0', " ")));
+        }
+    }
+    found
+}
+
+/// A worker agent as its own `herd worker start` process, paired to a supplier account of
+/// its own, so it can die for real (SIGKILL) and each device's earnings are its supplier's.
+pub struct WorkerProcess {
+    pub supplier: Address,
+    pub device: Address,
+    pub data_dir: std::path::PathBuf,
+    pub process: std::process::Child,
+}
+
+impl WorkerProcess {
+    /// Starts the agent (process runtime) with `args` added; returns once its device is ready.
+    pub async fn start(network: &TestNetwork, name: &str, args: &[&str]) -> WorkerProcess {
+        let (key, client) = new_account(&network.url).await;
+        let supplier = herd_keys::address_of(&key);
+        let code = client.pairing_code().await.unwrap();
+        let data_dir = network.dir.path().join(name);
+        let process = std::process::Command::new(env!("CARGO_BIN_EXE_herd"))
+            .args(["worker", "start", "--coordinator", &network.url, "--runtime", "process", "--owner"])
+            .arg(supplier.as_str())
+            .args(["--pairing-code", &code.code, "--advertise-addr", "127.0.0.1"])
+            .args(args)
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .env("HERD_CONFIG_DIR", network.dir.path().join("config"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        devices_in_state(&network.url, &supplier, DeviceState::Ready, 1).await;
+        let device = Client::new(&network.url, None).devices(&format!("owner={supplier}")).await.unwrap()[0].id.clone();
+        WorkerProcess { supplier, device, data_dir, process }
+    }
+
+    /// The machine dies: SIGKILL to the agent and to every process it started with HOME
+    /// under its data directory (what a power cut does to a machine).
+    pub fn kill_machine(&mut self) {
+        self.process.kill().unwrap();
+        self.process.wait().unwrap();
+        for (pid, _) in processes_with_home(&self.data_dir.join("ray-home")) {
+            let _ = std::process::Command::new("kill").args(["-9", &pid.to_string()]).status();
+        }
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}

@@ -463,6 +463,13 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
+    #[cfg(test)]
+    pub async fn mark_retry_wanted_for_tests(&self, job: &JobId) {
+        let mut tx = self.write.begin().await.unwrap();
+        assert!(want_retry(&mut tx, job, "a test lost a node", Timestamp(0)).await.unwrap());
+        tx.commit().await.unwrap();
+    }
+
     /// A Ray job's failure coincided with a lost node: retried if it has retries left.
     pub async fn ray_job_lost_node(&self, job: &JobId, what: &str, now: Timestamp) -> StoreResult<bool> {
         let mut tx = self.write.begin().await?;
@@ -482,5 +489,130 @@ impl Store {
         .fetch_one(&self.read)
         .await?;
         Ok(row.get(0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use herd_core::{Asset, JobKind, JobLimits, JobState, TaskState};
+
+    use super::*;
+    use crate::store::{NewCluster, NewJob};
+    use crate::test_support::{admitted_device, hello, temp_store};
+
+    fn key(n: u8) -> Address {
+        Address::from_public_key(&[n; 32])
+    }
+
+    /// The whole life of a lost node in the database: its tenure ends at its last heartbeat,
+    /// its late reports are refused, the job waits, the replacement takes the rank, the
+    /// retry runs there, and the device that comes back is neither in the cluster nor
+    /// replaced a second time.
+    #[tokio::test]
+    async fn a_lost_node_is_replaced_once_and_its_late_reports_are_refused() {
+        let (_dir, store, _) = temp_store().await;
+        let owner = key(1);
+        store.register_account(&owner, "hash", Timestamp(0)).await.unwrap();
+        let (d0, d1, d2) = (key(10), key(11), key(12));
+        for device in [&d0, &d1, &d2] {
+            admitted_device(&store, device, &owner).await;
+        }
+        let cluster = ClusterId::from_entropy([1; 8]);
+        let t0 = Timestamp(1_000_000);
+        let devices = [(d0.clone(), 1_000), (d1.clone(), 2_000)];
+        let new = NewCluster {
+            id: &cluster,
+            owner: &owner,
+            hardware: "CPU",
+            country: None,
+            devices: &devices,
+            price_per_hour_micros: 3_000,
+            asset: Asset::Usdc,
+            request: r#"{"nodes": 2}"#,
+            now: t0,
+            expires_at: Timestamp(t0.0 + 3_600_000),
+            ray: None,
+        };
+        store.commit_cluster(&new).await.unwrap().unwrap();
+        let job = JobId::from_entropy([2; 8]);
+        let nodes = [(0, d0.clone()), (1, d1.clone())];
+        let (command, env) = (vec!["true".to_owned()], BTreeMap::new());
+        let new_job = NewJob {
+            id: &job,
+            cluster_id: &cluster,
+            owner: &owner,
+            command: &command,
+            env: &env,
+            image: None,
+            limits: &JobLimits::default(),
+            nodes: &nodes,
+            now: t0,
+            kind: JobKind::Command,
+            max_retries: 1,
+            runtime_env: None,
+        };
+        store.create_job(&new_job).await.unwrap();
+        for device in [&d0, &d1] {
+            assert!(store.task_started(&job, 1, device, t0).await.unwrap());
+        }
+        let last_beat = Timestamp(t0.0 + 5_000);
+        store.record_heartbeats(&[(d1.clone(), last_beat, Default::default())]).await.unwrap();
+
+        let loss = store.mark_offline(&d1, "test", Timestamp(t0.0 + 20_000)).await.unwrap().unwrap();
+        assert_eq!(loss.cluster.as_ref(), Some(&cluster));
+        assert_eq!(loss.jobs, [job.clone()]);
+        assert_eq!(loss.stop_tasks, [(d0.clone(), job.clone(), 1)], "the survivor's task stops for the retry");
+        let shown = store.cluster(&cluster).await.unwrap().unwrap();
+        assert_eq!(shown.nodes.iter().map(|n| n.rank).collect::<Vec<_>>(), [0]);
+        assert_eq!(shown.departed[0].left_at, last_beat, "billed to its last heartbeat, not to its detection");
+        assert!(shown.healing.unwrap().starts_with("rank 1 was lost"));
+        assert_eq!(store.device(&d1).await.unwrap().unwrap().cluster_id, None, "released");
+
+        // The lost device's late words change nothing.
+        assert!(!store.task_exited(&job, 1, &d1, Some(0), None, t0).await.unwrap());
+        assert!(!store.append_logs(&job, 1, &d1, api_stream(), &["late".into()], t0).await.unwrap());
+        let waiting = store.job(&job).await.unwrap().unwrap();
+        assert_eq!(waiting.state, JobState::Pending);
+        assert!(waiting.message.unwrap().contains("attempt 2 of 2 starts when"), "the customer is told");
+        assert!(store.due_retries(10).await.unwrap().is_empty(), "rank 0 still runs the first attempt");
+        assert!(store.task_exited(&job, 1, &d0, None, Some("stopped"), t0).await.unwrap());
+        assert_eq!(store.job(&job).await.unwrap().unwrap().state, JobState::Pending, "still waiting for a node");
+        assert!(store.due_retries(10).await.unwrap().is_empty(), "the cluster is not whole yet");
+
+        let vacancies = store.vacancies(10).await.unwrap();
+        assert_eq!(vacancies.len(), 1);
+        let vacancy = &vacancies[0];
+        assert_eq!((vacancy.rank, vacancy.node_hour_micros), (1, 2_000), "no dearer than the lost node");
+        let at = Timestamp(t0.0 + 21_000);
+        let epoch = store.commit_replacement(vacancy, &d2, 1_500, at).await.unwrap().unwrap();
+        assert_eq!(store.commit_replacement(vacancy, &d0, 1_500, at).await.unwrap(), Err(NotReplaced::Moot));
+        let healed = store.cluster(&cluster).await.unwrap().unwrap();
+        assert!(healed.healing.is_none());
+        assert_eq!(healed.nodes[1].device_id, d2);
+        assert_eq!(healed.nodes[1].joined_at, at, "billed from when it joined");
+
+        let retries = store.due_retries(10).await.unwrap();
+        assert_eq!((retries.len(), retries[0].attempt), (1, 2));
+        let started = store.start_retry(&retries[0], at).await.unwrap().unwrap();
+        assert_eq!(started, [d0.clone(), d2.clone()]);
+        assert!(store.start_retry(&retries[0], at).await.unwrap().is_none(), "started once");
+        assert!(!store.task_started(&job, 1, &d0, at).await.unwrap(), "attempt 1 is over");
+        assert!(store.task_started(&job, 2, &d2, at).await.unwrap());
+        let tasks = store.device_assignments(&d2, Some(&job)).await.unwrap();
+        assert_eq!((tasks[0].assignment.attempt, tasks[0].state), (2, TaskState::Running));
+
+        // The lost device comes back: ready, in no cluster; losing it again replaces nothing.
+        store.device_hello(&hello(&d1, &owner), at).await.unwrap().unwrap();
+        assert_eq!(store.device(&d1).await.unwrap().unwrap().state, herd_core::DeviceState::Ready);
+        let again = store.mark_offline(&d1, "flapping", at).await.unwrap().unwrap();
+        assert!(again.cluster.is_none() && again.abandoned_epoch.is_none());
+        assert!(store.vacancies(10).await.unwrap().is_empty(), "not replaced twice");
+        assert!(epoch > 2, "a new tenure has a new epoch");
+    }
+
+    fn api_stream() -> herd_proto::api::Stream {
+        herd_proto::api::Stream::Stdout
     }
 }

@@ -325,7 +325,7 @@ impl Store {
     }
 
     /// Appends output lines from the device that runs the task's current attempt; false if
-    /// the device has no such task (a stale attempt's output is dropped).
+    /// the device runs no such task (a stale attempt's or a lost device's output is dropped).
     pub async fn append_logs(
         &self,
         job: &JobId,
@@ -336,12 +336,17 @@ impl Store {
         now: Timestamp,
     ) -> StoreResult<bool> {
         let mut tx = self.write.begin().await?;
-        let Some(row) = sqlx::query("SELECT rank FROM job_tasks WHERE job_id = ? AND device_id = ? AND attempt = ?")
-            .bind(job.as_str())
-            .bind(device.as_str())
-            .bind(i64::from(attempt))
-            .fetch_optional(&mut *tx)
-            .await?
+        // Output precedes its task's exit report on the worker's queue, so a finished task
+        // takes none: what arrives then is from a device that was declared lost.
+        let Some(row) = sqlx::query(
+            "SELECT rank FROM job_tasks
+             WHERE job_id = ? AND device_id = ? AND attempt = ? AND state IN ('pending', 'running')",
+        )
+        .bind(job.as_str())
+        .bind(device.as_str())
+        .bind(i64::from(attempt))
+        .fetch_optional(&mut *tx)
+        .await?
         else {
             return Ok(false);
         };

@@ -1,0 +1,77 @@
+//! Fixtures for the coordinator's unit tests: a store with admitted devices, an app over it.
+
+use herd_core::{Address, DeviceState};
+use herd_proto::worker::HelloPayload;
+
+use crate::app::{now, App, CoordinatorConfig};
+use crate::store::Store;
+
+/// A fresh store on a temporary file (kept alive by the returned directory), with its URL.
+pub async fn temp_store() -> (tempfile::TempDir, Store, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("t.db").display());
+    let store = Store::open(&url).await.unwrap();
+    (dir, store, url)
+}
+
+/// An app over `store` with its market and books loaded (the sender keeps it running).
+pub async fn test_app(store: &Store, url: String) -> (App, tokio::sync::watch::Sender<bool>) {
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    let market = crate::market::SharedMarket::load(store).await.unwrap();
+    let books = crate::books::SharedBooks::load(store, None).await.unwrap();
+    let config = CoordinatorConfig::new(url, "127.0.0.1:0".parse().unwrap());
+    (App::new(store.clone(), market, books, config, shutdown), stop)
+}
+
+/// Registers a device and admits it the way a passed proof of compute does.
+pub async fn admitted_device(store: &Store, device: &Address, owner: &Address) {
+    store.device_hello(&hello(device, owner), now()).await.unwrap().unwrap();
+    let id = format!("poc-{device}");
+    let params = herd_verify::Params { n: 64, rows: 64, steps: 2, stride: 1, openings: 1 };
+    let new = crate::store::NewVerification {
+        id: &id,
+        device,
+        purpose: "admission",
+        claim: "simulated",
+        params,
+        expected_ms: 1,
+        deadline_ms: 1,
+    };
+    store.begin_verification(&new, now()).await.unwrap();
+    let passed = crate::store::Verdict {
+        finish: crate::store::Finish::Passed { next_check_at: herd_core::Timestamp(now().0 + 3_600_000) },
+        reason: "test".into(),
+        committed_at: None,
+        verify_us: Some(1),
+    };
+    let state = store.finish_verification(&id, device, &passed, now()).await.unwrap();
+    assert_eq!(state, Some(DeviceState::Ready));
+}
+
+pub fn hello(device: &Address, owner: &Address) -> HelloPayload {
+    HelloPayload {
+        protocol_version: herd_proto::WORKER_PROTOCOL_VERSION,
+        nonce: "n".into(),
+        device_key: device.clone(),
+        owner: owner.clone(),
+        country: "FR".into(),
+        simulated: true,
+        advertise_addr: "127.0.0.1".into(),
+        agent_version: "test".into(),
+        spec: herd_core::DeviceSpec {
+            hostname: "h".into(),
+            os: "Linux".into(),
+            arch: "x86_64".into(),
+            cpu: herd_core::CpuSpec { model: "cpu".into(), physical_cores: 1, logical_cores: 2 },
+            memory_bytes: 1 << 30,
+            disk_bytes: 1 << 30,
+            gpus: vec![],
+        },
+        owner_endorsement: None,
+        pairing_code: None,
+        floor_micros: None,
+        throughput: None,
+        tasks: vec![],
+        ray_nodes: vec![],
+    }
+}
