@@ -562,7 +562,7 @@ mod tests {
 
         let loss = store.mark_offline(&d1, "test", Timestamp(t0.0 + 20_000)).await.unwrap().unwrap();
         assert_eq!(loss.cluster.as_ref(), Some(&cluster));
-        assert_eq!(loss.jobs, [job.clone()]);
+        assert_eq!(loss.jobs, std::slice::from_ref(&job));
         assert_eq!(loss.stop_tasks, [(d0.clone(), job.clone(), 1)], "the survivor's task stops for the retry");
         let shown = store.cluster(&cluster).await.unwrap().unwrap();
         assert_eq!(shown.nodes.iter().map(|n| n.rank).collect::<Vec<_>>(), [0]);
