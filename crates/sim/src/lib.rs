@@ -3,6 +3,7 @@
 //! A fleet is a pure function of its seed: the same seed gives the same machines, models and
 //! countries everywhere, so a failing run can be replayed.
 
+pub mod chaos;
 pub mod market;
 
 use herd_core::catalog;
