@@ -136,6 +136,10 @@ impl Deref for App {
 /// The coordinator's one reading of the wall clock (for stored timestamps).
 #[allow(clippy::disallowed_methods)] // the one marked place
 pub fn now() -> Timestamp {
+    #[cfg(test)]
+    if let Some(ms) = simulation::NOW.with(std::cell::Cell::get) {
+        return Timestamp(ms);
+    }
     let since_epoch = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
     Timestamp(since_epoch.as_millis() as i64)
 }
@@ -172,5 +176,28 @@ impl Drop for SessionGuard<'_> {
         if self.0.live.fetch_sub(1, Ordering::SeqCst) == 1 {
             self.0.idle.notify_waiters();
         }
+    }
+}
+
+/// Hooks of the deterministic simulation (tests only): the clock and the entropy of new ids
+/// come from the simulation on the thread that runs it (a current-thread runtime), and from
+/// the system everywhere else.
+#[cfg(test)]
+pub mod simulation {
+    use std::cell::{Cell, RefCell};
+
+    use rand::rngs::StdRng;
+
+    thread_local! {
+        pub(crate) static NOW: Cell<Option<i64>> = const { Cell::new(None) };
+        pub(crate) static ENTROPY: RefCell<Option<StdRng>> = const { RefCell::new(None) };
+    }
+
+    pub fn set_now(ms: Option<i64>) {
+        NOW.with(|now| now.set(ms));
+    }
+
+    pub fn set_entropy(rng: Option<StdRng>) {
+        ENTROPY.with(|entropy| *entropy.borrow_mut() = rng);
     }
 }

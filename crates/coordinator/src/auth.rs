@@ -24,6 +24,15 @@ pub fn random_token() -> String {
 
 pub fn random_entropy() -> [u8; 8] {
     let mut bytes = [0u8; 8];
+    #[cfg(test)]
+    {
+        use rand::Rng;
+        let simulated = crate::app::simulation::ENTROPY
+            .with(|entropy| entropy.borrow_mut().as_mut().map(|rng| rng.gen::<[u8; 8]>()));
+        if let Some(simulated) = simulated {
+            return simulated;
+        }
+    }
     OsRng.fill_bytes(&mut bytes);
     bytes
 }

@@ -195,12 +195,14 @@ impl Hub {
     /// connection, if any. The caller records them offline.
     pub fn take_stale(&self, now: Instant, timeout: Duration) -> Vec<Address> {
         let mut inner = self.lock();
-        let stale: Vec<Address> = inner
+        let mut stale: Vec<Address> = inner
             .last_seen
             .iter()
             .filter(|(_, seen)| now.duration_since(**seen) > timeout)
             .map(|(d, _)| d.clone())
             .collect();
+        // In a stable order, so what follows (replacements) does not depend on hashing.
+        stale.sort_unstable_by(|a, b| a.as_str().cmp(b.as_str()));
         for device in &stale {
             inner.last_seen.remove(device);
             inner.connections.remove(device);

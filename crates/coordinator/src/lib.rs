@@ -20,6 +20,8 @@ pub mod proving;
 mod reconcile;
 mod server;
 mod settlement;
+#[cfg(test)]
+mod simulation;
 mod slashing;
 pub mod store;
 #[cfg(test)]

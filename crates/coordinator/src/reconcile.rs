@@ -13,7 +13,7 @@ const EXPIRED_PER_TICK_MAX: u32 = 100;
 pub async fn run(app: App, mut shutdown: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(app.config.reconcile_interval);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut reputations_aged: Option<Instant> = None;
+    let mut state = TickState::default();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -22,30 +22,41 @@ pub async fn run(app: App, mut shutdown: watch::Receiver<bool>) {
                 return;
             }
         }
-        flush_heartbeats(&app).await;
-        if let Err(error) = mark_silent_devices_offline(&app).await {
-            tracing::warn!(%error, "liveness reconcile failed; retrying next tick");
-        }
-        if let Err(error) = end_expired_leases(&app).await {
-            tracing::warn!(%error, "expiry reconcile failed; retrying next tick");
-        }
-        if let Err(error) = crate::healer::heal(&app).await {
-            tracing::warn!(%error, "healing failed; retrying next tick");
-        }
-        if let Err(error) = app.update_prices().await {
-            tracing::warn!(%error, "price update failed; retrying next tick");
-        }
-        app.meter_leases().await;
-        app.expire_holds().await;
-        if let Err(error) = app.run_economy().await {
-            tracing::warn!(%error, "reward or buyback run failed; retrying next tick");
-        }
-        if reputations_aged.is_none_or(|at| at.elapsed() >= REPUTATION_INTERVAL) {
-            reputations_aged = Some(Instant::now());
-            match app.store.age_reputations(now()).await {
-                Ok(changed) => app.sync_market(&changed).await,
-                Err(error) => tracing::warn!(%error, "reputation pass failed; retrying next pass"),
-            }
+        self::tick(&app, Instant::now(), &mut state).await;
+    }
+}
+
+/// What the reconcilers remember between ticks.
+#[derive(Default)]
+pub(crate) struct TickState {
+    reputations_aged: Option<Instant>,
+}
+
+/// One pass of every reconciler, as of `at`.
+pub(crate) async fn tick(app: &App, at: Instant, state: &mut TickState) {
+    flush_heartbeats(app).await;
+    if let Err(error) = mark_silent_devices_offline(app, at).await {
+        tracing::warn!(%error, "liveness reconcile failed; retrying next tick");
+    }
+    if let Err(error) = end_expired_leases(app).await {
+        tracing::warn!(%error, "expiry reconcile failed; retrying next tick");
+    }
+    if let Err(error) = crate::healer::heal(app).await {
+        tracing::warn!(%error, "healing failed; retrying next tick");
+    }
+    if let Err(error) = app.update_prices().await {
+        tracing::warn!(%error, "price update failed; retrying next tick");
+    }
+    app.meter_leases().await;
+    app.expire_holds().await;
+    if let Err(error) = app.run_economy().await {
+        tracing::warn!(%error, "reward or buyback run failed; retrying next tick");
+    }
+    if state.reputations_aged.is_none_or(|aged| at.duration_since(aged) >= REPUTATION_INTERVAL) {
+        state.reputations_aged = Some(at);
+        match app.store.age_reputations(now()).await {
+            Ok(changed) => app.sync_market(&changed).await,
+            Err(error) => tracing::warn!(%error, "reputation pass failed; retrying next pass"),
         }
     }
 }
@@ -61,11 +72,11 @@ async fn flush_heartbeats(app: &App) {
     }
 }
 
-async fn mark_silent_devices_offline(app: &App) -> crate::store::StoreResult<()> {
+async fn mark_silent_devices_offline(app: &App, at: Instant) -> crate::store::StoreResult<()> {
     let timeout = app.config.offline_after();
     let reason =
         format!("missed {} heartbeats ({} s without a word)", app.config.missed_heartbeats_max, timeout.as_secs_f64());
-    for device in app.hub.take_stale(Instant::now(), timeout) {
+    for device in app.hub.take_stale(at, timeout) {
         if let Some(loss) = app.store.mark_offline(&device, &reason, now()).await? {
             tracing::warn!(%device, %reason, lost_tasks = loss.jobs.len(), cluster = ?loss.cluster, "device offline");
             actions::apply_loss(app, &device, &loss).await?;
@@ -131,11 +142,11 @@ mod tests {
 
         tokio::time::advance(Duration::from_secs(14)).await;
         app.hub.touch(&chatty, Instant::now());
-        mark_silent_devices_offline(&app).await.unwrap();
+        mark_silent_devices_offline(&app, Instant::now()).await.unwrap();
         assert_eq!(state(quiet.clone()).await, DeviceState::Ready, "14 s is within 3 × 5 s");
 
         tokio::time::advance(Duration::from_secs(2)).await;
-        mark_silent_devices_offline(&app).await.unwrap();
+        mark_silent_devices_offline(&app, Instant::now()).await.unwrap();
         assert_eq!(state(quiet.clone()).await, DeviceState::Offline);
         assert_eq!(state(chatty.clone()).await, DeviceState::Ready, "it spoke 2 s ago");
         assert!(!app.hub.is_connected(&quiet), "its connection is dropped");

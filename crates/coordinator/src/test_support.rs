@@ -25,7 +25,13 @@ pub async fn test_app(store: &Store, url: String) -> (App, tokio::sync::watch::S
 
 /// Registers a device and admits it the way a passed proof of compute does.
 pub async fn admitted_device(store: &Store, device: &Address, owner: &Address) {
-    store.device_hello(&hello(device, owner), now()).await.unwrap().unwrap();
+    admit(store, &hello(device, owner)).await;
+}
+
+/// Registers the device of `hello` and admits it the way a passed proof of compute does.
+pub async fn admit(store: &Store, hello: &HelloPayload) {
+    let device = &hello.device_key;
+    store.device_hello(hello, now()).await.unwrap().unwrap();
     let id = format!("poc-{device}");
     let params = herd_verify::Params { n: 64, rows: 64, steps: 2, stride: 1, openings: 1 };
     let new = crate::store::NewVerification {

@@ -182,14 +182,7 @@ async fn serve(app: App, socket: WebSocket, hello: HelloPayload) {
         app.hub.detach(&device, connection);
         return;
     }
-    if let Err(error) = actions::adopt(&app, &device, &hello.tasks).await {
-        tracing::error!(%device, %error, "could not reconcile the worker's tasks");
-    }
-    if let Err(error) = actions::adopt_ray(&app, &device, &hello.ray_nodes).await {
-        tracing::error!(%device, %error, "could not reconcile the worker's Ray nodes");
-    }
-    offer_speedtest(&app, &device);
-    app.proofs.wake.notify_one();
+    connected(&app, &device, &hello).await;
     // Messages that wait on the database are handled in order by their own task, so a busy
     // database never delays reading the socket: liveness and proof replies (timed against a
     // deadline) are taken as they arrive.
@@ -253,6 +246,19 @@ async fn serve(app: App, socket: WebSocket, hello: HelloPayload) {
     tracing::info!(%device, "worker disconnected");
 }
 
+/// A worker's session began: what it holds is reconciled with the database, and it is
+/// offered a throughput test and (if due) a proof.
+pub(crate) async fn connected(app: &App, device: &Address, hello: &HelloPayload) {
+    if let Err(error) = actions::adopt(app, device, &hello.tasks).await {
+        tracing::error!(%device, %error, "could not reconcile the worker's tasks");
+    }
+    if let Err(error) = actions::adopt_ray(app, device, &hello.ray_nodes).await {
+        tracing::error!(%device, %error, "could not reconcile the worker's Ray nodes");
+    }
+    offer_speedtest(app, device);
+    app.proofs.wake.notify_one();
+}
+
 /// Takes one message off the socket: what needs no database is applied now, the rest is
 /// queued for the connection's handler (waiting for room keeps memory bounded).
 async fn dispatch(
@@ -294,7 +300,7 @@ async fn dispatch(
     Ok(())
 }
 
-async fn handle(app: &App, device: &Address, message: WorkerMessage) {
+pub(crate) async fn handle(app: &App, device: &Address, message: WorkerMessage) {
     let at = now();
     let result = match message {
         WorkerMessage::TaskStarted { job_id, attempt } => {

@@ -15,6 +15,8 @@ use super::Context;
 
 #[path = "bench_cluster.rs"]
 mod cluster;
+#[path = "bench_heal.rs"]
+mod heal;
 #[path = "bench_ledger.rs"]
 mod ledger;
 #[path = "bench_proof.rs"]
@@ -34,6 +36,9 @@ pub enum BenchCommand {
     /// Ray clusters: `cluster create` to Ray ready on every node, against `ray start` of the
     /// same nodes by hand, side by side.
     Cluster(cluster::ClusterArgs),
+    /// Self-healing: a node's agent stops without a word; the time until its device is
+    /// offline and until a replacement holds its rank, against the 15 s and 30 s targets.
+    Heal(heal::HealArgs),
 }
 
 #[derive(Debug, Args)]
@@ -121,6 +126,7 @@ pub async fn run(context: &Context, command: BenchCommand) -> anyhow::Result<i32
         BenchCommand::Ledger(args) => return ledger::run(context, &args).await,
         BenchCommand::Proof(args) => return proof::run(context, &args).await,
         BenchCommand::Cluster(args) => return cluster::run(context, &args).await,
+        BenchCommand::Heal(args) => return heal::run(context, &args).await,
     };
     let report = tokio::task::spawn_blocking(move || bench_market(&args)).await?;
     if context.json {

@@ -251,7 +251,7 @@ pub async fn delete(
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub struct DeleteQuery {
     /// How the unused hold comes back: `asset` (default, the lease's asset) or `credits`.
-    refund: Option<String>,
+    pub(crate) refund: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]

@@ -1,15 +1,15 @@
 //! The `/v1` JSON API, `/metrics`, and the index page.
 
 mod accounts;
-mod clusters;
+pub(crate) mod clusters;
 mod devices;
-mod jobs;
+pub(crate) mod jobs;
 pub(crate) mod market;
 pub(crate) mod ray;
 mod speedtest;
 mod stake;
 mod system;
-mod wallet;
+pub(crate) mod wallet;
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::{self, Next};

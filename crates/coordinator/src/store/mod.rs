@@ -15,6 +15,8 @@ mod ledger;
 mod market;
 mod payouts;
 mod ray;
+#[cfg(test)]
+mod snapshot;
 mod verifications;
 
 use std::str::FromStr;
