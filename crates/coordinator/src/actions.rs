@@ -166,6 +166,36 @@ mod tests {
     use crate::store::{NewCluster, NewJob};
     use crate::test_support::{admitted_device, temp_store, test_app};
 
+    /// A device that drops out of a hired lease loses 1 % of its stake, once per tenure.
+    #[tokio::test]
+    async fn abandoning_a_hired_lease_is_slashed_once() {
+        use herd_ledger::{AccountKey, Transfer, TransferKind};
+
+        let (_dir, store, url) = temp_store().await;
+        let (app, _stop) = test_app(&store, url).await;
+        app.ensure_genesis().await.unwrap();
+        let device = Address::from_public_key(&[5; 32]);
+        let vault = AccountKey::StakeVault(device.to_string());
+        let stake = Transfer {
+            id: "stake:test".into(),
+            debit: AccountKey::Treasury,
+            credit: vault.clone(),
+            asset: Asset::Io,
+            amount: 1_000_000_000,
+            kind: TransferKind::Single,
+            code: "stake".into(),
+        };
+        app.post(&[stake]).await.unwrap();
+        let loss = crate::store::Loss { abandoned_epoch: Some(7), ..Default::default() };
+        apply_loss(&app, &device, &loss).await.unwrap();
+        apply_loss(&app, &device, &loss).await.unwrap();
+        let staked = app.books.read(|b| b.ledger.balance(&vault, Asset::Io)).await;
+        assert_eq!(staked, 990_000_000, "1 % burned, the same offence not twice");
+        let idle = crate::store::Loss::default();
+        apply_loss(&app, &device, &idle).await.unwrap();
+        assert_eq!(app.books.read(|b| b.ledger.balance(&vault, Asset::Io)).await, 990_000_000);
+    }
+
     /// A worker that was cut off comes back still running attempt 1 of a job whose attempt 2
     /// it now holds (it was leased back into the cluster): the old attempt is stopped first,
     /// then the current one is sent; its report of the old attempt's exit changes nothing.
