@@ -49,7 +49,11 @@ pub async fn adopt(app: &App, device: &Address, reports: &[TaskReport]) -> Store
             }
             None if *state == TaskState::Running => {
                 let error = "lost: the worker no longer runs this task (it restarted)";
-                app.store.task_exited(job, attempt, device, None, Some(error), at).await?;
+                for (other, other_attempt) in
+                    app.store.task_lost(job, attempt, device, error, at).await?.unwrap_or_default()
+                {
+                    crate::healer::stop_task(app, &other, job, other_attempt);
+                }
                 app.notify_job(job);
             }
             None if *stop_requested => {}

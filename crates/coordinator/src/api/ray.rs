@@ -330,10 +330,16 @@ pub async fn refreshed(app: &App, job: Job) -> ApiResult<Job> {
     let path = format!("/api/jobs/{}", submission_id(&job.id, job.attempt));
     let info = match ray_api(app, &job.cluster_id, "GET", &path, None).await {
         Ok((200, body)) => serde_json::from_slice::<RayJobInfo>(&body).ok(),
-        Ok((404, _)) => Some(RayJobInfo {
-            status: "FAILED".into(),
-            message: Some("Ray no longer knows this job (its head restarted)".into()),
-        }),
+        Ok((404, _)) => {
+            // The head restarted (or moved) since: Ray's state went with it. Retried if the
+            // job may be, else it fails saying so.
+            let what = "Ray no longer knows this job (its head restarted)";
+            if app.store.ray_job_lost_node(&job.id, what, now()).await? {
+                tracing::info!(job = %job.id, "Ray job lost with its head; it will be resubmitted");
+            }
+            app.notify_job(&job.id);
+            return Ok(app.store.job(&job.id).await?.unwrap_or(job));
+        }
         Ok(_) | Err(_) => None,
     };
     let Some(info) = info else { return Ok(job) };

@@ -448,6 +448,43 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
+    /// A task its worker no longer runs (the agent restarted and lost it) ends failed; its
+    /// job is retried like one that lost its node, if it may be. Returns the other tasks to
+    /// stop for the retry; None if the task had already ended.
+    pub async fn task_lost(
+        &self,
+        job: &JobId,
+        attempt: u32,
+        device: &Address,
+        error: &str,
+        now: Timestamp,
+    ) -> StoreResult<Option<Vec<(Address, u32)>>> {
+        let mut tx = self.write.begin().await?;
+        let failed = sqlx::query(
+            "UPDATE job_tasks SET state = 'failed', error = ?, finished_at = ?, started_at = COALESCE(started_at, ?)
+             WHERE job_id = ? AND device_id = ? AND attempt = ? AND state IN ('pending', 'running')",
+        )
+        .bind(error)
+        .bind(now.0)
+        .bind(now.0)
+        .bind(job.as_str())
+        .bind(device.as_str())
+        .bind(i64::from(attempt))
+        .execute(&mut *tx)
+        .await?;
+        if failed.rows_affected() == 0 {
+            return Ok(None);
+        }
+        let mut stop = Vec::new();
+        if want_retry(&mut tx, job, "a node lost its task (its worker restarted)", now).await? {
+            stop = stop_for_retry(&mut tx, job, now).await?;
+        } else {
+            super::jobs::refresh_job_state(&mut tx, job, now).await?;
+        }
+        tx.commit().await?;
+        Ok(Some(stop))
+    }
+
     /// Stops a job that waits for its next attempt (nothing of it runs); false if it does
     /// not wait.
     pub async fn stop_waiting_retry(&self, job: &JobId, now: Timestamp) -> StoreResult<bool> {
