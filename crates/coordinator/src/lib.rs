@@ -27,6 +27,7 @@ pub mod store;
 #[cfg(test)]
 mod test_support;
 mod tunnel;
+mod web;
 mod worker_socket;
 
 pub use app::CoordinatorConfig;

@@ -149,6 +149,11 @@ impl PriceBook {
     }
 
     /// Price now minus the oldest price within the last 24 h.
+    /// The hourly samples of the last 24 h, oldest first: (ms since the epoch, price).
+    pub fn history(&self, model: usize) -> Vec<(i64, Micros)> {
+        self.models[model].history.iter().copied().collect()
+    }
+
     pub fn change_24h(&self, model: usize) -> Micros {
         let oldest = self.models[model].history.front().map_or(self.market_price(model), |(_, p)| *p);
         self.market_price(model) - oldest

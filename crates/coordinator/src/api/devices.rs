@@ -73,8 +73,15 @@ pub async fn list(
     if limit == 0 || limit > PAGE_MAX {
         return Err(ApiError::bad_request(format!("limit must be 1..={PAGE_MAX}, got {limit}")));
     }
-    let filter =
-        DeviceFilter { state, gpu_model, country: query.country, owner, limit, offset: query.offset.unwrap_or(0) };
+    let filter = DeviceFilter {
+        state,
+        gpu_model,
+        country: query.country,
+        owner,
+        connectivity: None,
+        limit,
+        offset: query.offset.unwrap_or(0),
+    };
     let mut devices = app.store.list_devices(&filter).await?;
     for device in &mut devices {
         present(&app, &viewer, device);

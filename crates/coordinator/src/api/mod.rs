@@ -84,7 +84,7 @@ impl utoipa::Modify for BearerAuth {
 
 pub fn router(app: App) -> Router {
     Router::new()
-        .route("/", get(system::index))
+        .merge(crate::web::router())
         .route("/metrics", get(system::metrics))
         .route("/v1/health", get(system::health))
         .route("/v1/openapi.json", get(system::openapi))

@@ -1,6 +1,6 @@
 use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use herd_proto::api::Health;
 use utoipa::OpenApi;
@@ -36,17 +36,4 @@ pub async fn metrics(State(app): State<App>) -> ApiResult<Response> {
     app.metrics.clusters_running.set(app.store.running_cluster_count().await?);
     Ok(([(CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], app.metrics.render())
         .into_response())
-}
-
-pub async fn index() -> Html<&'static str> {
-    Html(concat!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>herd</title></head><body>",
-        "<h1>herd coordinator</h1>",
-        "<p>An open, decentralized GPU cloud. This coordinator serves:</p><ul>",
-        "<li><a href=\"/v1/health\">/v1/health</a> — health</li>",
-        "<li><a href=\"/v1/devices\">/v1/devices</a> — every device on the network (public)</li>",
-        "<li><a href=\"/v1/openapi.json\">/v1/openapi.json</a> — the API, generated from the code</li>",
-        "<li><a href=\"/metrics\">/metrics</a> — Prometheus metrics</li></ul>",
-        "<p>Use the <code>herd</code> CLI to create clusters and run jobs.</p></body></html>"
-    ))
 }

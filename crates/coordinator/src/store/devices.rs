@@ -27,6 +27,8 @@ pub struct DeviceFilter {
     pub gpu_model: Option<String>,
     pub country: Option<String>,
     pub owner: Option<Address>,
+    /// The connectivity tier (`none`, `low`, … `ultra`).
+    pub connectivity: Option<String>,
     pub limit: u32,
     pub offset: u32,
 }
@@ -373,7 +375,7 @@ impl Store {
         let sql = format!(
             "SELECT {DEVICE_COLUMNS} FROM devices
              WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR gpu_model = ?2)
-               AND (?3 IS NULL OR country = ?3) AND (?4 IS NULL OR owner = ?4)
+               AND (?3 IS NULL OR country = ?3) AND (?4 IS NULL OR owner = ?4) AND (?7 IS NULL OR connectivity = ?7)
              ORDER BY created_at, id LIMIT ?5 OFFSET ?6"
         );
         let rows = sqlx::query(&sql)
@@ -383,6 +385,7 @@ impl Store {
             .bind(filter.owner.as_ref().map(|o| o.as_str()))
             .bind(filter.limit)
             .bind(filter.offset)
+            .bind(filter.connectivity.as_deref())
             .fetch_all(&self.read)
             .await?;
         rows.iter().map(device_from_row).collect()

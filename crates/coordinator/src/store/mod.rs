@@ -9,6 +9,7 @@
 mod accounts;
 mod clusters;
 mod devices;
+mod explorer;
 mod healing;
 mod jobs;
 mod ledger;
@@ -27,6 +28,7 @@ use sqlx::Row;
 
 pub use clusters::{NewCluster, StalePlan, Terminated};
 pub use devices::{DeviceFilter, HelloOutcome, HelloRefusal};
+pub use explorer::{ClusterRow, CountrySupply, ModelSupply};
 pub use healing::{Loss, NotReplaced, Retry, Vacancy};
 pub use jobs::{DeviceTask, NewJob};
 pub use ledger::{Alongside, SignedEntry};
