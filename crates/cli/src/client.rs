@@ -286,13 +286,7 @@ impl Client {
 
 /// Percent-encodes a path segment typed by a user (ids are plain, but input is input).
 fn encode(segment: &str) -> String {
-    segment
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+    herd_core::url::percent_encode(segment)
 }
 
 /// `key=value&…` for the pairs whose value is present.

@@ -15,6 +15,7 @@ pub mod ray;
 pub mod reputation;
 pub mod tier;
 pub mod time;
+pub mod url;
 
 pub use device::{CpuSpec, DeviceEvent, DeviceSpec, DeviceState, GpuSpec, GpuVendor};
 pub use id::{Address, ClusterId, IdError, JobId};

@@ -178,17 +178,9 @@ const SCRIPT: &str = include_str!("refresh.js");
 pub fn query(pairs: &[(&str, Option<String>)]) -> String {
     let encoded: Vec<String> = pairs
         .iter()
-        .filter_map(|(key, value)| value.as_ref().filter(|v| !v.is_empty()).map(|v| format!("{key}={}", encode(v))))
+        .filter_map(|(key, value)| {
+            value.as_ref().filter(|v| !v.is_empty()).map(|v| format!("{key}={}", herd_core::url::percent_encode(v)))
+        })
         .collect();
     encoded.join("&")
-}
-
-fn encode(value: &str) -> String {
-    value
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
