@@ -15,6 +15,8 @@ use super::Context;
 
 #[path = "bench_cluster.rs"]
 mod cluster;
+#[path = "bench_explorer.rs"]
+mod explorer;
 #[path = "bench_heal.rs"]
 mod heal;
 #[path = "bench_ledger.rs"]
@@ -39,6 +41,9 @@ pub enum BenchCommand {
     /// Self-healing: a node's agent stops without a word; the time until its device is
     /// offline and until a replacement holds its rank, against the 15 s and 30 s targets.
     Heal(heal::HealArgs),
+    /// Explorer pages on a large simulated network (100,000 devices by default): time per
+    /// page against the 200 ms target.
+    Explorer(explorer::ExplorerArgs),
 }
 
 #[derive(Debug, Args)]
@@ -127,6 +132,7 @@ pub async fn run(context: &Context, command: BenchCommand) -> anyhow::Result<i32
         BenchCommand::Proof(args) => return proof::run(context, &args).await,
         BenchCommand::Cluster(args) => return cluster::run(context, &args).await,
         BenchCommand::Heal(args) => return heal::run(context, &args).await,
+        BenchCommand::Explorer(args) => return explorer::run(context, &args).await,
     };
     let report = tokio::task::spawn_blocking(move || bench_market(&args)).await?;
     if context.json {

@@ -249,6 +249,12 @@ pub async fn quote(
 #[utoipa::path(get, path = "/v1/market/prices", responses((status = 200, body = Vec<MarketPrice>)))]
 pub async fn prices(State(app): State<App>) -> ApiResult<Json<Vec<MarketPrice>>> {
     let summary = app.store.market_summary().await?;
+    Ok(Json(price_rows(&app, &summary)))
+}
+
+/// The price table from a (model or None for CPU, state, devices, GPUs) summary; states other
+/// than ready and hired are ignored.
+pub fn price_rows(app: &App, summary: &[(Option<String>, String, u64, u64)]) -> Vec<MarketPrice> {
     let market = app.market.lock();
     let mut rows: Vec<MarketPrice> = Vec::new();
     for (index, model) in GPU_MODELS.iter().enumerate() {
@@ -286,7 +292,7 @@ pub async fn prices(State(app): State<App>) -> ApiResult<Json<Vec<MarketPrice>>>
         price_micros: catalog::CPU_CORE_HOUR_MICROS,
         change_24h_micros: 0,
     });
-    Ok(Json(rows))
+    rows
 }
 
 #[cfg(test)]

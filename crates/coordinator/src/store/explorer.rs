@@ -37,37 +37,78 @@ pub struct ClusterRow {
     pub ended_at: Option<Timestamp>,
 }
 
-impl Store {
-    pub async fn supply_by_model(&self) -> StoreResult<Vec<ModelSupply>> {
-        let rows = sqlx::query(
-            "SELECT COALESCE(gpu_model, 'CPU'), COUNT(*), SUM(gpu_count),
-                SUM(CASE WHEN state = 'hired' THEN gpu_count ELSE 0 END)
-             FROM devices WHERE state IN ('ready', 'hired') GROUP BY 1 ORDER BY 3 DESC, 2 DESC, 1",
-        )
-        .fetch_all(&self.read)
-        .await?;
-        Ok(rows
-            .iter()
-            .map(|r| ModelSupply { model: r.get(0), devices: r.get(1), gpus: r.get(2), gpus_hired: r.get(3) })
-            .collect())
+/// Every device counted once: by (state, model) and by country, each from one scan of a
+/// covering index.
+#[derive(Debug, Clone, Default)]
+pub struct Census {
+    /// (GPU model or None for CPU-only, state, devices, GPUs).
+    pub by_state_model: Vec<(Option<String>, String, u64, u64)>,
+    /// Every country, most devices first.
+    pub countries: Vec<CountrySupply>,
+    pub simulated: i64,
+}
+
+impl Census {
+    pub fn by_state(&self) -> Vec<(String, u64)> {
+        let mut states: Vec<(String, u64)> = Vec::new();
+        for (_, state, devices, _) in &self.by_state_model {
+            match states.iter_mut().find(|(s, _)| s == state) {
+                Some(entry) => entry.1 += devices,
+                None => states.push((state.clone(), *devices)),
+            }
+        }
+        states.sort();
+        states
     }
 
-    pub async fn supply_by_country(&self, limit: u32) -> StoreResult<Vec<CountrySupply>> {
+    /// Online (ready or hired) supply per model, most GPUs first.
+    pub fn supply_by_model(&self) -> Vec<ModelSupply> {
+        let mut models: Vec<ModelSupply> = Vec::new();
+        for (model, state, devices, gpus) in self.by_state_model.iter().filter(|r| r.1 == "ready" || r.1 == "hired") {
+            let name = model.clone().unwrap_or_else(|| "CPU".into());
+            let hired = if state == "hired" { *gpus as i64 } else { 0 };
+            match models.iter_mut().find(|m| m.model == name) {
+                Some(m) => {
+                    m.devices += *devices as i64;
+                    m.gpus += *gpus as i64;
+                    m.gpus_hired += hired;
+                }
+                None => models.push(ModelSupply {
+                    model: name,
+                    devices: *devices as i64,
+                    gpus: *gpus as i64,
+                    gpus_hired: hired,
+                }),
+            }
+        }
+        models.sort_by(|a, b| b.gpus.cmp(&a.gpus).then(b.devices.cmp(&a.devices)).then(a.model.cmp(&b.model)));
+        models
+    }
+}
+
+impl Store {
+    pub async fn census(&self) -> StoreResult<Census> {
+        let rows =
+            sqlx::query("SELECT gpu_model, state, COUNT(*), SUM(gpu_count) FROM devices GROUP BY state, gpu_model")
+                .fetch_all(&self.read)
+                .await?;
+        let by_state_model = rows
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get::<i64, _>(2).max(0) as u64, r.get::<i64, _>(3).max(0) as u64))
+            .collect();
         let rows = sqlx::query(
-            "SELECT country, COUNT(*), SUM(state IN ('ready', 'hired')), SUM(gpu_count)
-             FROM devices WHERE state != 'blocked' GROUP BY country ORDER BY 2 DESC, 1 LIMIT ?",
+            "SELECT country, COUNT(*), SUM(state IN ('ready', 'hired')), SUM(gpu_count), SUM(simulated)
+             FROM devices WHERE state != 'blocked' GROUP BY country",
         )
-        .bind(limit)
         .fetch_all(&self.read)
         .await?;
-        Ok(rows
+        let mut countries: Vec<CountrySupply> = rows
             .iter()
             .map(|r| CountrySupply { country: r.get(0), devices: r.get(1), online: r.get(2), gpus: r.get(3) })
-            .collect())
-    }
-
-    pub async fn simulated_device_count(&self) -> StoreResult<i64> {
-        Ok(sqlx::query("SELECT COUNT(*) FROM devices WHERE simulated").fetch_one(&self.read).await?.get(0))
+            .collect();
+        countries.sort_by(|a, b| b.devices.cmp(&a.devices).then(a.country.cmp(&b.country)));
+        let simulated = rows.iter().map(|r| r.get::<i64, _>(4)).sum();
+        Ok(Census { by_state_model, countries, simulated })
     }
 
     /// Clusters, newest first, a page at a time.
@@ -104,5 +145,58 @@ impl Store {
 
     pub async fn device_count(&self) -> StoreResult<i64> {
         Ok(sqlx::query("SELECT COUNT(*) FROM devices").fetch_one(&self.read).await?.get(0))
+    }
+}
+
+/// A simulated machine to add in bulk (benchmarks of a large network).
+pub struct ImportedDevice {
+    pub id: herd_core::Address,
+    pub owner: herd_core::Address,
+    pub country: String,
+    pub spec: herd_core::DeviceSpec,
+}
+
+impl Store {
+    /// Adds simulated, admitted, ready devices in one transaction: a network of 100,000
+    /// devices in seconds, for `herd bench explorer` (a real hello and proof per device
+    /// would take an hour). Each gets its registration and admission events, as a real one.
+    pub async fn import_simulated(&self, devices: &[ImportedDevice], now: Timestamp) -> StoreResult<()> {
+        let mut tx = self.write.begin().await?;
+        for device in devices {
+            let offer = device.spec.gpu_offer();
+            sqlx::query(
+                "INSERT INTO devices (id, owner, state, state_reason, admitted, simulated, country, gpu_model, gpu_count,
+                    spec, advertise_addr, last_heartbeat_at, created_at, cpu_cores, ram_gib)
+                 VALUES (?, ?, 'ready', 'imported for a benchmark', 1, 1, ?, ?, ?, ?, '127.0.0.1', ?, ?, ?, ?)",
+            )
+            .bind(device.id.as_str())
+            .bind(device.owner.as_str())
+            .bind(&device.country)
+            .bind(offer.map(|(model, _)| model.name))
+            .bind(offer.map_or(0, |(_, gpus)| gpus))
+            .bind(serde_json::to_string(&device.spec).expect("a spec always serialises"))
+            .bind(now.0)
+            .bind(now.0)
+            .bind(i64::from(device.spec.cpu.logical_cores))
+            .bind((device.spec.memory_bytes >> 30) as i64)
+            .execute(&mut *tx)
+            .await?;
+            for (from, to, reason) in
+                [(None, "pending", "registered"), (Some("pending"), "ready", "imported for a benchmark")]
+            {
+                sqlx::query(
+                    "INSERT INTO device_events (device_id, from_state, to_state, reason, at) VALUES (?, ?, ?, ?, ?)",
+                )
+                .bind(device.id.as_str())
+                .bind(from)
+                .bind(to)
+                .bind(reason)
+                .bind(now.0)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
     }
 }

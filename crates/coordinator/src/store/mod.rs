@@ -28,7 +28,7 @@ use sqlx::Row;
 
 pub use clusters::{NewCluster, StalePlan, Terminated};
 pub use devices::{DeviceFilter, HelloOutcome, HelloRefusal};
-pub use explorer::{ClusterRow, CountrySupply, ModelSupply};
+pub use explorer::{Census, ClusterRow, CountrySupply, ImportedDevice, ModelSupply};
 pub use healing::{Loss, NotReplaced, Retry, Vacancy};
 pub use jobs::{DeviceTask, NewJob};
 pub use ledger::{Alongside, SignedEntry};
@@ -74,6 +74,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (9, "job_images", include_str!("../../migrations/0009_job_images.sql")),
     (10, "ray", include_str!("../../migrations/0010_ray.sql")),
     (11, "healing", include_str!("../../migrations/0011_healing.sql")),
+    (12, "explorer", include_str!("../../migrations/0012_explorer.sql")),
 ];
 
 #[derive(Clone)]

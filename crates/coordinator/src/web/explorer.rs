@@ -16,7 +16,7 @@ use crate::app::{now, App};
 use crate::store::DeviceFilter;
 
 /// Countries shown in the supply view (the rest are summed).
-const COUNTRIES_SHOWN: u32 = 60;
+const COUNTRIES_SHOWN: usize = 60;
 const UPTIME_DAYS: u32 = 30;
 
 fn io(units: i128) -> String {
@@ -24,14 +24,15 @@ fn io(units: i128) -> String {
 }
 
 pub async fn overview(State(app): State<App>) -> PageResult {
-    let by_state = app.store.device_counts_by_state().await?;
-    let count = |state: &str| by_state.iter().filter(|(s, _)| s == state).map(|(_, n)| *n).sum::<i64>();
+    let census = app.store.census().await?;
+    let by_state = census.by_state();
+    let count = |state: &str| by_state.iter().filter(|(s, _)| s == state).map(|(_, n)| *n).sum::<u64>();
     let online = count("ready") + count("hired");
-    let models = app.store.supply_by_model().await?;
-    let countries = app.store.supply_by_country(COUNTRIES_SHOWN).await?;
-    let simulated = app.store.simulated_device_count().await?;
+    let models = census.supply_by_model();
+    let countries: Vec<_> = census.countries.iter().take(COUNTRIES_SHOWN).collect();
+    let simulated = census.simulated;
     let running = app.store.running_cluster_count().await?;
-    let prices = crate::api::market::prices(State(app.clone())).await.map_err(|e| PageError::BadRequest(e.message))?.0;
+    let prices = crate::api::market::price_rows(&app, &census.by_state_model);
     let histories: Vec<Vec<i64>> = {
         let market = app.market.lock();
         (0..herd_core::catalog::GPU_MODELS.len())
@@ -103,7 +104,7 @@ pub async fn overview(State(app): State<App>) -> PageResult {
             }
             h2 { "Supply by country" }
             div class="map" role="list" aria-label="Devices by country" {
-                @for country in &countries {
+                @for country in countries {
                     a class="country" role="listitem" href=(format!("/explorer/devices?country={}", country.country)) {
                         strong { (country.country) } br;
                         span { (country.online) " online" } br;
