@@ -9,7 +9,7 @@ use common::docker::{
     base_image, containers_with, docker_ok, docker_worker, engine_available, herd_image, is_running, networks_with,
     ray_image, Cleanup, BASE_IMAGE, HERD_IMAGE,
 };
-use common::{devices_in_state, eventually, new_account, start_agent, TestNetwork};
+use common::{devices_in_state, eventually, follow_to_end, new_account, start_agent, TestNetwork};
 use herd_cli::client::Client;
 use herd_core::{ClusterKind, ClusterState, DeviceState, JobKind, JobLimits, JobState, RayNodeState, TaskState};
 use herd_proto::api::{Cluster, CreateCluster, CreateJob, Job, LogEvent, Stream};
@@ -427,19 +427,7 @@ async fn a_stopped_head_host_is_replaced_and_the_job_recovers() {
     let new_head = healed.nodes.iter().find(|n| n.rank == 0).unwrap().address.clone();
     assert!(!addresses.contains(&new_head), "the spare host's own address: {new_head}");
     assert_eq!((healed.departed[0].rank, &healed.departed[0].device_id), (0, &victim.device_id));
-    let mut lines = Vec::new();
-    let finished = tokio::time::timeout(
-        Duration::from_secs(60),
-        customer.stream_logs(job.id.as_str(), true, 0, |event| {
-            if let LogEvent::Line(line) = event {
-                lines.push(line.text.clone());
-            }
-        }),
-    )
-    .await
-    .expect("the job ends")
-    .unwrap()
-    .expect("the stream ends with the job");
+    let (finished, lines) = follow_to_end(&customer, &job.id, Duration::from_secs(60)).await;
     assert_eq!((finished.state, finished.attempt), (JobState::Succeeded, 2), "{finished:?}\n{lines:?}");
     let second: Vec<&String> = lines.iter().skip_while(|l| !l.starts_with("herd: attempt 2")).collect();
     for rank in 0..3 {

@@ -11,7 +11,7 @@ use common::*;
 use herd_cli::client::Client;
 use herd_core::{Address, Asset, ClusterKind, DeviceState, JobState, TaskState};
 use herd_ledger::{AccountKey, Ledger};
-use herd_proto::api::{CreateCluster, CreateJob, LogEvent};
+use herd_proto::api::{CreateCluster, CreateJob};
 
 /// The target: a replacement has joined within 30 s of the loss being detected.
 const REPLACEMENT_TARGET: Duration = Duration::from_secs(30);
@@ -86,19 +86,7 @@ async fn a_killed_worker_is_replaced_its_job_retried_and_every_second_billed_exa
     assert!(departed.reason.starts_with("lost: the device went offline"), "{departed:?}");
 
     // The job lost a node; its second attempt runs on the healed cluster and completes.
-    let mut lines = Vec::new();
-    let finished = tokio::time::timeout(
-        Duration::from_secs(60),
-        customer.stream_logs(job.id.as_str(), true, 0, |event| {
-            if let LogEvent::Line(line) = event {
-                lines.push(line.text.clone());
-            }
-        }),
-    )
-    .await
-    .expect("the job ends")
-    .unwrap()
-    .expect("the stream ends with the job");
+    let (finished, lines) = follow_to_end(&customer, &job.id, Duration::from_secs(60)).await;
     assert_eq!(finished.state, JobState::Succeeded, "{finished:?}\n{lines:?}");
     assert_eq!((finished.attempt, finished.max_retries), (2, 1));
     assert!(finished.tasks.iter().all(|t| t.state == TaskState::Succeeded), "{:?}", finished.tasks);

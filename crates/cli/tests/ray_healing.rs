@@ -7,9 +7,11 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{eventually, new_account, processes_with_home, shared_ray_envs, TestNetwork, WorkerProcess};
+use common::{
+    eventually, follow_to_end, new_account, processes_with_home, shared_ray_envs, TestNetwork, WorkerProcess,
+};
 use herd_core::{JobKind, JobState};
-use herd_proto::api::{CreateCluster, CreateJob, LogEvent, RayClusterState};
+use herd_proto::api::{CreateCluster, CreateJob, RayClusterState};
 
 /// The first run installs Ray (about a minute); later runs find it.
 const RAY_READY_MAX: Duration = Duration::from_secs(600);
@@ -78,19 +80,7 @@ async fn a_ray_cluster_survives_losing_its_head() {
     assert_eq!((healed.departed[0].rank, &healed.departed[0].device_id), (head.rank, &head.device_id));
     assert!(healed.healing.is_none(), "{:?}", healed.healing);
 
-    let mut lines = Vec::new();
-    let finished = tokio::time::timeout(
-        Duration::from_secs(300),
-        customer.stream_logs(job.id.as_str(), true, 0, |event| {
-            if let LogEvent::Line(line) = event {
-                lines.push(line.text.clone());
-            }
-        }),
-    )
-    .await
-    .expect("the job ends")
-    .unwrap()
-    .expect("the stream ends with the job");
+    let (finished, lines) = follow_to_end(&customer, &job.id, Duration::from_secs(300)).await;
     eprintln!("re-formed {reformed:?} after the head died; job ended {:?} after", killed.elapsed());
     assert_eq!(finished.state, JobState::Succeeded, "{finished:?}\n{lines:?}");
     assert_eq!(finished.attempt, 2, "{finished:?}");

@@ -160,15 +160,12 @@ pub async fn record_ray_report(app: &App, device: &Address, report: &RayNodeRepo
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
-    use herd_core::{Asset, ClusterId, JobId, JobKind, JobLimits, Timestamp};
+    use herd_core::{Asset, Timestamp};
     use herd_proto::worker::TaskExit;
     use tokio::time::Instant;
 
     use super::*;
-    use crate::store::{NewCluster, NewJob};
-    use crate::test_support::{admitted_device, temp_store, test_app};
+    use crate::test_support::{admitted_device, lease_with_job, temp_store, test_app};
 
     /// A device that drops out of a hired lease loses 1 % of its stake, once per tenure.
     #[tokio::test]
@@ -211,40 +208,8 @@ mod tests {
         store.register_account(&owner, "hash", Timestamp(0)).await.unwrap();
         admitted_device(&store, &device, &owner).await;
         let (app, _stop) = test_app(&store, url).await;
-        let cluster = ClusterId::from_entropy([3; 8]);
-        let devices = [(device.clone(), 1_000)];
         let at = now();
-        let new = NewCluster {
-            id: &cluster,
-            owner: &owner,
-            hardware: "CPU",
-            country: None,
-            devices: &devices,
-            price_per_hour_micros: 1_000,
-            asset: Asset::Usdc,
-            request: "{}",
-            now: at,
-            expires_at: Timestamp(at.0 + 3_600_000),
-            ray: None,
-        };
-        store.commit_cluster(&new).await.unwrap().unwrap();
-        let job = JobId::from_entropy([4; 8]);
-        let (command, env, nodes) = (vec!["true".to_owned()], BTreeMap::new(), [(0, device.clone())]);
-        let new_job = NewJob {
-            id: &job,
-            cluster_id: &cluster,
-            owner: &owner,
-            command: &command,
-            env: &env,
-            image: None,
-            limits: &JobLimits::default(),
-            nodes: &nodes,
-            now: at,
-            kind: JobKind::Command,
-            max_retries: 1,
-            runtime_env: None,
-        };
-        store.create_job(&new_job).await.unwrap();
+        let (cluster, job) = lease_with_job(&store, &owner, &[(device.clone(), 1_000)], 1, at).await;
         // Attempt 1 was lost; attempt 2 waits on the device as a pending task.
         store.task_started(&job, 1, &device, at).await.unwrap();
         store.task_exited(&job, 1, &device, None, Some("lost"), at).await.unwrap();

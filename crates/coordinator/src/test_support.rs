@@ -81,3 +81,48 @@ pub fn hello(device: &Address, owner: &Address) -> HelloPayload {
         ray_nodes: vec![],
     }
 }
+
+/// A plain lease of `devices` (device, price per hour) by `owner` from `at` for an hour, and a
+/// command job on every node with `max_retries`.
+pub async fn lease_with_job(
+    store: &Store,
+    owner: &Address,
+    devices: &[(Address, i64)],
+    max_retries: u32,
+    at: herd_core::Timestamp,
+) -> (herd_core::ClusterId, herd_core::JobId) {
+    let cluster = herd_core::ClusterId::from_entropy([devices.len() as u8; 8]);
+    let new = crate::store::NewCluster {
+        id: &cluster,
+        owner,
+        hardware: "CPU",
+        country: None,
+        devices,
+        price_per_hour_micros: devices.iter().map(|d| d.1).sum(),
+        asset: herd_core::Asset::Usdc,
+        request: &format!(r#"{{"nodes": {}}}"#, devices.len()),
+        now: at,
+        expires_at: herd_core::Timestamp(at.0 + 3_600_000),
+        ray: None,
+    };
+    store.commit_cluster(&new).await.unwrap().unwrap();
+    let job = herd_core::JobId::from_entropy([devices.len() as u8 + 100; 8]);
+    let nodes: Vec<(u32, Address)> = devices.iter().enumerate().map(|(rank, d)| (rank as u32, d.0.clone())).collect();
+    let (command, env) = (vec!["true".to_owned()], std::collections::BTreeMap::new());
+    let new_job = crate::store::NewJob {
+        id: &job,
+        cluster_id: &cluster,
+        owner,
+        command: &command,
+        env: &env,
+        image: None,
+        limits: &herd_core::JobLimits::default(),
+        nodes: &nodes,
+        now: at,
+        kind: herd_core::JobKind::Command,
+        max_retries,
+        runtime_env: None,
+    };
+    store.create_job(&new_job).await.unwrap();
+    (cluster, job)
+}

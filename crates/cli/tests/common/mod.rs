@@ -277,3 +277,26 @@ impl Drop for WorkerProcess {
         let _ = self.process.wait();
     }
 }
+
+/// Follows a job's log to its end (at most `timeout`): the job as it ended and the text of
+/// every line, in order.
+pub async fn follow_to_end(
+    customer: &Client,
+    job: &herd_core::JobId,
+    timeout: Duration,
+) -> (herd_proto::api::Job, Vec<String>) {
+    let mut lines = Vec::new();
+    let finished = tokio::time::timeout(
+        timeout,
+        customer.stream_logs(job.as_str(), true, 0, |event| {
+            if let herd_proto::api::LogEvent::Line(line) = event {
+                lines.push(line.text.clone());
+            }
+        }),
+    )
+    .await
+    .expect("the job ends in time")
+    .unwrap()
+    .expect("the stream ends with the job");
+    (finished, lines)
+}

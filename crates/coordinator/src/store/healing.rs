@@ -531,13 +531,10 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
-    use herd_core::{Asset, JobKind, JobLimits, JobState, TaskState};
+    use herd_core::{JobState, TaskState};
 
     use super::*;
-    use crate::store::{NewCluster, NewJob};
-    use crate::test_support::{admitted_device, hello, temp_store};
+    use crate::test_support::{admitted_device, hello, lease_with_job, temp_store};
 
     fn key(n: u8) -> Address {
         Address::from_public_key(&[n; 32])
@@ -556,41 +553,8 @@ mod tests {
         for device in [&d0, &d1, &d2] {
             admitted_device(&store, device, &owner).await;
         }
-        let cluster = ClusterId::from_entropy([1; 8]);
         let t0 = Timestamp(1_000_000);
-        let devices = [(d0.clone(), 1_000), (d1.clone(), 2_000)];
-        let new = NewCluster {
-            id: &cluster,
-            owner: &owner,
-            hardware: "CPU",
-            country: None,
-            devices: &devices,
-            price_per_hour_micros: 3_000,
-            asset: Asset::Usdc,
-            request: r#"{"nodes": 2}"#,
-            now: t0,
-            expires_at: Timestamp(t0.0 + 3_600_000),
-            ray: None,
-        };
-        store.commit_cluster(&new).await.unwrap().unwrap();
-        let job = JobId::from_entropy([2; 8]);
-        let nodes = [(0, d0.clone()), (1, d1.clone())];
-        let (command, env) = (vec!["true".to_owned()], BTreeMap::new());
-        let new_job = NewJob {
-            id: &job,
-            cluster_id: &cluster,
-            owner: &owner,
-            command: &command,
-            env: &env,
-            image: None,
-            limits: &JobLimits::default(),
-            nodes: &nodes,
-            now: t0,
-            kind: JobKind::Command,
-            max_retries: 1,
-            runtime_env: None,
-        };
-        store.create_job(&new_job).await.unwrap();
+        let (cluster, job) = lease_with_job(&store, &owner, &[(d0.clone(), 1_000), (d1.clone(), 2_000)], 1, t0).await;
         for device in [&d0, &d1] {
             assert!(store.task_started(&job, 1, device, t0).await.unwrap());
         }
