@@ -460,19 +460,8 @@ impl Store {
         now: Timestamp,
     ) -> StoreResult<Option<Vec<(Address, u32)>>> {
         let mut tx = self.write.begin().await?;
-        let failed = sqlx::query(
-            "UPDATE job_tasks SET state = 'failed', error = ?, finished_at = ?, started_at = COALESCE(started_at, ?)
-             WHERE job_id = ? AND device_id = ? AND attempt = ? AND state IN ('pending', 'running')",
-        )
-        .bind(error)
-        .bind(now.0)
-        .bind(now.0)
-        .bind(job.as_str())
-        .bind(device.as_str())
-        .bind(i64::from(attempt))
-        .execute(&mut *tx)
-        .await?;
-        if failed.rows_affected() == 0 {
+        let end = super::jobs::TaskEnd { state: herd_core::TaskState::Failed, exit_code: None, error: Some(error) };
+        if !super::jobs::end_task(&mut tx, job, attempt, device, &end, now).await? {
             return Ok(None);
         }
         let mut stop = Vec::new();

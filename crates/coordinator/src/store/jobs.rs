@@ -63,6 +63,40 @@ pub(super) async fn fail_device_tasks(
     Ok(jobs)
 }
 
+/// How a task attempt ended.
+pub(super) struct TaskEnd<'a> {
+    pub state: TaskState,
+    pub exit_code: Option<i32>,
+    pub error: Option<&'a str>,
+}
+
+/// Ends the device's unfinished task of that job attempt; false if there is none (it ended
+/// already, or the report is of an attempt or a device that is not current).
+pub(super) async fn end_task(
+    conn: &mut SqliteConnection,
+    job: &JobId,
+    attempt: u32,
+    device: &Address,
+    end: &TaskEnd<'_>,
+    now: Timestamp,
+) -> StoreResult<bool> {
+    let done = sqlx::query(
+        "UPDATE job_tasks SET state = ?, exit_code = ?, error = ?, finished_at = ?, started_at = COALESCE(started_at, ?)
+         WHERE job_id = ? AND device_id = ? AND attempt = ? AND state IN ('pending', 'running')",
+    )
+    .bind(end.state.as_str())
+    .bind(end.exit_code)
+    .bind(end.error)
+    .bind(now.0)
+    .bind(now.0)
+    .bind(job.as_str())
+    .bind(device.as_str())
+    .bind(i64::from(attempt))
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected() > 0)
+}
+
 /// Ends the job's tasks that have not started (the worker may never have received them).
 pub(super) async fn stop_pending_tasks(
     conn: &mut SqliteConnection,
@@ -301,22 +335,8 @@ impl Store {
             return Ok(false);
         };
         let state = TaskState::from_exit(exit_code, row.get::<bool, _>(0));
-        let done = sqlx::query(
-            "UPDATE job_tasks SET state = ?, exit_code = ?, error = ?, finished_at = ?,
-                started_at = COALESCE(started_at, ?)
-             WHERE job_id = ? AND device_id = ? AND attempt = ? AND state IN ('pending', 'running')",
-        )
-        .bind(state.as_str())
-        .bind(exit_code)
-        .bind(error)
-        .bind(now.0)
-        .bind(now.0)
-        .bind(job.as_str())
-        .bind(device.as_str())
-        .bind(i64::from(attempt))
-        .execute(&mut *tx)
-        .await?;
-        if done.rows_affected() == 0 {
+        let end = TaskEnd { state, exit_code, error };
+        if !end_task(&mut tx, job, attempt, device, &end, now).await? {
             return Ok(false);
         }
         refresh_job_state(&mut tx, job, now).await?;
