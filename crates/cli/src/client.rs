@@ -3,10 +3,10 @@
 use futures_util::StreamExt;
 use herd_core::{Address, ClusterId, JobId};
 use herd_proto::api::{
-    Account, AddStake, ApiKeyIssued, Challenge, ChallengeRequest, Cluster, ConfirmPayout, CreateCluster, CreateJob,
-    CreditsMinted, Deposit, Device, DeviceDetail, ErrorBody, Health, Job, JournalEntry, LedgerHead, LogEvent,
-    MarketPrice, MintCredits, PairingCode, Payout, Quote, RewardBlock, SignedChallenge, StakeStatus, WalletBalance,
-    Withdraw,
+    Account, AddStake, ApiKeyIssued, BrowserLink, Challenge, ChallengeRequest, Cluster, ConfirmPayout, CreateCluster,
+    CreateJob, CreditsMinted, Deposit, Device, DeviceDetail, ErrorBody, Health, Job, JournalEntry, LedgerHead,
+    LogEvent, MarketPrice, MintCredits, PairingCode, Payout, Quote, RewardBlock, SignedChallenge, StakeStatus,
+    WalletBalance, Withdraw,
 };
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
@@ -124,6 +124,10 @@ impl Client {
 
     pub async fn login(&self, signed: &SignedChallenge) -> Result<ApiKeyIssued, ClientError> {
         self.call(Method::POST, "/v1/auth/api-keys", Some(signed)).await
+    }
+
+    pub async fn browser_link(&self, signed: &SignedChallenge) -> Result<BrowserLink, ClientError> {
+        self.call(Method::POST, "/v1/auth/browser-links", Some(signed)).await
     }
 
     pub async fn pairing_code(&self) -> Result<PairingCode, ClientError> {

@@ -69,27 +69,9 @@ impl App {
         let at = genesis + (hour + 1) * HOUR_MS;
         let mut candidates = Vec::new();
         let mut owners = std::collections::HashMap::new();
-        for device in self.store.reward_candidates(at).await? {
-            let model = device.gpu_model.as_deref().and_then(catalog::lookup);
-            let staked =
-                self.books.read(|b| b.ledger.balance(&AccountKey::StakeVault(device.id.clone()), Asset::Io)).await;
-            let (multiplier, quantity) = match model {
-                Some(m) => (m.reward_multiplier_centi, device.gpu_count.max(1)),
-                None => (100, device.cpu_cores.max(1)),
-            };
+        for device in self.store.reward_candidates(at, None).await? {
             owners.insert(device.id.clone(), device.owner.clone());
-            candidates.push(Candidate {
-                device: device.id,
-                gpu: model.is_some(),
-                multiplier_centi: multiplier,
-                quantity,
-                connectivity: device.connectivity,
-                hired: device.hired,
-                continuous_uptime_ms: device.online_since_ms.map_or(0, |since| at - since),
-                staked: staked.clamp(0, i128::from(u64::MAX)) as u64,
-                min_stake: min_stake(multiplier, if model.is_some() { quantity } else { 1 }),
-                verified_this_hour: device.verified_this_hour,
-            });
+            candidates.push(self.reward_candidate(device, at).await);
         }
         let block = rewards::block(emission, &candidates);
         let mut batch: Vec<Transfer> = block
@@ -135,6 +117,28 @@ impl App {
 
     /// At least half of the fee pool buys IO at the oracle price and burns it; the rest goes
     /// to the treasury. One batch per hour, covering every asset.
+    /// A device as the block ending at `at` judges it (its stake read from the books).
+    pub async fn reward_candidate(&self, device: RewardCandidate, at: i64) -> Candidate {
+        let model = device.gpu_model.as_deref().and_then(catalog::lookup);
+        let staked = self.books.read(|b| b.ledger.balance(&AccountKey::StakeVault(device.id.clone()), Asset::Io)).await;
+        let (multiplier, quantity) = match model {
+            Some(m) => (m.reward_multiplier_centi, device.gpu_count.max(1)),
+            None => (100, device.cpu_cores.max(1)),
+        };
+        Candidate {
+            device: device.id,
+            gpu: model.is_some(),
+            multiplier_centi: multiplier,
+            quantity,
+            connectivity: device.connectivity,
+            hired: device.hired,
+            continuous_uptime_ms: device.online_since_ms.map_or(0, |since| at - since),
+            staked: staked.clamp(0, i128::from(u64::MAX)) as u64,
+            min_stake: min_stake(multiplier, if model.is_some() { quantity } else { 1 }),
+            verified_this_hour: device.verified_this_hour,
+        }
+    }
+
     async fn buyback(&self, hour: i64) -> Result<(), PostError> {
         let price = self.oracle.io_price_micros().max(1);
         let pool: Vec<(Asset, u64)> = self

@@ -63,19 +63,19 @@ pub struct Block {
 }
 
 fn eligibility(c: &Candidate) -> Result<(), Ineligible> {
-    if c.continuous_uptime_ms < UPTIME_MIN_MS {
-        return Err(Ineligible::UptimeUnder5h);
-    }
-    if c.staked < c.min_stake {
-        return Err(Ineligible::Understaked);
-    }
-    if !c.verified_this_hour {
-        return Err(Ineligible::NotVerifiedThisHour);
-    }
-    if c.connectivity == ConnectivityTier::None {
-        return Err(Ineligible::NoConnectivity);
-    }
-    Ok(())
+    ineligibilities(c).first().map_or(Ok(()), |first| Err(*first))
+}
+
+/// Every reason the candidate cannot earn this block (empty: it can), in the order the
+/// block reports the first one.
+pub fn ineligibilities(c: &Candidate) -> Vec<Ineligible> {
+    let checks = [
+        (c.continuous_uptime_ms < UPTIME_MIN_MS, Ineligible::UptimeUnder5h),
+        (c.staked < c.min_stake, Ineligible::Understaked),
+        (!c.verified_this_hour, Ineligible::NotVerifiedThisHour),
+        (c.connectivity == ConnectivityTier::None, Ineligible::NoConnectivity),
+    ];
+    checks.into_iter().filter(|(failed, _)| *failed).map(|(_, why)| why).collect()
 }
 
 fn tier_factor_permille(tier: ConnectivityTier) -> u128 {
@@ -194,6 +194,20 @@ pub(crate) mod tests {
             ]
         );
         assert_eq!(block.to_treasury, 1_000, "nobody eligible: all to the treasury");
+    }
+
+    #[test]
+    fn every_reason_a_device_cannot_earn_is_listed() {
+        let mut nothing_right = candidate("new", true, 1000, 1);
+        nothing_right.continuous_uptime_ms = 0;
+        nothing_right.staked = 0;
+        nothing_right.verified_this_hour = false;
+        nothing_right.connectivity = ConnectivityTier::None;
+        assert_eq!(ineligibilities(&nothing_right).len(), 4);
+        let mut unstaked = candidate("unstaked", true, 1000, 1);
+        unstaked.staked = 0;
+        assert_eq!(ineligibilities(&unstaked), [Ineligible::Understaked]);
+        assert!(ineligibilities(&candidate("fine", true, 1000, 1)).is_empty());
     }
 
     #[test]

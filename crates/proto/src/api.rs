@@ -61,6 +61,15 @@ pub struct ApiKeyIssued {
     pub api_key: String,
 }
 
+/// A one-time link that signs a browser in to the consoles as the account.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct BrowserLink {
+    pub address: Address,
+    /// The path to open on the coordinator (`/console/login/…`): single use.
+    pub path: String,
+    pub expires_at: Timestamp,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Account {
     pub address: Address,

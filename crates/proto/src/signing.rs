@@ -21,6 +21,8 @@ pub fn device_endorsement_message(owner: &str, device_key: &str) -> Vec<u8> {
 /// Purposes for `account_challenge_message`.
 pub const PURPOSE_REGISTER: &str = "register";
 pub const PURPOSE_LOGIN: &str = "login";
+/// A one-time link that signs a browser in to the consoles.
+pub const PURPOSE_BROWSER: &str = "browser";
 
 /// Signed by the coordinator's ledger key (the operator) to confirm a payout was sent.
 pub fn payout_confirmation_message(payout_id: &str, tx_signature: &str) -> Vec<u8> {

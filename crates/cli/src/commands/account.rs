@@ -1,7 +1,10 @@
 use clap::Subcommand;
 
 use super::Context;
-use crate::credentials::{sign_in, Credentials};
+use herd_proto::signing::PURPOSE_BROWSER;
+use herd_worker::keys;
+
+use crate::credentials::{sign_challenge, sign_in, Credentials};
 use crate::output::{print_json, spinner, table};
 
 #[derive(Debug, Subcommand)]
@@ -9,14 +12,41 @@ pub enum AccountCommand {
     /// Create your account key (if needed), register it and store an API key.
     Create,
     /// Obtain a new API key for your existing account.
-    Login,
+    Login {
+        /// Instead, print a one-time link (valid 5 minutes) that signs a browser in to the
+        /// web console as this account; the account key never leaves this machine.
+        #[arg(long)]
+        browser: bool,
+    },
     /// Show your account.
     Show,
 }
 
 pub async fn run(context: &Context, command: AccountCommand) -> anyhow::Result<i32> {
     match command {
-        AccountCommand::Create | AccountCommand::Login => {
+        AccountCommand::Login { browser: true } => {
+            let key = context.credentials.account_key()?.ok_or_else(|| {
+                anyhow::anyhow!(
+                    "no account key at {}: run `herd account create` first",
+                    context.credentials.key_path().display()
+                )
+            })?;
+            let client = context.anonymous_client();
+            let challenge = client.challenge(&keys::address_of(&key), PURPOSE_BROWSER).await?;
+            let link = client.browser_link(&sign_challenge(&key, PURPOSE_BROWSER, challenge.nonce)).await?;
+            let url = format!("{}{}", context.coordinator.trim_end_matches('/'), link.path);
+            if context.json {
+                print_json(&serde_json::json!({ "address": link.address, "url": url, "expires_at": link.expires_at }));
+            } else {
+                crate::outln!("Open this link in your browser to sign in as {}:", link.address);
+                crate::outln!("  {url}");
+                crate::outln!(
+                    "It works once, until {} (5 minutes). Anyone with it can sign in as you: do not share it.",
+                    link.expires_at
+                );
+            }
+        }
+        AccountCommand::Create | AccountCommand::Login { browser: false } => {
             let key = context.credentials.account_key_or_create()?;
             let wait = spinner(format!("signing in to {}", context.coordinator), context.json);
             let (credential, registered) = sign_in(&context.anonymous_client(), &key)

@@ -5,15 +5,20 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use herd_core::Timestamp;
-use herd_proto::api::{Account, ApiKeyIssued, Challenge, ChallengeRequest, ErrorBody, PairingCode, SignedChallenge};
-use herd_proto::signing::{account_challenge_message, PURPOSE_LOGIN, PURPOSE_REGISTER};
+use herd_proto::api::{
+    Account, ApiKeyIssued, BrowserLink, Challenge, ChallengeRequest, ErrorBody, PairingCode, SignedChallenge,
+};
+use herd_proto::signing::{account_challenge_message, PURPOSE_BROWSER, PURPOSE_LOGIN, PURPOSE_REGISTER};
 
 use crate::app::{now, App};
-use crate::auth::{hash_pairing_code, new_api_key, new_pairing_code, random_token, verify_signature, Caller};
+use crate::auth::{
+    hash_login_code, hash_pairing_code, new_api_key, new_pairing_code, random_token, verify_signature, Caller,
+};
 use crate::error::{ApiError, ApiJson, ApiResult};
 
 const CHALLENGE_TTL_MS: i64 = 5 * 60 * 1000;
 const PAIRING_CODE_TTL_MS: i64 = 15 * 60 * 1000;
+const BROWSER_LINK_TTL_MS: i64 = 5 * 60 * 1000;
 
 /// A one-time nonce to sign with the account key (valid 5 minutes).
 #[utoipa::path(post, path = "/v1/auth/challenge", request_body = ChallengeRequest,
@@ -27,12 +32,14 @@ pub async fn challenge(
         PURPOSE_REGISTER if exists => {
             return Err(ApiError::conflict(format!("account {} already exists", request.address)))
         }
-        PURPOSE_LOGIN if !exists => {
+        PURPOSE_LOGIN | PURPOSE_BROWSER if !exists => {
             return Err(ApiError::not_found(format!("no account {}; register it first", request.address)))
         }
-        PURPOSE_REGISTER | PURPOSE_LOGIN => {}
+        PURPOSE_REGISTER | PURPOSE_LOGIN | PURPOSE_BROWSER => {}
         other => {
-            return Err(ApiError::bad_request(format!("invalid purpose {other:?}: expected \"register\" or \"login\"")))
+            return Err(ApiError::bad_request(format!(
+                "invalid purpose {other:?}: expected \"register\", \"login\" or \"browser\""
+            )))
         }
     }
     let at = now();
@@ -79,6 +86,25 @@ pub async fn login(
     let (api_key, hash) = new_api_key();
     app.store.add_api_key(&signed.address, &hash, now()).await?;
     Ok((StatusCode::CREATED, Json(ApiKeyIssued { address: signed.address, api_key })))
+}
+
+/// A one-time link (valid 5 minutes) that signs a browser in to the consoles as the account
+/// whose key signed the challenge: `herd account login --browser`.
+#[utoipa::path(post, path = "/v1/auth/browser-links", request_body = SignedChallenge,
+    responses((status = 201, body = BrowserLink), (status = 401, body = ErrorBody)))]
+pub async fn browser_link(
+    State(app): State<App>,
+    ApiJson(signed): ApiJson<SignedChallenge>,
+) -> ApiResult<(StatusCode, Json<BrowserLink>)> {
+    check_signed(&app, &signed, PURPOSE_BROWSER).await?;
+    let code = random_token();
+    let at = now();
+    let expires_at = Timestamp(at.0 + BROWSER_LINK_TTL_MS);
+    app.store.create_login_link(&hash_login_code(&code), &signed.address, expires_at, at).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(BrowserLink { address: signed.address, path: format!("/console/login/{code}"), expires_at }),
+    ))
 }
 
 /// The calling account.

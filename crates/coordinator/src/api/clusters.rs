@@ -192,7 +192,7 @@ async fn reserve(
 }
 
 /// The cluster, if the caller owns it (404 if unknown, 403 if someone else's).
-pub(super) async fn owned_cluster(app: &App, caller: &Address, id: &str) -> ApiResult<Cluster> {
+pub(crate) async fn owned_cluster(app: &App, caller: &Address, id: &str) -> ApiResult<Cluster> {
     let id: ClusterId = parse_id(id)?;
     let cluster = app.store.cluster(&id).await?.ok_or_else(|| ApiError::not_found(format!("no cluster {id}")))?;
     if &cluster.owner != caller {

@@ -151,7 +151,7 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(job)))
 }
 
-async fn owned_job(app: &App, caller: &Address, id: &str) -> ApiResult<Job> {
+pub(crate) async fn owned_job(app: &App, caller: &Address, id: &str) -> ApiResult<Job> {
     let id: JobId = parse_id(id)?;
     let job = app.store.job(&id).await?.ok_or_else(|| ApiError::not_found(format!("no job {id}")))?;
     if &job.owner != caller {

@@ -211,6 +211,25 @@ pub fn price(
     }
 }
 
+/// What the request would cost now, from the devices the market would place it on; nothing
+/// is held (`quote` holds it).
+pub fn estimate(app: &App, body: &CreateCluster, id: String) -> ApiResult<Quote> {
+    let parsed = parse_request(body)?;
+    let placement = {
+        let market = app.market.lock();
+        market.index.place(&parsed.request, &market.prices)
+    }
+    .map_err(refusal_error)?;
+    Ok(price(
+        id,
+        Timestamp(now().0 + QUOTE_VALIDITY_MS),
+        parsed.request.hardware_label(),
+        quoted_nodes(&placement),
+        parsed.hours,
+        parsed.asset,
+    ))
+}
+
 /// The exact price of a request now, held for 5 minutes: create the cluster with its id.
 #[utoipa::path(post, path = "/v1/market/quote", request_body = CreateCluster, security(("api_key" = [])),
     responses((status = 201, body = Quote), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody),
@@ -223,22 +242,9 @@ pub async fn quote(
     if body.quote_id.is_some() {
         return Err(ApiError::bad_request("quote_id belongs in cluster creation, not in a quote request"));
     }
-    let parsed = parse_request(&body)?;
-    let placement = {
-        let market = app.market.lock();
-        market.index.place(&parsed.request, &market.prices)
-    }
-    .map_err(refusal_error)?;
-    let at = now();
     let id = format!("q-{}", herd_core::ClusterId::from_entropy(random_entropy()).as_str().trim_start_matches("cl-"));
-    let quote = price(
-        id.clone(),
-        Timestamp(at.0 + QUOTE_VALIDITY_MS),
-        parsed.request.hardware_label(),
-        quoted_nodes(&placement),
-        parsed.hours,
-        parsed.asset,
-    );
+    let quote = estimate(&app, &body, id.clone())?;
+    let at = now();
     let request_json = serde_json::to_string(&body).expect("requests serialise");
     let quote_json = serde_json::to_string(&quote).expect("quotes serialise");
     app.store.create_quote(&id, &owner, &request_json, &quote_json, quote.expires_at, at).await?;

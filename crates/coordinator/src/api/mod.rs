@@ -32,6 +32,7 @@ use herd_proto::worker::SPEEDTEST_UPLOAD_BYTES;
         accounts::challenge,
         accounts::register,
         accounts::login,
+        accounts::browser_link,
         accounts::me,
         accounts::pairing_code,
         devices::list,
@@ -91,6 +92,7 @@ pub fn router(app: App) -> Router {
         .route("/v1/auth/challenge", post(accounts::challenge))
         .route("/v1/accounts", post(accounts::register))
         .route("/v1/auth/api-keys", post(accounts::login))
+        .route("/v1/auth/browser-links", post(accounts::browser_link))
         .route("/v1/account", get(accounts::me))
         .route("/v1/pairing-codes", post(accounts::pairing_code))
         .route("/v1/wallet", get(wallet::balance))

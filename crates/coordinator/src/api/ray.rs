@@ -390,6 +390,15 @@ struct RayLogs {
 
 /// Streams a Ray job's log as `LogEvent`s (one `seq` per line, from 1), then `end`. Ray
 /// gives the whole log each time; what was sent is skipped.
+/// The current attempt's output as Ray keeps it (empty when Ray cannot be asked).
+pub async fn output(app: &App, job: &Job) -> String {
+    let path = format!("/api/jobs/{}/logs", submission_id(&job.id, job.attempt));
+    match ray_api(app, &job.cluster_id, "GET", &path, None).await {
+        Ok((200, body)) => serde_json::from_slice::<RayLogs>(&body).map(|l| l.logs).unwrap_or_default(),
+        _ => String::new(),
+    }
+}
+
 pub async fn follow_logs(app: App, job: JobId, after: i64, follow: bool, sender: mpsc::Sender<Bytes>) {
     let mut sent = after.max(0);
     // Each attempt's log starts at line 1 in Ray; herd numbers them on: (attempt, first seq).
@@ -407,11 +416,7 @@ pub async fn follow_logs(app: App, job: JobId, after: i64, follow: bool, sender:
                 base
             }
         };
-        let path = format!("/api/jobs/{}/logs", submission_id(&job, current.attempt));
-        let logs = match ray_api(&app, &current.cluster_id, "GET", &path, None).await {
-            Ok((200, body)) => serde_json::from_slice::<RayLogs>(&body).map(|l| l.logs).unwrap_or_default(),
-            _ => String::new(),
-        };
+        let logs = output(&app, &current).await;
         // A line still being written is sent once it is complete (or the job ended).
         let complete = if ended { logs.as_str() } else { logs.rsplit_once('\n').map_or("", |(done, _)| done) };
         for (index, text) in complete.lines().enumerate() {

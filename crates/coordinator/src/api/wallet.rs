@@ -42,9 +42,13 @@ fn clamp_i64(value: i128) -> i64 {
 #[utoipa::path(get, path = "/v1/wallet", security(("api_key" = [])),
     responses((status = 200, body = Vec<WalletBalance>), (status = 401, body = ErrorBody)))]
 pub async fn balance(State(app): State<App>, Caller(owner): Caller) -> ApiResult<Json<Vec<WalletBalance>>> {
+    Ok(Json(balances(&app, &owner).await))
+}
+
+/// An account's balances per asset, from the books.
+pub async fn balances(app: &App, owner: &herd_core::Address) -> Vec<WalletBalance> {
     let key = AccountKey::User(owner.to_string());
-    let balances = app
-        .books
+    app.books
         .read(|books| {
             Asset::ALL
                 .into_iter()
@@ -59,8 +63,7 @@ pub async fn balance(State(app): State<App>, Caller(owner): Caller) -> ApiResult
                 })
                 .collect()
         })
-        .await;
-    Ok(Json(balances))
+        .await
 }
 
 /// Mints test funds to the caller — only on a development network (`--faucet`).

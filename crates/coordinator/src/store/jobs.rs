@@ -394,17 +394,18 @@ impl Store {
         .bind(limit)
         .fetch_all(&self.read)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(LogLine {
-                    seq: r.get(0),
-                    rank: r.get::<i64, _>(1) as u32,
-                    stream: if r.get::<&str, _>(2) == "stderr" { Stream::Stderr } else { Stream::Stdout },
-                    text: r.get(3),
-                    at: Timestamp(r.get(4)),
-                })
-            })
-            .collect()
+        rows.iter().map(log_line).collect()
+    }
+
+    /// The job's last `limit` lines, oldest first.
+    pub async fn logs_tail(&self, job: &JobId, limit: u32) -> StoreResult<Vec<LogLine>> {
+        let rows =
+            sqlx::query("SELECT seq, rank, stream, text, at FROM job_logs WHERE job_id = ? ORDER BY seq DESC LIMIT ?")
+                .bind(job.as_str())
+                .bind(limit)
+                .fetch_all(&self.read)
+                .await?;
+        rows.iter().rev().map(log_line).collect()
     }
 
     /// Asks the job to stop: tasks not yet started end now; returns the devices whose tasks
@@ -476,4 +477,14 @@ impl Store {
         let rows = sqlx::query("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetch_all(&self.read).await?;
         Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
+}
+
+fn log_line(r: &SqliteRow) -> StoreResult<LogLine> {
+    Ok(LogLine {
+        seq: r.get(0),
+        rank: r.get::<i64, _>(1) as u32,
+        stream: if r.get::<&str, _>(2) == "stderr" { Stream::Stderr } else { Stream::Stdout },
+        text: r.get(3),
+        at: Timestamp(r.get(4)),
+    })
 }

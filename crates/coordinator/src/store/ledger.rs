@@ -17,7 +17,7 @@ pub struct SignedEntry {
 }
 
 /// The compact id history is indexed by: 8 bytes of SHA-256 over the account's JSON key.
-fn account_tag(key: &AccountKey) -> i64 {
+pub(super) fn account_tag(key: &AccountKey) -> i64 {
     let digest = Sha256::digest(serde_json::to_vec(key).expect("account keys serialise"));
     i64::from_be_bytes(digest[..8].try_into().expect("8 bytes"))
 }

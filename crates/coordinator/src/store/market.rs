@@ -104,19 +104,24 @@ impl Store {
             .collect())
     }
 
-    /// Real (not simulated), unblocked devices for an hour's reward run, with when each last
-    /// came online (None if it is not online now).
-    /// Every device that may earn the block ending at `at` (the end of the hour).
-    pub async fn reward_candidates(&self, at: i64) -> StoreResult<Vec<crate::economy::RewardCandidate>> {
+    /// Real (not simulated), unblocked devices that may earn the block ending at `at` (the end
+    /// of the hour), with when each last came online (None if it is not online now); only
+    /// `owner`'s when given.
+    pub async fn reward_candidates(
+        &self,
+        at: i64,
+        owner: Option<&Address>,
+    ) -> StoreResult<Vec<crate::economy::RewardCandidate>> {
         let rows = sqlx::query(
             "SELECT d.id, d.owner, d.gpu_model, d.gpu_count, d.cpu_cores, d.connectivity, d.state,
                 (SELECT MAX(e.at) FROM device_events e
                   WHERE e.device_id = d.id AND (e.from_state IS NULL OR e.from_state IN ('offline', 'pending'))) AS online_since,
                 EXISTS (SELECT 1 FROM verifications v WHERE v.device_id = d.id AND v.outcome = 'passed'
                         AND v.finished_at >= ?1 - 3600000 AND v.finished_at < ?1) AS verified_this_hour
-             FROM devices d WHERE d.simulated = 0 AND d.state != 'blocked'",
+             FROM devices d WHERE d.simulated = 0 AND d.state != 'blocked' AND (?2 IS NULL OR d.owner = ?2)",
         )
         .bind(at)
+        .bind(owner.map(Address::as_str))
         .fetch_all(&self.read)
         .await?;
         rows.iter()

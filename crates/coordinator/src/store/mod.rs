@@ -9,6 +9,7 @@
 mod accounts;
 mod clusters;
 mod devices;
+mod earnings;
 mod explorer;
 mod healing;
 mod jobs;
@@ -16,6 +17,7 @@ mod ledger;
 mod market;
 mod payouts;
 mod ray;
+mod sessions;
 #[cfg(test)]
 mod snapshot;
 mod verifications;
@@ -28,6 +30,7 @@ use sqlx::Row;
 
 pub use clusters::{NewCluster, StalePlan, Terminated};
 pub use devices::{DeviceFilter, HelloOutcome, HelloRefusal};
+pub use earnings::{DeviceRewards, Income};
 pub use explorer::{Census, ClusterRow, CountrySupply, ImportedDevice, ModelSupply};
 pub use healing::{Loss, NotReplaced, Retry, Vacancy};
 pub use jobs::{DeviceTask, NewJob};

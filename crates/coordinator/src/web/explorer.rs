@@ -11,17 +11,15 @@ use maud::{html, Markup};
 use serde::Deserialize;
 
 use super::charts::{bars, sparkline, uptime_by_day};
-use super::{badge, device_link, layout, query, simulated_mark, time, Nav, Page, PageError, PageResult, PAGE_ROWS};
+use super::{badge, device_link, io, layout, query, simulated_mark, time, Nav, Page, PageError, PageResult, PAGE_ROWS};
 use crate::app::{now, App};
 use crate::store::DeviceFilter;
 
 /// Countries shown in the supply view (the rest are summed).
 const COUNTRIES_SHOWN: usize = 60;
 const UPTIME_DAYS: u32 = 30;
-
-fn io(units: i128) -> String {
-    format!("{}.{:06} IO", units / 1_000_000, (units % 1_000_000).abs())
-}
+/// Block rewards listed on a device's page (a day of blocks).
+const REWARDS_SHOWN: u32 = 24;
 
 pub async fn overview(State(app): State<App>) -> PageResult {
     let census = app.store.census().await?;
@@ -232,6 +230,7 @@ pub async fn device(State(app): State<App>, Path(id): Path<String>) -> PageResul
     let vault = AccountKey::StakeVault(id.to_string());
     let staked = app.books.read(|b| b.ledger.balance(&vault, Asset::Io)).await;
     let transactions = app.store.journal_of(&vault, 50).await?;
+    let rewards = app.store.device_block_rewards(&device.owner, &id, REWARDS_SHOWN).await?;
     let now_ms = now().0;
     let online = |state: DeviceState| matches!(state, DeviceState::Ready | DeviceState::Hired);
     // Events come newest first; the chart wants them oldest first.
@@ -286,6 +285,20 @@ pub async fn device(State(app): State<App>, Path(id): Path<String>) -> PageResul
                 }
             }
         }
+        h2 { "Block rewards" }
+        @if rewards.is_empty() {
+            p class="muted" { "No block rewards yet." }
+        } @else {
+            table {
+                caption { "The latest " (rewards.len()) " hourly blocks that paid this device" }
+                thead { tr { th scope="col" { "Block (hour ending)" } th scope="col" class="num" { "Reward" } } }
+                tbody {
+                    @for (at, units) in &rewards {
+                        tr { td { (time(*at)) } td class="num" { (io(i128::from(*units))) } }
+                    }
+                }
+            }
+        }
         h2 { "Stake transactions" }
         (entries(&transactions))
     };
@@ -316,14 +329,14 @@ fn entries(entries: &[crate::store::SignedEntry]) -> Markup {
     }
 }
 
-fn amount(units: u64, asset: Asset) -> String {
+pub(super) fn amount(units: u64, asset: Asset) -> String {
     match asset {
         Asset::Io => io(i128::from(units)),
         other => format!("{} {}", format_usd(units.min(i64::MAX as u64) as i64), other.as_str().to_uppercase()),
     }
 }
 
-fn account(key: &AccountKey) -> Markup {
+pub(super) fn account(key: &AccountKey) -> Markup {
     match key {
         AccountKey::User(address) => html! { code title=(address) { (address.get(..8).unwrap_or(address)) "…" } },
         AccountKey::Escrow(cluster) => {

@@ -1,20 +1,30 @@
-//! Server-rendered pages: the public explorer at `/` and `/explorer/…`. Templates are maud
-//! (compiled in, every value escaped), one stylesheet, charts as inline SVG, and one small
-//! script that refreshes the overview; no JS build step. Pages read aggregates and pages of
-//! rows from the store, never the whole network.
+//! Server-rendered pages: the public explorer at `/` and `/explorer/…`, and the signed-in
+//! consoles at `/console/…` (customer: clusters, jobs, wallet; supplier: devices and
+//! earnings). Templates are maud (compiled in, every value escaped), one stylesheet, charts
+//! as inline SVG, and one small script (live refresh, the live quote); no JS build step.
+//! Pages read aggregates and pages of rows from the store, never the whole network.
 
 mod charts;
+mod console;
 mod explorer;
+mod session;
+mod signin;
+mod supplier;
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use herd_core::{Address, Timestamp};
 use maud::{html, Markup, DOCTYPE};
 
 use crate::app::App;
 use crate::store::StoreError;
+
+/// IO tokens in minor units (10⁻⁶).
+pub fn io(units: i128) -> String {
+    format!("{}{}.{:06} IO", if units < 0 { "-" } else { "" }, (units / 1_000_000).abs(), (units % 1_000_000).abs())
+}
 
 /// Rows per page of a long list.
 pub const PAGE_ROWS: u32 = 50;
@@ -31,6 +41,18 @@ pub fn router() -> Router<App> {
         .route("/explorer/rewards.csv", get(explorer::rewards_csv))
         .route("/explorer/staking", get(explorer::staking))
         .route("/explorer/ledger", get(explorer::ledger))
+        .route("/console/login", get(signin::form).post(signin::with_api_key))
+        .route("/console/login/{code}", get(signin::confirm_link).post(signin::with_link))
+        .route("/console/logout", post(signin::logout))
+        .route("/console", get(console::home))
+        .route("/console/clusters", get(console::clusters).post(console::create_cluster))
+        .route("/console/clusters/new", get(console::new_cluster))
+        .route("/console/quote", post(console::live_quote))
+        .route("/console/clusters/{id}", get(console::cluster))
+        .route("/console/clusters/{id}/terminate", post(console::terminate))
+        .route("/console/jobs/{id}", get(console::job))
+        .route("/console/wallet", get(console::wallet))
+        .route("/console/devices", get(supplier::devices))
         .route("/static/herd.css", get(stylesheet))
         .route("/static/refresh.js", get(script))
 }
@@ -56,7 +78,16 @@ impl IntoResponse for Page {
 pub enum PageError {
     NotFound(String),
     BadRequest(String),
+    Forbidden(String),
+    /// An API call made for the page failed: its status and message.
+    Api(crate::error::ApiError),
     Store(StoreError),
+}
+
+impl From<crate::error::ApiError> for PageError {
+    fn from(error: crate::error::ApiError) -> Self {
+        PageError::Api(error)
+    }
 }
 
 impl From<StoreError> for PageError {
@@ -70,6 +101,12 @@ impl IntoResponse for PageError {
         let (status, message) = match self {
             PageError::NotFound(message) => (StatusCode::NOT_FOUND, message),
             PageError::BadRequest(message) => (StatusCode::BAD_REQUEST, message),
+            PageError::Forbidden(message) => (StatusCode::FORBIDDEN, message),
+            PageError::Api(error) if error.status.is_server_error() => {
+                tracing::error!(message = %error.message, "a console page failed");
+                (error.status, "something went wrong on the server; try again in a moment".to_owned())
+            }
+            PageError::Api(error) => (error.status, error.message),
             PageError::Store(error) => {
                 tracing::error!(%error, "a page could not read the database");
                 (StatusCode::SERVICE_UNAVAILABLE, "the database is busy; try again in a moment".to_owned())
@@ -96,6 +133,7 @@ pub enum Nav {
     Rewards,
     Staking,
     Ledger,
+    Console,
     None,
 }
 
@@ -131,6 +169,13 @@ pub fn layout(title: &str, current: Nav, body: Markup) -> Markup {
                                     } @else {
                                         a href=(href) { (label) }
                                     }
+                                }
+                            }
+                            li class="console-link" {
+                                @if current == Nav::Console {
+                                    a href="/console" aria-current="page" { "Console" }
+                                } @else {
+                                    a href="/console" { "Console" }
                                 }
                             }
                         }

@@ -1,0 +1,87 @@
+//! Browser sessions and one-time sign-in links, both stored as hashes of their secrets.
+
+use herd_core::{Address, Timestamp};
+use sqlx::Row;
+
+use super::{parse_col, Store, StoreResult};
+
+impl Store {
+    /// Records a session and drops expired ones, so the table stays bounded by the sessions
+    /// alive at once.
+    pub async fn create_session(
+        &self,
+        token_hash: &str,
+        address: &Address,
+        expires_at: Timestamp,
+        now: Timestamp,
+    ) -> StoreResult<()> {
+        let mut tx = self.write.begin().await?;
+        sqlx::query("DELETE FROM web_sessions WHERE expires_at <= ?").bind(now.0).execute(&mut *tx).await?;
+        sqlx::query("INSERT INTO web_sessions (token_hash, address, created_at, expires_at) VALUES (?, ?, ?, ?)")
+            .bind(token_hash)
+            .bind(address.as_str())
+            .bind(now.0)
+            .bind(expires_at.0)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The account signed in with this session, if it exists and has not expired.
+    pub async fn session_address(&self, token_hash: &str, now: Timestamp) -> StoreResult<Option<Address>> {
+        let row = sqlx::query("SELECT address FROM web_sessions WHERE token_hash = ? AND expires_at > ?")
+            .bind(token_hash)
+            .bind(now.0)
+            .fetch_optional(&self.read)
+            .await?;
+        row.map(|r| parse_col("web_sessions.address", r.get::<&str, _>(0))).transpose()
+    }
+
+    pub async fn delete_session(&self, token_hash: &str) -> StoreResult<()> {
+        sqlx::query("DELETE FROM web_sessions WHERE token_hash = ?").bind(token_hash).execute(&self.write).await?;
+        Ok(())
+    }
+
+    /// Records a sign-in link (hashed) and drops expired ones.
+    pub async fn create_login_link(
+        &self,
+        code_hash: &str,
+        address: &Address,
+        expires_at: Timestamp,
+        now: Timestamp,
+    ) -> StoreResult<()> {
+        let mut tx = self.write.begin().await?;
+        sqlx::query("DELETE FROM login_links WHERE expires_at <= ?").bind(now.0).execute(&mut *tx).await?;
+        sqlx::query("INSERT INTO login_links (code_hash, address, expires_at) VALUES (?, ?, ?)")
+            .bind(code_hash)
+            .bind(address.as_str())
+            .bind(expires_at.0)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Whose link this is, without using it up (the confirmation page shows the address).
+    pub async fn login_link_address(&self, code_hash: &str, now: Timestamp) -> StoreResult<Option<Address>> {
+        let row = sqlx::query("SELECT address FROM login_links WHERE code_hash = ? AND used = 0 AND expires_at > ?")
+            .bind(code_hash)
+            .bind(now.0)
+            .fetch_optional(&self.read)
+            .await?;
+        row.map(|r| parse_col("login_links.address", r.get::<&str, _>(0))).transpose()
+    }
+
+    /// Uses the link up; its account, or None if it is unknown, expired or was used before.
+    pub async fn consume_login_link(&self, code_hash: &str, now: Timestamp) -> StoreResult<Option<Address>> {
+        let row = sqlx::query(
+            "UPDATE login_links SET used = 1 WHERE code_hash = ? AND used = 0 AND expires_at > ? RETURNING address",
+        )
+        .bind(code_hash)
+        .bind(now.0)
+        .fetch_optional(&self.write)
+        .await?;
+        row.map(|r| parse_col("login_links.address", r.get::<&str, _>(0))).transpose()
+    }
+}
