@@ -98,3 +98,63 @@ impl Store {
         Ok(rows.iter().map(|r| (Timestamp(r.get(0)), r.get(1))).collect())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use herd_ledger::{Transfer, TransferKind};
+
+    use super::*;
+    use crate::test_support::{temp_store, test_app};
+
+    fn transfer(id: &str, debit: AccountKey, credit: AccountKey, asset: Asset, amount: u64, code: &str) -> Transfer {
+        Transfer { id: id.into(), debit, credit, asset, amount, kind: TransferKind::Single, code: code.into() }
+    }
+
+    #[tokio::test]
+    async fn income_is_summed_by_reason_and_block_rewards_by_device() {
+        let (_dir, store, url) = temp_store().await;
+        let (app, _stop) = test_app(&store, url).await;
+        app.ensure_genesis().await.unwrap();
+        let owner: Address = "4Nd1mBQtrMJVYVfKf2PJy9NZUZdTAsp7D16QAtJm5ZAz".parse().unwrap();
+        let other: Address = "7U3sTTjfMk12eQ5p2XAwpL4NJRbRrBkwc5YdytAxQX2a".parse().unwrap();
+        let (a, b) = ("DeviceA111111111111111111111111111111111111", "DeviceB11111111111111111111111111111111111");
+        let me = AccountKey::User(owner.to_string());
+        let batch = [
+            transfer(&format!("reward:1:{a}"), AccountKey::EmissionPool, me.clone(), Asset::Io, 5, "block-reward"),
+            transfer(&format!("reward:2:{a}"), AccountKey::EmissionPool, me.clone(), Asset::Io, 7, "block-reward"),
+            transfer(&format!("reward:2:{b}"), AccountKey::EmissionPool, me.clone(), Asset::Io, 11, "block-reward"),
+            transfer(
+                &format!("reward:2:{a}x"),
+                AccountKey::EmissionPool,
+                AccountKey::User(other.to_string()),
+                Asset::Io,
+                13,
+                "block-reward",
+            ),
+            transfer("fund", AccountKey::Issuance, AccountKey::User(other.to_string()), Asset::Usdc, 1000, "faucet"),
+            transfer("pay:1", AccountKey::User(other.to_string()), me.clone(), Asset::Usdc, 300, "lease-earning"),
+            transfer("pay:2", AccountKey::User(other.to_string()), me.clone(), Asset::Usdc, 200, "lease-earning"),
+            // Money going out is not income.
+            transfer("out", me.clone(), AccountKey::Burn, Asset::Io, 1, "burn-for-credits"),
+        ];
+        app.post(&batch).await.unwrap();
+
+        let income = store.income_of(&owner).await.unwrap();
+        let total = |code: &str, asset: Asset| {
+            income.iter().find(|i| i.code == code && i.asset == asset).map(|i| (i.total, i.entries))
+        };
+        assert_eq!(total("block-reward", Asset::Io), Some((23, 3)));
+        assert_eq!(total("lease-earning", Asset::Usdc), Some((500, 2)));
+        assert_eq!(total("burn-for-credits", Asset::Io), None);
+
+        let mut by_device = store.block_rewards_by_device(&owner).await.unwrap();
+        by_device.sort_by(|x, y| x.device.cmp(&y.device));
+        let summary: Vec<(&str, i64, i64)> = by_device.iter().map(|r| (r.device.as_str(), r.total, r.blocks)).collect();
+        assert_eq!(summary, [(a, 12, 2), (b, 11, 1)]);
+
+        let device: Address = a.parse().unwrap();
+        let history = store.device_block_rewards(&owner, &device, 24).await.unwrap();
+        assert_eq!(history.iter().map(|(_, amount)| *amount).collect::<Vec<_>>(), [7, 5], "newest first, only its own");
+        assert!(store.device_block_rewards(&other, &device, 24).await.unwrap().is_empty());
+    }
+}

@@ -78,6 +78,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (10, "ray", include_str!("../../migrations/0010_ray.sql")),
     (11, "healing", include_str!("../../migrations/0011_healing.sql")),
     (12, "explorer", include_str!("../../migrations/0012_explorer.sql")),
+    (13, "web_sessions", include_str!("../../migrations/0013_web_sessions.sql")),
 ];
 
 #[derive(Clone)]

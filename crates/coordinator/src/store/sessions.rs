@@ -85,3 +85,45 @@ impl Store {
         row.map(|r| parse_col("login_links.address", r.get::<&str, _>(0))).transpose()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::temp_store;
+
+    async fn account(store: &Store) -> Address {
+        let address: Address = "4Nd1mBQtrMJVYVfKf2PJy9NZUZdTAsp7D16QAtJm5ZAz".parse().unwrap();
+        assert!(store.register_account(&address, "key-hash", Timestamp(0)).await.unwrap());
+        address
+    }
+
+    #[tokio::test]
+    async fn sessions_expire_and_end() {
+        let (_dir, store, _) = temp_store().await;
+        let address = account(&store).await;
+        store.create_session("s1", &address, Timestamp(1_000), Timestamp(0)).await.unwrap();
+        assert_eq!(store.session_address("s1", Timestamp(999)).await.unwrap(), Some(address.clone()));
+        assert_eq!(store.session_address("s1", Timestamp(1_000)).await.unwrap(), None, "expired");
+        assert_eq!(store.session_address("s2", Timestamp(0)).await.unwrap(), None, "unknown");
+        store.create_session("s3", &address, Timestamp(5_000), Timestamp(2_000)).await.unwrap();
+        store.delete_session("s3").await.unwrap();
+        assert_eq!(store.session_address("s3", Timestamp(2_001)).await.unwrap(), None, "signed out");
+    }
+
+    #[tokio::test]
+    async fn a_login_link_works_once_and_not_after_it_expires() {
+        let (_dir, store, _) = temp_store().await;
+        let address = account(&store).await;
+        store.create_login_link("l1", &address, Timestamp(1_000), Timestamp(0)).await.unwrap();
+        assert_eq!(store.login_link_address("l1", Timestamp(10)).await.unwrap(), Some(address.clone()));
+        assert_eq!(
+            store.login_link_address("l1", Timestamp(10)).await.unwrap(),
+            Some(address.clone()),
+            "looking does not use it"
+        );
+        assert_eq!(store.consume_login_link("l1", Timestamp(10)).await.unwrap(), Some(address.clone()));
+        assert_eq!(store.consume_login_link("l1", Timestamp(11)).await.unwrap(), None, "single use");
+        store.create_login_link("l2", &address, Timestamp(1_000), Timestamp(0)).await.unwrap();
+        assert_eq!(store.consume_login_link("l2", Timestamp(1_000)).await.unwrap(), None, "expired");
+    }
+}
