@@ -172,3 +172,216 @@ async fn the_explorer_shows_the_network_in_a_real_browser() {
     }
     network.stop().await;
 }
+
+/// Runs the CLI with its own config directory; its stdout.
+fn herd_cli(config: &std::path::Path, args: &[&str]) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_herd"))
+        .args(args)
+        .env("HERD_CONFIG_DIR", config)
+        .env_remove("HERD_COORDINATOR")
+        .output()
+        .expect("herd runs");
+    assert!(output.status.success(), "herd {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+async fn main_text(browser: &Browser) -> String {
+    browser.find(Locator::Css("main")).await.unwrap().text().await.unwrap()
+}
+
+/// The page's main text once it contains `needle` (a click's navigation may still be on its way).
+async fn wait_for_text(browser: &Browser, needle: &str) -> String {
+    eventually(&format!("{needle:?} on the page"), Duration::from_secs(15), || async {
+        let text = browser.find(Locator::Css("main")).await.ok()?.text().await.ok()?;
+        text.contains(needle).then_some(text)
+    })
+    .await
+}
+
+async fn wait_for_path(browser: &Browser, path: &str) {
+    eventually(&format!("the browser at {path}"), Duration::from_secs(15), || async {
+        (browser.current_url().await.ok()?.path() == path).then_some(())
+    })
+    .await
+}
+
+async fn shot(browser: &Browser, name: &str) {
+    std::fs::write(screenshots().join(format!("{name}.png")), browser.screenshot().await.unwrap()).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_consoles_sign_in_create_a_cluster_and_explain_earnings() {
+    if !browser_available() {
+        return;
+    }
+    let network = TestNetwork::start(0).await;
+    let base = network.url.clone();
+    let mut rigs = Vec::new();
+    for (i, country) in ["US", "DE", "FR"].iter().enumerate() {
+        rigs.push(rig(
+            &network,
+            &network.supplier_key,
+            &format!("rig-{i}"),
+            "NVIDIA H100 80GB HBM3",
+            8,
+            country,
+            (2000, 1500),
+        ));
+    }
+    devices_in_state(&base, &network.supplier, herd_core::DeviceState::Ready, 3).await;
+    // A customer; a second API key of theirs is what they paste into the browser.
+    let (customer_key, customer) = new_account(&base).await;
+    let (credential, _) =
+        herd_cli::credentials::sign_in(&herd_cli::client::Client::new(&base, None), &customer_key).await.unwrap();
+
+    let (_driver, browser) = browser().await;
+    // Signed out, a console page sends the visitor to sign in, and back afterwards.
+    browser.goto(&format!("{base}/console/clusters")).await.unwrap();
+    let url = browser.current_url().await.unwrap();
+    assert_eq!(url.path(), "/console/login", "signed-out visitors cannot reach console pages");
+    assert_eq!(url.query(), Some("next=%2Fconsole%2Fclusters"));
+    shot(&browser, "console-sign-in").await;
+    for path in ["/console", "/console/devices", "/console/wallet", "/console/clusters/new"] {
+        let response = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+        let status = response.get(format!("{base}{path}")).send().await.unwrap().status();
+        assert_eq!(status.as_u16(), 303, "{path} without a session");
+    }
+
+    let key_field = browser.find(Locator::Id("api_key")).await.unwrap();
+    key_field.send_keys("herd_not-a-real-key").await.unwrap();
+    browser.find(Locator::Css("form[action='/console/login'] button")).await.unwrap().click().await.unwrap();
+    wait_for_text(&browser, "Unknown API key").await;
+    browser.find(Locator::Id("api_key")).await.unwrap().send_keys(&credential.api_key).await.unwrap();
+    browser.find(Locator::Css("form[action='/console/login'] button")).await.unwrap().click().await.unwrap();
+    wait_for_path(&browser, "/console/clusters").await;
+    let cookie = browser.get_named_cookie("herd_session").await.unwrap();
+    assert_eq!(cookie.http_only(), Some(true), "scripts cannot read the session");
+    assert_eq!(format!("{:?}", cookie.same_site()), "Some(Lax)");
+
+    // A cluster from the form: the live quote appears while filling it in.
+    browser.find(Locator::LinkText("New cluster")).await.unwrap().click().await.unwrap();
+    let nodes = browser.find(Locator::Id("nodes")).await.unwrap();
+    nodes.clear().await.unwrap();
+    nodes.send_keys("2").await.unwrap();
+    browser.find(Locator::Css("#gpu option[value='H100']")).await.unwrap().click().await.unwrap();
+    browser.find(Locator::Id("gpus_per_node")).await.unwrap().send_keys("8").await.unwrap();
+    browser.find(Locator::Css("#kind option[value='plain']")).await.unwrap().click().await.unwrap();
+    let quote = eventually("the live quote", Duration::from_secs(10), || async {
+        let text = browser.find(Locator::Id("quote")).await.ok()?.text().await.ok()?;
+        text.contains("2 × 8×H100").then_some(text)
+    })
+    .await;
+    assert!(quote.contains("per hour") && quote.contains("reservation fee"), "{quote}");
+    shot(&browser, "console-new-cluster").await;
+    browser.find(Locator::Css("button[value='create']")).await.unwrap().click().await.unwrap();
+    let page = wait_for_text(&browser, "Cluster cl-").await;
+    assert!(page.contains("running"), "{page}");
+    let clusters = customer.clusters(false).await.unwrap();
+    assert_eq!(clusters.len(), 1, "the form created exactly one cluster");
+    let cluster = &clusters[0];
+    assert_eq!(cluster.nodes.len(), 2);
+    shot(&browser, "console-cluster").await;
+    browser
+        .find(Locator::Css("nav[aria-label='Console'] a[href='/console/clusters']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for_path(&browser, "/console/clusters").await;
+    wait_for_text(&browser, cluster.id.as_str()).await;
+
+    // A job's output, and the wallet's record of the hold.
+    let job = customer
+        .create_job(&herd_proto::api::CreateJob {
+            cluster_id: cluster.id.clone(),
+            command: vec!["sh".into(), "-c".into(), "echo hello from the console".into()],
+            env: Default::default(),
+            image: None,
+            limits: Default::default(),
+            kind: herd_core::JobKind::Command,
+            runtime_env: None,
+            max_retries: 0,
+        })
+        .await
+        .unwrap();
+    browser.goto(&format!("{base}/console/jobs/{}", job.id)).await.unwrap();
+    let output = wait_for_text(&browser, "hello from the console").await;
+    assert!(output.contains("[0]") && output.contains("[1]"), "both nodes' lines: {output}");
+    let wallet = visit(&browser, &base, "/console/wallet", "Wallet", "console-wallet").await;
+    assert!(wallet.contains("lease-hold") && wallet.contains("faucet"), "{wallet}");
+
+    // Forms only work from our pages: another origin, or a missing token, is refused.
+    let session = format!("herd_session={}", cookie.value());
+    let post = |origin: &'static str, body: &'static str| {
+        let url = format!("{base}/console/clusters/{}/terminate", cluster.id);
+        let session = session.clone();
+        async move {
+            reqwest::Client::new()
+                .post(url)
+                .header("cookie", session)
+                .header("origin", origin)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(post("http://evil.example", "csrf=x").await, 403);
+    assert_eq!(post("null", "csrf=x").await, 403);
+    let origin: &'static str = Box::leak(base.clone().into_boxed_str());
+    assert_eq!(post(origin, "csrf=wrong").await, 403);
+    assert_eq!(customer.clusters(false).await.unwrap().len(), 1, "still running");
+
+    // Sign out: the session is gone on the server too.
+    browser.find(Locator::Css("form[action='/console/logout'] button")).await.unwrap().click().await.unwrap();
+    wait_for_path(&browser, "/explorer").await;
+    let status = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(format!("{base}/console"))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status.as_u16(), 303, "a signed-out session is refused");
+
+    // A supplier signs in with the one-time link from the CLI and sees why their new device
+    // is not earning yet.
+    let config = network.dir.path().join("supplier-cli");
+    herd_cli(&config, &["--coordinator", &base, "account", "create"]);
+    let supplier_key = herd_keys::load(&config.join("account.key")).unwrap();
+    let supplier = herd_keys::address_of(&supplier_key);
+    let worker = start_worker(&base, &network.dir.path().join("supplier-worker"), &supplier_key);
+    devices_in_state(&base, &supplier, herd_core::DeviceState::Ready, 1).await;
+    let link: serde_json::Value =
+        serde_json::from_str(&herd_cli(&config, &["--coordinator", &base, "--json", "account", "login", "--browser"]))
+            .unwrap();
+    let link = link["url"].as_str().unwrap().to_owned();
+    assert!(link.starts_with(&format!("{base}/console/login/")), "{link}");
+    browser.goto(&link).await.unwrap();
+    let confirm = main_text(&browser).await;
+    assert!(confirm.contains(supplier.as_str()), "the link says whose account it is: {confirm}");
+    browser.find(Locator::Css("main form button")).await.unwrap().click().await.unwrap();
+    wait_for_path(&browser, "/console").await;
+    let devices = visit(&browser, &base, "/console/devices", "Your devices", "console-devices").await;
+    assert!(devices.contains("not earning"), "{devices}");
+    assert!(devices.contains("less than 5 h of continuous uptime"), "{devices}");
+    assert!(devices.contains("below the minimum stake") && devices.contains("herd stake add"), "{devices}");
+    // The link was used up.
+    browser.goto(&link).await.unwrap();
+    wait_for_text(&browser, "unknown, expired or already used").await;
+
+    browser.close().await.unwrap();
+    worker.stop().await;
+    customer.delete_cluster(cluster.id.as_str()).await.unwrap();
+    for rig in rigs {
+        rig.stop().await;
+    }
+    network.stop().await;
+}

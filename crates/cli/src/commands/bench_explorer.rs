@@ -1,7 +1,9 @@
-//! `herd bench explorer`: how long every explorer page takes on a large network. The network
-//! is simulated devices imported straight into a fresh database (a real hello and proof per
-//! device would take an hour for 100,000), plus a few real leases; then each page is fetched
-//! several times over loopback and timed, against the 200 ms target.
+//! `herd bench explorer`: how long every explorer and console page takes on a large network.
+//! The network is simulated devices imported straight into a fresh database (a real hello and
+//! proof per device would take an hour for 100,000), all of one supplier, plus a few real
+//! leases; then each page is fetched several times over loopback and timed, against the
+//! 200 ms target. Console pages are fetched signed in (customer and that supplier), through
+//! the same one-time sign-in link `herd account login --browser` uses.
 
 use std::time::{Duration, Instant};
 
@@ -11,12 +13,13 @@ use ed25519_dalek::SigningKey;
 use herd_coordinator::store::{ImportedDevice, Store};
 use herd_core::{ClusterKind, Timestamp};
 use herd_proto::api::{CreateCluster, Deposit};
+use herd_proto::signing::PURPOSE_BROWSER;
 use rand::rngs::OsRng;
 use serde::Serialize;
 
 use super::Context;
 use crate::client::Client;
-use crate::credentials::sign_in;
+use crate::credentials::{sign_challenge, sign_in};
 use crate::output::{print_json, table};
 
 const TARGET_MS: f64 = 200.0;
@@ -114,14 +117,30 @@ async fn measure(db: &str, args: &ExplorerArgs) -> anyhow::Result<Figures> {
     config.proof.simulated_allowed = true;
     let coordinator = herd_coordinator::start(config).await.context("starting the coordinator")?;
     let url = coordinator.url();
-    let result = time_pages(&url, args).await;
+    let result = time_pages(&url, &supplier_key, args).await;
     coordinator.shutdown().await;
     let pages = result?;
     let worst = pages.iter().map(|p| p.median_ms).fold(0.0, f64::max);
     Ok(Figures { devices: args.devices, import_s, pages, worst_vs_target: worst / TARGET_MS })
 }
 
-async fn time_pages(url: &str, args: &ExplorerArgs) -> anyhow::Result<Vec<PageFigure>> {
+/// A console session for the key's account: the `Cookie` header to send.
+async fn session(url: &str, key: &SigningKey) -> anyhow::Result<String> {
+    let public = Client::new(url, None);
+    let challenge = public.challenge(&herd_worker::keys::address_of(key), PURPOSE_BROWSER).await?;
+    let link = public.browser_link(&sign_challenge(key, PURPOSE_BROWSER, challenge.nonce)).await?;
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build()?;
+    let response = http.post(format!("{url}{}", link.path)).send().await?;
+    let cookie = response
+        .headers()
+        .get(reqwest::header::SET_COOKIE)
+        .and_then(|c| c.to_str().ok())
+        .and_then(|c| c.split(';').next())
+        .context("the sign-in link set no session cookie")?;
+    Ok(cookie.to_owned())
+}
+
+async fn time_pages(url: &str, supplier_key: &SigningKey, args: &ExplorerArgs) -> anyhow::Result<Vec<PageFigure>> {
     let public = Client::new(url, None);
     let customer_key = SigningKey::generate(&mut OsRng);
     let (credential, _) = sign_in(&public, &customer_key).await.context("customer account")?;
@@ -141,26 +160,38 @@ async fn time_pages(url: &str, args: &ExplorerArgs) -> anyhow::Result<Vec<PageFi
     }
     let cluster = cluster.expect("five leases");
     let device = cluster.nodes[0].device_id.clone();
+    let customer_session = session(url, &customer_key).await?;
+    let supplier_session = session(url, supplier_key).await?;
     let pages = [
-        "/explorer".to_owned(),
-        "/explorer/devices".to_owned(),
-        "/explorer/devices?state=ready&model=H100&country=US".to_owned(),
-        "/explorer/devices?tier=none&page=500".to_owned(),
-        format!("/explorer/devices/{device}"),
-        "/explorer/clusters".to_owned(),
-        format!("/explorer/clusters/{}", cluster.id),
-        "/explorer/rewards".to_owned(),
-        "/explorer/staking".to_owned(),
-        "/explorer/ledger".to_owned(),
+        ("/explorer".to_owned(), None),
+        ("/explorer/devices".to_owned(), None),
+        ("/explorer/devices?state=ready&model=H100&country=US".to_owned(), None),
+        ("/explorer/devices?tier=none&page=500".to_owned(), None),
+        (format!("/explorer/devices/{device}"), None),
+        ("/explorer/clusters".to_owned(), None),
+        (format!("/explorer/clusters/{}", cluster.id), None),
+        ("/explorer/rewards".to_owned(), None),
+        ("/explorer/staking".to_owned(), None),
+        ("/explorer/ledger".to_owned(), None),
+        ("/console".to_owned(), Some(&customer_session)),
+        ("/console/clusters".to_owned(), Some(&customer_session)),
+        (format!("/console/clusters/{}", cluster.id), Some(&customer_session)),
+        ("/console/wallet".to_owned(), Some(&customer_session)),
+        ("/console/devices".to_owned(), Some(&supplier_session)),
     ];
-    let http = reqwest::Client::new();
+    // No redirects: a console page that sent us to sign in must fail, not time the sign-in page.
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build()?;
     let mut figures = Vec::new();
-    for page in pages {
+    for (page, session) in pages {
         let mut times = Vec::new();
         let mut bytes = 0;
         for run in 0..=args.runs {
             let started = Instant::now();
-            let response = http.get(format!("{url}{page}")).send().await?;
+            let mut request = http.get(format!("{url}{page}"));
+            if let Some(cookie) = session {
+                request = request.header(reqwest::header::COOKIE, cookie.as_str());
+            }
+            let response = request.send().await?;
             anyhow::ensure!(response.status().is_success(), "{page}: {}", response.status());
             bytes = response.bytes().await?.len();
             if run > 0 {

@@ -3,6 +3,8 @@
 
 use herd_core::{Address, Asset, Timestamp};
 use herd_ledger::AccountKey;
+use sqlx::query::Query;
+use sqlx::sqlite::{Sqlite, SqliteArguments};
 use sqlx::Row;
 
 use super::ledger::account_tag;
@@ -77,6 +79,47 @@ impl Store {
             .collect())
     }
 
+    /// Stake burned from these devices' vaults (slashes): the latest `limit`, newest first,
+    /// and the total of all of them. One query over the vaults' journal index; the debit's
+    /// id keeps out another vault whose tag collides.
+    pub async fn slashes_of(
+        &self,
+        devices: &[Address],
+        limit: u32,
+    ) -> StoreResult<(Vec<(Address, super::SignedEntry)>, i64)> {
+        if devices.is_empty() {
+            return Ok((Vec::new(), 0));
+        }
+        let list = vec!["?"; devices.len()].join(", ");
+        let from = format!(
+            "FROM journal_accounts a JOIN journal j ON j.seq = a.seq
+             WHERE a.account IN ({list}) AND json_extract(j.body, '$.credit.kind') = 'burn'
+               AND json_extract(j.body, '$.debit.kind') = 'stake_vault' AND json_extract(j.body, '$.debit.id') IN ({list})"
+        );
+        fn bind_all<'q>(sql: &'q str, devices: &[Address]) -> Query<'q, Sqlite, SqliteArguments<'q>> {
+            let mut query = sqlx::query(sql);
+            for device in devices {
+                query = query.bind(account_tag(&AccountKey::StakeVault(device.to_string())));
+            }
+            for device in devices {
+                query = query.bind(device.as_str().to_owned());
+            }
+            query
+        }
+        let total_sql = format!("SELECT COALESCE(SUM(json_extract(j.body, '$.amount')), 0) {from}");
+        let total: i64 = bind_all(&total_sql, devices).fetch_one(&self.read).await?.get(0);
+        let rows_sql = format!("SELECT j.* {from} ORDER BY j.seq DESC LIMIT {limit}");
+        let rows = bind_all(&rows_sql, devices).fetch_all(&self.read).await?;
+        let mut slashes = Vec::new();
+        for row in &rows {
+            let entry = super::ledger::entry_from_row(row)?;
+            if let AccountKey::StakeVault(vault) = &entry.entry.transfer.debit {
+                slashes.push((parse_col("journal.body.debit", vault)?, entry));
+            }
+        }
+        Ok((slashes, total))
+    }
+
     /// The device's latest block rewards: (hour's end, amount), newest first.
     pub async fn device_block_rewards(
         &self,
@@ -117,7 +160,8 @@ mod tests {
         app.ensure_genesis().await.unwrap();
         let owner: Address = "4Nd1mBQtrMJVYVfKf2PJy9NZUZdTAsp7D16QAtJm5ZAz".parse().unwrap();
         let other: Address = "7U3sTTjfMk12eQ5p2XAwpL4NJRbRrBkwc5YdytAxQX2a".parse().unwrap();
-        let (a, b) = ("DeviceA111111111111111111111111111111111111", "DeviceB11111111111111111111111111111111111");
+        let (device_a, device_b) = (Address::from_public_key(&[1; 32]), Address::from_public_key(&[2; 32]));
+        let (a, b) = (device_a.as_str(), device_b.as_str());
         let me = AccountKey::User(owner.to_string());
         let batch = [
             transfer(&format!("reward:1:{a}"), AccountKey::EmissionPool, me.clone(), Asset::Io, 5, "block-reward"),
@@ -136,6 +180,9 @@ mod tests {
             transfer("pay:2", AccountKey::User(other.to_string()), me.clone(), Asset::Usdc, 200, "lease-earning"),
             // Money going out is not income.
             transfer("out", me.clone(), AccountKey::Burn, Asset::Io, 1, "burn-for-credits"),
+            transfer("stake", me.clone(), AccountKey::StakeVault(a.into()), Asset::Io, 20, "stake"),
+            transfer("slash:1", AccountKey::StakeVault(a.into()), AccountKey::Burn, Asset::Io, 3, "slash-abandoned"),
+            transfer("slash:2", AccountKey::StakeVault(a.into()), AccountKey::Burn, Asset::Io, 2, "slash-proof"),
         ];
         app.post(&batch).await.unwrap();
 
@@ -152,9 +199,16 @@ mod tests {
         let summary: Vec<(&str, i64, i64)> = by_device.iter().map(|r| (r.device.as_str(), r.total, r.blocks)).collect();
         assert_eq!(summary, [(a, 12, 2), (b, 11, 1)]);
 
-        let device: Address = a.parse().unwrap();
+        let device = device_a.clone();
         let history = store.device_block_rewards(&owner, &device, 24).await.unwrap();
         assert_eq!(history.iter().map(|(_, amount)| *amount).collect::<Vec<_>>(), [7, 5], "newest first, only its own");
         assert!(store.device_block_rewards(&other, &device, 24).await.unwrap().is_empty());
+
+        let devices = [device.clone(), device_b.clone()];
+        let (slashes, total) = store.slashes_of(&devices, 1).await.unwrap();
+        assert_eq!(total, 5, "every slash counts in the total");
+        assert_eq!(slashes.len(), 1, "the list is limited");
+        assert_eq!((&slashes[0].0, slashes[0].1.entry.transfer.code.as_str()), (&device, "slash-proof"));
+        assert_eq!(store.slashes_of(&devices[1..], 10).await.unwrap().1, 0);
     }
 }

@@ -22,7 +22,7 @@ pub(super) fn account_tag(key: &AccountKey) -> i64 {
     i64::from_be_bytes(digest[..8].try_into().expect("8 bytes"))
 }
 
-fn entry_from_row(row: &SqliteRow) -> StoreResult<SignedEntry> {
+pub(super) fn entry_from_row(row: &SqliteRow) -> StoreResult<SignedEntry> {
     Ok(SignedEntry {
         entry: Entry {
             seq: row.get::<i64, _>("seq") as u64,

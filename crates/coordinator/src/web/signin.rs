@@ -48,8 +48,8 @@ fn login_page(next: &str, error: Option<&str>, headers: &HeaderMap) -> Markup {
                         input id="api_key" name="api_key" type="password" autocomplete="off" required
                             placeholder="herd_…" aria-describedby="api_key_help";
                         p id="api_key_help" class="muted" {
-                            "The key `herd account create` stored in your config directory (credentials.json). It is sent once; \
-                             the browser keeps only a session cookie."
+                            "The key " code { "herd account create" } " stored in your config directory (credentials.json). \
+                             It is sent once; the browser keeps only a session cookie."
                         }
                         @if let Some(error) = error {
                             p class="error" role="alert" { (error) }
@@ -109,7 +109,7 @@ pub async fn confirm_link(State(app): State<App>, Path(code): Path<String>) -> R
             h1 { "Sign in to the console" }
             p { "This one-time link signs this browser in as account" }
             p { code { (address) } }
-            p class="muted" { "Continue only if you ran `herd account login --browser` yourself, just now." }
+            p class="muted" { "Continue only if you ran " code { "herd account login --browser" } " yourself, just now." }
             form method="post" action=(format!("/console/login/{code}")) {
                 button type="submit" { "Sign in as " (address.short()) "…" }
             }

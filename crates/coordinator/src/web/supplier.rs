@@ -7,7 +7,6 @@ use std::collections::HashMap;
 use axum::extract::State;
 use herd_core::{Asset, DeviceState, Timestamp};
 use herd_ledger::rewards::{ineligibilities, Candidate, Ineligible, UPTIME_MIN_MS};
-use herd_ledger::AccountKey;
 use herd_proto::api::Device;
 use maud::html;
 
@@ -20,7 +19,7 @@ use crate::store::DeviceFilter;
 
 /// The most devices one page lists (an account with more is an operator: use the API).
 const DEVICES_SHOWN: u32 = 500;
-const SLASHES_PER_DEVICE: u32 = 20;
+const SLASHES_SHOWN: u32 = 100;
 
 /// Whether a device earns block rewards now, and if not, every reason why.
 enum Earning {
@@ -45,7 +44,7 @@ fn reason(why: Ineligible, candidate: &Candidate, device: &Device, at: Timestamp
                 .trim_end_matches('Z')
         ),
         Ineligible::Understaked => format!(
-            "{}: {} staked of {} — `herd stake add --device {} --amount {}`",
+            "{}: {} staked of {}; to earn, run: herd stake add --device {} --amount {}",
             why.reason(),
             io(i128::from(candidate.staked)),
             io(i128::from(candidate.min_stake)),
@@ -96,6 +95,7 @@ pub async fn devices(State(app): State<App>, signed_in: SignedIn) -> PageResult 
     let at = now();
     let filter = DeviceFilter { owner: Some(owner.clone()), limit: DEVICES_SHOWN, ..DeviceFilter::default() };
     let devices = app.store.list_devices(&filter).await?;
+    let owned = app.store.account(owner).await?.map_or(0, |a| a.devices);
     let mut candidates = HashMap::new();
     for device in app.store.reward_candidates(at.0, Some(owner)).await? {
         let id = device.id.clone();
@@ -104,16 +104,8 @@ pub async fn devices(State(app): State<App>, signed_in: SignedIn) -> PageResult 
     let rewards: HashMap<String, crate::store::DeviceRewards> =
         app.store.block_rewards_by_device(owner).await?.into_iter().map(|r| (r.device.clone(), r)).collect();
     let income = app.store.income_of(owner).await?;
-    let mut slashes = Vec::new();
-    for device in &devices {
-        for entry in app.store.journal_of(&AccountKey::StakeVault(device.id.to_string()), SLASHES_PER_DEVICE).await? {
-            if entry.entry.transfer.credit == AccountKey::Burn {
-                slashes.push((device.id.clone(), entry));
-            }
-        }
-    }
-    slashes.sort_by_key(|(_, e)| std::cmp::Reverse(e.entry.seq));
-    let slashed: u64 = slashes.iter().map(|(_, e)| e.entry.transfer.amount).sum();
+    let ids: Vec<_> = devices.iter().map(|d| d.id.clone()).collect();
+    let (slashes, slashed) = app.store.slashes_of(&ids, SLASHES_SHOWN).await?;
     let payouts = app.store.payouts_of(owner, 20).await?;
     let earning = devices
         .iter()
@@ -123,7 +115,7 @@ pub async fn devices(State(app): State<App>, signed_in: SignedIn) -> PageResult 
     let body = html! {
         h1 { "Your devices" }
         div class="cards" {
-            div class="card" { div class="value" { (devices.len()) } div class="label" { "devices" } }
+            div class="card" { div class="value" { (owned) } div class="label" { "devices" } }
             div class="card" { div class="value" { (earning) } div class="label" { "earning block rewards now" } }
             @for asset in Asset::ALL {
                 @let pay = income_total(&income, "lease-earning", asset);
@@ -133,6 +125,9 @@ pub async fn devices(State(app): State<App>, signed_in: SignedIn) -> PageResult 
             }
             div class="card" { div class="value" { (io(i128::from(income_total(&income, "block-reward", Asset::Io)))) } div class="label" { "block rewards" } }
             div class="card" { div class="value" { (io(i128::from(slashed))) } div class="label" { "slashed" } }
+        }
+        @if owned > devices.len() as u64 {
+            p class="muted" { "The first " (devices.len()) " of " (owned) " devices; the API lists them all: " code { "GET /v1/devices?owner=" (owner) } "." }
         }
         @if devices.is_empty() {
             p { "No devices yet. On each machine: " code { "herd worker start --coordinator URL" } " (with your account key, or a pairing code from " code { "herd worker pair" } ")." }
@@ -173,6 +168,9 @@ pub async fn devices(State(app): State<App>, signed_in: SignedIn) -> PageResult 
             }
         }
         h2 { "Earnings" }
+        @if income.is_empty() {
+            p class="muted" { "Nothing paid in yet: leases pay per second of a device's use, block rewards every hour." }
+        } @else {
         table {
             caption { "Everything paid into your account, by reason" }
             thead { tr { th scope="col" { "Reason" } th scope="col" class="num" { "Entries" } th scope="col" class="num" { "Total" } } }
@@ -181,6 +179,7 @@ pub async fn devices(State(app): State<App>, signed_in: SignedIn) -> PageResult 
                     tr { td { (i.code) } td class="num" { (i.entries) } td class="num" { (amount(i.total.max(0) as u64, i.asset)) } }
                 }
             }
+        }
         }
         h2 { "Slashes" }
         @if slashes.is_empty() {
