@@ -90,6 +90,7 @@ impl Store {
         if devices.is_empty() {
             return Ok((Vec::new(), 0));
         }
+        // Only placeholders are formatted into the SQL; every value is bound.
         let list = vec!["?"; devices.len()].join(", ");
         let from = format!(
             "FROM journal_accounts a JOIN journal j ON j.seq = a.seq
@@ -108,8 +109,8 @@ impl Store {
         }
         let total_sql = format!("SELECT COALESCE(SUM(json_extract(j.body, '$.amount')), 0) {from}");
         let total: i64 = bind_all(&total_sql, devices).fetch_one(&self.read).await?.get(0);
-        let rows_sql = format!("SELECT j.* {from} ORDER BY j.seq DESC LIMIT {limit}");
-        let rows = bind_all(&rows_sql, devices).fetch_all(&self.read).await?;
+        let rows_sql = format!("SELECT j.* {from} ORDER BY j.seq DESC LIMIT ?");
+        let rows = bind_all(&rows_sql, devices).bind(limit).fetch_all(&self.read).await?;
         let mut slashes = Vec::new();
         for row in &rows {
             let entry = super::ledger::entry_from_row(row)?;
