@@ -56,6 +56,11 @@ fn bad_input_gets_one_precise_line_and_a_failure_code() {
     let no_key = herd(dir.path(), &["--coordinator", "http://127.0.0.1:9", "cluster", "list"]);
     assert!(text(&no_key.stderr).contains("run `herd account create`"));
 
+    let no_account = herd(dir.path(), &["--coordinator", "http://127.0.0.1:9", "account", "login", "--browser"]);
+    assert!(!no_account.status.success());
+    let stderr = text(&no_account.stderr);
+    assert!(stderr.starts_with("error: no account key at ") && stderr.contains("herd account create"), "{stderr}");
+
     let bad_nodes = herd(dir.path(), &["cluster", "create", "--cpu", "--nodes", "0"]);
     assert!(!bad_nodes.status.success());
     assert!(text(&bad_nodes.stderr).contains("0 is not in 1..=512"), "{}", text(&bad_nodes.stderr));

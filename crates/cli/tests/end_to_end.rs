@@ -162,7 +162,14 @@ async fn health_metrics_and_openapi_are_served() {
 
     let openapi: serde_json::Value =
         reqwest::get(format!("{url}/v1/openapi.json")).await.unwrap().json().await.unwrap();
-    for path in ["/v1/clusters", "/v1/clusters/{id}", "/v1/jobs/{id}/logs", "/v1/devices", "/v1/accounts"] {
+    for path in [
+        "/v1/clusters",
+        "/v1/clusters/{id}",
+        "/v1/jobs/{id}/logs",
+        "/v1/devices",
+        "/v1/accounts",
+        "/v1/auth/browser-links",
+    ] {
         assert!(openapi["paths"].get(path).is_some(), "{path} is documented");
     }
     assert!(openapi["components"]["schemas"].get("Cluster").is_some());

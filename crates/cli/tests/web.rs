@@ -121,6 +121,13 @@ async fn the_explorer_shows_the_network_in_a_real_browser() {
         ..Default::default()
     };
     let cluster = customer.create_cluster(&request).await.unwrap();
+    // One device staked fully (8 × H100: 200 IO × 10.00 × 8), one only partly.
+    let funds = herd_proto::api::Deposit { asset: herd_core::Asset::Io, amount: "20000".into(), id: None };
+    network.supplier_client.deposit(&funds).await.unwrap();
+    let staked = |rank: usize| cluster.nodes[rank].device_id.to_string();
+    let full = network.supplier_client.add_stake(&staked(0), "16000").await.unwrap();
+    assert!(full.meets_minimum);
+    network.supplier_client.add_stake(&staked(1), "10").await.unwrap();
 
     let (_driver, browser) = browser().await;
     let base = network.url.clone();
@@ -152,7 +159,9 @@ async fn the_explorer_shows_the_network_in_a_real_browser() {
     std::fs::write(screenshots().join("explorer-cluster.png"), browser.screenshot().await.unwrap()).unwrap();
 
     visit(&browser, &base, "/explorer/rewards", "Block rewards", "explorer-rewards").await;
-    visit(&browser, &base, "/explorer/staking", "Staking", "explorer-staking").await;
+    let staking = visit(&browser, &base, "/explorer/staking", "Staking", "explorer-staking").await;
+    assert!(staking.contains("16010.000000 IO") && staking.contains("staked in total"), "{staking}");
+    assert!(staking.contains("1\nfully staked"), "one of the two stakes meets its minimum: {staking}");
     let ledger = visit(&browser, &base, "/explorer/ledger", "The ledger", "explorer-ledger").await;
     assert!(ledger.contains("Chain head") && ledger.contains("faucet"), "{ledger}");
 

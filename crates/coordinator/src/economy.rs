@@ -118,6 +118,7 @@ impl App {
     /// At least half of the fee pool buys IO at the oracle price and burns it; the rest goes
     /// to the treasury. One batch per hour, covering every asset.
     /// A device as the block ending at `at` judges it (its stake read from the books).
+    /// Its minimum stake is `device_min_stake`.
     pub async fn reward_candidate(&self, device: RewardCandidate, at: i64) -> Candidate {
         let model = device.gpu_model.as_deref().and_then(catalog::lookup);
         let staked = self.books.read(|b| b.ledger.balance(&AccountKey::StakeVault(device.id.clone()), Asset::Io)).await;
@@ -134,7 +135,7 @@ impl App {
             hired: device.hired,
             continuous_uptime_ms: device.online_since_ms.map_or(0, |since| at - since),
             staked: staked.clamp(0, i128::from(u64::MAX)) as u64,
-            min_stake: min_stake(multiplier, if model.is_some() { quantity } else { 1 }),
+            min_stake: device_min_stake(device.gpu_model.as_deref(), device.gpu_count),
             verified_this_hour: device.verified_this_hour,
         }
     }
@@ -196,6 +197,15 @@ impl App {
             }
         }
         self.post_with(&batch, &[Alongside::Marker { key: BOUGHT_BACK_THROUGH, value: hour }]).await.map(drop)
+    }
+}
+
+/// The stake a device needs to earn block rewards: by its GPUs' reward multiplier and count;
+/// a CPU machine as one processor at multiplier 1.
+pub fn device_min_stake(gpu_model: Option<&str>, gpu_count: u32) -> u64 {
+    match gpu_model.and_then(catalog::lookup) {
+        Some(model) => min_stake(model.reward_multiplier_centi, gpu_count.max(1)),
+        None => min_stake(100, 1),
     }
 }
 

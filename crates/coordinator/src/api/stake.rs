@@ -4,8 +4,8 @@
 use axum::extract::{Path, State};
 use axum::Json;
 use herd_core::money::parse_usd;
-use herd_core::{catalog, Address, Asset, DeviceState, Timestamp};
-use herd_ledger::staking::{may_withdraw, min_stake, UNSTAKE_COOLDOWN_MS};
+use herd_core::{Address, Asset, DeviceState, Timestamp};
+use herd_ledger::staking::{may_withdraw, UNSTAKE_COOLDOWN_MS};
 use herd_ledger::{AccountKey, Transfer, TransferKind};
 use herd_proto::api::{AddStake, Device, ErrorBody, Slash, StakeStatus};
 
@@ -33,8 +33,7 @@ fn vault(device: &Address) -> AccountKey {
 
 async fn status(app: &App, device: &Device) -> ApiResult<StakeStatus> {
     let staked = app.books.read(|books| books.ledger.balance(&vault(&device.id), Asset::Io)).await;
-    let multiplier = device.gpu_model.as_deref().and_then(catalog::lookup).map_or(100, |m| m.reward_multiplier_centi);
-    let minimum = min_stake(multiplier, device.gpu_count.max(1));
+    let minimum = crate::economy::device_min_stake(device.gpu_model.as_deref(), device.gpu_count);
     let requested = app.store.unstake_requested_at(&device.id).await?;
     Ok(StakeStatus {
         device_id: device.id.clone(),

@@ -200,3 +200,28 @@ impl Store {
         Ok(())
     }
 }
+
+/// Rows per `IN (…)` query when looking devices up by id.
+const LOOKUP_CHUNK: usize = 500;
+
+impl Store {
+    /// (id, GPU model, GPU count) of these devices (unknown ids are left out).
+    pub async fn device_hardware(&self, ids: &[String]) -> StoreResult<Vec<(String, Option<String>, u32)>> {
+        let mut found = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(LOOKUP_CHUNK) {
+            // Only placeholders are formatted into the SQL; every id is bound.
+            let sql = format!(
+                "SELECT id, gpu_model, gpu_count FROM devices WHERE id IN ({})",
+                vec!["?"; chunk.len()].join(", ")
+            );
+            let mut query = sqlx::query(&sql);
+            for id in chunk {
+                query = query.bind(id);
+            }
+            for row in query.fetch_all(&self.read).await? {
+                found.push((row.get(0), row.get(1), row.get::<i64, _>(2).max(0) as u32));
+            }
+        }
+        Ok(found)
+    }
+}

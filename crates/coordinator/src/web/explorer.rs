@@ -505,18 +505,34 @@ pub async fn staking(State(app): State<App>) -> PageResult {
         .await;
     vaults.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
     let total: i128 = vaults.iter().map(|(_, v)| v).sum();
+    let ids: Vec<String> = vaults.iter().map(|(device, _)| device.clone()).collect();
+    let minimums: std::collections::HashMap<String, u64> = app
+        .store
+        .device_hardware(&ids)
+        .await?
+        .into_iter()
+        .map(|(id, model, count)| (id, crate::economy::device_min_stake(model.as_deref(), count)))
+        .collect();
+    let full = |device: &str, staked: i128| minimums.get(device).is_some_and(|min| staked >= i128::from(*min));
+    let fully_staked = vaults.iter().filter(|(device, staked)| full(device, *staked)).count();
     let body = html! {
         h1 { "Staking" }
         div class="cards" {
             div class="card" { div class="value" { (io(total)) } div class="label" { "staked in total" } }
             div class="card" { div class="value" { (vaults.len()) } div class="label" { "devices with a stake" } }
+            div class="card" { div class="value" { (fully_staked) } div class="label" { "fully staked (the minimum for their hardware)" } }
         }
         table {
             caption { "The largest stakes" }
-            thead { tr { th scope="col" { "Device" } th scope="col" class="num" { "Staked" } } }
+            thead { tr { th scope="col" { "Device" } th scope="col" class="num" { "Staked" } th scope="col" class="num" { "Minimum" } th scope="col" { "Fully staked" } } }
             tbody {
                 @for (device, staked) in vaults.iter().take(100) {
-                    tr { td { a href=(format!("/explorer/devices/{device}")) { code { (device.get(..8).unwrap_or(device)) "…" } } } td class="num" { (io(*staked)) } }
+                    tr {
+                        td { a href=(format!("/explorer/devices/{device}")) { code { (device.get(..8).unwrap_or(device)) "…" } } }
+                        td class="num" { (io(*staked)) }
+                        td class="num" { @if let Some(min) = minimums.get(device) { (io(i128::from(*min))) } }
+                        td { @if full(device, *staked) { span class="ok" { "yes" } } @else { "no" } }
+                    }
                 }
             }
         }
