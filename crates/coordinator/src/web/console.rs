@@ -13,8 +13,8 @@ use herd_proto::api::{Cluster, CreateCluster, Job, Quote};
 use maud::{html, Markup};
 use serde::Deserialize;
 
-use super::explorer::{account, amount};
-use super::session::{self, SignedIn};
+use super::explorer::{account, amount, departed_table, nodes_table};
+use super::session::SignedIn;
 use super::{badge, device_link, layout, time, Nav, Page, PageError, PageResult};
 use crate::api;
 use crate::app::App;
@@ -310,8 +310,7 @@ pub async fn live_quote(
     signed_in: SignedIn,
     Form(form): Form<ClusterForm>,
 ) -> Result<Response, PageError> {
-    session::same_origin(&headers)?;
-    signed_in.check_csrf(&form.csrf)?;
+    signed_in.check_form(&headers, &form.csrf)?;
     let fragment = match form
         .request()
         .map_err(|e| (StatusCode::BAD_REQUEST, e))
@@ -329,8 +328,7 @@ pub async fn create_cluster(
     signed_in: SignedIn,
     Form(form): Form<ClusterForm>,
 ) -> Result<Response, PageError> {
-    session::same_origin(&headers)?;
-    signed_in.check_csrf(&form.csrf)?;
+    signed_in.check_form(&headers, &form.csrf)?;
     let refuse = |status: StatusCode, message: &str| {
         let mut response = cluster_form_page(&signed_in, &form, None, Some(message)).into_response();
         *response.status_mut() = status;
@@ -383,33 +381,8 @@ pub async fn cluster(State(app): State<App>, signed_in: SignedIn, Path(id): Path
                 }
             }
             h2 { "Nodes" }
-            table {
-                thead { tr { th scope="col" class="num" { "Rank" } th scope="col" { "Device" } th scope="col" { "State" } th scope="col" { "Country" } th scope="col" { "Address" } th scope="col" class="num" { "Per hour" } th scope="col" { "Joined" } } }
-                tbody {
-                    @for node in &cluster.nodes {
-                        tr {
-                            td class="num" { (node.rank) }
-                            td { (device_link(&node.device_id)) }
-                            td { (badge(node.device_state.as_str())) }
-                            td { (node.country) }
-                            td { code { (node.address) } }
-                            td class="num" { (format_usd(node.node_hour_micros)) }
-                            td { (time(node.joined_at)) }
-                        }
-                    }
-                }
-            }
-            @if !cluster.departed.is_empty() {
-                h2 { "Replaced nodes" }
-                table {
-                    thead { tr { th scope="col" class="num" { "Rank" } th scope="col" { "Device" } th scope="col" { "Joined" } th scope="col" { "Left" } th scope="col" { "Why" } } }
-                    tbody {
-                        @for node in &cluster.departed {
-                            tr { td class="num" { (node.rank) } td { (device_link(&node.device_id)) } td { (time(node.joined_at)) } td { (time(node.left_at)) } td { (node.reason) } }
-                        }
-                    }
-                }
-            }
+            (nodes_table(&cluster.nodes, true))
+            (departed_table(&cluster.departed))
             h2 { "Jobs" }
             @if jobs.is_empty() {
                 p class="muted" { "No jobs yet. Run one with " code { "herd job " (if cluster.kind == ClusterKind::Ray { "submit" } else { "run" }) " --cluster " (cluster.id) " -- CMD" } "." }
@@ -459,8 +432,7 @@ pub async fn terminate(
     Path(id): Path<String>,
     Form(form): Form<CsrfForm>,
 ) -> Result<Response, PageError> {
-    session::same_origin(&headers)?;
-    signed_in.check_csrf(&form.csrf)?;
+    signed_in.check_form(&headers, &form.csrf)?;
     let query = api::clusters::DeleteQuery { refund: None };
     let cluster = api::clusters::delete(State(app), caller(&signed_in), Path(id), ApiQuery(query)).await?;
     Ok(Redirect::to(&format!("/console/clusters/{}", cluster.0.id)).into_response())
@@ -557,18 +529,33 @@ pub async fn wallet(State(app): State<App>, signed_in: SignedIn) -> PageResult {
             }
         }
         h2 { "Payouts" }
+        (payouts_table(&payouts))
+    };
+    Ok(console_page("Wallet", &signed_in, Section::Wallet, body))
+}
+
+/// The account's payouts, or how to ask for one.
+pub fn payouts_table(payouts: &[herd_proto::api::Payout]) -> Markup {
+    html! {
         @if payouts.is_empty() {
-            p class="muted" { "No payouts. " code { "herd wallet withdraw AMOUNT --to SOLANA_ADDRESS" } " asks for one." }
+            p class="muted" { "No payouts yet: " code { "herd wallet withdraw AMOUNT --asset io --to SOLANA_ADDRESS" } " asks for one." }
         } @else {
             table {
-                thead { tr { th scope="col" { "Requested" } th scope="col" { "State" } th scope="col" class="num" { "Amount" } th scope="col" { "To" } } }
+                thead { tr {
+                    th scope="col" { "Requested" } th scope="col" { "State" } th scope="col" class="num" { "Amount" }
+                    th scope="col" { "To" } th scope="col" { "Settled" }
+                } }
                 tbody {
-                    @for p in &payouts {
-                        tr { td { (time(p.created_at)) } td { (badge(&p.state)) } td class="num" { (amount(p.amount.max(0) as u64, p.asset)) } td { code { (p.recipient) } } }
+                    @for p in payouts {
+                        tr {
+                            td { (time(p.created_at)) } td { (badge(&p.state)) }
+                            td class="num" { (amount(p.amount.max(0) as u64, p.asset)) }
+                            td { code { (p.recipient) } }
+                            td { @if let Some(at) = p.settled_at { (time(at)) } @else { "—" } }
+                        }
                     }
                 }
             }
         }
-    };
-    Ok(console_page("Wallet", &signed_in, Section::Wallet, body))
+    }
 }

@@ -329,6 +329,50 @@ fn entries(entries: &[crate::store::SignedEntry]) -> Markup {
     }
 }
 
+/// A cluster's current nodes; their addresses only for the owner's view.
+pub(super) fn nodes_table(nodes: &[herd_proto::api::ClusterNode], owner_view: bool) -> Markup {
+    html! {
+        table {
+            thead { tr {
+                th scope="col" class="num" { "Rank" } th scope="col" { "Device" } th scope="col" { "State" } th scope="col" { "Country" }
+                @if owner_view { th scope="col" { "Address" } }
+                th scope="col" class="num" { "Per hour" } th scope="col" { "Since" } th scope="col" {}
+            } }
+            tbody {
+                @for node in nodes {
+                    tr {
+                        td class="num" { (node.rank) }
+                        td { (device_link(&node.device_id)) }
+                        td { (badge(node.device_state.as_str())) }
+                        td { (node.country) }
+                        @if owner_view { td { code { (node.address) } } }
+                        td class="num" { (format_usd(node.node_hour_micros)) }
+                        td { (time(node.joined_at)) }
+                        td { @if node.simulated { (simulated_mark()) } }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The devices that held a rank of the cluster and were replaced (nothing when none were).
+pub(super) fn departed_table(departed: &[herd_proto::api::DepartedNode]) -> Markup {
+    html! {
+        @if !departed.is_empty() {
+            h2 { "Replaced nodes" }
+            table {
+                thead { tr { th scope="col" class="num" { "Rank" } th scope="col" { "Device" } th scope="col" { "Joined" } th scope="col" { "Left" } th scope="col" { "Why" } } }
+                tbody {
+                    @for node in departed {
+                        tr { td class="num" { (node.rank) } td { (device_link(&node.device_id)) } td { (time(node.joined_at)) } td { (time(node.left_at)) } td { (node.reason) } }
+                    }
+                }
+            }
+        }
+    }
+}
+
 pub(super) fn amount(units: u64, asset: Asset) -> String {
     match asset {
         Asset::Io => io(i128::from(units)),
@@ -410,33 +454,8 @@ pub async fn cluster(State(app): State<App>, Path(id): Path<String>) -> PageResu
             }
         }
         h2 { "Nodes" }
-        table {
-            thead { tr { th scope="col" class="num" { "Rank" } th scope="col" { "Device" } th scope="col" { "State" } th scope="col" { "Country" } th scope="col" class="num" { "Per hour" } th scope="col" { "Since" } th scope="col" {} } }
-            tbody {
-                @for node in &cluster.nodes {
-                    tr {
-                        td class="num" { (node.rank) }
-                        td { (device_link(&node.device_id)) }
-                        td { (badge(node.device_state.as_str())) }
-                        td { (node.country) }
-                        td class="num" { (format_usd(node.node_hour_micros)) }
-                        td { (time(node.joined_at)) }
-                        td { @if node.simulated { (simulated_mark()) } }
-                    }
-                }
-            }
-        }
-        @if !cluster.departed.is_empty() {
-            h2 { "Replaced nodes" }
-            table {
-                thead { tr { th scope="col" class="num" { "Rank" } th scope="col" { "Device" } th scope="col" { "From" } th scope="col" { "To" } th scope="col" { "Why" } } }
-                tbody {
-                    @for node in &cluster.departed {
-                        tr { td class="num" { (node.rank) } td { (device_link(&node.device_id)) } td { (time(node.joined_at)) } td { (time(node.left_at)) } td { (node.reason) } }
-                    }
-                }
-            }
-        }
+        (nodes_table(&cluster.nodes, false))
+        (departed_table(&cluster.departed))
         h2 { "Transactions" }
         (entries(&transactions))
     };

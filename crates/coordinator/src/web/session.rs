@@ -30,8 +30,10 @@ pub struct SignedIn {
 }
 
 impl SignedIn {
-    /// Checks a posted form's token.
-    pub fn check_csrf(&self, posted: &str) -> Result<(), PageError> {
+    /// Checks that a posted form came from one of our pages in this session: its origin (when
+    /// the browser says) and its token.
+    pub fn check_form(&self, headers: &HeaderMap, posted: &str) -> Result<(), PageError> {
+        same_origin(headers)?;
         if same_secret(posted, &self.csrf) {
             Ok(())
         } else {

@@ -145,8 +145,7 @@ pub async fn logout(
     signed_in: SignedIn,
     Form(form): Form<CsrfForm>,
 ) -> Result<Response, PageError> {
-    session::same_origin(&headers)?;
-    signed_in.check_csrf(&form.csrf)?;
+    signed_in.check_form(&headers, &form.csrf)?;
     signed_in.end(&app).await?;
     Ok(([(SET_COOKIE, session::cleared(&headers))], Redirect::to("/explorer")).into_response())
 }

@@ -10,7 +10,7 @@ use herd_ledger::rewards::{ineligibilities, Candidate, Ineligible, UPTIME_MIN_MS
 use herd_proto::api::Device;
 use maud::html;
 
-use super::console::{console_page, Section};
+use super::console::{console_page, payouts_table, Section};
 use super::explorer::amount;
 use super::session::SignedIn;
 use super::{badge, device_link, io, simulated_mark, time, PageResult};
@@ -195,22 +195,7 @@ pub async fn devices(State(app): State<App>, signed_in: SignedIn) -> PageResult 
             }
         }
         h2 { "Payouts" }
-        @if payouts.is_empty() {
-            p class="muted" { "No payouts yet: " code { "herd wallet withdraw AMOUNT --asset io --to SOLANA_ADDRESS" } "." }
-        } @else {
-            table {
-                thead { tr { th scope="col" { "Requested" } th scope="col" { "State" } th scope="col" class="num" { "Amount" } th scope="col" { "Settled" } } }
-                tbody {
-                    @for p in &payouts {
-                        tr {
-                            td { (time(p.created_at)) } td { (badge(&p.state)) }
-                            td class="num" { (amount(p.amount.max(0) as u64, p.asset)) }
-                            td { @if let Some(at) = p.settled_at { (time(at)) } @else { "—" } }
-                        }
-                    }
-                }
-            }
-        }
+        (payouts_table(&payouts))
     };
     Ok(console_page("Your devices", &signed_in, Section::Devices, body))
 }
