@@ -172,6 +172,11 @@ fn announce(context: &Context, network: &LocalNetwork, config: &LocalConfig) {
     );
     crate::outln!("  data:    {}", config.data_dir.display());
     crate::outln!("  API:     {}/v1/openapi.json   metrics: {}/metrics", network.url(), network.url());
+    crate::outln!(
+        "  web:     {}/ (explorer)   {}/console (sign in: herd account login --browser)",
+        network.url(),
+        network.url()
+    );
     crate::outln!("try: export HERD_COORDINATOR={}", network.url());
     crate::outln!("     herd account create && herd market devices && herd cluster create --cpu --nodes 2");
     crate::outln!("Ctrl-C stops the network.");

@@ -390,7 +390,8 @@ pub async fn cluster(State(app): State<App>, signed_in: SignedIn, Path(id): Path
                 (job_table(&jobs))
             }
             @if running {
-                form method="post" action=(format!("/console/clusters/{}/terminate", cluster.id)) class="danger-zone" {
+                form method="post" action=(format!("/console/clusters/{}/terminate", cluster.id)) class="danger-zone"
+                    data-confirm=(format!("Terminate {}? Everything running on it stops.", cluster.id)) {
                     input type="hidden" name="csrf" value=(signed_in.csrf);
                     button type="submit" class="danger" { "Terminate the cluster" }
                     span class="muted" { " Ends the lease now; the unused hold comes back." }

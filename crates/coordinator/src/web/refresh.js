@@ -21,6 +21,12 @@
     }, seconds * 1000);
   }
 
+  // Forms that end something ask first (delegated: refreshed content has new forms).
+  document.addEventListener("submit", function (event) {
+    const confirming = event.target.closest("form[data-confirm]");
+    if (confirming && !window.confirm(confirming.dataset.confirm)) event.preventDefault();
+  });
+
   const form = document.querySelector("form[data-quote]");
   if (!form) return;
   const target = document.getElementById("quote");
