@@ -345,6 +345,16 @@ async fn the_consoles_sign_in_create_a_cluster_and_explain_earnings() {
     assert_eq!(post(origin, "csrf=wrong").await, 403);
     assert_eq!(customer.clusters(false).await.unwrap().len(), 1, "still running");
 
+    // Terminating from the cluster's page asks first, then ends the lease.
+    browser.goto(&format!("{base}/console/clusters/{}", cluster.id)).await.unwrap();
+    browser.find(Locator::Css("button.danger")).await.unwrap().click().await.unwrap();
+    let question = browser.get_alert_text().await.unwrap();
+    assert!(question.contains(cluster.id.as_str()), "{question}");
+    browser.accept_alert().await.unwrap();
+    let ended = wait_for_text(&browser, "Ended").await;
+    assert!(ended.contains("terminated") && ended.contains("deleted by its owner"), "{ended}");
+    assert!(customer.clusters(false).await.unwrap().is_empty(), "the lease ended");
+
     // Sign out: the session is gone on the server too.
     browser.find(Locator::Css("form[action='/console/logout'] button")).await.unwrap().click().await.unwrap();
     wait_for_path(&browser, "/explorer").await;
