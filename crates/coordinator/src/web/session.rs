@@ -93,8 +93,13 @@ impl FromRequestParts<App> for SignedIn {
     type Rejection = NotSignedIn;
 
     async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, Self::Rejection> {
+        // After signing in, back to the page asked for; a form posted without a session has
+        // nothing to come back to.
         let back = || {
-            let next = parts.uri.path_and_query().map_or("/console", |p| p.as_str());
+            let next = match parts.method {
+                axum::http::Method::GET => parts.uri.path_and_query().map_or("/console", |p| p.as_str()),
+                _ => "/console",
+            };
             NotSignedIn::Redirect(safe_next(Some(next)))
         };
         let Some(token) = session_token(&parts.headers) else { return Err(back()) };
