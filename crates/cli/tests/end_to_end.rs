@@ -241,3 +241,63 @@ async fn a_node_lost_mid_job_fails_its_task_and_the_job_ends() {
     devices_in_state(&url, &supplier, DeviceState::Offline, 1).await;
     network.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_in_endpoints_are_rate_limited_per_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(&dir.path().join("herd.db"), loopback());
+    config.auth_rate_limit = herd_coordinator::RateLimit { burst: 3, per_minute: 6 };
+    let coordinator = herd_coordinator::start(config).await.unwrap();
+    let url = coordinator.url();
+    let http = reqwest::Client::new();
+    let challenge = |forwarded: Option<&'static str>| {
+        let mut request = http.post(format!("{url}/v1/auth/challenge")).json(
+            &serde_json::json!({"address": "4Nd1mBQtrMJVYVfKf2PJy9NZUZdTAsp7D16QAtJm5ZAz", "purpose": "register"}),
+        );
+        if let Some(address) = forwarded {
+            request = request.header("x-forwarded-for", address);
+        }
+        async move { request.send().await.unwrap() }
+    };
+    for _ in 0..3 {
+        assert_eq!(challenge(None).await.status().as_u16(), 201);
+    }
+    let limited = challenge(None).await;
+    assert_eq!(limited.status().as_u16(), 429);
+    assert_eq!(limited.headers()["retry-after"], "10", "6 a minute: the next in 10 s");
+    let body: serde_json::Value = limited.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "rate_limited");
+    // The console's sign-in form shares the budget and says so in a page.
+    let form = http
+        .post(format!("{url}/console/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("api_key=herd_x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(form.status().as_u16(), 429);
+    assert!(form.text().await.unwrap().contains("too many sign-in requests"));
+    // Other endpoints are not limited, and an untrusted X-Forwarded-For changes nothing.
+    assert_eq!(http.get(format!("{url}/v1/health")).send().await.unwrap().status().as_u16(), 200);
+    assert_eq!(challenge(Some("203.0.113.9")).await.status().as_u16(), 429);
+    coordinator.shutdown().await;
+
+    // Behind a trusted proxy, each forwarded client has its own budget.
+    let mut config = test_config(&dir.path().join("herd.db"), loopback());
+    config.auth_rate_limit = herd_coordinator::RateLimit { burst: 1, per_minute: 1 };
+    config.trust_forwarded_for = true;
+    let coordinator = herd_coordinator::start(config).await.unwrap();
+    let url = coordinator.url();
+    let ask = |client: &'static str| {
+        http.post(format!("{url}/v1/auth/challenge"))
+            .header("x-forwarded-for", format!("198.51.100.1, {client}"))
+            .json(
+                &serde_json::json!({"address": "4Nd1mBQtrMJVYVfKf2PJy9NZUZdTAsp7D16QAtJm5ZAz", "purpose": "register"}),
+            )
+            .send()
+    };
+    assert_eq!(ask("203.0.113.1").await.unwrap().status().as_u16(), 201);
+    assert_eq!(ask("203.0.113.1").await.unwrap().status().as_u16(), 429);
+    assert_eq!(ask("203.0.113.2").await.unwrap().status().as_u16(), 201);
+    coordinator.shutdown().await;
+}

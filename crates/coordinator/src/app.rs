@@ -44,6 +44,12 @@ pub struct CoordinatorConfig {
     /// Share of a device's stake burned when it drops out of a hired lease, basis points
     /// (its reputation drops too).
     pub abandon_slash_bps: u32,
+    /// Requests per client address on the credential endpoints (challenges, registration,
+    /// API keys, sign-in links and forms).
+    pub auth_rate_limit: crate::rate_limit::RateLimit,
+    /// Behind a reverse proxy: the client is the last address in `X-Forwarded-For`. Only
+    /// when every request comes through that proxy (anyone else could claim any address).
+    pub trust_forwarded_for: bool,
 }
 
 impl CoordinatorConfig {
@@ -60,6 +66,8 @@ impl CoordinatorConfig {
             usdc_mint: "EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v".into(),
             io_mint: "BZLbGTNCSFfoth2GYDtwr7e4imWzpR5jqcUuGEwr646K".into(),
             proof: ProofConfig::default(),
+            auth_rate_limit: Default::default(),
+            trust_forwarded_for: false,
             abandon_slash_bps: 100,
         }
     }
@@ -89,6 +97,7 @@ pub struct AppInner {
     pub shutdown: watch::Receiver<bool>,
     /// Ray jobs being resubmitted now (each runs off the reconcile loop, once).
     pub resubmitting: std::sync::Mutex<std::collections::HashSet<JobId>>,
+    pub limiter: crate::rate_limit::Limiter,
 }
 
 #[derive(Clone)]
@@ -117,6 +126,7 @@ impl App {
             metrics: Metrics::new(),
             shutdown,
             resubmitting: Default::default(),
+            limiter: Default::default(),
         }))
     }
 

@@ -17,6 +17,7 @@ mod market;
 mod metrics;
 mod oracle;
 pub mod proving;
+mod rate_limit;
 mod reconcile;
 mod server;
 mod settlement;
@@ -32,4 +33,5 @@ mod worker_socket;
 
 pub use app::CoordinatorConfig;
 pub use proving::ProofConfig;
+pub use rate_limit::RateLimit;
 pub use server::{start, RunningCoordinator, StartError};

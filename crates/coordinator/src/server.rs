@@ -72,9 +72,10 @@ pub async fn start(config: CoordinatorConfig) -> Result<RunningCoordinator, Star
     let router = api::router(app.clone());
     let mut server_shutdown = shutdown_rx.clone();
     let server = tokio::spawn(async move {
-        let serving = axum::serve(listener, router).with_graceful_shutdown(async move {
-            let _ = server_shutdown.wait_for(|stop| *stop).await;
-        });
+        let serving = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(async move {
+                let _ = server_shutdown.wait_for(|stop| *stop).await;
+            });
         if let Err(error) = serving.await {
             tracing::error!(%error, "HTTP server failed");
         }

@@ -80,6 +80,14 @@ pub struct CoordinatorArgs {
     /// challenges are sized from it and the claimed hardware.
     #[arg(long, default_value = "10s", value_parser = parse_proof_target)]
     proof_target: Duration,
+    /// Requests per minute (and at once) each client address may make to the sign-in and
+    /// registration endpoints; 0 turns the limit off.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(0..=100_000))]
+    auth_rate_limit: u32,
+    /// Behind a reverse proxy that every request passes through: take the client's address
+    /// from the last `X-Forwarded-For` entry (otherwise all clients look like the proxy).
+    #[arg(long)]
+    trust_forwarded_for: bool,
 }
 
 fn parse_proof_target(text: &str) -> Result<Duration, String> {
@@ -126,6 +134,9 @@ pub async fn coordinator(args: CoordinatorArgs) -> anyhow::Result<i32> {
     config.io_price_micros = args.io_price;
     config.proof.simulated_allowed = args.allow_simulated;
     config.proof.policy.target_ms = args.proof_target.as_millis() as u64;
+    config.auth_rate_limit =
+        herd_coordinator::RateLimit { burst: args.auth_rate_limit, per_minute: args.auth_rate_limit };
+    config.trust_forwarded_for = args.trust_forwarded_for;
     if !args.genesis.is_empty() {
         config.genesis_allocations = args.genesis;
     }

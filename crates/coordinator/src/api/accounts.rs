@@ -15,6 +15,7 @@ use crate::auth::{
     hash_login_code, hash_pairing_code, new_api_key, new_pairing_code, random_token, verify_signature, Caller,
 };
 use crate::error::{ApiError, ApiJson, ApiResult};
+use crate::rate_limit::WithinLimit;
 
 const CHALLENGE_TTL_MS: i64 = 5 * 60 * 1000;
 const PAIRING_CODE_TTL_MS: i64 = 15 * 60 * 1000;
@@ -22,9 +23,11 @@ const BROWSER_LINK_TTL_MS: i64 = 5 * 60 * 1000;
 
 /// A one-time nonce to sign with the account key (valid 5 minutes).
 #[utoipa::path(post, path = "/v1/auth/challenge", request_body = ChallengeRequest,
-    responses((status = 201, body = Challenge), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses((status = 201, body = Challenge), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 429, body = ErrorBody)))]
 pub async fn challenge(
     State(app): State<App>,
+    _within_limit: WithinLimit,
     ApiJson(request): ApiJson<ChallengeRequest>,
 ) -> ApiResult<(StatusCode, Json<Challenge>)> {
     let exists = app.store.account_exists(&request.address).await?;
@@ -61,9 +64,10 @@ async fn check_signed(app: &App, signed: &SignedChallenge, purpose: &str) -> Api
 
 /// Registers an account (proving possession of its key) and returns its first API key.
 #[utoipa::path(post, path = "/v1/accounts", request_body = SignedChallenge,
-    responses((status = 201, body = ApiKeyIssued), (status = 401, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses((status = 201, body = ApiKeyIssued), (status = 401, body = ErrorBody), (status = 409, body = ErrorBody), (status = 429, body = ErrorBody)))]
 pub async fn register(
     State(app): State<App>,
+    _within_limit: WithinLimit,
     ApiJson(signed): ApiJson<SignedChallenge>,
 ) -> ApiResult<(StatusCode, Json<ApiKeyIssued>)> {
     check_signed(&app, &signed, PURPOSE_REGISTER).await?;
@@ -77,9 +81,10 @@ pub async fn register(
 
 /// Issues a new API key for an existing account.
 #[utoipa::path(post, path = "/v1/auth/api-keys", request_body = SignedChallenge,
-    responses((status = 201, body = ApiKeyIssued), (status = 401, body = ErrorBody)))]
+    responses((status = 201, body = ApiKeyIssued), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody)))]
 pub async fn login(
     State(app): State<App>,
+    _within_limit: WithinLimit,
     ApiJson(signed): ApiJson<SignedChallenge>,
 ) -> ApiResult<(StatusCode, Json<ApiKeyIssued>)> {
     check_signed(&app, &signed, PURPOSE_LOGIN).await?;
@@ -91,9 +96,10 @@ pub async fn login(
 /// A one-time link (valid 5 minutes) that signs a browser in to the consoles as the account
 /// whose key signed the challenge: `herd account login --browser`.
 #[utoipa::path(post, path = "/v1/auth/browser-links", request_body = SignedChallenge,
-    responses((status = 201, body = BrowserLink), (status = 401, body = ErrorBody)))]
+    responses((status = 201, body = BrowserLink), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody)))]
 pub async fn browser_link(
     State(app): State<App>,
+    _within_limit: WithinLimit,
     ApiJson(signed): ApiJson<SignedChallenge>,
 ) -> ApiResult<(StatusCode, Json<BrowserLink>)> {
     check_signed(&app, &signed, PURPOSE_BROWSER).await?;

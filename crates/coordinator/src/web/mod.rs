@@ -125,6 +125,14 @@ impl IntoResponse for PageError {
 
 pub type PageResult = Result<Page, PageError>;
 
+/// The page for a client over its rate limit (the caller adds `Retry-After`).
+pub fn too_many_requests(message: &str) -> Response {
+    let body = layout("Too many requests", Nav::None, html! { h1 { "429 Too Many Requests" } p { (message) } });
+    let mut response = Page(body).into_response();
+    *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+    response
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Nav {
     Overview,

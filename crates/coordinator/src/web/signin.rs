@@ -13,6 +13,7 @@ use super::session::{self, SignedIn};
 use super::{layout, Nav, Page, PageError};
 use crate::app::{now, App};
 use crate::auth::{hash_api_key, hash_login_code, API_KEY_PREFIX};
+use crate::rate_limit::WithinLimit;
 
 #[derive(Debug, Deserialize)]
 pub struct NextQuery {
@@ -76,6 +77,7 @@ pub struct ApiKeyForm {
 
 pub async fn with_api_key(
     State(app): State<App>,
+    _within_limit: WithinLimit,
     headers: HeaderMap,
     Form(form): Form<ApiKeyForm>,
 ) -> Result<Response, PageError> {
@@ -125,6 +127,7 @@ fn link_gone() -> PageError {
 
 pub async fn with_link(
     State(app): State<App>,
+    _within_limit: WithinLimit,
     headers: HeaderMap,
     Path(code): Path<String>,
 ) -> Result<Response, PageError> {
