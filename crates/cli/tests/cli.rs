@@ -75,3 +75,69 @@ fn bad_input_gets_one_precise_line_and_a_failure_code() {
     assert!(!bad_id.status.success());
     assert!(!text(&bad_id.stderr).contains("panicked"));
 }
+
+/// Kills the background coordinator when the test ends, however it ends.
+struct Background(std::process::Child);
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn settings_come_from_the_config_file_where_flags_and_environment_are_silent() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let config_dir = dir.path().join("config");
+    std::fs::create_dir_all(&config_dir).unwrap();
+    // The default file: config.toml in the config directory.
+    let db = dir.path().join("herd.db");
+    std::fs::write(
+        config_dir.join("config.toml"),
+        format!(
+            "[global]\ncoordinator = \"http://127.0.0.1:{port}\"\n\n[coordinator]\ndb = \"sqlite://{}\"\nlisten = \"127.0.0.1:{port}\"\nfaucet = true\n",
+            db.display()
+        ),
+    )
+    .unwrap();
+    let coordinator = Background(
+        Command::new(env!("CARGO_BIN_EXE_herd"))
+            .arg("coordinator")
+            .env("HERD_CONFIG_DIR", &config_dir)
+            .env_remove("HERD_COORDINATOR")
+            .env_remove("HERD_DB")
+            .env_remove("HERD_LISTEN")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    // No --coordinator: the [global] table names it; the faucet is on from [coordinator].
+    let started = std::time::Instant::now();
+    loop {
+        let health = herd(dir.path(), &["account", "create"]);
+        if health.status.success() {
+            break;
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(20), "{}", text(&health.stderr));
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let deposit = herd(dir.path(), &["wallet", "deposit", "--amount", "5"]);
+    assert!(deposit.status.success(), "the file's faucet = true took effect: {}", text(&deposit.stderr));
+    assert!(db.exists(), "the file's db was used");
+    // A flag wins over the file.
+    let elsewhere = herd(dir.path(), &["--coordinator", "http://127.0.0.1:9", "market", "prices"]);
+    assert!(text(&elsewhere.stderr).contains("cannot reach the coordinator at http://127.0.0.1:9"));
+    drop(coordinator);
+
+    // A typo is an error naming the allowed settings, not silently ignored.
+    let typo = dir.path().join("typo.toml");
+    std::fs::write(&typo, "[coordinator]\nlisen = \"0.0.0.0:1\"\n").unwrap();
+    let refused = herd(dir.path(), &["coordinator", "--config", typo.to_str().unwrap()]);
+    assert!(!refused.status.success());
+    let stderr = text(&refused.stderr);
+    assert!(stderr.starts_with("error: unknown setting `lisen` in [coordinator] of "), "{stderr}");
+    assert!(stderr.contains("allowed: ") && stderr.contains("listen"), "{stderr}");
+}

@@ -30,6 +30,10 @@ pub struct Cli {
     /// Log format for long-running commands (logs go to stderr; filter with RUST_LOG).
     #[arg(long, global = true, value_enum, default_value = "text")]
     pub log_format: LogFormat,
+    /// Settings file (TOML; default: config.toml in the config directory, when it exists).
+    /// Flags and HERD_… variables win over it.
+    #[arg(long, global = true, env = "HERD_CONFIG_FILE", value_name = "PATH")]
+    pub config: Option<std::path::PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
