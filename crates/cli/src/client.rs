@@ -20,6 +20,8 @@ pub enum ClientError {
     Api { status: StatusCode, code: String, message: String },
     #[error("unexpected response from the coordinator: {0}")]
     Protocol(String),
+    #[error("{0}")]
+    Tls(#[from] herd_worker::tls::TlsError),
 }
 
 impl ClientError {
@@ -34,13 +36,19 @@ impl ClientError {
 #[derive(Clone)]
 pub struct Client {
     base: String,
-    http: reqwest::Client,
+    /// Err when TLS cannot be set up (a bad `HERD_CA_CERT`): every call says so.
+    http: Result<reqwest::Client, herd_worker::tls::TlsError>,
     api_key: Option<String>,
 }
 
 impl Client {
     pub fn new(base: &str, api_key: Option<String>) -> Client {
-        Client { base: base.trim_end_matches('/').to_owned(), http: reqwest::Client::new(), api_key }
+        let http = herd_worker::tls::http_client(reqwest::Client::builder());
+        Client { base: base.trim_end_matches('/').to_owned(), http, api_key }
+    }
+
+    fn http(&self) -> Result<&reqwest::Client, ClientError> {
+        self.http.as_ref().map_err(|e| ClientError::Tls(e.clone()))
     }
 
     /// The coordinator's URL.
@@ -55,11 +63,11 @@ impl Client {
         let url = format!("{}{access_path}/api/packages/gcs/{name}", self.base);
         let unreachable =
             |e: reqwest::Error| ClientError::Unreachable { url: self.base.clone(), reason: error_chain(&e) };
-        let exists = self.http.get(&url).send().await.map_err(unreachable)?;
+        let exists = self.http()?.get(&url).send().await.map_err(unreachable)?;
         if exists.status().is_success() {
             return Ok(false);
         }
-        self.send(self.http.put(&url).body(bytes)).await?;
+        self.send(self.http()?.put(&url).body(bytes)).await?;
         Ok(true)
     }
 
@@ -67,12 +75,12 @@ impl Client {
         Client { api_key: Some(api_key), ..self.clone() }
     }
 
-    fn builder(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
-        let request = self.http.request(method, format!("{}{path}", self.base));
-        match &self.api_key {
+    fn builder(&self, method: Method, path: &str) -> Result<reqwest::RequestBuilder, ClientError> {
+        let request = self.http()?.request(method, format!("{}{path}", self.base));
+        Ok(match &self.api_key {
             Some(key) => request.bearer_auth(key),
             None => request,
-        }
+        })
     }
 
     async fn send(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response, ClientError> {
@@ -97,7 +105,7 @@ impl Client {
         path: &str,
         body: Option<&(impl Serialize + ?Sized)>,
     ) -> Result<T, ClientError> {
-        let mut request = self.builder(method, path);
+        let mut request = self.builder(method, path)?;
         if let Some(body) = body {
             request = request.json(body);
         }
@@ -268,7 +276,7 @@ impl Client {
         mut on_event: impl FnMut(&LogEvent),
     ) -> Result<Option<Job>, ClientError> {
         let path = format!("/v1/jobs/{}/logs?follow={follow}&after={after}", encode(id));
-        let response = self.send(self.builder(Method::GET, &path)).await?;
+        let response = self.send(self.builder(Method::GET, &path)?).await?;
         let mut body = response.bytes_stream();
         let mut pending = Vec::new();
         while let Some(chunk) = body.next().await {

@@ -164,8 +164,6 @@ pub enum AgentError {
     BadUrl(String),
     #[error("the owner key given is for {given}, not the owner {owner}")]
     WrongOwnerKey { given: Address, owner: Address },
-    #[error("{0}: this build speaks plain http only (TLS client support is not built in yet)")]
-    NoTls(String),
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
     #[error("cannot list this device's containers and networks: {0}")]
@@ -214,8 +212,8 @@ fn socket_url(coordinator: &str) -> Result<String, AgentError> {
     let base = coordinator.trim_end_matches('/');
     if let Some(rest) = base.strip_prefix("http://") {
         Ok(format!("ws://{rest}/v1/worker/connect"))
-    } else if base.starts_with("https://") {
-        Err(AgentError::NoTls(coordinator.to_owned()))
+    } else if let Some(rest) = base.strip_prefix("https://") {
+        Ok(format!("wss://{rest}/v1/worker/connect"))
     } else {
         Err(AgentError::BadUrl(coordinator.to_owned()))
     }
@@ -406,7 +404,13 @@ impl Session<'_> {
         let mut ws_config = WebSocketConfig::default();
         ws_config.max_message_size = Some(FRAME_BYTES_MAX);
         ws_config.max_frame_size = Some(FRAME_BYTES_MAX);
-        let mut socket = match tokio_tungstenite::connect_async_with_config(self.url, Some(ws_config), false).await {
+        // wss:// needs our TLS configuration (public roots plus HERD_CA_CERT); ws:// none.
+        let connector = match self.url.starts_with("wss://").then(crate::tls::client_config).transpose() {
+            Ok(config) => config.map(tokio_tungstenite::Connector::Rustls),
+            Err(error) => return (SessionEnd::Disconnected(error.to_string()), false),
+        };
+        let connecting = tokio_tungstenite::connect_async_tls_with_config(self.url, Some(ws_config), false, connector);
+        let mut socket = match connecting.await {
             Ok((socket, _)) => socket,
             Err(error) => return (SessionEnd::Disconnected(format!("cannot reach {}: {error}", self.url)), false),
         };
@@ -598,7 +602,7 @@ mod tests {
     #[test]
     fn coordinator_urls_map_to_the_socket() {
         assert_eq!(socket_url("http://127.0.0.1:7700/").unwrap(), "ws://127.0.0.1:7700/v1/worker/connect");
-        assert!(matches!(socket_url("https://herd.example"), Err(AgentError::NoTls(_))));
+        assert_eq!(socket_url("https://herd.example/").unwrap(), "wss://herd.example/v1/worker/connect");
         assert!(socket_url("127.0.0.1:7700").is_err());
     }
 }

@@ -7,6 +7,7 @@ mod prover;
 mod ray;
 mod runtime;
 mod throughput;
+pub mod tls;
 
 pub use agent::{run, AgentConfig, AgentError, OwnerConsent, RuntimeConfig, RuntimeKind};
 /// Key files live in `herd-keys`; re-exported for the agent's users.

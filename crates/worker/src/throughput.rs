@@ -15,7 +15,8 @@ fn mbps(bytes: u64, elapsed: Duration) -> u32 {
 }
 
 pub async fn measure(coordinator: &str, token: &str) -> Result<Throughput, String> {
-    let client = reqwest::Client::builder().timeout(TEST_TIMEOUT).build().map_err(|e| e.to_string())?;
+    let client =
+        crate::tls::http_client(reqwest::Client::builder().timeout(TEST_TIMEOUT)).map_err(|e| e.to_string())?;
     let base = format!("{}/v1/worker/speedtest/{token}", coordinator.trim_end_matches('/'));
 
     let started = Instant::now();
