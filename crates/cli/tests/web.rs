@@ -317,6 +317,8 @@ async fn the_consoles_sign_in_create_a_cluster_and_explain_earnings() {
     browser.goto(&format!("{base}/console/jobs/{}", job.id)).await.unwrap();
     let output = wait_for_text(&browser, "hello from the console").await;
     assert!(output.contains("[0]") && output.contains("[1]"), "both nodes' lines: {output}");
+    let jobs = visit(&browser, &base, "/console/jobs", "Jobs", "console-jobs").await;
+    assert!(jobs.contains(job.id.as_str()) && jobs.contains(cluster.id.as_str()), "{jobs}");
     let wallet = visit(&browser, &base, "/console/wallet", "Wallet", "console-wallet").await;
     assert!(wallet.contains("lease-hold") && wallet.contains("faucet"), "{wallet}");
 
@@ -392,6 +394,8 @@ async fn the_consoles_sign_in_create_a_cluster_and_explain_earnings() {
     assert!(devices.contains("not earning"), "{devices}");
     assert!(devices.contains("less than 5 h of continuous uptime"), "{devices}");
     assert!(devices.contains("below the minimum stake") && devices.contains("herd stake add"), "{devices}");
+    browser.goto(&format!("{base}/console/devices?page=two")).await.unwrap();
+    wait_for_text(&browser, "page must be a whole number").await;
     // The link was used up.
     browser.goto(&link).await.unwrap();
     wait_for_text(&browser, "unknown, expired or already used").await;

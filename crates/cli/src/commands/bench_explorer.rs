@@ -178,6 +178,7 @@ async fn time_pages(url: &str, supplier_key: &SigningKey, args: &ExplorerArgs) -
         (format!("/console/clusters/{}", cluster.id), Some(&customer_session)),
         ("/console/wallet".to_owned(), Some(&customer_session)),
         ("/console/devices".to_owned(), Some(&supplier_session)),
+        (format!("/console/devices?page={}", args.devices.saturating_sub(1) / 500), Some(&supplier_session)),
     ];
     // No redirects: a console page that sent us to sign in must fail, not time the sign-in page.
     let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build()?;

@@ -24,11 +24,13 @@ use crate::error::{ApiJson, ApiQuery};
 /// Output lines shown on a job's page (the CLI has the whole log).
 const LOG_LINES_SHOWN: u32 = 2000;
 const HISTORY_ROWS: u32 = 100;
+const JOBS_SHOWN: u32 = 200;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Section {
     Home,
     Clusters,
+    Jobs,
     Devices,
     Wallet,
 }
@@ -38,6 +40,7 @@ pub fn console_page(title: &str, signed_in: &SignedIn, section: Section, body: M
     let links = [
         (Section::Home, "/console", "Overview"),
         (Section::Clusters, "/console/clusters", "Clusters"),
+        (Section::Jobs, "/console/jobs", "Jobs"),
         (Section::Devices, "/console/devices", "My devices"),
         (Section::Wallet, "/console/wallet", "Wallet"),
     ];
@@ -402,14 +405,33 @@ pub async fn cluster(State(app): State<App>, signed_in: SignedIn, Path(id): Path
     Ok(console_page(&format!("Cluster {}", cluster.id), &signed_in, Section::Clusters, body))
 }
 
+/// The account's jobs on every cluster, newest first.
+pub async fn jobs(State(app): State<App>, signed_in: SignedIn) -> PageResult {
+    let jobs = app.store.jobs_of(&signed_in.address, None, JOBS_SHOWN).await?;
+    let running = jobs.iter().any(|job| !job.state.is_terminal());
+    let body = html! {
+        div data-refresh=[running.then_some("5")] {
+            h1 { "Jobs" }
+            @if jobs.is_empty() {
+                p class="muted" { "No jobs yet. Create a cluster, then " code { "herd job run --cluster ID -- CMD" } " (or " code { "herd job submit" } " for Ray)." }
+            } @else {
+                (job_table(&jobs))
+                @if jobs.len() as u32 == JOBS_SHOWN { p class="muted" { "The latest " (JOBS_SHOWN) " jobs; each cluster's page lists its own." } }
+            }
+        }
+    };
+    Ok(console_page("Jobs", &signed_in, Section::Jobs, body))
+}
+
 fn job_table(jobs: &[Job]) -> Markup {
     html! {
         table {
-            thead { tr { th scope="col" { "Job" } th scope="col" { "State" } th scope="col" { "Kind" } th scope="col" { "Command" } th scope="col" { "Created" } } }
+            thead { tr { th scope="col" { "Job" } th scope="col" { "Cluster" } th scope="col" { "State" } th scope="col" { "Kind" } th scope="col" { "Command" } th scope="col" { "Created" } } }
             tbody {
                 @for job in jobs {
                     tr {
                         td { a href=(format!("/console/jobs/{}", job.id)) { (job.id) } }
+                        td { a href=(format!("/console/clusters/{}", job.cluster_id)) { (job.cluster_id) } }
                         td { (badge(job.state.as_str())) }
                         td { (job.kind.as_str()) }
                         td { code { (job.command.join(" ")) } }
@@ -484,7 +506,7 @@ pub async fn job(State(app): State<App>, signed_in: SignedIn, Path(id): Path<Str
             }
         }
     };
-    Ok(console_page(&format!("Job {}", job.id), &signed_in, Section::Clusters, body))
+    Ok(console_page(&format!("Job {}", job.id), &signed_in, Section::Jobs, body))
 }
 
 pub async fn wallet(State(app): State<App>, signed_in: SignedIn) -> PageResult {

@@ -50,6 +50,7 @@ pub fn router() -> Router<App> {
         .route("/console/quote", post(console::live_quote))
         .route("/console/clusters/{id}", get(console::cluster))
         .route("/console/clusters/{id}/terminate", post(console::terminate))
+        .route("/console/jobs", get(console::jobs))
         .route("/console/jobs/{id}", get(console::job))
         .route("/console/wallet", get(console::wallet))
         .route("/console/devices", get(supplier::devices))

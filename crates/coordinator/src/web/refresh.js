@@ -11,6 +11,7 @@
       if (document.hidden) return;
       try {
         const response = await fetch(location.href, { headers: { accept: "text/html" } });
+        if (response.redirected) return location.reload();
         if (!response.ok) return;
         const page = new DOMParser().parseFromString(await response.text(), "text/html");
         const fresh = page.getElementById("main");
@@ -37,6 +38,8 @@
     const body = new URLSearchParams(new FormData(form));
     try {
       const response = await fetch(form.dataset.quote, { method: "POST", body: body });
+      // The session ended: the page itself goes to sign-in.
+      if (response.redirected) return location.reload();
       // Only the answer to the latest question is shown.
       if (ask === asked && response.ok) target.innerHTML = await response.text();
     } catch (e) {

@@ -4,20 +4,21 @@
 
 use std::collections::HashMap;
 
-use axum::extract::State;
+use axum::extract::{Query, State};
 use herd_core::{Asset, DeviceState, Timestamp};
 use herd_ledger::rewards::{ineligibilities, Candidate, Ineligible, UPTIME_MIN_MS};
 use herd_proto::api::Device;
 use maud::html;
+use serde::Deserialize;
 
 use super::console::{console_page, payouts_table, Section};
 use super::explorer::amount;
 use super::session::SignedIn;
-use super::{badge, device_link, io, simulated_mark, time, PageResult};
+use super::{badge, device_link, io, simulated_mark, time, PageError, PageResult};
 use crate::app::{now, App};
 use crate::store::DeviceFilter;
 
-/// The most devices one page lists (an account with more is an operator: use the API).
+/// Devices per page.
 const DEVICES_SHOWN: u32 = 500;
 const SLASHES_SHOWN: u32 = 100;
 
@@ -90,12 +91,25 @@ fn income_total(income: &[crate::store::Income], code: &str, asset: Asset) -> i6
     income.iter().filter(|i| i.code == code && i.asset == asset).map(|i| i.total).sum()
 }
 
-pub async fn devices(State(app): State<App>, signed_in: SignedIn) -> PageResult {
+#[derive(Debug, Deserialize)]
+pub struct PageQuery {
+    page: Option<String>,
+}
+
+pub async fn devices(State(app): State<App>, signed_in: SignedIn, Query(query): Query<PageQuery>) -> PageResult {
     let owner = &signed_in.address;
     let at = now();
-    let filter = DeviceFilter { owner: Some(owner.clone()), limit: DEVICES_SHOWN, ..DeviceFilter::default() };
+    let page: u32 = match query.page.as_deref() {
+        None | Some("") => 0,
+        Some(text) => {
+            text.parse().map_err(|_| PageError::BadRequest(format!("page must be a whole number, got {text:?}")))?
+        }
+    };
+    let offset = page.checked_mul(DEVICES_SHOWN).ok_or_else(|| PageError::BadRequest(format!("no page {page}")))?;
+    let filter = DeviceFilter { owner: Some(owner.clone()), limit: DEVICES_SHOWN, offset, ..DeviceFilter::default() };
     let devices = app.store.list_devices(&filter).await?;
     let owned = app.store.account(owner).await?.map_or(0, |a| a.devices);
+    let more = u64::from(offset) + (devices.len() as u64) < owned;
     let mut candidates = HashMap::new();
     for device in app.store.reward_candidates(at.0, Some(owner)).await? {
         let id = device.id.clone();
@@ -127,7 +141,11 @@ pub async fn devices(State(app): State<App>, signed_in: SignedIn) -> PageResult 
             div class="card" { div class="value" { (io(i128::from(slashed))) } div class="label" { "slashed" } }
         }
         @if owned > devices.len() as u64 {
-            p class="muted" { "The first " (devices.len()) " of " (owned) " devices; the API lists them all: " code { "GET /v1/devices?owner=" (owner) } "." }
+            nav class="pages" aria-label="Pages" {
+                span class="muted" { "Devices " (offset + 1) "–" (u64::from(offset) + devices.len() as u64) " of " (owned) }
+                @if page > 0 { a href=(format!("/console/devices?page={}", page - 1)) rel="prev" { "← previous" } }
+                @if more { a href=(format!("/console/devices?page={}", page + 1)) rel="next" { "next →" } }
+            }
         }
         @if devices.is_empty() {
             p { "No devices yet. On each machine: " code { "herd worker start --coordinator URL" } " (with your account key, or a pairing code from " code { "herd worker pair" } ")." }
