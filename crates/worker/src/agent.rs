@@ -256,10 +256,24 @@ pub async fn run(config: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Re
         "worker agent starting");
     let (events, mut event_queue) = mpsc::channel(EVENT_QUEUE_CAPACITY);
     let (runtime, found) = start_runtime(&config, &device).await?;
-    if let Runtime::Docker(docker) = &runtime {
-        let removed = docker.remove_ray_leftovers().await.map_err(|e| AgentError::Survey(e.to_string()))?;
-        if removed > 0 {
-            tracing::info!(removed, "Ray node containers of an earlier run removed; the coordinator re-assigns them");
+    match &runtime {
+        Runtime::Docker(docker) => {
+            let removed = docker.remove_ray_leftovers().await.map_err(|e| AgentError::Survey(e.to_string()))?;
+            if removed > 0 {
+                tracing::info!(
+                    removed,
+                    "Ray node containers of an earlier run removed; the coordinator re-assigns them"
+                );
+            }
+        }
+        Runtime::Process => {
+            let killed = crate::runtime::process::kill_leftovers(&config.data_dir.join("jobs"));
+            if killed > 0 {
+                tracing::warn!(
+                    killed,
+                    "task processes an earlier run left behind were killed; the coordinator retries them"
+                );
+            }
         }
     }
     tracing::info!(runtime = runtime.name(), "task runtime ready");

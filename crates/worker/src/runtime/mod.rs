@@ -4,7 +4,7 @@
 
 pub mod docker;
 mod output;
-mod process;
+pub(crate) mod process;
 
 use std::collections::HashMap;
 use std::path::PathBuf;

@@ -2,7 +2,8 @@
 //! working directory and a clean environment (the supplier's environment never leaks into
 //! customer code). No isolation beyond that: for development and trusted machines; suppliers
 //! running customers' code use the docker runtime. Stop is SIGTERM to the group, then SIGKILL
-//! after a grace period.
+//! after a grace period. An agent killed outright leaves its tasks running; its next start
+//! kills them (`kill_leftovers`), as the coordinator has counted them lost.
 
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
@@ -104,5 +105,71 @@ async fn forward(sink: OutputSink, pipe: Option<impl AsyncRead + Unpin>) {
         if !sink.send(lines).await || read == 0 {
             return;
         }
+    }
+}
+
+/// Kills the task processes an earlier run of this agent left behind when it was killed
+/// without stopping them: every process whose `HOME` is a task directory under `jobs_dir`
+/// (each task's is), with its process group. The coordinator counted those tasks as lost and
+/// retries them where asked; left running they would compete with the retry for this machine
+/// and write into its directories. Returns how many process groups were killed.
+pub fn kill_leftovers(jobs_dir: &Path) -> usize {
+    let marker = format!("HOME={}/", jobs_dir.display());
+    let own_group = nix::unistd::getpgrp();
+    let Ok(entries) = std::fs::read_dir("/proc") else { return 0 };
+    let mut groups = std::collections::BTreeSet::new();
+    for entry in entries.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
+        // Another user's processes (unreadable) cannot be ours.
+        let Ok(environ) = std::fs::read(entry.path().join("environ")) else { continue };
+        if !environ.split(|b| *b == 0).any(|var| var.starts_with(marker.as_bytes())) {
+            continue;
+        }
+        match nix::unistd::getpgid(Some(Pid::from_raw(pid))) {
+            Ok(group) if group != own_group => {
+                groups.insert(group);
+            }
+            _ => {
+                let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+        }
+    }
+    for group in &groups {
+        let _ = killpg(*group, Signal::SIGKILL);
+    }
+    groups.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::process::CommandExt;
+
+    use super::*;
+
+    fn sleeper(home: &Path) -> std::process::Child {
+        std::fs::create_dir_all(home).unwrap();
+        std::process::Command::new("sleep").arg("300").env("HOME", home).process_group(0).spawn().unwrap()
+    }
+
+    #[test]
+    fn task_processes_left_by_an_earlier_run_are_killed_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let jobs = dir.path().join("jobs");
+        let mut left = sleeper(&jobs.join("job-1.1"));
+        let mut other = sleeper(&dir.path().join("elsewhere"));
+        // A grandchild in the task's group, with its own HOME, goes with its group.
+        let mut grandchild = std::process::Command::new("sleep")
+            .arg("300")
+            .env("HOME", dir.path())
+            .process_group(left.id() as i32)
+            .spawn()
+            .unwrap();
+        assert_eq!(kill_leftovers(&jobs), 1);
+        assert_eq!(left.wait().unwrap().signal(), Some(9));
+        assert_eq!(grandchild.wait().unwrap().signal(), Some(9));
+        assert!(other.try_wait().unwrap().is_none(), "a process outside the jobs directory is left alone");
+        other.kill().unwrap();
+        other.wait().unwrap();
+        assert_eq!(kill_leftovers(&jobs), 0);
     }
 }
