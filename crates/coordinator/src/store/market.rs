@@ -112,18 +112,24 @@ impl Store {
         at: i64,
         owner: Option<&Address>,
     ) -> StoreResult<Vec<crate::economy::RewardCandidate>> {
-        let rows = sqlx::query(
-            "SELECT d.id, d.owner, d.gpu_model, d.gpu_count, d.cpu_cores, d.connectivity, d.state,
+        // With an owner the query walks that owner's real devices in their index, without one
+        // every real device; the two texts differ only in that clause.
+        const SELECT: &str = "SELECT d.id, d.owner, d.gpu_model, d.gpu_count, d.cpu_cores, d.connectivity, d.state,
                 (SELECT MAX(e.at) FROM device_events e
                   WHERE e.device_id = d.id AND (e.from_state IS NULL OR e.from_state IN ('offline', 'pending'))) AS online_since,
                 EXISTS (SELECT 1 FROM verifications v WHERE v.device_id = d.id AND v.outcome = 'passed'
                         AND v.finished_at >= ?1 - 3600000 AND v.finished_at < ?1) AS verified_this_hour
-             FROM devices d WHERE d.simulated = 0 AND d.state != 'blocked' AND (?2 IS NULL OR d.owner = ?2)",
-        )
-        .bind(at)
-        .bind(owner.map(Address::as_str))
-        .fetch_all(&self.read)
-        .await?;
+             FROM devices d WHERE d.simulated = 0 AND d.state != 'blocked'";
+        let rows = match owner {
+            Some(owner) => {
+                sqlx::query(&format!("{SELECT} AND d.owner = ?2"))
+                    .bind(at)
+                    .bind(owner.as_str())
+                    .fetch_all(&self.read)
+                    .await?
+            }
+            None => sqlx::query(SELECT).bind(at).fetch_all(&self.read).await?,
+        };
         rows.iter()
             .map(|r| {
                 let state: &str = r.get("state");

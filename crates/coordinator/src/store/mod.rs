@@ -79,6 +79,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (11, "healing", include_str!("../../migrations/0011_healing.sql")),
     (12, "explorer", include_str!("../../migrations/0012_explorer.sql")),
     (13, "web_sessions", include_str!("../../migrations/0013_web_sessions.sql")),
+    (14, "owner_indexes", include_str!("../../migrations/0014_owner_indexes.sql")),
 ];
 
 #[derive(Clone)]

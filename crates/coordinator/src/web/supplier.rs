@@ -16,7 +16,6 @@ use super::explorer::amount;
 use super::session::SignedIn;
 use super::{badge, device_link, io, simulated_mark, time, PageError, PageResult};
 use crate::app::{now, App};
-use crate::store::DeviceFilter;
 
 /// Devices per page.
 const DEVICES_SHOWN: u32 = 500;
@@ -106,8 +105,7 @@ pub async fn devices(State(app): State<App>, signed_in: SignedIn, Query(query): 
         }
     };
     let offset = page.checked_mul(DEVICES_SHOWN).ok_or_else(|| PageError::BadRequest(format!("no page {page}")))?;
-    let filter = DeviceFilter { owner: Some(owner.clone()), limit: DEVICES_SHOWN, offset, ..DeviceFilter::default() };
-    let devices = app.store.list_devices(&filter).await?;
+    let devices = app.store.owned_devices(owner, DEVICES_SHOWN, offset).await?;
     let owned = app.store.account(owner).await?.map_or(0, |a| a.devices);
     let more = u64::from(offset) + (devices.len() as u64) < owned;
     let mut candidates = HashMap::new();
