@@ -374,7 +374,8 @@ impl Store {
     /// One page of an owner's devices, oldest first: read through the owner's index, so a late
     /// page of a large fleet skips index entries, not table rows.
     pub async fn owned_devices(&self, owner: &Address, limit: u32, offset: u32) -> StoreResult<Vec<api::Device>> {
-        let sql = format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE owner = ? ORDER BY created_at, id LIMIT ? OFFSET ?");
+        let sql =
+            format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE owner = ? ORDER BY created_at, id LIMIT ? OFFSET ?");
         let rows = sqlx::query(&sql).bind(owner.as_str()).bind(limit).bind(offset).fetch_all(&self.read).await?;
         rows.iter().map(device_from_row).collect()
     }

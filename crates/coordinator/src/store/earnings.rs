@@ -28,17 +28,19 @@ pub struct DeviceRewards {
     pub last_at: Timestamp,
 }
 
-/// Entries crediting `owner`, as a join over the account's journal index. The `json_extract`
-/// check keeps out entries of another account whose 64-bit tag collides.
-const CREDITED_TO: &str = "FROM journal_accounts a JOIN journal j ON j.seq = a.seq
-     WHERE a.account = ?1 AND json_extract(j.body, '$.credit.kind') = 'user' AND json_extract(j.body, '$.credit.id') = ?2";
+/// An account's journal entries, through its index.
+const ACCOUNT_ENTRIES: &str = "FROM journal_accounts a JOIN journal j ON j.seq = a.seq";
+/// Those crediting the user `?2` (tag `?1`); the `json_extract` check keeps out entries of
+/// another account whose 64-bit tag collides.
+const CREDITED_TO: &str =
+    "a.account = ?1 AND json_extract(j.body, '$.credit.kind') = 'user' AND json_extract(j.body, '$.credit.id') = ?2";
 
 impl Store {
     /// Everything paid into `owner`'s account, by reason and asset.
     pub async fn income_of(&self, owner: &Address) -> StoreResult<Vec<Income>> {
         let rows = sqlx::query(&format!(
             "SELECT json_extract(j.body, '$.code') AS code, json_extract(j.body, '$.asset') AS asset,
-                    SUM(json_extract(j.body, '$.amount')), COUNT(*) {CREDITED_TO} GROUP BY 1, 2 ORDER BY 1, 2"
+                    SUM(json_extract(j.body, '$.amount')), COUNT(*) {ACCOUNT_ENTRIES} WHERE {CREDITED_TO} GROUP BY 1, 2 ORDER BY 1, 2"
         ))
         .bind(account_tag(&AccountKey::User(owner.to_string())))
         .bind(owner.as_str())
@@ -61,7 +63,7 @@ impl Store {
         let rows = sqlx::query(&format!(
             "SELECT substr(j.transfer_id, 8 + instr(substr(j.transfer_id, 8), ':')) AS device,
                     SUM(json_extract(j.body, '$.amount')), COUNT(*), MAX(j.at)
-             {CREDITED_TO} AND j.transfer_id LIKE 'reward:%' AND json_extract(j.body, '$.code') = 'block-reward'
+             {ACCOUNT_ENTRIES} WHERE {CREDITED_TO} AND j.transfer_id LIKE 'reward:%' AND json_extract(j.body, '$.code') = 'block-reward'
              GROUP BY 1"
         ))
         .bind(account_tag(&AccountKey::User(owner.to_string())))
@@ -77,6 +79,25 @@ impl Store {
                 last_at: Timestamp(r.get(3)),
             })
             .collect())
+    }
+
+    /// Lease pay received for each of `owner`'s devices, per asset: pay ids end in the tenure's
+    /// epoch (`pay:…:EPOCH`), and the tenure names the device. The nested `replace`/`rtrim`
+    /// takes what follows the id's last colon.
+    pub async fn job_earnings_by_device(&self, owner: &Address) -> StoreResult<Vec<(String, Asset, i64)>> {
+        let rows = sqlx::query(&format!(
+            "SELECT cn.device_id, json_extract(j.body, '$.asset') AS asset, SUM(json_extract(j.body, '$.amount'))
+             {ACCOUNT_ENTRIES}
+             JOIN cluster_nodes cn
+               ON cn.epoch = CAST(replace(j.transfer_id, rtrim(j.transfer_id, replace(j.transfer_id, ':', '')), '') AS INTEGER)
+             WHERE {CREDITED_TO} AND json_extract(j.body, '$.code') = 'lease-earning' AND j.transfer_id LIKE 'pay:%'
+             GROUP BY 1, 2"
+        ))
+        .bind(account_tag(&AccountKey::User(owner.to_string())))
+        .bind(owner.as_str())
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter().map(|r| Ok((r.get(0), parse_col("journal.body.asset", r.get("asset"))?, r.get(2)))).collect()
     }
 
     /// Stake burned from these devices' vaults (slashes): the latest `limit`, newest first,
@@ -130,7 +151,7 @@ impl Store {
     ) -> StoreResult<Vec<(Timestamp, i64)>> {
         let rows = sqlx::query(&format!(
             "SELECT j.at, json_extract(j.body, '$.amount')
-             {CREDITED_TO} AND j.transfer_id LIKE 'reward:%:' || ?3 AND json_extract(j.body, '$.code') = 'block-reward'
+             {ACCOUNT_ENTRIES} WHERE {CREDITED_TO} AND j.transfer_id LIKE 'reward:%:' || ?3 AND json_extract(j.body, '$.code') = 'block-reward'
              ORDER BY j.seq DESC LIMIT ?4"
         ))
         .bind(account_tag(&AccountKey::User(owner.to_string())))
@@ -211,5 +232,39 @@ mod tests {
         assert_eq!(slashes.len(), 1, "the list is limited");
         assert_eq!((&slashes[0].0, slashes[0].1.entry.transfer.code.as_str()), (&device, "slash-proof"));
         assert_eq!(store.slashes_of(&devices[1..], 10).await.unwrap().1, 0);
+    }
+
+    #[tokio::test]
+    async fn lease_pay_is_attributed_to_the_device_of_its_tenure() {
+        let (_dir, store, url) = temp_store().await;
+        let (app, _stop) = test_app(&store, url).await;
+        let supplier: Address = "4Nd1mBQtrMJVYVfKf2PJy9NZUZdTAsp7D16QAtJm5ZAz".parse().unwrap();
+        let customer: Address = "7U3sTTjfMk12eQ5p2XAwpL4NJRbRrBkwc5YdytAxQX2a".parse().unwrap();
+        let (first, second) = (Address::from_public_key(&[1; 32]), Address::from_public_key(&[2; 32]));
+        for (account, key) in [(&supplier, "k1"), (&customer, "k2")] {
+            assert!(store.register_account(account, key, Timestamp(0)).await.unwrap());
+        }
+        for device in [&first, &second] {
+            crate::test_support::admitted_device(&store, device, &supplier).await;
+        }
+        let at = crate::app::now();
+        crate::test_support::lease_with_job(&store, &customer, &[(first.clone(), 10), (second.clone(), 10)], 0, at)
+            .await;
+        // A fresh database: the two tenures are epochs 1 and 2, in rank order.
+        let me = AccountKey::User(supplier.to_string());
+        let them = AccountKey::User(customer.to_string());
+        let batch = [
+            transfer("fund", AccountKey::Issuance, them.clone(), Asset::Usdc, 1000, "faucet"),
+            transfer("pay:cl-a:0:1", them.clone(), me.clone(), Asset::Usdc, 300, "lease-earning"),
+            transfer("pay:cl-a:0:2", them.clone(), me.clone(), Asset::Usdc, 200, "lease-earning"),
+            transfer("pay:cl-a:60000:1", them.clone(), me.clone(), Asset::Usdc, 50, "lease-earning"),
+            // Not lease pay: ignored.
+            transfer("gift:1", them.clone(), me.clone(), Asset::Usdc, 7, "gift"),
+        ];
+        app.post(&batch).await.unwrap();
+        let mut earned = store.job_earnings_by_device(&supplier).await.unwrap();
+        earned.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(earned, [(first.to_string(), Asset::Usdc, 350), (second.to_string(), Asset::Usdc, 200)]);
+        assert!(store.job_earnings_by_device(&customer).await.unwrap().is_empty());
     }
 }

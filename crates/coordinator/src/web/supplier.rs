@@ -116,6 +116,10 @@ pub async fn devices(State(app): State<App>, signed_in: SignedIn, Query(query): 
     let rewards: HashMap<String, crate::store::DeviceRewards> =
         app.store.block_rewards_by_device(owner).await?.into_iter().map(|r| (r.device.clone(), r)).collect();
     let income = app.store.income_of(owner).await?;
+    let mut job_pay: HashMap<String, Vec<(Asset, i64)>> = HashMap::new();
+    for (device, asset, total) in app.store.job_earnings_by_device(owner).await? {
+        job_pay.entry(device).or_default().push((asset, total));
+    }
     let ids: Vec<_> = devices.iter().map(|d| d.id.clone()).collect();
     let (slashes, slashed) = app.store.slashes_of(&ids, SLASHES_SHOWN).await?;
     let payouts = app.store.payouts_of(owner, 20).await?;
@@ -152,7 +156,8 @@ pub async fn devices(State(app): State<App>, signed_in: SignedIn, Query(query): 
                 caption { "Each device as this hour's block judges it (eligibility: 5 h uptime, the minimum stake, a passed proof of compute this hour, connectivity above none)" }
                 thead { tr {
                     th scope="col" { "Device" } th scope="col" { "Hardware" } th scope="col" { "State" }
-                    th scope="col" { "Block rewards now" } th scope="col" class="num" { "Earned in blocks" }
+                    th scope="col" { "Block rewards now" } th scope="col" class="num" { "Lease pay" }
+                    th scope="col" class="num" { "Block rewards" }
                 } }
                 tbody {
                     @for device in &devices {
@@ -171,6 +176,12 @@ pub async fn devices(State(app): State<App>, signed_in: SignedIn, Query(query): 
                                         span class="not-earning" { "not earning" }
                                         ul class="reasons" { @for why in reasons { li { (why) } } }
                                     }
+                                }
+                            }
+                            td class="num" {
+                                @match job_pay.get(device.id.as_str()) {
+                                    Some(pays) => { @for (asset, total) in pays { (amount((*total).max(0) as u64, *asset)) br; } }
+                                    None => "—",
                                 }
                             }
                             td class="num" {
