@@ -315,8 +315,12 @@ async fn the_consoles_sign_in_create_a_cluster_and_explain_earnings() {
         .await
         .unwrap();
     browser.goto(&format!("{base}/console/jobs/{}", job.id)).await.unwrap();
-    let output = wait_for_text(&browser, "hello from the console").await;
-    assert!(output.contains("[0]") && output.contains("[1]"), "both nodes' lines: {output}");
+    // The command itself is on the page too: wait for the output lines, one from each node.
+    eventually("a line of output from each node", Duration::from_secs(15), || async {
+        let text = browser.find(Locator::Css("pre.log")).await.ok()?.text().await.ok()?;
+        (text.contains("[0] hello from the console") && text.contains("[1] hello from the console")).then_some(())
+    })
+    .await;
     let jobs = visit(&browser, &base, "/console/jobs", "Jobs", "console-jobs").await;
     assert!(jobs.contains(job.id.as_str()) && jobs.contains(cluster.id.as_str()), "{jobs}");
     let wallet = visit(&browser, &base, "/console/wallet", "Wallet", "console-wallet").await;
