@@ -245,6 +245,7 @@ pub async fn demo(context: &Context, args: DemoArgs) -> anyhow::Result<i32> {
     say(format!("\nThe network keeps running at {url}. Try:"));
     say(format!("  export HERD_COORDINATOR={url}"));
     say("  herd cluster list; herd cluster show <ID>; herd job submit --cluster <ID> --working-dir examples/tuning -- python main.py".into());
+    say(format!("  explorer: {url}/   console: herd account login --browser (prints a one-time sign-in link)"));
     say("Ctrl-C stops it.".into());
     wait_for_signal().await;
     network.shutdown().await;
