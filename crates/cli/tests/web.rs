@@ -384,10 +384,24 @@ async fn the_consoles_sign_in_create_a_cluster_and_explain_earnings() {
     let supplier = herd_keys::address_of(&supplier_key);
     let worker = start_worker(&base, &network.dir.path().join("supplier-worker"), &supplier_key);
     devices_in_state(&base, &supplier, herd_core::DeviceState::Ready, 1).await;
-    let link: serde_json::Value =
-        serde_json::from_str(&herd_cli(&config, &["--coordinator", &base, "--json", "account", "login", "--browser"]))
-            .unwrap();
+    // `--open` hands the link to the desktop's opener: a stand-in xdg-open records it.
+    let bin = network.dir.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let opened = network.dir.path().join("opened");
+    let opener = bin.join("xdg-open");
+    std::fs::write(&opener, format!("#!/bin/sh\necho \"$1\" > {}\n", opened.display())).unwrap();
+    std::fs::set_permissions(&opener, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let output = Command::new(env!("CARGO_BIN_EXE_herd"))
+        .args(["--coordinator", &base, "--json", "account", "login", "--browser", "--open"])
+        .env("HERD_CONFIG_DIR", &config)
+        .env("PATH", path)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let link: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     let link = link["url"].as_str().unwrap().to_owned();
+    assert_eq!(std::fs::read_to_string(&opened).unwrap().trim(), link, "the opener got the link");
     assert!(link.starts_with(&format!("{base}/console/login/")), "{link}");
     browser.goto(&link).await.unwrap();
     let confirm = main_text(&browser).await;

@@ -17,6 +17,10 @@ pub enum AccountCommand {
         /// web console as this account; the account key never leaves this machine.
         #[arg(long)]
         browser: bool,
+        /// With --browser: also open the link in this machine's browser (xdg-open, or open
+        /// on macOS).
+        #[arg(long, requires = "browser")]
+        open: bool,
     },
     /// Show your account.
     Show,
@@ -24,7 +28,7 @@ pub enum AccountCommand {
 
 pub async fn run(context: &Context, command: AccountCommand) -> anyhow::Result<i32> {
     match command {
-        AccountCommand::Login { browser: true } => {
+        AccountCommand::Login { browser: true, open } => {
             let key = context.credentials.account_key()?.ok_or_else(|| {
                 anyhow::anyhow!(
                     "no account key at {}: run `herd account create` first",
@@ -45,8 +49,11 @@ pub async fn run(context: &Context, command: AccountCommand) -> anyhow::Result<i
                     link.expires_at
                 );
             }
+            if open {
+                open_in_browser(&url)?;
+            }
         }
-        AccountCommand::Create | AccountCommand::Login { browser: false } => {
+        AccountCommand::Create | AccountCommand::Login { browser: false, .. } => {
             let key = context.credentials.account_key_or_create()?;
             let wait = spinner(format!("signing in to {}", context.coordinator), context.json);
             let (credential, registered) = sign_in(&context.anonymous_client(), &key)
@@ -83,4 +90,21 @@ pub async fn run(context: &Context, command: AccountCommand) -> anyhow::Result<i
         }
     }
     Ok(0)
+}
+
+/// Hands the link to the desktop's opener. The link is printed first, so a machine without a
+/// browser still has it.
+fn open_in_browser(url: &str) -> anyhow::Result<()> {
+    let opener = if cfg!(target_os = "macos") { "open" } else { "xdg-open" };
+    let status = std::process::Command::new(opener)
+        .arg(url)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .map_err(|e| anyhow::anyhow!("cannot run {opener} to open the link ({e}): open it yourself"))?;
+    if !status.success() {
+        anyhow::bail!("{opener} could not open the link ({status}): open it yourself");
+    }
+    Ok(())
 }
