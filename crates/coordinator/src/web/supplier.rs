@@ -123,10 +123,8 @@ pub async fn devices(State(app): State<App>, signed_in: SignedIn, Query(query): 
     let ids: Vec<_> = devices.iter().map(|d| d.id.clone()).collect();
     let (slashes, slashed) = app.store.slashes_of(&ids, SLASHES_SHOWN).await?;
     let payouts = app.store.payouts_of(owner, 20).await?;
-    let earning = devices
-        .iter()
-        .filter(|d| matches!(earning_now(d, candidates.get(d.id.as_str()), at), Earning::Yes { .. }))
-        .count();
+    // Over all the owner's devices, not just this page: the block judges every candidate.
+    let earning = candidates.values().filter(|c| ineligibilities(c).is_empty()).count();
 
     let body = html! {
         h1 { "Your devices" }
@@ -140,7 +138,10 @@ pub async fn devices(State(app): State<App>, signed_in: SignedIn, Query(query): 
                 }
             }
             div class="card" { div class="value" { (io(i128::from(income_total(&income, "block-reward", Asset::Io)))) } div class="label" { "block rewards" } }
-            div class="card" { div class="value" { (io(i128::from(slashed))) } div class="label" { "slashed" } }
+            div class="card" {
+                div class="value" { (io(i128::from(slashed))) }
+                div class="label" { "slashed" @if more || page > 0 { " (this page's devices)" } }
+            }
         }
         @if owned > devices.len() as u64 {
             nav class="pages" aria-label="Pages" {
