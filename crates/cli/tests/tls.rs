@@ -12,8 +12,16 @@ use common::*;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::{TcpListener, TcpStream};
 
-/// A CA and a certificate it signed for `localhost` and 127.0.0.1: (CA PEM, chain, key).
-fn certificates() -> (String, Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
+/// A CA and a certificate it signed for `localhost` and 127.0.0.1.
+struct Certificates {
+    ca_pem: String,
+    cert_pem: String,
+    key_pem: String,
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+}
+
+fn certificates() -> Certificates {
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
     ca_params.distinguished_name.push(rcgen::DnType::CommonName, "herd test CA");
@@ -23,7 +31,13 @@ fn certificates() -> (String, Vec<CertificateDer<'static>>, PrivateKeyDer<'stati
     params.subject_alt_names.push(rcgen::SanType::IpAddress("127.0.0.1".parse().unwrap()));
     let key = rcgen::KeyPair::generate().unwrap();
     let certificate = params.signed_by(&key, &ca, &ca_key).unwrap();
-    (ca.pem(), vec![certificate.der().clone()], PrivateKeyDer::Pkcs8(key.serialize_der().into()))
+    Certificates {
+        ca_pem: ca.pem(),
+        cert_pem: certificate.pem(),
+        key_pem: key.serialize_pem(),
+        chain: vec![certificate.der().clone()],
+        key: PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+    }
 }
 
 /// Terminates TLS on a loopback port and forwards each connection to `backend` (what nginx
@@ -79,60 +93,94 @@ impl Drop for Agent {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_cli_and_the_agent_reach_a_coordinator_over_tls() {
-    let dir = tempfile::tempdir().unwrap();
-    let coordinator = start_coordinator(&dir.path().join("herd.db"), loopback()).await;
-    let plain = coordinator.url();
-    let (ca_pem, chain, key) = certificates();
-    let ca = dir.path().join("ca.pem");
-    std::fs::write(&ca, ca_pem).unwrap();
-    let port = tls_proxy(coordinator.addr(), chain, key).await;
-    let url = format!("https://localhost:{port}");
-    let config = dir.path().join("config");
-
+/// Everything a customer and a supplier do, over `url` (HTTPS), trusting `ca`: refused without
+/// the CA, then an account, funds, an agent dialling wss:// until its device is ready, a
+/// cluster, a job's output, the cluster's end.
+async fn use_over_tls(dir: &Path, url: &str, ca_file: &Path) {
+    let config = dir.join("config");
     // Without the private CA the certificate is not trusted, and the CLI says so.
-    let refused = herd(&config, None, &["--coordinator", &url, "account", "create"]);
+    let refused = herd(&config, None, &["--coordinator", url, "account", "create"]);
     assert!(!refused.status.success());
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(stderr.contains("certificate") && stderr.contains("UnknownIssuer"), "{stderr}");
     // A bad CA file is a clear error, not a silent fallback.
-    let bad = herd(&config, Some(&dir.path().join("nope.pem")), &["--coordinator", &url, "market", "prices"]);
+    let bad = herd(&config, Some(&dir.join("nope.pem")), &["--coordinator", url, "market", "prices"]);
     assert!(String::from_utf8_lossy(&bad.stderr).contains("cannot read the CA certificates in"));
 
-    let ca_file = ca.clone();
-    let ca = Some(ca.as_path());
+    let ca = Some(ca_file);
     let account: serde_json::Value =
-        serde_json::from_str(&ok(herd(&config, ca, &["--coordinator", &url, "--json", "account", "create"]))).unwrap();
-    let owner: herd_core::Address = account["address"].as_str().unwrap().parse().unwrap();
-    ok(herd(&config, ca, &["--coordinator", &url, "wallet", "deposit", "--amount", "10"]));
+        serde_json::from_str(&ok(herd(&config, ca, &["--coordinator", url, "--json", "account", "create"]))).unwrap();
+    let owner = account["address"].as_str().unwrap().to_owned();
+    ok(herd(&config, ca, &["--coordinator", url, "wallet", "deposit", "--amount", "10"]));
 
     // The agent dials wss:// (and runs its speed test over HTTPS) with the same CA.
-    let data_dir = dir.path().join("worker");
     let _agent = Agent(
         Command::new(env!("CARGO_BIN_EXE_herd"))
-            .args(["worker", "start", "--coordinator", &url, "--runtime", "process", "--advertise-addr", "127.0.0.1"])
+            .args(["worker", "start", "--coordinator", url, "--runtime", "process", "--advertise-addr", "127.0.0.1"])
             .arg("--data-dir")
-            .arg(&data_dir)
+            .arg(dir.join("worker"))
             .env("HERD_CONFIG_DIR", &config)
-            .env("HERD_CA_CERT", &ca_file)
+            .env("HERD_CA_CERT", ca_file)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap(),
     );
-    devices_in_state(&plain, &owner, herd_core::DeviceState::Ready, 1).await;
+    eventually("the agent's device ready", std::time::Duration::from_secs(30), || async {
+        let listed = herd(&config, ca, &["--coordinator", url, "--json", "market", "devices", "--state", "ready"]);
+        let devices: serde_json::Value = serde_json::from_slice(&listed.stdout).ok()?;
+        devices.as_array()?.iter().any(|d| d["owner"] == owner.as_str()).then_some(())
+    })
+    .await;
 
     let cluster: serde_json::Value = serde_json::from_str(&ok(herd(
         &config,
         ca,
-        &["--coordinator", &url, "--json", "cluster", "create", "--cpu", "--nodes", "1", "--type", "plain"],
+        &["--coordinator", url, "--json", "cluster", "create", "--cpu", "--nodes", "1", "--type", "plain"],
     )))
     .unwrap();
     let cluster = cluster["id"].as_str().unwrap().to_owned();
     let output =
-        ok(herd(&config, ca, &["--coordinator", &url, "job", "run", "--cluster", &cluster, "--", "echo", "over-tls"]));
+        ok(herd(&config, ca, &["--coordinator", url, "job", "run", "--cluster", &cluster, "--", "echo", "over-tls"]));
     assert!(output.contains("over-tls"), "{output}");
-    ok(herd(&config, ca, &["--coordinator", &url, "cluster", "delete", &cluster]));
+    ok(herd(&config, ca, &["--coordinator", url, "cluster", "delete", &cluster]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_and_the_agent_reach_a_coordinator_behind_a_tls_proxy() {
+    let dir = tempfile::tempdir().unwrap();
+    let coordinator = start_coordinator(&dir.path().join("herd.db"), loopback()).await;
+    let certificates = certificates();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, &certificates.ca_pem).unwrap();
+    let port = tls_proxy(coordinator.addr(), certificates.chain, certificates.key).await;
+    use_over_tls(dir.path(), &format!("https://localhost:{port}"), &ca).await;
+    coordinator.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coordinator_serves_https_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let certificates = certificates();
+    let (ca, cert, key) = (dir.path().join("ca.pem"), dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&ca, &certificates.ca_pem).unwrap();
+    std::fs::write(&cert, &certificates.cert_pem).unwrap();
+    std::fs::write(&key, &certificates.key_pem).unwrap();
+    // A key that is not the certificate's stops the start with a clear error.
+    let mut mismatched = test_config(&dir.path().join("other.db"), loopback());
+    std::fs::write(dir.path().join("other-key.pem"), rcgen::KeyPair::generate().unwrap().serialize_pem()).unwrap();
+    mismatched.tls = Some(herd_coordinator::TlsFiles { cert: cert.clone(), key: dir.path().join("other-key.pem") });
+    let error = herd_coordinator::start(mismatched).await.err().expect("refused").to_string();
+    assert!(error.contains("do not go together"), "{error}");
+
+    let mut config = test_config(&dir.path().join("herd.db"), loopback());
+    config.tls = Some(herd_coordinator::TlsFiles { cert, key });
+    let coordinator = herd_coordinator::start(config).await.unwrap();
+    let url = coordinator.url();
+    assert!(url.starts_with("https://127.0.0.1:"), "{url}");
+    use_over_tls(dir.path(), &url, &ca).await;
+    // Plain HTTP to the HTTPS port gets nowhere.
+    let plain = reqwest::get(url.replace("https://", "http://") + "/v1/health").await;
+    assert!(plain.is_err() || !plain.unwrap().status().is_success());
     coordinator.shutdown().await;
 }

@@ -50,6 +50,8 @@ pub struct CoordinatorConfig {
     /// Behind a reverse proxy: the client is the last address in `X-Forwarded-For`. Only
     /// when every request comes through that proxy (anyone else could claim any address).
     pub trust_forwarded_for: bool,
+    /// Serve HTTPS with this certificate and key instead of plain HTTP.
+    pub tls: Option<crate::tls_server::TlsFiles>,
 }
 
 impl CoordinatorConfig {
@@ -68,6 +70,7 @@ impl CoordinatorConfig {
             proof: ProofConfig::default(),
             auth_rate_limit: Default::default(),
             trust_forwarded_for: false,
+            tls: None,
             abandon_slash_bps: 100,
         }
     }

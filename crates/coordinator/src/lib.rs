@@ -27,6 +27,7 @@ mod slashing;
 pub mod store;
 #[cfg(test)]
 mod test_support;
+mod tls_server;
 mod tunnel;
 mod web;
 mod worker_socket;
@@ -35,3 +36,4 @@ pub use app::CoordinatorConfig;
 pub use proving::ProofConfig;
 pub use rate_limit::RateLimit;
 pub use server::{start, RunningCoordinator, StartError};
+pub use tls_server::TlsFiles;

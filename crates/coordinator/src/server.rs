@@ -27,6 +27,8 @@ pub enum StartError {
     Genesis(String),
     #[error("cannot listen on {addr}: {source}")]
     Listen { addr: SocketAddr, source: std::io::Error },
+    #[error(transparent)]
+    Tls(#[from] crate::tls_server::TlsSetupError),
 }
 
 pub struct RunningCoordinator {
@@ -40,6 +42,8 @@ pub struct RunningCoordinator {
 
 /// Opens the database, binds the listener and starts serving and reconciling.
 pub async fn start(config: CoordinatorConfig) -> Result<RunningCoordinator, StartError> {
+    // A bad certificate or key stops the start before anything is opened.
+    let tls = config.tls.as_ref().map(crate::tls_server::server_config).transpose()?;
     let store = Store::open(&config.db_url)
         .await
         .map_err(|source| StartError::Database { url: config.db_url.clone(), source })?;
@@ -72,6 +76,9 @@ pub async fn start(config: CoordinatorConfig) -> Result<RunningCoordinator, Star
     let router = api::router(app.clone());
     let mut server_shutdown = shutdown_rx.clone();
     let server = tokio::spawn(async move {
+        if let Some(tls) = tls {
+            return crate::tls_server::serve(listener, tls, router, server_shutdown).await;
+        }
         let serving = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(async move {
                 let _ = server_shutdown.wait_for(|stop| *stop).await;
@@ -92,7 +99,8 @@ impl RunningCoordinator {
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.app.config.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// Graceful stop: workers are told, in-flight requests finish (up to a grace period),

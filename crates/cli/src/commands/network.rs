@@ -88,6 +88,12 @@ pub struct CoordinatorArgs {
     /// from the last `X-Forwarded-For` entry (otherwise all clients look like the proxy).
     #[arg(long)]
     trust_forwarded_for: bool,
+    /// Serve HTTPS with this PEM certificate chain (with --tls-key) instead of plain HTTP.
+    #[arg(long, requires = "tls_key", value_name = "PEM")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert", value_name = "PEM")]
+    tls_key: Option<std::path::PathBuf>,
 }
 
 fn parse_proof_target(text: &str) -> Result<Duration, String> {
@@ -137,6 +143,9 @@ pub async fn coordinator(args: CoordinatorArgs) -> anyhow::Result<i32> {
     config.auth_rate_limit =
         herd_coordinator::RateLimit { burst: args.auth_rate_limit, per_minute: args.auth_rate_limit };
     config.trust_forwarded_for = args.trust_forwarded_for;
+    if let (Some(cert), Some(key)) = (args.tls_cert, args.tls_key) {
+        config.tls = Some(herd_coordinator::TlsFiles { cert, key });
+    }
     if !args.genesis.is_empty() {
         config.genesis_allocations = args.genesis;
     }
