@@ -14,7 +14,7 @@ use maud::{html, Markup};
 use serde::Deserialize;
 
 use super::explorer::{account, amount, departed_table, nodes_table};
-use super::session::SignedIn;
+use super::session::{CsrfForm, SignedIn};
 use super::{badge, device_link, layout, time, Nav, Page, PageError, PageResult};
 use crate::api;
 use crate::app::App;
@@ -305,6 +305,13 @@ fn quote_view(quote: &Quote) -> Markup {
     }
 }
 
+/// What the form as it is now would cost: the market's placement, priced; nothing is held.
+/// Err: the status and message to show next to the form.
+fn estimate(app: &App, form: &ClusterForm) -> Result<Quote, (StatusCode, String)> {
+    let request = form.request().map_err(|message| (StatusCode::BAD_REQUEST, message))?;
+    api::market::estimate(app, &request, String::new()).map_err(|e| (e.status, e.message))
+}
+
 /// The quote for the form as it is now, as a fragment the page script puts in place.
 /// Nothing is held: creating the cluster prices it again.
 pub async fn live_quote(
@@ -314,11 +321,7 @@ pub async fn live_quote(
     Form(form): Form<ClusterForm>,
 ) -> Result<Response, PageError> {
     signed_in.check_form(&headers, &form.csrf)?;
-    let fragment = match form
-        .request()
-        .map_err(|e| (StatusCode::BAD_REQUEST, e))
-        .and_then(|request| api::market::estimate(&app, &request, String::new()).map_err(|e| (e.status, e.message)))
-    {
+    let fragment = match estimate(&app, &form) {
         Ok(quote) => quote_view(&quote),
         Err((_, message)) => html! { p class="error" { (message) } },
     };
@@ -337,16 +340,16 @@ pub async fn create_cluster(
         *response.status_mut() = status;
         Ok(response)
     };
+    if form.action == "quote" {
+        return match estimate(&app, &form) {
+            Ok(quote) => Ok(cluster_form_page(&signed_in, &form, Some(quote_view(&quote)), None).into_response()),
+            Err((status, message)) => refuse(status, &message),
+        };
+    }
     let request = match form.request() {
         Ok(request) => request,
         Err(message) => return refuse(StatusCode::BAD_REQUEST, &message),
     };
-    if form.action == "quote" {
-        return match api::market::estimate(&app, &request, String::new()) {
-            Ok(quote) => Ok(cluster_form_page(&signed_in, &form, Some(quote_view(&quote)), None).into_response()),
-            Err(error) => refuse(error.status, &error.message),
-        };
-    }
     match api::clusters::create(State(app.clone()), caller(&signed_in), ApiJson(request)).await {
         Ok((_, cluster)) => Ok(Redirect::to(&format!("/console/clusters/{}", cluster.0.id)).into_response()),
         Err(error) if error.status.is_client_error() => refuse(error.status, &error.message),
@@ -441,11 +444,6 @@ fn job_table(jobs: &[Job]) -> Markup {
             }
         }
     }
-}
-
-#[derive(Debug, Deserialize)]
-pub struct CsrfForm {
-    csrf: String,
 }
 
 pub async fn terminate(

@@ -73,6 +73,12 @@ pub fn safe_next(next: Option<&str>) -> String {
     }
 }
 
+/// A form whose only field is its security token (sign-out, terminate).
+#[derive(Debug, serde::Deserialize)]
+pub struct CsrfForm {
+    pub csrf: String,
+}
+
 pub enum NotSignedIn {
     Redirect(String),
     Error(PageError),

@@ -9,7 +9,7 @@ use axum::Form;
 use maud::{html, Markup};
 use serde::Deserialize;
 
-use super::session::{self, SignedIn};
+use super::session::{self, CsrfForm, SignedIn};
 use super::{layout, Nav, Page, PageError};
 use crate::app::{now, App};
 use crate::auth::{hash_api_key, hash_login_code, API_KEY_PREFIX};
@@ -135,11 +135,6 @@ pub async fn with_link(
     let address = app.store.consume_login_link(&hash_login_code(&code), now()).await?.ok_or_else(link_gone)?;
     let cookie = session::start(&app, &address, &headers).await?;
     Ok(([(SET_COOKIE, cookie)], Redirect::to("/console")).into_response())
-}
-
-#[derive(Debug, Deserialize)]
-pub struct CsrfForm {
-    csrf: String,
 }
 
 pub async fn logout(
