@@ -35,7 +35,8 @@ build_base() {
     if exists "$BASE" base; then say "$BASE is there"; return; fi
     if ! command -v debootstrap >/dev/null; then
         say "installing debootstrap"
-        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null
+        apt-get -o DPkg::Lock::Timeout=600 update -qq \
+            && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq debootstrap >/dev/null
     fi
     local root
     root=$(mktemp -d /tmp/herd-rootfs.XXXXXX)
@@ -110,8 +111,10 @@ case "$what" in
     base) exists "$BASE" base && { say "$BASE is there"; exit 0; } ;;
     ray) exists "herd/ray:${1:-$RAY_VERSION_DEFAULT}" ray && { say "herd/ray:${1:-$RAY_VERSION_DEFAULT} is there"; exit 0; } ;;
 esac
-# One build at a time on this machine (tests build images in parallel).
-exec 9>/tmp/herd-image-build.lock
+# One installer at a time on this machine: tests build images and install packages in
+# parallel, and two apt-get runs at once fail on dpkg's lock. The test suite's apt installs
+# take this same lock (crates/cli/tests/common/install.rs).
+exec 9>/tmp/herd-install.lock
 flock 9
 case "$what" in
     base) build_base ;;

@@ -5,6 +5,7 @@ pub mod audit;
 pub mod client;
 pub mod commands;
 pub mod config_file;
+pub mod instance_lock;
 pub mod credentials;
 pub mod local;
 pub mod output;

@@ -1,11 +1,12 @@
 //! A whole herd network in one process: a coordinator on embedded SQLite, a worker for this
 //! machine, and optionally simulated suppliers. Used by `herd up`, `herd demo` and tests.
 
+use crate::instance_lock::InstanceLock;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use herd_coordinator::{CoordinatorConfig, RunningCoordinator};
 use herd_core::{Address, DeviceState};
 use herd_worker::{keys, AgentConfig, AgentError, RuntimeKind};
@@ -57,14 +58,21 @@ pub struct LocalNetwork {
     pub devices: usize,
     workers: Vec<JoinHandle<Result<(), AgentError>>>,
     stop_workers: watch::Sender<bool>,
+    /// This process owns the data dir and its database while the network runs.
+    _locks: (InstanceLock, Option<InstanceLock>),
 }
 
 impl LocalNetwork {
     pub async fn start(config: LocalConfig) -> anyhow::Result<LocalNetwork> {
-        std::fs::create_dir_all(&config.data_dir)
-            .with_context(|| format!("cannot create the data dir {}", config.data_dir.display()))?;
-        let db = config.data_dir.join("herd.db");
-        let mut coordinator_config = CoordinatorConfig::new(format!("sqlite://{}", db.display()), config.listen);
+        let lock = InstanceLock::data_dir(&config.data_dir)?;
+        LocalNetwork::start_locked(config, lock).await
+    }
+
+    /// As `start`, in a data dir this process has already locked.
+    pub async fn start_locked(config: LocalConfig, data_dir_lock: InstanceLock) -> anyhow::Result<LocalNetwork> {
+        let db_url = format!("sqlite://{}", config.data_dir.join("herd.db").display());
+        let db_lock = InstanceLock::database(&db_url)?;
+        let mut coordinator_config = CoordinatorConfig::new(db_url, config.listen);
         coordinator_config.heartbeat_interval = config.heartbeat_interval;
         // A local network is a development network: it has a faucet.
         coordinator_config.faucet = true;
@@ -102,7 +110,8 @@ impl LocalNetwork {
         }
         let devices = agents.len();
         let workers = agents.into_iter().map(|agent| tokio::spawn(herd_worker::run(agent, stop_rx.clone()))).collect();
-        let network = LocalNetwork { coordinator, supplier, devices, workers, stop_workers };
+        let network =
+            LocalNetwork { coordinator, supplier, devices, workers, stop_workers, _locks: (data_dir_lock, db_lock) };
         // Registration is one durable commit per device: allow for large simulated fleets.
         network.wait_until_ready(Duration::from_secs(30) + Duration::from_millis(20) * devices as u32).await?;
         Ok(network)

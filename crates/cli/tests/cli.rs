@@ -141,3 +141,74 @@ fn settings_come_from_the_config_file_where_flags_and_environment_are_silent() {
     assert!(stderr.starts_with("error: unknown setting `lisen` in [coordinator] of "), "{stderr}");
     assert!(stderr.contains("allowed: ") && stderr.contains("listen"), "{stderr}");
 }
+
+/// A `herd up` process whose stdout is read until it says it is up.
+struct UpProcess {
+    child: std::process::Child,
+    url: String,
+}
+
+impl UpProcess {
+    fn start(dir: &std::path::Path, data_dir: &std::path::Path) -> UpProcess {
+        use std::io::BufRead;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_herd"))
+            .args(["up", "--listen", "127.0.0.1:0", "--sim-workers", "2", "--data-dir"])
+            .arg(data_dir)
+            .env("HERD_CONFIG_DIR", dir.join("config"))
+            .env_remove("HERD_COORDINATOR")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("herd up runs");
+        let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut seen = String::new();
+        for line in stdout.lines() {
+            let line = line.unwrap();
+            seen.push_str(&line);
+            seen.push('\n');
+            if let Some(url) = line.strip_prefix("herd is up at ") {
+                return UpProcess { child, url: url.trim().to_owned() };
+            }
+        }
+        panic!("herd up ended without saying it was up:\n{seen}");
+    }
+}
+
+impl Drop for UpProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_second_network_on_a_live_data_dir_is_refused_and_the_first_keeps_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("net");
+    let first = UpProcess::start(dir.path(), &data);
+    let devices = |url: &str| {
+        let output = herd(dir.path(), &["--coordinator", url, "--json", "market", "devices"]);
+        assert!(output.status.success(), "{}", text(&output.stderr));
+        let devices: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        devices.as_array().unwrap().iter().map(|d| d["state"].as_str().unwrap().to_owned()).collect::<Vec<_>>()
+    };
+    assert_eq!(devices(&first.url).len(), 3, "this machine and two simulated devices");
+
+    for second in [
+        vec!["up", "--listen", "127.0.0.1:0", "--data-dir", data.to_str().unwrap()],
+        vec!["demo", "--exit", "--listen", "127.0.0.1:0", "--data-dir", data.to_str().unwrap()],
+        vec!["coordinator", "--listen", "127.0.0.1:0", "--db", &format!("sqlite://{}", data.join("herd.db").display())],
+    ] {
+        let output = herd(dir.path(), &second);
+        let stderr = text(&output.stderr);
+        assert!(!output.status.success(), "{second:?} must be refused: {stderr}");
+        assert!(stderr.contains("is in use by another herd process"), "{second:?}: {stderr}");
+        assert!(stderr.contains(&format!("pid {}", first.child.id())), "names the holder: {stderr}");
+    }
+    // Nothing of the live network was touched: its devices stay online (a second network on
+    // the same database used to mark them offline for good).
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let states = devices(&first.url);
+    assert!(states.iter().all(|s| s == "ready"), "{states:?}");
+    assert!(data.join("herd.db").exists(), "the demo did not reset a live network's data dir");
+}

@@ -27,17 +27,12 @@ fn browser_available() -> bool {
         eprintln!("HERD_SKIP_BROWSER_TESTS is set: skipping the browser test");
         return false;
     }
-    if std::path::Path::new(CHROMEDRIVER).exists() && std::path::Path::new(CHROMIUM).exists() {
-        return true;
+    if let Err(error) = install::apt_install(&[CHROMIUM, CHROMEDRIVER], &["chromium", "chromium-driver"]) {
+        panic!(
+            "Chromium and chromedriver are missing and could not be installed: {error} \
+             (install `chromium chromium-driver`, or set HERD_SKIP_BROWSER_TESTS=1 to skip)"
+        );
     }
-    let apt = |args: &[&str]| {
-        Command::new("apt-get").args(args).env("DEBIAN_FRONTEND", "noninteractive").status().is_ok_and(|s| s.success())
-    };
-    assert!(
-        apt(&["update", "-qq"]) && apt(&["install", "-y", "-qq", "chromium", "chromium-driver"]),
-        "Chromium and chromedriver are missing and could not be installed with apt-get \
-         (install `chromium chromium-driver`, or set HERD_SKIP_BROWSER_TESTS=1 to skip)"
-    );
     true
 }
 

@@ -277,13 +277,21 @@ pub async fn run(config: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Re
         }
     }
     tracing::info!(runtime = runtime.name(), "task runtime ready");
+    // Ray nodes an earlier run left behind (it was killed before it could stop them) are no
+    // longer this device's: their ranks were given to others, or are started again below.
+    let ray_nodes_dir = config.data_dir.join("ray-nodes");
+    let killed = crate::runtime::process::kill_leftovers(&ray_nodes_dir);
+    if killed > 0 {
+        tracing::warn!(killed, "Ray node processes an earlier run left behind were killed");
+    }
+    let _ = std::fs::remove_dir_all(&ray_nodes_dir);
     let ray_context = crate::ray::Context {
         envs: PythonEnvs::new(
             config.ray_envs_dir.clone().unwrap_or_else(|| config.data_dir.join("ray-envs")),
             config.python.clone(),
         ),
         events: events.clone(),
-        home: config.data_dir.join("ray-home"),
+        nodes_dir: ray_nodes_dir.clone(),
         passed_env: crate::ray::Context::passed_env_from_host(),
         // A simulated device's claimed cores do not exist: Ray would start a worker process
         // per claimed core on this real machine.

@@ -13,14 +13,19 @@ use herd_proto::api::{CreateCluster, CreateJob, Deposit, LogEvent};
 use super::{parse_country, Context};
 use crate::client::Client;
 use crate::credentials::{data_dir, sign_in};
+use crate::instance_lock::InstanceLock;
 use crate::local::{LocalConfig, LocalNetwork};
 use crate::output::{print_json, spinner};
 
 #[derive(Debug, Args)]
 pub struct UpArgs {
-    /// Where the database, keys and job directories live (default: the user's data dir).
+    /// Where the network lives: database, keys, every device's job and Ray directories
+    /// (default: the user's data dir). One network per data dir: a second is refused. Ray's
+    /// managed Python environments are shared by all networks of this user, since installing
+    /// Ray takes a while: HERD_RAY_ENVS_DIR moves them (e.g. into the data dir).
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Address the coordinator serves the API, the web pages and worker sockets on.
     #[arg(long, default_value = "127.0.0.1:7700")]
     listen: SocketAddr,
     /// Simulated supplier devices to add (clearly marked simulated everywhere).
@@ -149,6 +154,7 @@ pub async fn coordinator(args: CoordinatorArgs) -> anyhow::Result<i32> {
     if !args.genesis.is_empty() {
         config.genesis_allocations = args.genesis;
     }
+    let _db_lock = InstanceLock::database(&config.db_url)?;
     let coordinator = herd_coordinator::start(config).await?;
     eprintln!("herd coordinator serving {} (Ctrl-C to stop)", coordinator.url());
     wait_for_signal().await;
@@ -214,9 +220,9 @@ fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
 
 pub async fn demo(context: &Context, args: DemoArgs) -> anyhow::Result<i32> {
     let dir = args.data_dir.unwrap_or_else(|| data_dir().join("demo"));
-    if dir.exists() {
-        std::fs::remove_dir_all(&dir).with_context(|| format!("cannot reset the demo data dir {}", dir.display()))?;
-    }
+    // Locked before the reset: a demo still running there keeps its network.
+    let lock = InstanceLock::data_dir(&dir)?;
+    reset_dir(&dir, &[InstanceLock::FILE_NAME])?;
     let mut config = LocalConfig::new(dir, args.listen);
     config.sim_workers = args.sim_workers as usize;
     let say = |text: String| {
@@ -226,14 +232,11 @@ pub async fn demo(context: &Context, args: DemoArgs) -> anyhow::Result<i32> {
     };
 
     let wait = spinner("starting a local network", context.json);
-    let started = match LocalNetwork::start(config.clone()).await {
-        Ok(network) => Ok(network),
-        Err(error) if is_addr_in_use(&error) => {
-            config.listen.set_port(0);
-            LocalNetwork::start(config.clone()).await
-        }
-        Err(error) => Err(error),
-    };
+    // A taken port is found before anything else is opened: try a free one instead.
+    if std::net::TcpListener::bind(config.listen).is_err() {
+        config.listen.set_port(0);
+    }
+    let started = LocalNetwork::start_locked(config.clone(), lock).await;
     wait.finish_and_clear();
     let network = started?;
     let url = network.url();
@@ -261,10 +264,23 @@ pub async fn demo(context: &Context, args: DemoArgs) -> anyhow::Result<i32> {
     Ok(code)
 }
 
-fn is_addr_in_use(error: &anyhow::Error) -> bool {
-    error
-        .chain()
-        .any(|cause| cause.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::AddrInUse))
+/// Empties `dir` but for the entries named in `keep`.
+fn reset_dir(dir: &std::path::Path, keep: &[&str]) -> anyhow::Result<()> {
+    let entries = std::fs::read_dir(dir).with_context(|| format!("cannot read the demo data dir {}", dir.display()))?;
+    for entry in entries {
+        let entry = entry.with_context(|| format!("cannot read the demo data dir {}", dir.display()))?;
+        if keep.iter().any(|name| entry.file_name() == *name) {
+            continue;
+        }
+        let path = entry.path();
+        let removed = if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        removed.with_context(|| format!("cannot reset the demo data dir: cannot remove {}", path.display()))?;
+    }
+    Ok(())
 }
 
 async fn demo_steps(context: &Context, url: &str, say: &impl Fn(String)) -> anyhow::Result<i32> {

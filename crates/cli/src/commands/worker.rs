@@ -117,6 +117,8 @@ pub async fn run(context: &Context, command: WorkerCommand) -> anyhow::Result<i3
         (None, _) => OwnerConsent::None,
     };
     let data_dir = dir.unwrap_or_else(|| data_dir().join("worker"));
+    // One agent per data dir: two would be one device key on two connections.
+    let _lock = crate::instance_lock::InstanceLock::data_dir(&data_dir)?;
     let mut config = AgentConfig::new(&context.coordinator, data_dir, owner, consent, country);
     config.advertise_addr = advertise_addr;
     config.floor_micros = floor_price;

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod docker;
+pub mod install;
 pub mod raw_worker;
 
 use std::future::Future;

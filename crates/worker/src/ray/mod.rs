@@ -2,6 +2,7 @@
 //! that carries the customer's dashboard / job API requests to a head.
 
 mod command;
+mod dirs;
 pub mod env;
 mod node;
 mod tunnel;

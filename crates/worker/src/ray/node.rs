@@ -20,6 +20,7 @@ use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, watch, Notify};
 
 use super::command::{start_args, Ports};
+use super::dirs::{LeaseTemp, NodeDirs};
 use super::env::PythonEnvs;
 use crate::runtime::docker::{RayContainerSpec, CONTAINER_SOCKETS_DIR};
 use crate::runtime::DockerRuntime;
@@ -40,8 +41,10 @@ const STARTED_LINE: &str = "Ray runtime started";
 pub struct Context {
     pub envs: PythonEnvs,
     pub events: mpsc::Sender<WorkerMessage>,
-    /// HOME for Ray's processes (kept apart from the supplier's own).
-    pub home: PathBuf,
+    /// Every node's own directory goes under this one (`NAME/home` is its processes' HOME,
+    /// `NAME/tmp` Ray's temp dir): kept apart from the supplier's own files, and found again
+    /// by the next start of the agent when this one was killed.
+    pub nodes_dir: PathBuf,
     /// The supplier's environment variables Ray may see (proxies, CA bundles, pip's settings,
     /// which runtime_env `pip` installs need); everything else is withheld.
     pub passed_env: Vec<(OsString, OsString)>,
@@ -147,6 +150,8 @@ pub async fn supervise(
     loop {
         match run_once(&ctx, &node, &node_ip, &bin, &shared, &mut stop).await {
             Ended::Stopped => {
+                NodeDirs::remove(&ctx.nodes_dir, &node);
+                LeaseTemp::remove_unused(&node.cluster_id);
                 set(&ctx, &node, &shared, |s| {
                     (s.state, s.detail, s.gcs_address, s.dashboard_port) = (RayNodeState::Stopped, None, None, None)
                 })
@@ -252,7 +257,7 @@ async fn launch(
         });
         return Ok((Launched::Container { docker: docker.clone(), id }, None));
     }
-    let _ = std::fs::create_dir_all(&ctx.home);
+    let dirs = NodeDirs::create(&ctx.nodes_dir, node)?;
     let mut path = OsString::from(bin);
     path.push(":");
     path.push(std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into()));
@@ -263,21 +268,40 @@ async fn launch(
         .create(&sockets)
         .map_err(|e| format!("cannot create {}: {e}", sockets.display()))?;
     let sockets_guard = RemoveOnDrop(sockets.clone());
-    let mut command = Command::new(bin.join("ray"));
+    let (program, leading) = dying_with_the_agent(&bin.join("ray"));
+    let mut command = Command::new(program);
     command
+        .args(leading)
         .args(start_args(&offered, node_ip, ports, &sockets))
         .env_clear()
         .envs(ctx.passed_env.iter().cloned())
         .env("PATH", path)
-        .env("HOME", &ctx.home)
+        .env("HOME", &dirs.home)
+        .env("TMPDIR", &dirs.tmp)
         .env("LANG", "C.UTF-8")
         .env("RAY_USAGE_STATS_ENABLED", "0")
-        .current_dir(&ctx.home)
+        .current_dir(&dirs.home)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
+    // Ray's default temp dir, /tmp/ray, is shared by every Ray on the machine: its
+    // `ray_current_cluster` file names whichever head started last, and drivers and job
+    // supervisors that read it joined another customer's cluster. Each lease has its own
+    // (worker nodes take the head's from the cluster), and every process of the node is
+    // told its own cluster's address.
+    match &node.head_address {
+        None => {
+            let temp = LeaseTemp::create(&node.cluster_id, node.epoch)?;
+            command.arg("--temp-dir").arg(temp.ray_dir()).env("RAY_TMPDIR", temp.path());
+            command.env("RAY_ADDRESS", format!("{node_ip}:{}", ports.gcs));
+        }
+        Some(head) => {
+            LeaseTemp::prepare_parent()?;
+            command.env("RAY_ADDRESS", head);
+        }
+    }
     let mut child = command.spawn().map_err(|e| format!("cannot run {}: {e}", bin.join("ray").display()))?;
     let group = child.id().map(|pid| Pid::from_raw(pid as i32));
     tokio::spawn(follow(child.stdout.take(), tail.clone(), started.clone()));
@@ -351,6 +375,24 @@ async fn run_once(
 /// Resolves once a stop is asked for (without holding the watch's lock across awaits).
 async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
+}
+
+/// `util-linux`'s `setpriv`, which every Debian-like system has: it sets the parent-death
+/// signal and execs the command (the workspace forbids the `unsafe` a `pre_exec` would need).
+const SETPRIV: &str = "/usr/bin/setpriv";
+
+/// The program and leading arguments that run `program` so that it dies with the agent,
+/// however the agent dies: a `kill -9`'d agent used to leave its Ray node joined to the
+/// cluster, where it kept running the customer's work after its rank went to another device.
+/// (`ray start --block` in turn takes every Ray process of the node with it: Ray ties their
+/// fate to it the same way.) Where `setpriv` is missing the agent's next start still kills
+/// what was left under its nodes directory.
+fn dying_with_the_agent(program: &Path) -> (PathBuf, Vec<OsString>) {
+    if Path::new(SETPRIV).exists() {
+        (PathBuf::from(SETPRIV), vec!["--pdeathsig".into(), "KILL".into(), "--".into(), program.into()])
+    } else {
+        (program.to_path_buf(), Vec::new())
+    }
 }
 
 /// Removes a run's socket directory when the run ends, however it ends.
