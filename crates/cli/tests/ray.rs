@@ -163,7 +163,7 @@ async fn a_ray_cluster_runs_the_examples_and_only_its_owner_reaches_it() {
 
     // A worker node's raylet dies: the agent restarts the node, it rejoins the head, and the
     // cluster is whole again.
-    let homes: Vec<PathBuf> = ["w0", "w1"].iter().map(|w| network.dir.path().join(w).join("ray-home")).collect();
+    let homes: Vec<PathBuf> = ["w0", "w1"].iter().map(|w| network.dir.path().join(w).join("ray-nodes")).collect();
     let is_head =
         |home: &Path| processes_with_home(home).iter().any(|(_, c)| c.contains("ray start") && c.contains("--head"));
     let worker_home = homes.iter().find(|h| !is_head(h)).expect("a worker node's processes");
@@ -221,7 +221,7 @@ async fn a_ray_cluster_runs_the_examples_and_only_its_owner_reaches_it() {
     // The lease ends: every Ray process of both nodes is gone, the path answers no more.
     customer.client.delete_cluster(cluster.id.as_str()).await.unwrap();
     for worker in ["w0", "w1"] {
-        let home = network.dir.path().join(worker).join("ray-home");
+        let home = network.dir.path().join(worker).join("ray-nodes");
         eventually("the Ray node's processes end", Duration::from_secs(30), || async {
             processes_with_home(&home).is_empty().then_some(())
         })
@@ -229,5 +229,77 @@ async fn a_ray_cluster_runs_the_examples_and_only_its_owner_reaches_it() {
     }
     let after = http.get(format!("{}{path}/api/version", network.url)).send().await.unwrap();
     assert_eq!(after.status(), 409, "a terminated cluster's path is closed");
+    network.stop().await;
+}
+
+/// The GCS port of `cluster`'s head, read from its `ray start --head` on this machine.
+fn head_gcs_port(network: &TestNetwork, cluster: &str) -> Option<String> {
+    (0..3).find_map(|w| {
+        let nodes = network.dir.path().join(format!("w{w}")).join("ray-nodes");
+        processes_with_home(&nodes).into_iter().find_map(|(_, command)| {
+            let head = command.contains("ray start") && command.contains("--head") && command.contains(cluster);
+            let mut words = command.split_whitespace();
+            head.then(|| words.find(|w| *w == "--port").and(words.next()).map(str::to_owned)).flatten()
+        })
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_customers_ray_clusters_on_one_machine_each_see_only_their_own() {
+    let network = TestNetwork::start_configured(3, |_| {}, |agent| agent.ray_envs_dir = Some(shared_ray_envs())).await;
+    let (alice, bob) = (Customer::new(&network.url).await, Customer::new(&network.url).await);
+    let request = |nodes| CreateCluster { nodes, hours: Some(1), ..Default::default() };
+    let two = alice.client.create_cluster(&request(2)).await.unwrap();
+    let one = bob.client.create_cluster(&request(1)).await.unwrap();
+    let (two, one) = (ready(&alice.client, &two).await, ready(&bob.client, &one).await);
+    // Started after Alice's: with Ray's shared /tmp/ray, Bob's head would be "the current
+    // cluster" for every driver on the machine.
+    let port_of = |cluster: &Cluster| head_gcs_port(&network, cluster.id.as_str()).expect("the head runs here");
+    let (two_port, one_port) = (port_of(&two), port_of(&one));
+    for cluster in [&two, &one] {
+        let temp: Vec<_> = std::fs::read_dir("/tmp/herd-ray")
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(&format!("{}-e", cluster.id)))
+            .collect();
+        assert_eq!(temp.len(), 1, "one temp dir for the lease {}", cluster.id);
+    }
+
+    // Jobs of both customers at once, each asking Ray (with no address) where it is.
+    let probe = "import json, ray; ray.init(); print('SEEN ' + json.dumps({'alive': \
+                 len([n for n in ray.nodes() if n['Alive']]), 'gcs': ray.get_runtime_context().gcs_address}))";
+    let submit = |customer: &'static Customer, id: String| async move {
+        customer.herd(&["job", "submit", "--cluster", &id, "--", "python", "-c", probe]).await
+    };
+    let (alice, bob): (&'static Customer, &'static Customer) = (Box::leak(Box::new(alice)), Box::leak(Box::new(bob)));
+    let runs = (0..3).flat_map(|_| {
+        [
+            (2, two_port.clone(), tokio::spawn(submit(alice, two.id.to_string()))),
+            (1, one_port.clone(), tokio::spawn(submit(bob, one.id.to_string()))),
+        ]
+    });
+    for (alive, port, run) in runs.collect::<Vec<_>>() {
+        let output = run.await.unwrap();
+        let stdout = text(&output.stdout);
+        assert!(output.status.success(), "{stdout}\n{}", text(&output.stderr));
+        let seen: Value =
+            serde_json::from_str(stdout.lines().find_map(|l| l.strip_prefix("SEEN ")).expect("the probe's line")).unwrap();
+        assert_eq!(seen["alive"], alive, "a job sees only its own cluster's nodes: {seen}");
+        assert!(seen["gcs"].as_str().unwrap().ends_with(&format!(":{port}")), "its own GCS (:{port}): {seen}");
+    }
+
+    // The leases end: their temp dirs go with them.
+    alice.client.delete_cluster(two.id.as_str()).await.unwrap();
+    bob.client.delete_cluster(one.id.as_str()).await.unwrap();
+    for cluster in [&two, &one] {
+        eventually("the lease's temp dir is removed", Duration::from_secs(60), || async {
+            let left = std::fs::read_dir("/tmp/herd-ray")
+                .ok()?
+                .flatten()
+                .any(|e| e.file_name().to_string_lossy().starts_with(&format!("{}-e", cluster.id)));
+            (!left).then_some(())
+        })
+        .await;
+    }
     network.stop().await;
 }

@@ -88,7 +88,7 @@ async fn a_ray_cluster_survives_losing_its_head() {
 
     customer.delete_cluster(cluster.id.as_str()).await.unwrap();
     for machine in &machines {
-        let home = machine.data_dir.join("ray-home");
+        let home = machine.data_dir.join("ray-nodes");
         eventually("the Ray node's processes end", Duration::from_secs(30), || async {
             processes_with_home(&home).is_empty().then_some(())
         })

@@ -212,15 +212,16 @@ pub fn rig(
     start_agent(config)
 }
 
-/// Processes whose HOME is `home` (the Ray node processes an agent started there): pid and
-/// command line.
-pub fn processes_with_home(home: &Path) -> Vec<(u32, String)> {
-    let wanted = format!("HOME={}", home.display());
+/// Processes whose HOME is `dir` or under it (an agent's Ray nodes: `DATA/ray-nodes`; its
+/// tasks: `DATA/jobs`): pid and command line.
+pub fn processes_with_home(dir: &Path) -> Vec<(u32, String)> {
+    let exact = format!("HOME={}", dir.display());
+    let under = format!("{exact}/");
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
         let Ok(environ) = std::fs::read(entry.path().join("environ")) else { continue };
-        if environ.split(|b| *b == 0).any(|var| var == wanted.as_bytes()) {
+        if environ.split(|b| *b == 0).any(|var| var == exact.as_bytes() || var.starts_with(under.as_bytes())) {
             let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
             found.push((pid, String::from_utf8_lossy(&cmdline).replace('\0', " ")));
         }
@@ -262,11 +263,22 @@ impl WorkerProcess {
     }
 
     /// The machine dies: SIGKILL to the agent and to every process it started with HOME
-    /// under its data directory (what a power cut does to a machine).
+    /// under its data directory (what a power cut does to a machine). Its Ray node must go
+    /// with the agent by itself: the test fails if the node outlives it.
     pub fn kill_machine(&mut self) {
         self.process.kill().unwrap();
         self.process.wait().unwrap();
-        for (pid, _) in processes_with_home(&self.data_dir.join("ray-home")) {
+        let ray = self.data_dir.join("ray-nodes");
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let left = processes_with_home(&ray);
+            if left.is_empty() {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "the killed agent's Ray node kept running: {left:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        for (pid, _) in processes_with_home(&self.data_dir) {
             let _ = std::process::Command::new("kill").args(["-9", &pid.to_string()]).status();
         }
     }
