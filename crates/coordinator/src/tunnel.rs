@@ -85,6 +85,8 @@ pub struct Relay {
     pub method: String,
     pub path: String,
     pub headers: Vec<(String, String)>,
+    /// `websocket` when the customer asked to upgrade the connection.
+    pub upgrade: Option<String>,
 }
 
 /// The head's answer: its status and headers, then its body as it arrives.
@@ -127,13 +129,9 @@ async fn send(app: &App, device: &Address, message: ServerMessage) -> ApiResult<
     }
 }
 
-/// Relays one request with `body` and waits for the answer's head.
-pub async fn relay<S, E>(app: &App, relay: Relay, body: S) -> ApiResult<Answer>
-where
-    S: Stream<Item = Result<Bytes, E>> + Unpin,
-    E: std::fmt::Display,
-{
-    let (stream, mut events) = app.tunnels.open(&relay.device);
+/// Opens a stream to the relay's device: the guard closes it however the request ends.
+async fn open(app: &App, relay: Relay) -> ApiResult<(u64, mpsc::Receiver<TunnelEvent>, StreamGuard)> {
+    let (stream, events) = app.tunnels.open(&relay.device);
     let guard = StreamGuard { app: app.clone(), device: relay.device.clone(), stream, finished: false };
     let open = TunnelOpen {
         stream,
@@ -141,8 +139,20 @@ where
         method: relay.method,
         path: relay.path,
         headers: relay.headers,
+        upgrade: relay.upgrade,
     };
     send(app, &relay.device, ServerMessage::TunnelOpen(open)).await?;
+    Ok((stream, events, guard))
+}
+
+/// Relays one request with `body` and waits for the answer's head.
+pub async fn relay<S, E>(app: &App, relay: Relay, body: S) -> ApiResult<Answer>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    let device = relay.device.clone();
+    let (stream, mut events, mut guard) = open(app, relay).await?;
     let mut body = body;
     let mut sent = 0usize;
     while let Some(chunk) = body.next().await {
@@ -151,28 +161,109 @@ where
         if sent > REQUEST_BYTES_MAX {
             return Err(ApiError::too_large(format!("request bodies are limited to {} MiB", REQUEST_BYTES_MAX >> 20)));
         }
-        for piece in chunk.chunks(TUNNEL_CHUNK_BYTES) {
-            let data = BASE64.encode(piece);
-            send(app, &relay.device, ServerMessage::TunnelData { stream, data }).await?;
+        send_bytes(app, &device, stream, &chunk).await?;
+    }
+    send(app, &device, ServerMessage::TunnelEnd { stream }).await?;
+    let (status, headers) = answer_head(&mut events, &mut guard).await?;
+    Ok(Answer { status, headers, body: body_of(events, guard) })
+}
+
+/// Relays a request to upgrade the connection (a WebSocket: Ray's log tailing). When the head
+/// switches protocols, the customer's upgraded connection and the head's are spliced through
+/// the stream until either side closes; any other answer is relayed as usual.
+pub async fn relay_upgrade(app: &App, relay: Relay, upgrade: hyper::upgrade::OnUpgrade) -> ApiResult<Answer> {
+    let device = relay.device.clone();
+    let (stream, mut events, mut guard) = open(app, relay).await?;
+    let (status, headers) = answer_head(&mut events, &mut guard).await?;
+    if status != 101 {
+        return Ok(Answer { status, headers, body: body_of(events, guard) });
+    }
+    let app = app.clone();
+    tokio::spawn(async move {
+        let Ok(upgraded) = upgrade.await else { return };
+        splice(&app, &device, stream, hyper_util::rt::TokioIo::new(upgraded), events, guard).await;
+    });
+    Ok(Answer { status, headers, body: Body::empty() })
+}
+
+/// Copies the customer's upgraded connection to the stream and the stream's data back, until
+/// the head's side ends (or either side broke). The customer closing its side only half-closes
+/// the head's.
+async fn splice(
+    app: &App,
+    device: &Address,
+    stream: u64,
+    io: impl tokio::io::AsyncRead + tokio::io::AsyncWrite,
+    mut events: mpsc::Receiver<TunnelEvent>,
+    guard: StreamGuard,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut reader, mut writer) = tokio::io::split(io);
+    let mut buffer = vec![0u8; TUNNEL_CHUNK_BYTES];
+    let mut upstream_open = true;
+    loop {
+        tokio::select! {
+            read = reader.read(&mut buffer), if upstream_open => match read {
+                Ok(0) | Err(_) => {
+                    upstream_open = false;
+                    if !app.hub.send_wait(device, ServerMessage::TunnelEnd { stream }).await {
+                        return;
+                    }
+                }
+                Ok(n) => {
+                    if send_bytes(app, device, stream, &buffer[..n]).await.is_err() {
+                        return;
+                    }
+                }
+            },
+            event = events.recv() => match event {
+                Some(TunnelEvent::Data(bytes)) => {
+                    if writer.write_all(&bytes).await.is_err() {
+                        return;
+                    }
+                }
+                Some(TunnelEvent::End(_)) => {
+                    let _ = writer.shutdown().await;
+                    break;
+                }
+                Some(TunnelEvent::Head { .. }) | None => return,
+            },
         }
     }
-    send(app, &relay.device, ServerMessage::TunnelEnd { stream }).await?;
+    guard.finish();
+}
+
+async fn send_bytes(app: &App, device: &Address, stream: u64, bytes: &[u8]) -> ApiResult<()> {
+    for piece in bytes.chunks(TUNNEL_CHUNK_BYTES) {
+        let data = BASE64.encode(piece);
+        send(app, device, ServerMessage::TunnelData { stream, data }).await?;
+    }
+    Ok(())
+}
+
+/// Waits for the answer's status and headers.
+async fn answer_head(
+    events: &mut mpsc::Receiver<TunnelEvent>,
+    guard: &mut StreamGuard,
+) -> ApiResult<(u16, Vec<(String, String)>)> {
     let head = tokio::time::timeout(RESPONSE_TIMEOUT, events.recv()).await.map_err(|_| {
         ApiError::unavailable(format!("the Ray head did not answer within {} s", RESPONSE_TIMEOUT.as_secs()))
     })?;
-    let (status, headers) = match head {
-        Some(TunnelEvent::Head { status, headers }) => (status, headers),
+    match head {
+        Some(TunnelEvent::Head { status, headers }) => Ok((status, headers)),
         Some(TunnelEvent::End(error)) => {
-            guard.finish();
-            return Err(ApiError::unavailable(format!(
+            guard.finished = true;
+            Err(ApiError::unavailable(format!(
                 "the Ray head could not answer: {}",
                 error.unwrap_or_else(|| "no response".into())
-            )));
+            )))
         }
-        Some(TunnelEvent::Data(_)) | None => {
-            return Err(ApiError::unavailable("the tunnel to the Ray head broke; retry"));
-        }
-    };
+        Some(TunnelEvent::Data(_)) | None => Err(ApiError::unavailable("the tunnel to the Ray head broke; retry")),
+    }
+}
+
+/// The answer's body as it arrives; the stream closes when the body is dropped.
+fn body_of(events: mpsc::Receiver<TunnelEvent>, guard: StreamGuard) -> Body {
     let body = futures_util::stream::unfold((events, guard), |(mut events, mut guard)| async move {
         match events.recv().await {
             Some(TunnelEvent::Data(bytes)) => Some((Ok(bytes), (events, guard))),
@@ -197,7 +288,7 @@ where
         }
         futures_util::future::ready(out)
     });
-    Ok(Answer { status, headers, body: Body::from_stream(body) })
+    Body::from_stream(body)
 }
 
 /// Relays a small request and collects the whole answer (for herd's own calls to the Ray

@@ -82,6 +82,11 @@ pub struct TunnelOpen {
     /// Path and query on the head's dashboard, starting with `/`.
     pub path: String,
     pub headers: Vec<(String, String)>,
+    /// Set (to `websocket`, the one protocol relayed) when the customer asked to upgrade the
+    /// connection: after a `101` answer, `TunnelData` flows both ways as raw bytes of the
+    /// upgraded connection until either side sends `TunnelEnd`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upgrade: Option<String>,
 }
 
 /// This device's part of a Ray cluster.

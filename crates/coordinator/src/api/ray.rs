@@ -34,6 +34,9 @@ const FORWARDED_HEADERS: &[&str] = &[
     "range",
     "user-agent",
 ];
+/// The handshake's headers, passed on for an upgrade to a WebSocket.
+const WEBSOCKET_HEADERS: &[&str] =
+    &["sec-websocket-key", "sec-websocket-version", "sec-websocket-protocol", "sec-websocket-extensions"];
 /// Ray job API answers herd reads whole (status, logs).
 const ANSWER_BYTES_MAX: usize = 16 << 20;
 const LOG_POLL: Duration = Duration::from_secs(1);
@@ -84,10 +87,18 @@ async fn relay_request(
         path.push('?');
         path.push_str(query);
     }
-    let headers = forwarded(request.headers());
-    let relay = Relay { device, cluster, method: request.method().as_str().to_owned(), path, headers };
-    let body = request.into_body().into_data_stream();
-    let answer = tunnel::relay(&app, relay, body).await?;
+    let upgrade = websocket_upgrade(request.headers());
+    let headers = forwarded(request.headers(), upgrade.is_some());
+    let method = request.method().as_str().to_owned();
+    let relay = Relay { device, cluster, method, path, headers, upgrade: upgrade.clone() };
+    let answer = match upgrade {
+        Some(_) => {
+            let mut request = request;
+            let on_upgrade = hyper::upgrade::on(&mut request);
+            tunnel::relay_upgrade(&app, relay, on_upgrade).await?
+        }
+        None => tunnel::relay(&app, relay, request.into_body().into_data_stream()).await?,
+    };
     let mut response = Response::new(answer.body);
     *response.status_mut() = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_GATEWAY);
     for (name, value) in answer.headers {
@@ -98,12 +109,27 @@ async fn relay_request(
     Ok(response)
 }
 
-fn forwarded(headers: &HeaderMap) -> Vec<(String, String)> {
+fn forwarded(headers: &HeaderMap, upgrading: bool) -> Vec<(String, String)> {
     headers
         .iter()
-        .filter(|(name, _)| FORWARDED_HEADERS.contains(&name.as_str()))
+        .filter(|(name, _)| {
+            FORWARDED_HEADERS.contains(&name.as_str()) || (upgrading && WEBSOCKET_HEADERS.contains(&name.as_str()))
+        })
         .filter_map(|(name, value)| Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned())))
         .collect()
+}
+
+/// `Some("websocket")` when the request asks to upgrade its connection to a WebSocket (RFC
+/// 6455 §4.1: `Connection: Upgrade` and `Upgrade: websocket`), the one upgrade relayed: Ray's
+/// CLI tails job logs over one. Other upgrades are relayed as plain requests (and refused by
+/// the head).
+fn websocket_upgrade(headers: &HeaderMap) -> Option<String> {
+    let has_token = |name: &str, token: &str| {
+        headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).any(|v| {
+            v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token))
+        })
+    };
+    (has_token("connection", "upgrade") && has_token("upgrade", "websocket")).then(|| "websocket".to_owned())
 }
 
 /// The device of the cluster's head, if the head runs.
@@ -136,7 +162,8 @@ async fn ray_api(
         }
         None => Vec::new(),
     };
-    let relay = Relay { device, cluster: cluster.clone(), method: method.to_owned(), path: path.to_owned(), headers };
+    let relay =
+        Relay { device, cluster: cluster.clone(), method: method.to_owned(), path: path.to_owned(), headers, upgrade: None };
     tunnel::call(app, relay, body, ANSWER_BYTES_MAX).await
 }
 

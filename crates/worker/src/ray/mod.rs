@@ -6,6 +6,7 @@ mod dirs;
 pub mod env;
 mod node;
 mod tunnel;
+mod upgrade;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -16,13 +16,14 @@ use tokio::task::JoinHandle;
 
 use super::RayNodes;
 
-/// Request body chunks buffered per stream before the stream is given up (the dashboard
-/// reads far faster than the socket delivers, so this is never reached in practice).
+/// Request body chunks (or, upgraded, bytes from the customer) buffered per stream before the
+/// stream is given up (the dashboard reads far faster than the socket delivers, so this is
+/// never reached in practice).
 const BODY_QUEUE_CHUNKS: usize = 64;
 /// Streams open at once; more are refused with 503.
 const STREAMS_MAX: usize = 64;
 /// Headers that describe one hop, not the message (RFC 9110 §7.6.1).
-const HOP_BY_HOP: &[&str] =
+pub(super) const HOP_BY_HOP: &[&str] =
     &["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade", "host"];
 
 struct Stream {
@@ -61,7 +62,12 @@ impl Tunnels {
             return;
         }
         let (body, body_rx) = mpsc::channel(BODY_QUEUE_CHUNKS);
-        let task = tokio::spawn(relay(self.clone(), self.client.clone(), open, port.expect("checked"), body_rx));
+        let port = port.expect("checked");
+        let task = if open.upgrade.is_some() {
+            tokio::spawn(relay_upgrade(self.clone(), open, port, body_rx))
+        } else {
+            tokio::spawn(relay(self.clone(), self.client.clone(), open, port, body_rx))
+        };
         streams.insert(stream, Stream { body: Some(body), task });
     }
 
@@ -105,6 +111,14 @@ async fn relay(tunnels: Tunnels, client: reqwest::Client, open: TunnelOpen, port
     let stream = open.stream;
     let events = tunnels.events.clone();
     let error = forward(&client, &events, open, port, body).await.err();
+    let _ = events.send(WorkerMessage::TunnelEnd { stream, error }).await;
+    tunnels.finished(stream);
+}
+
+async fn relay_upgrade(tunnels: Tunnels, open: TunnelOpen, port: u16, upstream: mpsc::Receiver<Bytes>) {
+    let stream = open.stream;
+    let events = tunnels.events.clone();
+    let error = super::upgrade::forward(&events, open, port, upstream).await.err();
     let _ = events.send(WorkerMessage::TunnelEnd { stream, error }).await;
     tunnels.finished(stream);
 }
