@@ -19,18 +19,45 @@ pub struct SimDevice {
     pub throughput_mbps: (u32, u32),
 }
 
-/// (catalog model or None for CPU-only, weight, GPUs per machine choices)
-const MIX: &[(Option<&str>, u32, &[u32])] = &[
-    (None, 20, &[0]),
-    (Some("RTX 4090"), 26, &[1, 2, 4]),
-    (Some("RTX 3090"), 12, &[1, 2]),
-    (Some("A100-80GB"), 8, &[4, 8]),
-    (Some("H100"), 8, &[1, 8]),
-    (Some("L40S"), 6, &[2, 4]),
-    (Some("A6000"), 5, &[1, 2]),
-    (Some("T4"), 5, &[1, 4]),
-    (Some("Apple M4 Max"), 6, &[1]),
-    (Some("H200"), 2, &[8]),
+/// A kind of machine that really exists with this GPU: (GPUs, CPU, logical cores, physical
+/// cores, memory GiB). A gaming PC has one or two consumer cards and a desktop CPU; an 8×H100
+/// is a DGX-class server with two Xeons and 2 TiB; an Apple laptop's memory is unified.
+type Profile = (u32, &'static str, u32, u32, u64);
+
+/// (catalog model or None for CPU-only, weight, the machines it comes in)
+const MIX: &[(Option<&str>, u32, &[Profile])] = &[
+    (
+        None,
+        20,
+        &[
+            (0, "AMD Ryzen 7 5700X", 16, 8, 32),
+            (0, "AMD Ryzen 9 7950X", 32, 16, 64),
+            (0, "AMD EPYC 7313", 32, 16, 128),
+            (0, "AMD EPYC 7543", 64, 32, 256),
+        ],
+    ),
+    (
+        Some("RTX 4090"),
+        26,
+        &[
+            (1, "AMD Ryzen 9 7950X", 32, 16, 64),
+            (1, "Intel Core i9-13900K", 32, 24, 64),
+            (2, "AMD Ryzen Threadripper 7960X", 48, 24, 128),
+            (4, "AMD EPYC 7443P", 48, 24, 256),
+        ],
+    ),
+    (Some("RTX 3090"), 12, &[(1, "AMD Ryzen 9 5950X", 32, 16, 64), (2, "Intel Core i9-12900K", 24, 16, 128)]),
+    (Some("A100-80GB"), 8, &[(4, "AMD EPYC 7543", 64, 32, 512), (8, "AMD EPYC 7742", 256, 128, 2048)]),
+    (Some("H100"), 8, &[(1, "Intel Xeon Platinum 8480+", 26, 26, 225), (8, "Intel Xeon Platinum 8480C", 224, 112, 2048)]),
+    (Some("L40S"), 6, &[(2, "AMD EPYC 9354", 64, 32, 256), (4, "AMD EPYC 9354", 64, 32, 512)]),
+    (
+        Some("A6000"),
+        5,
+        &[(1, "AMD Ryzen Threadripper PRO 5955WX", 32, 16, 128), (2, "Intel Xeon w7-2495X", 48, 24, 256)],
+    ),
+    (Some("T4"), 5, &[(1, "Intel Xeon Platinum 8259CL", 8, 4, 32), (4, "Intel Xeon Platinum 8259CL", 48, 24, 192)]),
+    (Some("Apple M4 Max"), 6, &[(1, "Apple M4 Max", 16, 16, 64), (1, "Apple M4 Max", 16, 16, 128)]),
+    (Some("H200"), 2, &[(8, "Intel Xeon Platinum 8568Y+", 192, 96, 2048)]),
 ];
 
 const COUNTRIES: &[(&str, u32)] = &[
@@ -65,10 +92,10 @@ pub fn fleet(seed: u64, count: usize) -> Vec<SimDevice> {
     let mut rng = StdRng::seed_from_u64(seed);
     (0..count)
         .map(|index| {
-            let (model, _, gpu_counts) = if index % 4 == 3 { &MIX[0] } else { pick(&mut rng, MIX, |m| m.1) };
-            let gpu_count = gpu_counts[rng.gen_range(0..gpu_counts.len())];
+            let (model, _, profiles) = if index % 4 == 3 { &MIX[0] } else { pick(&mut rng, MIX, |m| m.1) };
+            let (gpu_count, cpu_model, logical_cores, physical_cores, memory_gib) =
+                profiles[rng.gen_range(0..profiles.len())];
             let country = pick(&mut rng, COUNTRIES, |c| c.1).0.to_owned();
-            let logical_cores = [8u32, 16, 32, 64, 128][rng.gen_range(0..5)];
             let gpus = model
                 .and_then(catalog::lookup)
                 .map(|m| {
@@ -93,9 +120,10 @@ pub fn fleet(seed: u64, count: usize) -> Vec<SimDevice> {
                 hostname: format!("sim-{index}"),
                 os: if model.is_some_and(|m| m.starts_with("Apple")) { "macOS 15".into() } else { "Linux".into() },
                 arch: if model.is_some_and(|m| m.starts_with("Apple")) { "aarch64".into() } else { "x86_64".into() },
-                cpu: CpuSpec { model: "Simulated CPU".into(), physical_cores: logical_cores / 2, logical_cores },
-                memory_bytes: u64::from(logical_cores) * (8 << 30),
-                disk_bytes: 2 << 40,
+                cpu: CpuSpec { model: cpu_model.into(), physical_cores, logical_cores },
+                memory_bytes: memory_gib << 30,
+                // Big servers carry more disk.
+                disk_bytes: if memory_gib >= 512 { 8 << 40 } else { 2 << 40 },
                 gpus,
             };
             let throughput_mbps = [(150, 20), (500, 350), (900, 700), (2000, 1500)][rng.gen_range(0..4)];
@@ -125,6 +153,23 @@ mod tests {
         assert!(models.len() >= 6, "a realistic mix, got {models:?}");
         let countries: std::collections::BTreeSet<_> = devices.iter().map(|d| d.country.as_str()).collect();
         assert!(countries.len() >= 6);
+    }
+
+    #[test]
+    fn machines_look_like_real_ones_of_their_gpu() {
+        for device in fleet(3, 400) {
+            let spec = &device.spec;
+            let gib = spec.memory_bytes >> 30;
+            assert!(spec.cpu.physical_cores <= spec.cpu.logical_cores, "{spec:?}");
+            match spec.gpus.first().map(|g| g.name.as_str()) {
+                Some("Apple M4 Max") => assert!(spec.cpu.logical_cores == 16 && gib <= 128, "{spec:?}"),
+                Some("NVIDIA RTX 4090" | "NVIDIA RTX 3090") => {
+                    assert!(spec.cpu.logical_cores <= 48 && gib <= 256, "{spec:?}")
+                }
+                Some("NVIDIA H100" | "NVIDIA H200") if spec.gpus.len() == 8 => assert!(gib >= 1024, "{spec:?}"),
+                _ => assert!(gib <= 2048, "{spec:?}"),
+            }
+        }
     }
 
     #[test]

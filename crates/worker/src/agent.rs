@@ -107,6 +107,9 @@ pub struct AgentConfig {
     pub ray_envs_dir: Option<PathBuf>,
     /// The interpreter Ray environments are made from.
     pub python: String,
+    /// pip requirements every Ray node of this machine gets beside Ray (a deep-learning
+    /// framework for RLlib, say), installed once into the managed environment.
+    pub ray_packages: Vec<String>,
     pub backoff_initial: Duration,
     pub backoff_max: Duration,
 }
@@ -147,6 +150,7 @@ impl AgentConfig {
             throughput: None,
             runtime: RuntimeConfig::default(),
             ray_envs_dir: None,
+            ray_packages: Vec::new(),
             python: "python3".into(),
             backoff_initial: Duration::from_millis(500),
             backoff_max: Duration::from_secs(30),
@@ -289,13 +293,17 @@ pub async fn run(config: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Re
         envs: PythonEnvs::new(
             config.ray_envs_dir.clone().unwrap_or_else(|| config.data_dir.join("ray-envs")),
             config.python.clone(),
-        ),
+        )
+        .with_packages(config.ray_packages.clone()),
         events: events.clone(),
         nodes_dir: ray_nodes_dir.clone(),
         passed_env: crate::ray::Context::passed_env_from_host(),
         // A simulated device's claimed cores do not exist: Ray would start a worker process
         // per claimed core on this real machine.
-        cpus_max: config.simulated.as_ref().map(|_| std::thread::available_parallelism().map_or(1, |n| n.get() as u32)),
+        offer_max: config.simulated.as_ref().map(|_| crate::ray::OfferMax {
+            cpus: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
+            memory_bytes: crate::detect::machine_memory_bytes(),
+        }),
         docker: match &runtime {
             Runtime::Docker(docker) => Some(docker.clone()),
             Runtime::Process => None,

@@ -29,6 +29,13 @@ pub fn detect_machine(data_dir: &Path, gpus: &GpuProbe) -> DeviceSpec {
     }
 }
 
+/// This machine's physical memory.
+pub fn machine_memory_bytes() -> u64 {
+    let mut system = System::new();
+    system.refresh_memory();
+    system.total_memory()
+}
+
 /// Size of the disk that holds `path` (the longest mount point that prefixes it).
 fn disk_holding(path: &Path) -> u64 {
     let path = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());

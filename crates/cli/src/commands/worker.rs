@@ -57,6 +57,10 @@ pub enum WorkerCommand {
         /// The Python 3 interpreter Ray environments are made from.
         #[arg(long, env = "HERD_PYTHON", default_value = "python3")]
         python: String,
+        /// A pip requirement every Ray node of this machine gets beside Ray, installed once
+        /// (repeatable), e.g. `--ray-package tensorflow-cpu --ray-package tf-keras` for RLlib.
+        #[arg(long = "ray-package", value_name = "REQUIREMENT")]
+        ray_packages: Vec<String>,
     },
 }
 
@@ -81,7 +85,7 @@ impl From<Runtime> for RuntimeKind {
 }
 
 pub async fn run(context: &Context, command: WorkerCommand) -> anyhow::Result<i32> {
-    let (owner, pairing_code, country, dir, advertise_addr, floor_price, runtime, ray_envs_dir, python) = match command
+    let (owner, pairing_code, country, dir, advertise_addr, floor_price, runtime, ray_envs_dir, python, ray_packages) = match command
     {
         WorkerCommand::Pair => return pair(context).await,
         WorkerCommand::Start {
@@ -96,9 +100,10 @@ pub async fn run(context: &Context, command: WorkerCommand) -> anyhow::Result<i3
             floor_price,
             ray_envs_dir,
             python,
+            ray_packages,
         } => {
             let runtime = RuntimeConfig { kind: runtime.into(), default_image: image, load_images };
-            (owner, pairing_code, country, data_dir, advertise_addr, floor_price, runtime, ray_envs_dir, python)
+            (owner, pairing_code, country, data_dir, advertise_addr, floor_price, runtime, ray_envs_dir, python, ray_packages)
         }
     };
     let account_key = context.credentials.account_key()?;
@@ -124,6 +129,7 @@ pub async fn run(context: &Context, command: WorkerCommand) -> anyhow::Result<i3
     config.floor_micros = floor_price;
     config.ray_envs_dir = ray_envs_dir;
     config.python = python;
+    config.ray_packages = ray_packages;
     config.runtime = runtime;
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let mut agent = tokio::spawn(herd_worker::run(config, stop_rx));

@@ -17,7 +17,7 @@ use herd_proto::worker::{RayNodeAssignment, RayNodeReport};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use node::Context;
+pub use node::{Context, OfferMax};
 pub use tunnel::Tunnels;
 
 /// Ray's dashboard refuses requests without a User-Agent. No idle connections are kept: a

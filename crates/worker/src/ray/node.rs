@@ -48,10 +48,34 @@ pub struct Context {
     /// The supplier's environment variables Ray may see (proxies, CA bundles, pip's settings,
     /// which runtime_env `pip` installs need); everything else is withheld.
     pub passed_env: Vec<(OsString, OsString)>,
-    /// At most this many CPUs are offered to Ray, whatever the lease says (simulated devices).
-    pub cpus_max: Option<u32>,
+    /// What Ray is offered at most, whatever the lease says: a simulated device's claimed
+    /// hardware does not exist, and Ray told of 128 CPUs or 512 GiB on a small machine starts
+    /// a worker process per CPU and schedules work into memory that is not there.
+    pub offer_max: Option<OfferMax>,
     /// Set on docker-runtime workers: nodes run in containers of the Ray image.
     pub docker: Option<Arc<DockerRuntime>>,
+}
+
+/// The real machine's size, for capping what a simulated device offers Ray.
+#[derive(Debug, Clone, Copy)]
+pub struct OfferMax {
+    pub cpus: u32,
+    pub memory_bytes: u64,
+}
+
+impl OfferMax {
+    /// Ray's own default share of memory for the object store.
+    const OBJECT_STORE_SHARE_PERCENT: u64 = 30;
+
+    fn cap(&self, node: &mut RayNodeAssignment) {
+        let r = &mut node.resources;
+        r.num_cpus = r.num_cpus.min(self.cpus);
+        r.memory_bytes = r.memory_bytes.min(self.memory_bytes);
+        r.object_store_bytes =
+            r.object_store_bytes.min(self.memory_bytes / 100 * Self::OBJECT_STORE_SHARE_PERCENT).min(r.memory_bytes);
+        node.limits.cpu_millis = node.limits.cpu_millis.min(self.cpus * 1000);
+        node.limits.memory_bytes = node.limits.memory_bytes.min(self.memory_bytes);
+    }
 }
 
 /// The image a docker-runtime node runs, tagged with the Ray version
@@ -226,9 +250,8 @@ async fn launch(
     started: &Arc<Notify>,
 ) -> Result<(Launched, Option<RemoveOnDrop>), String> {
     let mut offered = node.clone();
-    if let Some(max) = ctx.cpus_max {
-        offered.resources.num_cpus = offered.resources.num_cpus.min(max);
-        offered.limits.cpu_millis = offered.limits.cpu_millis.min(max * 1000);
+    if let Some(max) = &ctx.offer_max {
+        max.cap(&mut offered);
     }
     if let Some(docker) = &ctx.docker {
         let args = start_args(&offered, node_ip, ports, Path::new(CONTAINER_SOCKETS_DIR));
@@ -471,4 +494,39 @@ async fn kill(group: Option<Pid>, child: &mut tokio::process::Child) {
     }
     signal(group, Signal::SIGKILL);
     let _ = child.wait().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use herd_core::ray::RayResources;
+    use herd_core::ClusterId;
+
+    use super::*;
+
+    #[test]
+    fn a_simulated_claim_is_offered_to_ray_at_most_at_the_real_machines_size() {
+        let mut node = RayNodeAssignment {
+            cluster_id: ClusterId::from_entropy([1; 8]),
+            rank: 0,
+            version: "2.40.0".into(),
+            head_address: None,
+            resources: RayResources {
+                num_cpus: 128,
+                num_gpus: 8,
+                memory_bytes: 512 << 30,
+                object_store_bytes: 150 << 30,
+                custom: BTreeMap::new(),
+            },
+            limits: herd_core::TaskLimits { cpu_millis: 128_000, memory_bytes: 512 << 30, pids_max: 512, gpu_uuids: vec![] },
+            epoch: 1,
+        };
+        OfferMax { cpus: 2, memory_bytes: 23 << 30 }.cap(&mut node);
+        let r = &node.resources;
+        assert_eq!((r.num_cpus, r.memory_bytes), (2, 23 << 30));
+        assert!(r.object_store_bytes <= (23u64 << 30) * 3 / 10, "{}", r.object_store_bytes);
+        assert_eq!((node.limits.cpu_millis, node.limits.memory_bytes), (2000, 23 << 30));
+        assert_eq!(r.num_gpus, 8, "simulated GPUs stay (Ray only counts them)");
+    }
 }
