@@ -155,7 +155,7 @@ async fn the_explorer_shows_the_network_in_a_real_browser() {
 
     visit(&browser, &base, "/explorer/rewards", "Block rewards", "explorer-rewards").await;
     let staking = visit(&browser, &base, "/explorer/staking", "Staking", "explorer-staking").await;
-    assert!(staking.contains("16010.000000 IO") && staking.contains("staked in total"), "{staking}");
+    assert!(staking.contains("16,010.00 IO") && staking.contains("staked in total"), "{staking}");
     assert!(staking.contains("1\nfully staked"), "one of the two stakes meets its minimum: {staking}");
     let ledger = visit(&browser, &base, "/explorer/ledger", "The ledger", "explorer-ledger").await;
     assert!(ledger.contains("Chain head") && ledger.contains("faucet"), "{ledger}");

@@ -52,10 +52,14 @@ impl From<PostError> for ApiError {
     fn from(error: PostError) -> ApiError {
         match error {
             PostError::Store(e) => e.into(),
-            PostError::Ledger(e @ LedgerError::InsufficientFunds { .. }) => ApiError {
+            PostError::Ledger(LedgerError::InsufficientFunds { asset, available, needed, .. }) => ApiError {
                 status: axum::http::StatusCode::CONFLICT,
                 code: "insufficient_funds",
-                message: e.to_string(),
+                message: format!(
+                    "insufficient funds: this needs {}, {} available (deposit more, or pay in another asset)",
+                    herd_core::money::format_amount(i128::from(needed), asset),
+                    herd_core::money::format_amount(available.max(0), asset),
+                ),
             },
             PostError::Ledger(e @ LedgerError::Invalid { .. }) => ApiError::bad_request(e.to_string()),
             PostError::Ledger(e) => ApiError::conflict(e.to_string()),

@@ -212,6 +212,41 @@ pub fn lookup(name: &str) -> Option<&'static GpuModel> {
         .or_else(|| GPU_MODELS.iter().find(|m| m.patterns.iter().any(|p| wanted.contains(p))))
 }
 
+/// The models a name a person typed means: its canonical name or a listed alias (spaces,
+/// case, `NVIDIA`/`GeForce`/`Apple` aside: `h100`, `4090`, `GeForce RTX 4090`), or a family
+/// that several models share (`A100`: A100-80GB and A100-40GB). Anything else is an error that
+/// names what exists, rather than a guess: `H200X` is not an H200.
+pub fn resolve(name: &str) -> Result<Vec<&'static GpuModel>, String> {
+    let wanted = normalise(name);
+    let unknown = || {
+        let hint = lookup(name).map(|m| format!(" (did you mean {}?)", m.name)).unwrap_or_default();
+        format!("unknown GPU model {name:?}{hint}; known models: {}", model_names().join(", "))
+    };
+    if wanted.is_empty() {
+        return Err(unknown());
+    }
+    if let Some(model) = GPU_MODELS.iter().find(|m| normalise(m.name) == wanted) {
+        return Ok(vec![model]);
+    }
+    let family: Vec<&GpuModel> =
+        GPU_MODELS.iter().filter(|m| normalise(m.name).starts_with(&format!("{wanted}-"))).collect();
+    if family.len() > 1 {
+        return Ok(family);
+    }
+    GPU_MODELS.iter().find(|m| m.patterns.contains(&wanted.as_str())).map(|m| vec![m]).ok_or_else(unknown)
+}
+
+/// Exactly one model for a typed name; a family is an error that lists its models.
+pub fn resolve_one(name: &str) -> Result<&'static GpuModel, String> {
+    match resolve(name)?.as_slice() {
+        [model] => Ok(model),
+        family => Err(format!(
+            "{name:?} names several models: {}; pick one",
+            family.iter().map(|m| m.name).collect::<Vec<_>>().join(", ")
+        )),
+    }
+}
+
 /// Canonical names, for "allowed values" in error messages.
 pub fn model_names() -> Vec<&'static str> {
     GPU_MODELS.iter().map(|m| m.name).collect()
@@ -220,6 +255,25 @@ pub fn model_names() -> Vec<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn typed_names_are_exact_names_aliases_or_families_never_guesses() {
+        let names = |typed: &str| resolve(typed).map(|ms| ms.iter().map(|m| m.name).collect::<Vec<_>>());
+        assert_eq!(names("H100").unwrap(), ["H100"]);
+        assert_eq!(names("nvidia h100").unwrap(), ["H100"]);
+        assert_eq!(names("4090").unwrap(), ["RTX 4090"]);
+        assert_eq!(names("GeForce RTX 4090").unwrap(), ["RTX 4090"]);
+        assert_eq!(names("a100-80gb").unwrap(), ["A100-80GB"]);
+        assert_eq!(names("M4 Max").unwrap(), ["Apple M4 Max"]);
+        let family = names("A100").unwrap();
+        assert!(family.contains(&"A100-80GB") && family.contains(&"A100-40GB"), "{family:?}");
+        let error = names("H200X").unwrap_err();
+        assert!(error.starts_with("unknown GPU model \"H200X\" (did you mean H200?); known models: B200, H200"), "{error}");
+        assert!(names("H100-SXM-whatever").unwrap_err().contains("did you mean H100?"));
+        assert!(names("").is_err());
+        assert!(resolve_one("A100").unwrap_err().contains("names several models: A100-80GB, A100-40GB"));
+        assert_eq!(resolve_one("T4").unwrap().name, "T4");
+    }
 
     #[test]
     fn detected_names_map_to_models() {

@@ -7,7 +7,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 macro_rules! string_enum {
-    ($name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+    ($name:ident $what:literal { $($variant:ident => $text:literal),+ $(,)? }) => {
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
         #[serde(rename_all = "lowercase")]
         #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -30,14 +30,18 @@ macro_rules! string_enum {
             fn from_str(s: &str) -> Result<Self, Self::Err> {
                 match s {
                     $($text => Ok(Self::$variant),)+
-                    _ => Err(format!(concat!("unknown ", stringify!($name), " {:?}"), s)),
+                    _ => Err(format!(
+                        concat!("unknown ", $what, " {:?}: expected one of {}"),
+                        s,
+                        [$($text),+].join(", ")
+                    )),
                 }
             }
         }
     };
 }
 
-string_enum!(TaskState {
+string_enum!(TaskState "task state" {
     Pending => "pending",
     Running => "running",
     Succeeded => "succeeded",
@@ -45,7 +49,7 @@ string_enum!(TaskState {
     Stopped => "stopped",
 });
 
-string_enum!(JobState {
+string_enum!(JobState "job state" {
     Pending => "pending",
     Running => "running",
     Succeeded => "succeeded",
@@ -53,22 +57,22 @@ string_enum!(JobState {
     Stopped => "stopped",
 });
 
-string_enum!(ClusterState {
+string_enum!(ClusterState "cluster state" {
     Running => "running",
     Terminated => "terminated",
 });
 
-string_enum!(ClusterKind {
+string_enum!(ClusterKind "cluster kind" {
     Ray => "ray",
     Plain => "plain",
 });
 
-string_enum!(JobKind {
+string_enum!(JobKind "job kind" {
     Command => "command",
     Ray => "ray",
 });
 
-string_enum!(RayNodeState {
+string_enum!(RayNodeState "Ray node state" {
     Starting => "starting",
     Running => "running",
     Failed => "failed",

@@ -84,16 +84,57 @@ pub fn parse_usd(text: &str) -> Result<Micros, String> {
     whole.checked_mul(1_000_000).and_then(|w| w.checked_add(fraction)).filter(|v| *v > 0).ok_or_else(bad)
 }
 
-/// `$1.234567` style, for people.
+/// `$5,606.90`, `$0.000123`: USD micros for people (see `format_decimal`).
 pub fn format_usd(amount: Micros) -> String {
     let sign = if amount < 0 { "-" } else { "" };
-    let abs = amount.unsigned_abs();
-    format!("{sign}${}.{:06}", abs / 1_000_000, abs % 1_000_000)
+    format!("{sign}${}", format_decimal(amount.unsigned_abs().into()))
+}
+
+/// `5,606.90 USDC`, `12.5 IO`, `3.00 credits`: an amount of an asset, in its units.
+pub fn format_amount(amount: i128, asset: Asset) -> String {
+    let sign = if amount < 0 { "-" } else { "" };
+    let unit = match asset {
+        Asset::Usdc => "USDC",
+        Asset::Io => "IO",
+        Asset::Credits => "credits",
+    };
+    format!("{sign}{} {unit}", format_decimal(amount.unsigned_abs()))
+}
+
+/// Minor units (10⁻⁶) as a decimal with thousands separators and at least two decimals: the
+/// digits beyond the cents appear only when they are not zero, so per-second amounts stay
+/// exact and whole amounts read as money (`1,250.00`, `0.000417`).
+pub fn format_decimal(minor: u128) -> String {
+    let whole = (minor / 1_000_000).to_string();
+    let mut grouped = String::with_capacity(whole.len() + whole.len() / 3);
+    for (i, digit) in whole.chars().enumerate() {
+        if i > 0 && (whole.len() - i) % 3 == 0 {
+            grouped.push(',');
+        }
+        grouped.push(digit);
+    }
+    let fraction = format!("{:06}", minor % 1_000_000);
+    let fraction = fraction.trim_end_matches('0');
+    format!("{grouped}.{fraction:0<2}")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn amounts_read_as_money_in_their_units_and_stay_exact() {
+        assert_eq!(format_usd(5_606_899_200), "$5,606.8992");
+        assert_eq!(format_usd(97_450_000), "$97.45");
+        assert_eq!(format_usd(0), "$0.00");
+        assert_eq!(format_usd(417), "$0.000417");
+        assert_eq!(format_usd(-1_500_000), "-$1.50");
+        assert_eq!(format_usd(1_234_567_000_000), "$1,234,567.00");
+        assert_eq!(format_amount(5_606_900_000, Asset::Usdc), "5,606.90 USDC");
+        assert_eq!(format_amount(12_500_000, Asset::Io), "12.50 IO");
+        assert_eq!(format_amount(3_000_000, Asset::Credits), "3.00 credits");
+        assert_eq!(format_decimal(100_000), "0.10");
+    }
 
     #[test]
     fn usd_parses_exactly() {
@@ -118,7 +159,7 @@ mod tests {
 
     #[test]
     fn usd_formats_for_people() {
-        assert_eq!(format_usd(2_500_000), "$2.500000");
+        assert_eq!(format_usd(2_500_000), "$2.50");
         assert_eq!(format_usd(-1), "-$0.000001");
     }
 }

@@ -81,7 +81,7 @@ impl SecurityTier {
 }
 
 macro_rules! text_enum {
-    ($name:ident, $allowed:literal) => {
+    ($name:ident, $what:literal, $allowed:literal) => {
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str(self.as_str())
@@ -94,14 +94,14 @@ macro_rules! text_enum {
                 Self::ALL
                     .into_iter()
                     .find(|t| t.as_str().eq_ignore_ascii_case(s))
-                    .ok_or_else(|| format!("unknown {} {s:?}: expected one of {}", stringify!($name), $allowed))
+                    .ok_or_else(|| format!(concat!("unknown ", $what, " {:?}: expected one of ", $allowed), s))
             }
         }
     };
 }
 
-text_enum!(ConnectivityTier, "none, low, medium, high, ultra");
-text_enum!(SecurityTier, "any, verified, datacenter");
+text_enum!(ConnectivityTier, "connectivity", "none, low, medium, high, ultra");
+text_enum!(SecurityTier, "security", "any, verified, datacenter");
 
 #[cfg(test)]
 mod tests {

@@ -95,7 +95,11 @@ impl Transfer {
 pub enum LedgerError {
     #[error("transfer {index}: id {id:?} was used for a different transfer")]
     IdConflict { index: usize, id: String },
-    #[error("transfer {index}: {account:?} has {available} available in {asset}, {needed} needed")]
+    #[error(
+        "transfer {index}: {account:?} needs {}, {} available",
+        herd_core::money::format_amount(i128::from(*needed), *asset),
+        herd_core::money::format_amount(*available, *asset)
+    )]
     InsufficientFunds { index: usize, account: AccountKey, asset: Asset, available: i128, needed: u64 },
     #[error("transfer {index}: invalid: {reason}")]
     Invalid { index: usize, reason: String },

@@ -273,6 +273,17 @@ pub async fn run(context: &Context, command: ClusterCommand) -> anyhow::Result<i
             }
         }
         ClusterCommand::Delete { id, refund_in_credits } => {
+            let before = client.cluster(&id).await?;
+            if before.state == ClusterState::Terminated {
+                // Deleting again changes nothing: say so instead of claiming a release.
+                if context.json {
+                    print_json(&before);
+                } else {
+                    let when = before.ended_at.map(|t| format!(" at {t}")).unwrap_or_default();
+                    crate::outln!("cluster {} was already terminated{when}; nothing to release", before.id);
+                }
+                return Ok(0);
+            }
             let cluster = if refund_in_credits {
                 client.delete_cluster_refunding_credits(&id).await?
             } else {

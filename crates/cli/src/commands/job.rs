@@ -348,6 +348,14 @@ pub async fn run(context: &Context, command: JobCommand) -> anyhow::Result<i32> 
         }
         JobCommand::Stop { id } => {
             let job = client.job(&id).await?;
+            if job.state.is_terminal() {
+                if context.json {
+                    print_json(&job);
+                } else {
+                    crate::outln!("job {} already ended ({}); nothing to stop", job.id, job.state);
+                }
+                return Ok(0);
+            }
             let job = client.stop_job(&job.id).await?;
             if context.json {
                 print_json(&job);

@@ -75,24 +75,54 @@ pub struct RequestArgs {
     flexible: bool,
 }
 
-fn read_spec(path: &PathBuf) -> anyhow::Result<CreateCluster> {
+/// The spec file's request, and whether it asked for CPU nodes (`cpu: true`, the file's
+/// `--cpu`: not an API field, since a request without GPU fields is a CPU request).
+fn read_spec(path: &PathBuf) -> anyhow::Result<(CreateCluster, bool)> {
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    serde_yaml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    let place = path.display();
+    // Syntax first, so that a broken file is reported as one, with its line.
+    let mut value: serde_yaml::Value =
+        serde_yaml::from_str(&text).map_err(|e| anyhow::anyhow!("{place}: not valid YAML: {e}"))?;
+    let Some(fields) = value.as_mapping_mut() else {
+        bail!("{place}: expected the request's fields (nodes: 2, gpu: H100, …), not a {}", yaml_kind(&value));
+    };
+    let cpu = match fields.remove("cpu") {
+        None => false,
+        Some(serde_yaml::Value::Bool(cpu)) => cpu,
+        Some(other) => bail!("{place}: cpu must be true or false, got {}", yaml_kind(&other)),
+    };
+    let request: CreateCluster = serde_yaml::from_value(value).map_err(|e| anyhow::anyhow!("{place}: {e}"))?;
+    if cpu && (request.gpu.is_some() || request.min_vram_gib.is_some() || request.min_tflops.is_some()) {
+        bail!("{place}: cpu: true asks for CPU nodes, but the file also names GPU fields");
+    }
+    Ok((request, cpu))
+}
+
+fn yaml_kind(value: &serde_yaml::Value) -> &'static str {
+    match value {
+        serde_yaml::Value::Null => "empty document",
+        serde_yaml::Value::Bool(_) => "boolean",
+        serde_yaml::Value::Number(_) => "number",
+        serde_yaml::Value::String(_) => "string",
+        serde_yaml::Value::Sequence(_) => "list",
+        serde_yaml::Value::Mapping(_) => "mapping",
+        serde_yaml::Value::Tagged(_) => "tagged value",
+    }
 }
 
 impl RequestArgs {
     /// The request the flags and the spec file describe (flags win).
     pub fn to_request(&self) -> anyhow::Result<CreateCluster> {
-        let mut request = match &self.file {
+        let (mut request, file_cpu) = match &self.file {
             Some(path) => read_spec(path)?,
-            None => CreateCluster::default(),
+            None => (CreateCluster::default(), false),
         };
         let gpu_flags =
             self.gpu.is_some() || self.min_vram.is_some() || self.min_tflops.is_some() || self.vendor.is_some();
         if self.file.is_none() && !gpu_flags && !self.cpu {
             bail!("say what hardware: --gpu MODEL, GPU constraints (--min-vram, --min-tflops, --vendor), --cpu, or -f spec.yaml");
         }
-        if self.cpu {
+        if self.cpu || (file_cpu && !gpu_flags) {
             request.gpu = None;
             request.min_vram_gib = None;
             request.min_tflops = None;
@@ -189,6 +219,17 @@ mod tests {
         std::fs::write(&spec, "nodes: 1\ngpus: H100\n").unwrap();
         let error = parse(&["-f", spec.to_str().unwrap()]).unwrap_err().to_string();
         assert!(error.contains("unknown field `gpus`"), "{error}");
+        std::fs::write(&spec, "{not yaml at all\n").unwrap();
+        let error = parse(&["-f", spec.to_str().unwrap()]).unwrap_err().to_string();
+        assert!(error.contains("not valid YAML") && error.contains("line"), "{error}");
+        std::fs::write(&spec, "- nodes: 1\n").unwrap();
+        let error = parse(&["-f", spec.to_str().unwrap()]).unwrap_err().to_string();
+        assert!(error.contains("not a list"), "{error}");
+        std::fs::write(&spec, "nodes: 2\ncpu: true\n").unwrap();
+        let cpu = parse(&["-f", spec.to_str().unwrap()]).unwrap();
+        assert_eq!((cpu.nodes, cpu.gpu), (2, None), "cpu: true is the file's --cpu");
+        std::fs::write(&spec, "nodes: 2\ncpu: true\ngpu: H100\n").unwrap();
+        assert!(parse(&["-f", spec.to_str().unwrap()]).unwrap_err().to_string().contains("also names GPU fields"));
         assert!(parse(&["--gpu", "H100"]).unwrap_err().to_string().contains("--nodes N"));
         assert!(parse(&["--nodes", "1"]).unwrap_err().to_string().contains("say what hardware"));
         assert!(parse(&["--nodes", "1", "--cpu", "--connectivity", "warp"]).is_err());

@@ -1,5 +1,4 @@
 use clap::Subcommand;
-use herd_core::money::format_usd;
 use herd_proto::api::StakeStatus;
 
 use super::Context;
@@ -28,7 +27,7 @@ pub enum StakeCommand {
 }
 
 fn io(minor: i64) -> String {
-    format!("{} IO", format_usd(minor).replacen('$', "", 1))
+    herd_core::money::format_amount(i128::from(minor), herd_core::Asset::Io)
 }
 
 fn print(status: &StakeStatus, json: bool) {

@@ -63,10 +63,9 @@ pub enum LedgerCommand {
     Verify,
 }
 
-/// Amounts are minor units (10⁻⁶) of their asset; shown like dollars for USDC and credits.
+/// Amounts are minor units (10⁻⁶) of their asset, shown in its units.
 fn amount(asset: Asset, minor: i64) -> String {
-    let text = format_usd(minor).replacen('$', "", 1);
-    format!("{text} {}", asset.as_str().to_uppercase())
+    herd_core::money::format_amount(i128::from(minor), asset)
 }
 
 fn describe(entry: &JournalEntry) -> Vec<String> {

@@ -52,17 +52,7 @@ pub async fn list(
 ) -> ApiResult<Json<Vec<Device>>> {
     let state = query.state.as_deref().map(str::parse::<DeviceState>).transpose().map_err(ApiError::bad_request)?;
     let gpu_model = match query.gpu.as_deref() {
-        Some(name) => Some(
-            herd_core::catalog::lookup(name)
-                .ok_or_else(|| {
-                    ApiError::bad_request(format!(
-                        "unknown GPU model {name:?}; known models: {}",
-                        herd_core::catalog::model_names().join(", ")
-                    ))
-                })?
-                .name
-                .to_owned(),
-        ),
+        Some(name) => Some(herd_core::catalog::resolve_one(name).map_err(ApiError::bad_request)?.name.to_owned()),
         None => None,
     };
     if let Some(country) = &query.country {

@@ -32,10 +32,6 @@ pub struct Parsed {
     pub country: Option<String>,
 }
 
-fn models_allowed() -> String {
-    catalog::model_names().join(", ")
-}
-
 fn country_bytes(country: &str) -> [u8; 2] {
     country.as_bytes().try_into().expect("validated as two letters")
 }
@@ -62,14 +58,12 @@ pub fn parse_request(body: &CreateCluster) -> ApiResult<Parsed> {
             }
         };
         let named = match &body.gpu {
-            Some(name) => Some(catalog::lookup(name).ok_or_else(|| {
-                ApiError::unprocessable(format!("unknown GPU model {name:?}; known models: {}", models_allowed()))
-            })?),
+            Some(name) => Some(catalog::resolve(name).map_err(ApiError::unprocessable)?),
             None => None,
         };
         let models: Vec<u8> = GPU_MODELS
             .iter()
-            .filter(|m| named.is_none_or(|n| n.name == m.name))
+            .filter(|m| named.as_ref().is_none_or(|named| named.iter().any(|n| n.name == m.name)))
             .filter(|m| body.min_vram_gib.is_none_or(|v| m.vram_gib >= v))
             .filter(|m| body.min_tflops.is_none_or(|t| m.fp16_tflops >= t))
             .filter(|m| vendor.is_none_or(|v| m.vendor == v))

@@ -374,10 +374,7 @@ pub(super) fn departed_table(departed: &[herd_proto::api::DepartedNode]) -> Mark
 }
 
 pub(super) fn amount(units: u64, asset: Asset) -> String {
-    match asset {
-        Asset::Io => io(i128::from(units)),
-        other => format!("{} {}", format_usd(units.min(i64::MAX as u64) as i64), other.as_str().to_uppercase()),
-    }
+    herd_core::money::format_amount(i128::from(units), asset)
 }
 
 pub(super) fn account(key: &AccountKey) -> Markup {

@@ -23,7 +23,7 @@ use crate::store::StoreError;
 
 /// IO tokens in minor units (10⁻⁶).
 pub fn io(units: i128) -> String {
-    format!("{}{}.{:06} IO", if units < 0 { "-" } else { "" }, (units / 1_000_000).abs(), (units % 1_000_000).abs())
+    herd_core::money::format_amount(units, herd_core::Asset::Io)
 }
 
 /// Rows per page of a long list.
