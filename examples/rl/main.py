@@ -11,10 +11,6 @@ import json
 import os
 import time
 
-# TensorFlow 2.16+ ships Keras 3; RLlib's TensorFlow models are written for Keras 2
-# (`tf-keras`). Set before anything imports TensorFlow.
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-
 import ray
 from ray.rllib.algorithms.ppo import PPOConfig
 
@@ -27,6 +23,11 @@ def framework():
     if importlib.util.find_spec("torch") is not None:
         return "torch"
     if importlib.util.find_spec("tensorflow") is not None:
+        # TensorFlow 2.16+ ships Keras 3; RLlib's TensorFlow models are written for Keras 2
+        # (`tf-keras`). Every process of the job needs the switch, so it comes with the job's
+        # environment, not from this driver.
+        if os.environ.get("TF_USE_LEGACY_KERAS") != "1":
+            raise SystemExit("with TensorFlow, submit with --env TF_USE_LEGACY_KERAS=1 (see examples/rl/README.md)")
         return "tf2"
     raise SystemExit("RLlib needs torch or tensorflow on the nodes (see examples/rl/README.md)")
 
@@ -61,6 +62,7 @@ def main():
         if mean >= TARGET:
             break
     algorithm.stop()
+    mean = float(mean)  # RLlib's metrics are numpy scalars
     result = {"framework": name, "iterations": iteration, "mean_return": round(mean, 1), "target": TARGET}
     result["reached"] = mean >= TARGET
     print("RESULT " + json.dumps(result))

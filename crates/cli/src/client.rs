@@ -95,7 +95,7 @@ impl Client {
         let text = response.text().await.unwrap_or_default();
         Err(match serde_json::from_str::<ErrorBody>(&text) {
             Ok(body) => ClientError::Api { status, code: body.error.code, message: body.error.message },
-            Err(_) => ClientError::Api { status, code: "http".into(), message: format!("HTTP {status}: {text}") },
+            Err(_) => ClientError::Api { status, code: "http".into(), message: not_herd(&self.base, status, &text) },
         })
     }
 
@@ -313,4 +313,17 @@ fn error_chain(error: &dyn std::error::Error) -> String {
         innermost = cause;
     }
     innermost.to_string()
+}
+
+/// An answer without herd's error body: a proxy's or another server's page. Its HTML is no
+/// help; say what it means, with the first line of a plain-text answer at most.
+fn not_herd(base: &str, status: reqwest::StatusCode, text: &str) -> String {
+    let looks_like_html = text.trim_start().starts_with('<');
+    let first_line = text.lines().next().unwrap_or_default().trim();
+    if looks_like_html || first_line.is_empty() || status == reqwest::StatusCode::NOT_FOUND {
+        return format!("{base} answered HTTP {status} without a herd error: is it a herd coordinator? (check --coordinator or HERD_COORDINATOR)");
+    }
+    let mut line = first_line.to_owned();
+    line.truncate(200);
+    format!("HTTP {status} from {base}: {line}")
 }

@@ -357,6 +357,8 @@ async fn the_rl_example_trains_ppo_on_cartpole_across_two_nodes() {
             "TARGET_RETURN=150",
             "--env",
             "ITERATIONS_MAX=25",
+            "--env",
+            "TF_USE_LEGACY_KERAS=1",
             "--",
             "python",
             "main.py",

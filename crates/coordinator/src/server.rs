@@ -19,13 +19,13 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("cannot open the database {url}: {source}")]
+    #[error("cannot open the database {url}")]
     Database { url: String, source: StoreError },
-    #[error("cannot open the ledger of {url}: {source}")]
+    #[error("cannot open the ledger of {url}")]
     Books { url: String, source: crate::books::BooksError },
     #[error("cannot mint the genesis supply: {0}")]
     Genesis(String),
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Listen { addr: SocketAddr, source: std::io::Error },
     #[error(transparent)]
     Tls(#[from] crate::tls_server::TlsSetupError),

@@ -22,6 +22,7 @@ const STREAM_RETRIES_MAX: u32 = 60;
 pub enum JobCommand {
     /// Run a command on every node of a cluster and stream its output (Ctrl-C stops it).
     Run {
+        /// The cluster to run on (its ID, as `herd cluster list` shows it).
         #[arg(long)]
         cluster: String,
         /// Extra environment, NAME=VALUE (repeatable).
@@ -51,6 +52,7 @@ pub enum JobCommand {
     /// Submit a Ray job to a Ray cluster: the working directory is uploaded, the output
     /// streamed, and herd exits with the job's status (Ctrl-C stops it).
     Submit {
+        /// The Ray cluster to submit to (its ID, as `herd cluster list` shows it).
         #[arg(long)]
         cluster: String,
         /// Uploaded and made the job's working directory on every node that runs it.

@@ -23,6 +23,7 @@ pub enum MarketCommand {
         gpu: Option<String>,
         #[arg(long, value_parser = parse_country)]
         country: Option<String>,
+        /// At most this many devices (1..=1000).
         #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1000))]
         limit: u32,
     },

@@ -34,8 +34,9 @@ pub struct UpArgs {
     /// Country of this machine's device.
     #[arg(long, env = "HERD_COUNTRY", default_value = "US", value_parser = parse_country)]
     country: String,
-    /// What runs this machine's tasks: `process`, or `docker` (isolated containers in
-    /// herd/base:bookworm; build it with deploy/images/build.sh base).
+    /// What runs this machine's tasks: `process` (the default here), `docker` (isolated
+    /// containers in herd/base:bookworm; build it with deploy/images/build.sh base), or
+    /// `auto` (docker when an engine is reachable, else process).
     #[arg(long, value_enum, default_value = "process")]
     runtime: super::worker::Runtime,
 }
@@ -60,6 +61,7 @@ pub struct CoordinatorArgs {
     /// Database URL: sqlite://PATH (created if missing).
     #[arg(long, env = "HERD_DB", default_value = "sqlite://herd.db")]
     db: String,
+    /// Address to serve the API, the web pages and worker sockets on.
     #[arg(long, env = "HERD_LISTEN", default_value = "127.0.0.1:7700")]
     listen: SocketAddr,
     /// Heartbeat interval told to workers, in milliseconds.

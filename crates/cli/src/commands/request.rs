@@ -34,11 +34,13 @@ pub struct RequestArgs {
     /// Number of nodes (whole machines).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=512))]
     nodes: Option<u32>,
+    /// GPUs in each node (default 1 for GPU requests).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=64))]
     gpus_per_node: Option<u32>,
-    /// Minimum CPU cores and RAM per node.
+    /// Minimum CPU cores per node.
     #[arg(long)]
     cpu_cores: Option<u32>,
+    /// Minimum memory per node, in GiB.
     #[arg(long)]
     ram_gib: Option<u32>,
     /// Allowed country (repeatable).

@@ -16,6 +16,7 @@ pub enum WalletCommand {
     Balance,
     /// Devnet faucet: mint test funds to your account.
     Deposit {
+        /// What to deposit: usdc, io or credits.
         #[arg(long, value_parser = str::parse::<Asset>, default_value = "usdc")]
         asset: Asset,
         /// Decimal amount, e.g. 100 or 12.5.
@@ -26,6 +27,7 @@ pub enum WalletCommand {
     History,
     /// Withdraw to a Solana address: held until the operator confirms the transfer.
     Withdraw {
+        /// What to withdraw: usdc, io or credits.
         #[arg(long, value_parser = str::parse::<Asset>, default_value = "usdc")]
         asset: Asset,
         #[arg(long)]
@@ -68,7 +70,40 @@ fn amount(asset: Asset, minor: i64) -> String {
     herd_core::money::format_amount(i128::from(minor), asset)
 }
 
-fn describe(entry: &JournalEntry) -> Vec<String> {
+/// What became of each hold in the history: its amount and the entries that settled it.
+#[derive(Default)]
+struct Holds {
+    amounts: std::collections::HashMap<String, u64>,
+    outcome: std::collections::HashMap<String, &'static str>,
+}
+
+impl Holds {
+    fn of(entries: &[JournalEntry]) -> Holds {
+        let mut holds = Holds::default();
+        for entry in entries {
+            let t = &entry.transfer;
+            let id = t["id"].as_str().unwrap_or_default().to_owned();
+            let pending = t["kind"]["pending_id"].as_str().unwrap_or_default().to_owned();
+            match t["kind"]["type"].as_str() {
+                Some("pending") => {
+                    holds.amounts.insert(id, t["amount"].as_u64().unwrap_or(0));
+                }
+                Some("post") => {
+                    holds.outcome.insert(pending, "posted");
+                }
+                Some("void") => {
+                    holds.outcome.insert(pending, "voided");
+                }
+                _ => {}
+            }
+        }
+        holds
+    }
+}
+
+/// One history row: what happened in words, and amounts as they moved: a hold says whether it
+/// is still pending, a settlement says what it released, a release shows the hold it freed.
+fn describe(entry: &JournalEntry, holds: &Holds) -> Vec<String> {
     let t = &entry.transfer;
     let key = |field: &str| {
         let account = &t[field];
@@ -78,13 +113,30 @@ fn describe(entry: &JournalEntry) -> Vec<String> {
         }
     };
     let asset: Asset = t["asset"].as_str().and_then(|a| a.parse().ok()).unwrap_or_default();
+    let moved = t["amount"].as_i64().unwrap_or(0);
+    let id = t["id"].as_str().unwrap_or_default();
+    let pending = t["kind"]["pending_id"].as_str().unwrap_or_default();
+    let held = holds.amounts.get(pending).map(|a| *a as i64);
+    let code = t["code"].as_str().unwrap_or("");
+    let (what, shown, note) = match t["kind"]["type"].as_str() {
+        Some("pending") => {
+            (format!("{code} (hold)"), moved, holds.outcome.get(id).copied().unwrap_or("pending").to_owned())
+        }
+        Some("post") => {
+            let released = held.map(|h| format!("; {} released", amount(asset, h - moved))).unwrap_or_default();
+            (format!("{code} (settled)"), moved, format!("posted{released}"))
+        }
+        Some("void") => (format!("{code} (released)"), held.unwrap_or(0), "voided: the hold is free again".into()),
+        _ => (code.to_owned(), moved, String::new()),
+    };
     vec![
         entry.seq.to_string(),
         Timestamp(entry.at_ms).to_string(),
-        t["code"].as_str().unwrap_or("").to_owned(),
+        what,
         key("debit"),
         key("credit"),
-        amount(asset, t["amount"].as_i64().unwrap_or(0)),
+        amount(asset, shown),
+        note,
     ]
 }
 
@@ -176,7 +228,7 @@ pub async fn wallet(context: &Context, command: WalletCommand) -> anyhow::Result
             crate::outln!("{}", table(&["ASSET", "BALANCE", "HELD", "AVAILABLE"], &rows));
         }
         WalletCommand::Deposit { asset, amount: value } => {
-            herd_core::money::parse_usd(&value).map_err(|_| {
+            let minor = herd_core::money::parse_usd(&value).map_err(|_| {
                 anyhow::anyhow!(
                     "invalid amount {value:?}: expected a positive decimal with at most 6 decimals, like 12.5"
                 )
@@ -185,7 +237,7 @@ pub async fn wallet(context: &Context, command: WalletCommand) -> anyhow::Result
             if context.json {
                 print_json(&entry);
             } else {
-                crate::outln!("deposited from the devnet faucet (ledger entry {})", entry.seq);
+                crate::outln!("deposited {} from the devnet faucet (ledger entry {})", amount(asset, minor), entry.seq);
             }
         }
         WalletCommand::History => {
@@ -194,8 +246,9 @@ pub async fn wallet(context: &Context, command: WalletCommand) -> anyhow::Result
                 print_json(&entries);
                 return Ok(0);
             }
-            let rows: Vec<Vec<String>> = entries.iter().map(describe).collect();
-            crate::outln!("{}", table(&["SEQ", "AT", "WHAT", "FROM", "TO", "AMOUNT"], &rows));
+            let holds = Holds::of(&entries);
+            let rows: Vec<Vec<String>> = entries.iter().map(|e| describe(e, &holds)).collect();
+            crate::outln!("{}", table(&["SEQ", "AT", "WHAT", "FROM", "TO", "AMOUNT", "STATE"], &rows));
         }
     }
     Ok(0)
