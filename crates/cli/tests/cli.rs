@@ -205,6 +205,22 @@ fn a_second_network_on_a_live_data_dir_is_refused_and_the_first_keeps_running() 
         assert!(stderr.contains("is in use by another herd process"), "{second:?}: {stderr}");
         assert!(stderr.contains(&format!("pid {}", first.child.id())), "names the holder: {stderr}");
     }
+    // A device is named by a unique prefix of its id, as tables show it, in every command.
+    let listed = herd(dir.path(), &["--coordinator", &first.url, "--json", "market", "devices"]);
+    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let id = listed[0]["id"].as_str().unwrap().to_owned();
+    for args in [vec!["market", "proofs", &id[..8]], vec!["stake", "status", &id[..8]], vec!["stake", "status", "--device", &id]] {
+        let mut full = vec!["--coordinator", first.url.as_str()];
+        full.extend(&args);
+        let output = herd(dir.path(), &full);
+        assert!(output.status.success(), "{args:?}: {}", text(&output.stderr));
+    }
+    let unknown = herd(dir.path(), &["--coordinator", &first.url, "market", "proofs", "zzzzzzzz"]);
+    assert!(text(&unknown.stderr).contains("no device id starts with \"zzzzzzzz\""), "{}", text(&unknown.stderr));
+    // A GPU name that is not one is an error, not an empty table.
+    let typo = herd(dir.path(), &["--coordinator", &first.url, "market", "devices", "--gpu", "H200X"]);
+    assert!(!typo.status.success() && text(&typo.stderr).contains("did you mean H200?"), "{}", text(&typo.stderr));
+
     // Nothing of the live network was touched: its devices stay online (a second network on
     // the same database used to mark them offline for good).
     std::thread::sleep(std::time::Duration::from_secs(1));

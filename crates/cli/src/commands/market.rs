@@ -29,7 +29,7 @@ pub enum MarketCommand {
     },
     /// A device's proofs of compute, most recent first (public).
     Proofs {
-        /// The device id (its public key).
+        /// The device: its id, or the start of it as tables show it (e.g. 6viRPGJb).
         device: String,
     },
 }
@@ -144,7 +144,9 @@ pub async fn run(context: &Context, command: MarketCommand) -> anyhow::Result<i3
             crate::outln!("{}", table(&header, &rows));
         }
         MarketCommand::Proofs { device } => {
-            let proofs = context.anonymous_client().verifications(&device).await?;
+            let client = context.anonymous_client();
+            let device = super::resolve_device(&client, &device).await?;
+            let proofs = client.verifications(&device).await?;
             if context.json {
                 print_json(&proofs);
                 return Ok(0);

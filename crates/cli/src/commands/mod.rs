@@ -126,6 +126,23 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     }
 }
 
+/// A device's full id from what a person typed: the id itself, or a unique prefix of it (as
+/// git and docker take short ids).
+pub async fn resolve_device(client: &Client, text: &str) -> anyhow::Result<String> {
+    if herd_core::Address::parse(text).is_ok() {
+        return Ok(text.to_owned());
+    }
+    let matches = client.devices(&format!("id_prefix={}&limit=3", herd_core::url::percent_encode(text))).await?;
+    match matches.as_slice() {
+        [] => anyhow::bail!("no device id starts with {text:?} (see `herd market devices`)"),
+        [device] => Ok(device.id.to_string()),
+        several => anyhow::bail!(
+            "{text:?} is the start of several device ids ({}…); give more characters",
+            several.iter().map(|d| d.id.to_string()).collect::<Vec<_>>().join(", ")
+        ),
+    }
+}
+
 /// ISO 3166-1 alpha-2, normalised to upper case (clap value parser).
 pub fn parse_country(text: &str) -> Result<String, String> {
     if text.len() == 2 && text.bytes().all(|b| b.is_ascii_alphabetic()) {

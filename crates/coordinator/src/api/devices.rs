@@ -37,6 +37,9 @@ pub struct DeviceQuery {
     gpu: Option<String>,
     country: Option<String>,
     owner: Option<String>,
+    /// Devices whose id starts with this (at least 4 base58 characters): a short id as the
+    /// CLI's tables and the explorer show it.
+    id_prefix: Option<String>,
     /// Page size, 1..=1000 (default 100).
     limit: Option<u32>,
     offset: Option<u32>,
@@ -69,6 +72,7 @@ pub async fn list(
         country: query.country,
         owner,
         connectivity: None,
+        id_prefix: query.id_prefix.map(valid_prefix).transpose()?,
         limit,
         offset: query.offset.unwrap_or(0),
     };
@@ -77,6 +81,17 @@ pub async fn list(
         present(&app, &viewer, device);
     }
     Ok(Json(devices))
+}
+
+/// Base58 only (what an id can start with), 4..=64 characters.
+fn valid_prefix(prefix: String) -> ApiResult<String> {
+    const BASE58: &str = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";
+    if !(4..=64).contains(&prefix.len()) || !prefix.chars().all(|c| BASE58.contains(c)) {
+        return Err(ApiError::bad_request(format!(
+            "id_prefix {prefix:?} must be 4 to 64 base58 characters (a device id's beginning)"
+        )));
+    }
+    Ok(prefix)
 }
 
 /// One device with its recent state changes.

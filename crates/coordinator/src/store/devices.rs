@@ -29,6 +29,8 @@ pub struct DeviceFilter {
     pub owner: Option<Address>,
     /// The connectivity tier (`none`, `low`, … `ultra`).
     pub connectivity: Option<String>,
+    /// Devices whose id starts with this (a short id as tables show it).
+    pub id_prefix: Option<String>,
     pub limit: u32,
     pub offset: u32,
 }
@@ -385,6 +387,7 @@ impl Store {
             "SELECT {DEVICE_COLUMNS} FROM devices
              WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR gpu_model = ?2)
                AND (?3 IS NULL OR country = ?3) AND (?4 IS NULL OR owner = ?4) AND (?7 IS NULL OR connectivity = ?7)
+               AND (?8 IS NULL OR (id >= ?8 AND id < ?8 || '~'))
              ORDER BY created_at, id LIMIT ?5 OFFSET ?6"
         );
         let rows = sqlx::query(&sql)
@@ -395,6 +398,8 @@ impl Store {
             .bind(filter.limit)
             .bind(filter.offset)
             .bind(filter.connectivity.as_deref())
+            // Ids are base58: every character sorts below '~', so the prefix is a key range.
+            .bind(filter.id_prefix.as_deref())
             .fetch_all(&self.read)
             .await?;
         rows.iter().map(device_from_row).collect()

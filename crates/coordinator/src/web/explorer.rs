@@ -144,6 +144,7 @@ pub async fn devices(State(app): State<App>, Query(filters): Query<DeviceQuery>)
         gpu_model: model.clone(),
         country: blank_is_none(&filters.country).map(|c| c.to_ascii_uppercase()),
         owner: None,
+        id_prefix: None,
         connectivity: tier.clone(),
         limit: PAGE_ROWS + 1,
         offset: page * PAGE_ROWS,
