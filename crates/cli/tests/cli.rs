@@ -209,7 +209,11 @@ fn a_second_network_on_a_live_data_dir_is_refused_and_the_first_keeps_running() 
     let listed = herd(dir.path(), &["--coordinator", &first.url, "--json", "market", "devices"]);
     let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
     let id = listed[0]["id"].as_str().unwrap().to_owned();
-    for args in [vec!["market", "proofs", &id[..8]], vec!["stake", "status", &id[..8]], vec!["stake", "status", "--device", &id]] {
+    for args in [
+        vec!["market", "proofs", &id[..8]],
+        vec!["stake", "status", &id[..8]],
+        vec!["stake", "status", "--device", &id],
+    ] {
         let mut full = vec!["--coordinator", first.url.as_str()];
         full.extend(&args);
         let output = herd(dir.path(), &full);

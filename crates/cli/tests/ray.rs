@@ -220,7 +220,8 @@ async fn a_ray_cluster_runs_the_examples_and_only_its_owner_reaches_it() {
     };
     let tuning_dir = examples().join("tuning");
     let hello = "import ray; ray.init(); print('hello from', len([n for n in ray.nodes() if n['Alive']]), 'nodes')";
-    let submitted = ray_cli(&["job", "submit", "--working-dir", tuning_dir.to_str().unwrap(), "--", "python", "-c", hello]).await;
+    let submitted =
+        ray_cli(&["job", "submit", "--working-dir", tuning_dir.to_str().unwrap(), "--", "python", "-c", hello]).await;
     let out = text(&submitted.stdout) + &text(&submitted.stderr);
     assert!(submitted.status.success(), "ray job submit exits 0 for a job that succeeded:\n{out}");
     assert!(out.contains("hello from 2 nodes"), "the logs were tailed through the tunnel:\n{out}");
@@ -305,7 +306,8 @@ async fn two_customers_ray_clusters_on_one_machine_each_see_only_their_own() {
         let stdout = text(&output.stdout);
         assert!(output.status.success(), "{stdout}\n{}", text(&output.stderr));
         let seen: Value =
-            serde_json::from_str(stdout.lines().find_map(|l| l.strip_prefix("SEEN ")).expect("the probe's line")).unwrap();
+            serde_json::from_str(stdout.lines().find_map(|l| l.strip_prefix("SEEN ")).expect("the probe's line"))
+                .unwrap();
         assert_eq!(seen["alive"], alive, "a job sees only its own cluster's nodes: {seen}");
         assert!(seen["gcs"].as_str().unwrap().ends_with(&format!(":{port}")), "its own GCS (:{port}): {seen}");
     }
@@ -334,10 +336,14 @@ const RL_PACKAGES: &[&str] = &["ray[rllib]==2.40.0", "tensorflow-cpu==2.21.0", "
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_rl_example_trains_ppo_on_cartpole_across_two_nodes() {
-    let network = TestNetwork::start_configured(2, |_| {}, |agent| {
-        agent.ray_envs_dir = Some(shared_ray_envs());
-        agent.ray_packages = RL_PACKAGES.iter().map(|p| p.to_string()).collect();
-    })
+    let network = TestNetwork::start_configured(
+        2,
+        |_| {},
+        |agent| {
+            agent.ray_envs_dir = Some(shared_ray_envs());
+            agent.ray_packages = RL_PACKAGES.iter().map(|p| p.to_string()).collect();
+        },
+    )
     .await;
     let customer = Customer::new(&network.url).await;
     let request = CreateCluster { nodes: 2, hours: Some(1), ..Default::default() };

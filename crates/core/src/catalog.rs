@@ -268,7 +268,10 @@ mod tests {
         let family = names("A100").unwrap();
         assert!(family.contains(&"A100-80GB") && family.contains(&"A100-40GB"), "{family:?}");
         let error = names("H200X").unwrap_err();
-        assert!(error.starts_with("unknown GPU model \"H200X\" (did you mean H200?); known models: B200, H200"), "{error}");
+        assert!(
+            error.starts_with("unknown GPU model \"H200X\" (did you mean H200?); known models: B200, H200"),
+            "{error}"
+        );
         assert!(names("H100-SXM-whatever").unwrap_err().contains("did you mean H100?"));
         assert!(names("").is_err());
         assert!(resolve_one("A100").unwrap_err().contains("names several models: A100-80GB, A100-40GB"));

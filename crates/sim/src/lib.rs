@@ -48,7 +48,11 @@ const MIX: &[(Option<&str>, u32, &[Profile])] = &[
     ),
     (Some("RTX 3090"), 12, &[(1, "AMD Ryzen 9 5950X", 32, 16, 64), (2, "Intel Core i9-12900K", 24, 16, 128)]),
     (Some("A100-80GB"), 8, &[(4, "AMD EPYC 7543", 64, 32, 512), (8, "AMD EPYC 7742", 256, 128, 2048)]),
-    (Some("H100"), 8, &[(1, "Intel Xeon Platinum 8480+", 26, 26, 225), (8, "Intel Xeon Platinum 8480C", 224, 112, 2048)]),
+    (
+        Some("H100"),
+        8,
+        &[(1, "Intel Xeon Platinum 8480+", 26, 26, 225), (8, "Intel Xeon Platinum 8480C", 224, 112, 2048)],
+    ),
     (Some("L40S"), 6, &[(2, "AMD EPYC 9354", 64, 32, 256), (4, "AMD EPYC 9354", 64, 32, 512)]),
     (
         Some("A6000"),

@@ -34,6 +34,15 @@ pub enum MarketCommand {
     },
 }
 
+/// What a price is per: GPU models are priced per GPU-hour, CPU machines per node-hour.
+fn per_unit(cpu: bool) -> &'static str {
+    if cpu {
+        "node-h"
+    } else {
+        "GPU-h"
+    }
+}
+
 fn gib(bytes: u64) -> String {
     format!("{} GiB", bytes >> 30)
 }
@@ -56,7 +65,8 @@ pub async fn run(context: &Context, command: MarketCommand) -> anyhow::Result<i3
                         p.devices_hired.to_string(),
                         p.gpus_online.to_string(),
                         format!("{:.1} %", p.utilisation_permille as f64 / 10.0),
-                        format_usd(p.price_micros),
+                        // The CPU row is the reference price of one core-hour.
+                        format!("{}/{}", format_usd(p.price_micros), if p.model == "CPU" { "core-h" } else { "GPU-h" }),
                         format!(
                             "{}{}",
                             if p.change_24h_micros >= 0 { "+" } else { "" },
@@ -65,7 +75,7 @@ pub async fn run(context: &Context, command: MarketCommand) -> anyhow::Result<i3
                     ]
                 })
                 .collect();
-            crate::outln!("{}", table(&["MODEL", "DEVICES", "HIRED", "GPUS", "USE", "PRICE/GPU-H", "24H"], &rows));
+            crate::outln!("{}", table(&["MODEL", "DEVICES", "HIRED", "GPUS", "USE", "PRICE", "24H"], &rows));
         }
         MarketCommand::Quote(args) => {
             let quote = context.client()?.quote(&args.to_request()?).await?;
@@ -134,7 +144,7 @@ pub async fn run(context: &Context, command: MarketCommand) -> anyhow::Result<i3
                         d.connectivity.to_string(),
                         d.security.to_string(),
                         d.reputation.to_string(),
-                        format!("{}/h", format_usd(d.floor_micros)),
+                        format!("{}/{}", format_usd(d.floor_micros), per_unit(d.gpu_model.is_none())),
                         if d.simulated { "simulated".into() } else { String::new() },
                     ]
                 })

@@ -85,27 +85,38 @@ impl From<Runtime> for RuntimeKind {
 }
 
 pub async fn run(context: &Context, command: WorkerCommand) -> anyhow::Result<i32> {
-    let (owner, pairing_code, country, dir, advertise_addr, floor_price, runtime, ray_envs_dir, python, ray_packages) = match command
-    {
-        WorkerCommand::Pair => return pair(context).await,
-        WorkerCommand::Start {
-            owner,
-            pairing_code,
-            country,
-            runtime,
-            image,
-            load_images,
-            data_dir,
-            advertise_addr,
-            floor_price,
-            ray_envs_dir,
-            python,
-            ray_packages,
-        } => {
-            let runtime = RuntimeConfig { kind: runtime.into(), default_image: image, load_images };
-            (owner, pairing_code, country, data_dir, advertise_addr, floor_price, runtime, ray_envs_dir, python, ray_packages)
-        }
-    };
+    let (owner, pairing_code, country, dir, advertise_addr, floor_price, runtime, ray_envs_dir, python, ray_packages) =
+        match command {
+            WorkerCommand::Pair => return pair(context).await,
+            WorkerCommand::Start {
+                owner,
+                pairing_code,
+                country,
+                runtime,
+                image,
+                load_images,
+                data_dir,
+                advertise_addr,
+                floor_price,
+                ray_envs_dir,
+                python,
+                ray_packages,
+            } => {
+                let runtime = RuntimeConfig { kind: runtime.into(), default_image: image, load_images };
+                (
+                    owner,
+                    pairing_code,
+                    country,
+                    data_dir,
+                    advertise_addr,
+                    floor_price,
+                    runtime,
+                    ray_envs_dir,
+                    python,
+                    ray_packages,
+                )
+            }
+        };
     let account_key = context.credentials.account_key()?;
     let owner = match owner {
         Some(owner) => Address::parse(&owner)?,

@@ -125,9 +125,11 @@ fn forwarded(headers: &HeaderMap, upgrading: bool) -> Vec<(String, String)> {
 /// the head).
 fn websocket_upgrade(headers: &HeaderMap) -> Option<String> {
     let has_token = |name: &str, token: &str| {
-        headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).any(|v| {
-            v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token))
-        })
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
     };
     (has_token("connection", "upgrade") && has_token("upgrade", "websocket")).then(|| "websocket".to_owned())
 }
@@ -162,8 +164,14 @@ async fn ray_api(
         }
         None => Vec::new(),
     };
-    let relay =
-        Relay { device, cluster: cluster.clone(), method: method.to_owned(), path: path.to_owned(), headers, upgrade: None };
+    let relay = Relay {
+        device,
+        cluster: cluster.clone(),
+        method: method.to_owned(),
+        path: path.to_owned(),
+        headers,
+        upgrade: None,
+    };
     tunnel::call(app, relay, body, ANSWER_BYTES_MAX).await
 }
 

@@ -113,7 +113,8 @@ fn in_use(dir: &Path) -> bool {
     let Ok(entries) = std::fs::read_dir("/proc") else { return false };
     entries.flatten().any(|entry| {
         entry.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit())
-            && std::fs::read(entry.path().join("cmdline")).is_ok_and(|cmd| cmd.windows(needle.len()).any(|w| w == needle))
+            && std::fs::read(entry.path().join("cmdline"))
+                .is_ok_and(|cmd| cmd.windows(needle.len()).any(|w| w == needle))
     })
 }
 

@@ -519,7 +519,12 @@ mod tests {
                 object_store_bytes: 150 << 30,
                 custom: BTreeMap::new(),
             },
-            limits: herd_core::TaskLimits { cpu_millis: 128_000, memory_bytes: 512 << 30, pids_max: 512, gpu_uuids: vec![] },
+            limits: herd_core::TaskLimits {
+                cpu_millis: 128_000,
+                memory_bytes: 512 << 30,
+                pids_max: 512,
+                gpu_uuids: vec![],
+            },
             epoch: 1,
         };
         OfferMax { cpus: 2, memory_bytes: 23 << 30 }.cap(&mut node);

@@ -3,9 +3,9 @@
 //! loopback TCP connection to the dashboard: it writes the request head, reads the answer's
 //! head, and on `101 Switching Protocols` copies raw bytes both ways until either side ends.
 
-use bytes::Bytes;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
+use bytes::Bytes;
 use herd_proto::worker::{TunnelOpen, WorkerMessage, TUNNEL_CHUNK_BYTES};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -36,7 +36,10 @@ pub async fn forward(
     let send = |message| async { events.send(message).await.map_err(|e| e.to_string()) };
     send(WorkerMessage::TunnelResponse { stream, status, headers }).await?;
     let data = |bytes: &[u8]| {
-        bytes.chunks(TUNNEL_CHUNK_BYTES).map(|piece| WorkerMessage::TunnelData { stream, data: BASE64.encode(piece) }).collect::<Vec<_>>()
+        bytes
+            .chunks(TUNNEL_CHUNK_BYTES)
+            .map(|piece| WorkerMessage::TunnelData { stream, data: BASE64.encode(piece) })
+            .collect::<Vec<_>>()
     };
     for message in data(&rest) {
         send(message).await?;
@@ -103,7 +106,8 @@ fn request_head(open: &TunnelOpen, port: u16) -> Result<String, String> {
         open.method, open.path
     );
     for (name, value) in &open.headers {
-        let valid = token(name) && !name.contains(':') && value.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b));
+        let valid =
+            token(name) && !name.contains(':') && value.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b));
         if !valid {
             return Err(format!("a malformed header {name:?}"));
         }
@@ -151,7 +155,8 @@ fn parse_answer_head(head: &str) -> Result<(u16, Vec<(String, String)>), String>
     for line in lines.take(ANSWER_HEADERS_MAX) {
         let Some((name, value)) = line.split_once(':') else { continue };
         let name = name.trim().to_ascii_lowercase();
-        let kept = !HOP_BY_HOP.contains(&name.as_str()) || (status == 101 && (name == "upgrade" || name == "connection"));
+        let kept =
+            !HOP_BY_HOP.contains(&name.as_str()) || (status == 101 && (name == "upgrade" || name == "connection"));
         if kept {
             headers.push((name, value.trim().to_owned()));
         }
