@@ -151,7 +151,7 @@ struct UpProcess {
 impl UpProcess {
     fn start(dir: &std::path::Path, data_dir: &std::path::Path) -> UpProcess {
         use std::io::BufRead;
-        let mut child = Command::new(env!("CARGO_BIN_EXE_herd"))
+        let child = Command::new(env!("CARGO_BIN_EXE_herd"))
             .args(["up", "--listen", "127.0.0.1:0", "--sim-workers", "2", "--data-dir"])
             .arg(data_dir)
             .env("HERD_CONFIG_DIR", dir.join("config"))
@@ -160,14 +160,17 @@ impl UpProcess {
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("herd up runs");
-        let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        // Owned at once, so that a failure below still kills it.
+        let mut process = UpProcess { child, url: String::new() };
+        let stdout = std::io::BufReader::new(process.child.stdout.take().unwrap());
         let mut seen = String::new();
         for line in stdout.lines() {
             let line = line.unwrap();
             seen.push_str(&line);
             seen.push('\n');
             if let Some(url) = line.strip_prefix("herd is up at ") {
-                return UpProcess { child, url: url.trim().to_owned() };
+                process.url = url.trim().to_owned();
+                return process;
             }
         }
         panic!("herd up ended without saying it was up:\n{seen}");
