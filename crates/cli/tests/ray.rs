@@ -335,7 +335,7 @@ async fn two_customers_ray_clusters_on_one_machine_each_see_only_their_own() {
 const RL_PACKAGES: &[&str] = &["ray[rllib]==2.40.0", "tensorflow-cpu==2.21.0", "tf-keras==2.21.0"];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_rl_example_trains_ppo_on_cartpole_across_two_nodes() {
+async fn the_training_and_rl_examples_run_across_two_nodes() {
     let network = TestNetwork::start_configured(
         2,
         |_| {},
@@ -348,6 +348,25 @@ async fn the_rl_example_trains_ppo_on_cartpole_across_two_nodes() {
     let customer = Customer::new(&network.url).await;
     let request = CreateCluster { nodes: 2, hours: Some(1), ..Default::default() };
     let cluster = ready(&customer.client, &customer.client.create_cluster(&request).await.unwrap()).await;
+    // The training example on the same cluster first: Ray Train, one worker per node.
+    let training = examples().join("training");
+    let output = customer
+        .herd(&[
+            "job",
+            "submit",
+            "--cluster",
+            cluster.id.as_str(),
+            "--working-dir",
+            training.to_str().unwrap(),
+            "--",
+            "python",
+            "main.py",
+        ])
+        .await;
+    let trained = result_of(&output);
+    assert_eq!((trained["workers"].as_u64(), trained["epochs"].as_u64()), (Some(2), Some(8)), "{trained}");
+    assert!(trained["accuracy"].as_f64().unwrap() > 0.9, "{trained}");
+
     let rl = examples().join("rl");
     // A short training budget: CartPole's return passes 150 within a few iterations when
     // PPO learns at all (a random policy scores about 22); the README's run goes to 450.
