@@ -21,8 +21,8 @@ pub const DEFAULT_COORDINATOR: &str = "http://127.0.0.1:7700";
 #[derive(Debug, Parser)]
 #[command(name = "herd", version, about = "herd — an open, decentralized GPU cloud", propagate_version = true)]
 pub struct Cli {
-    /// Coordinator URL.
-    #[arg(long, global = true, env = "HERD_COORDINATOR", default_value = DEFAULT_COORDINATOR)]
+    /// The coordinator's URL (optional: the default is a local network's).
+    #[arg(long, global = true, value_name = "URL", env = "HERD_COORDINATOR", default_value = DEFAULT_COORDINATOR)]
     pub coordinator: String,
     /// Machine-readable JSON output.
     #[arg(long, global = true)]
