@@ -81,7 +81,14 @@ async fn a_tampered_journal_is_refused_at_start_naming_the_entry() {
 
     let refused =
         herd_coordinator::start(test_config(&db, loopback())).await.err().expect("a tampered journal is refused");
-    let message = refused.to_string();
+    // The error and its causes, as `herd coordinator` prints them.
+    let mut message = refused.to_string();
+    let mut cause = std::error::Error::source(&refused);
+    while let Some(error) = cause {
+        message = format!("{message}: {error}");
+        cause = error.source();
+    }
+    assert!(message.starts_with("cannot open the ledger of sqlite://"), "{message}");
     assert!(message.contains("diverges at entry 5"), "{message}");
 }
 

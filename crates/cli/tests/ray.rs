@@ -42,6 +42,17 @@ impl Customer {
         Customer { config, url: url.to_owned(), client }
     }
 
+    /// `herd job submit` of `examples/NAME` with `env` (`NAME=VALUE`s): its `RESULT`.
+    async fn example(&self, cluster: &str, name: &str, env: &[&str]) -> Value {
+        let dir = examples().join(name);
+        let mut args = vec!["job", "submit", "--cluster", cluster, "--working-dir", dir.to_str().unwrap()];
+        for pair in env {
+            args.extend(["--env", pair]);
+        }
+        args.extend(["--", "python", "main.py"]);
+        result_of(&self.herd(&args).await)
+    }
+
     /// `herd ARGS…` as this customer, off the async runtime.
     async fn herd(&self, args: &[&str]) -> Output {
         let mut command = Command::new(env!("CARGO_BIN_EXE_herd"));
@@ -105,30 +116,12 @@ async fn a_ray_cluster_runs_the_examples_and_only_its_owner_reaches_it() {
 
     // The examples, as a customer runs them.
     let id = cluster.id.to_string();
-    let batch = examples().join("batch-inference");
-    let output = customer
-        .herd(&["job", "submit", "--cluster", &id, "--working-dir", batch.to_str().unwrap(), "--", "python", "main.py"])
-        .await;
-    let result = result_of(&output);
+    let result = customer.example(&id, "batch-inference", &[]).await;
     assert_eq!(result["rows"], 200_000, "{result}");
     assert!(result["accuracy"].as_f64().unwrap() > 0.95, "{result}");
     assert_eq!(result["replica_nodes"], 2, "a model replica on each node: {result}");
 
-    let tuning = examples().join("tuning");
-    let output = customer
-        .herd(&[
-            "job",
-            "submit",
-            "--cluster",
-            &id,
-            "--working-dir",
-            tuning.to_str().unwrap(),
-            "--",
-            "python",
-            "main.py",
-        ])
-        .await;
-    let result = result_of(&output);
+    let result = customer.example(&id, "tuning", &[]).await;
     assert_eq!((result["trials"].as_u64(), result["finished"].as_u64()), (Some(8), Some(8)), "{result}");
     assert_eq!(result["nodes_used"], 2, "trials spread over both nodes: {result}");
     assert!(result["best_accuracy"].as_f64().unwrap() > 0.8, "{result}");
@@ -349,50 +342,16 @@ async fn the_training_and_rl_examples_run_across_two_nodes() {
     let request = CreateCluster { nodes: 2, hours: Some(1), ..Default::default() };
     let cluster = ready(&customer.client, &customer.client.create_cluster(&request).await.unwrap()).await;
     // The training example on the same cluster first: Ray Train, one worker per node.
-    let training = examples().join("training");
-    let output = customer
-        .herd(&[
-            "job",
-            "submit",
-            "--cluster",
-            cluster.id.as_str(),
-            "--working-dir",
-            training.to_str().unwrap(),
-            "--",
-            "python",
-            "main.py",
-        ])
-        .await;
-    let trained = result_of(&output);
+    let trained = customer.example(cluster.id.as_str(), "training", &[]).await;
     assert_eq!((trained["workers"].as_u64(), trained["epochs"].as_u64()), (Some(2), Some(8)), "{trained}");
     assert!(trained["accuracy"].as_f64().unwrap() > 0.9, "{trained}");
 
-    let rl = examples().join("rl");
     // A short training budget: CartPole's return passes 150 within a few iterations when
     // PPO learns at all (a random policy scores about 22); the README's run goes to 450.
-    let output = customer
-        .herd(&[
-            "job",
-            "submit",
-            "--cluster",
-            cluster.id.as_str(),
-            "--working-dir",
-            rl.to_str().unwrap(),
-            "--env",
-            "TARGET_RETURN=150",
-            "--env",
-            "ITERATIONS_MAX=25",
-            "--env",
-            "TF_USE_LEGACY_KERAS=1",
-            "--",
-            "python",
-            "main.py",
-        ])
-        .await;
-    let result = result_of(&output);
+    let env = ["TARGET_RETURN=150", "ITERATIONS_MAX=25", "TF_USE_LEGACY_KERAS=1"];
+    let result = customer.example(cluster.id.as_str(), "rl", &env).await;
     assert_eq!(result["framework"], "tf2", "{result}");
     assert_eq!(result["reached"], true, "PPO learned: {result}");
-    assert!(text(&output.stdout).contains("cluster: 2 nodes"), "{}", text(&output.stdout));
     customer.client.delete_cluster(cluster.id.as_str()).await.unwrap();
     network.stop().await;
 }
