@@ -271,7 +271,11 @@ impl WorkerProcess {
         let ray = self.data_dir.join("ray-nodes");
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         loop {
-            let left = processes_with_home(&ray);
+            // Ray's own processes (GCS, raylet, its agents and workers: all run from Ray's
+            // package). A Ray job's driver runs in a session of its own, as Ray starts it,
+            // and goes with the rest of the machine below.
+            let left: Vec<_> =
+                processes_with_home(&ray).into_iter().filter(|(_, c)| c.contains("site-packages/ray/")).collect();
             if left.is_empty() {
                 break;
             }

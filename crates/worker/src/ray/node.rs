@@ -404,17 +404,32 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
 /// signal and execs the command (the workspace forbids the `unsafe` a `pre_exec` would need).
 const SETPRIV: &str = "/usr/bin/setpriv";
 
-/// The program and leading arguments that run `program` so that it dies with the agent,
-/// however the agent dies: a `kill -9`'d agent used to leave its Ray node joined to the
+/// The guard between the agent and `ray start --block`, leader of the node's process group:
+/// on SIGHUP (the agent died: `setpriv --pdeathsig HUP`) it kills the whole group at once;
+/// on SIGTERM (the agent stops the node) it passes the signal on and waits for Ray's clean
+/// shutdown; otherwise it exits with Ray's status.
+const GUARD_SCRIPT: &str = r#""$@" & pid=$!
+trap 'kill -KILL 0' HUP
+trap 'kill -TERM "$pid" 2>/dev/null' TERM
+wait "$pid"; status=$?
+while kill -0 "$pid" 2>/dev/null; do wait "$pid"; status=$?; done
+exit "$status""#;
+
+/// The program and leading arguments that run `program` so that the node dies with the
+/// agent, however the agent dies: a `kill -9`'d agent used to leave its Ray node joined to the
 /// cluster, where it kept running the customer's work after its rank went to another device.
-/// (`ray start --block` in turn takes every Ray process of the node with it: Ray ties their
-/// fate to it the same way.) Where `setpriv` is missing the agent's next start still kills
-/// what was left under its nodes directory.
+/// `ray start --block` alone is not enough to watch: the raylet's own children (dashboard and
+/// runtime-env agents) outlive it, so the guard kills the node's whole process group. Where
+/// `setpriv` is missing the agent's next start still kills what was left under its nodes
+/// directory.
 fn dying_with_the_agent(program: &Path) -> (PathBuf, Vec<OsString>) {
+    let guarded: Vec<OsString> = vec!["sh".into(), "-c".into(), GUARD_SCRIPT.into(), "sh".into(), program.into()];
     if Path::new(SETPRIV).exists() {
-        (PathBuf::from(SETPRIV), vec!["--pdeathsig".into(), "KILL".into(), "--".into(), program.into()])
+        let mut args: Vec<OsString> = vec!["--pdeathsig".into(), "HUP".into(), "--".into()];
+        args.extend(guarded);
+        (PathBuf::from(SETPRIV), args)
     } else {
-        (program.to_path_buf(), Vec::new())
+        (PathBuf::from("sh"), guarded[1..].to_vec())
     }
 }
 
