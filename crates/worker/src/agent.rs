@@ -289,6 +289,7 @@ pub async fn run(config: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Re
         tracing::warn!(killed, "Ray node processes an earlier run left behind were killed");
     }
     let _ = std::fs::remove_dir_all(&ray_nodes_dir);
+    crate::ray::remove_unused_lease_temp_dirs();
     let ray_context = crate::ray::Context {
         envs: PythonEnvs::new(
             config.ray_envs_dir.clone().unwrap_or_else(|| config.data_dir.join("ray-envs")),

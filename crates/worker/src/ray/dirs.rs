@@ -95,13 +95,38 @@ impl LeaseTemp {
 
     /// Removes the cluster's temp dirs on this machine that no process uses any more (another
     /// node of the same lease on this machine — simulated devices — may still run in one).
-    pub fn remove_unused(cluster: &ClusterId) {
-        let prefix = format!("{cluster}-e");
-        let Ok(entries) = std::fs::read_dir(LEASES_TEMP_ROOT) else { return };
-        for entry in entries.flatten() {
-            if entry.file_name().to_string_lossy().starts_with(&prefix) && !in_use(&entry.path()) {
-                remove(&entry.path());
+    /// Processes of a node just killed take a moment to be gone: waits up to `patience` for
+    /// them, then leaves what is still in use to the last node that stops.
+    pub fn remove_unused(cluster: &ClusterId, patience: std::time::Duration) {
+        LeaseTemp::remove_unused_matching(&format!("{cluster}-e"), patience);
+    }
+
+    /// At the agent's start: every lease's temp dir that nothing runs in (left by a killed
+    /// run of this or another agent on the machine).
+    pub fn remove_all_unused() {
+        LeaseTemp::remove_unused_matching("", std::time::Duration::ZERO);
+    }
+
+    fn remove_unused_matching(prefix: &str, patience: std::time::Duration) {
+        const RETRY: std::time::Duration = std::time::Duration::from_millis(100);
+        let deadline = std::time::Instant::now() + patience;
+        loop {
+            let Ok(entries) = std::fs::read_dir(LEASES_TEMP_ROOT) else { return };
+            let mut busy = false;
+            for entry in entries.flatten() {
+                if !entry.file_name().to_string_lossy().starts_with(prefix) {
+                    continue;
+                }
+                if in_use(&entry.path()) {
+                    busy = true;
+                } else {
+                    remove(&entry.path());
+                }
             }
+            if !busy || std::time::Instant::now() >= deadline {
+                return;
+            }
+            std::thread::sleep(RETRY);
         }
     }
 }
@@ -150,11 +175,11 @@ mod tests {
         assert_eq!(mode, 0o700);
         // A process that names the directory keeps it.
         let mut user = std::process::Command::new("sh").args(["-c", "sleep 30"]).arg(first.path()).spawn().unwrap();
-        LeaseTemp::remove_unused(&cluster);
+        LeaseTemp::remove_unused(&cluster, std::time::Duration::ZERO);
         assert!(first.path().exists());
         user.kill().unwrap();
         user.wait().unwrap();
-        LeaseTemp::remove_unused(&cluster);
+        LeaseTemp::remove_unused(&cluster, std::time::Duration::from_secs(5));
         assert!(!first.path().exists());
         assert!(other.path().exists(), "another lease's stays");
         let _ = std::fs::remove_dir_all(other.path());

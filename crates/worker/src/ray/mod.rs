@@ -20,6 +20,11 @@ use tokio::task::JoinHandle;
 pub use node::{Context, OfferMax};
 pub use tunnel::Tunnels;
 
+/// Lease temp dirs on this machine that nothing runs in any more (killed runs leave them).
+pub fn remove_unused_lease_temp_dirs() {
+    dirs::LeaseTemp::remove_all_unused();
+}
+
 /// Ray's dashboard refuses requests without a User-Agent. No idle connections are kept: a
 /// tunnelled body is a stream, which cannot be re-sent when a pooled loopback connection
 /// turns out to have been closed by the dashboard meanwhile.

@@ -31,6 +31,9 @@ const READY_TIMEOUT: Duration = Duration::from_secs(120);
 pub const RESTARTS_MAX: u32 = 5;
 const RESTART_BACKOFF_INITIAL: Duration = Duration::from_secs(1);
 const STOP_GRACE: Duration = Duration::from_secs(10);
+/// How long a stopped node waits for its killed processes to be gone before it removes the
+/// lease's temp dir (the last node of the lease on the machine removes it).
+const LEASE_TEMP_PATIENCE: Duration = Duration::from_secs(5);
 /// Output lines kept to explain a failure, and bytes kept of each.
 const TAIL_LINES: usize = 20;
 const TAIL_LINE_BYTES: usize = 400;
@@ -175,7 +178,9 @@ pub async fn supervise(
         match run_once(&ctx, &node, &node_ip, &bin, &shared, &mut stop).await {
             Ended::Stopped => {
                 NodeDirs::remove(&ctx.nodes_dir, &node);
-                LeaseTemp::remove_unused(&node.cluster_id);
+                let cluster = node.cluster_id.clone();
+                let _ =
+                    tokio::task::spawn_blocking(move || LeaseTemp::remove_unused(&cluster, LEASE_TEMP_PATIENCE)).await;
                 set(&ctx, &node, &shared, |s| {
                     (s.state, s.detail, s.gcs_address, s.dashboard_port) = (RayNodeState::Stopped, None, None, None)
                 })
