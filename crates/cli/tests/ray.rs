@@ -321,8 +321,8 @@ async fn two_customers_ray_clusters_on_one_machine_each_see_only_their_own() {
     network.stop().await;
 }
 
-/// RLlib's framework for the CPU: TensorFlow's CPU build is ~250 MB, while PyPI's torch for
-/// Linux is the CUDA build (~900 MB plus ~2.5 GB of NVIDIA libraries). Installed once per
+/// RLlib's framework for the CPU: TensorFlow's CPU build (about 100 s to install here), while
+/// PyPI's torch for Linux is the CUDA build with several GB of NVIDIA libraries. Installed once per
 /// machine into the workers' managed Ray environment (`herd worker start --ray-package`), as
 /// a supplier offering RLlib would, instead of per job and node.
 const RL_PACKAGES: &[&str] = &["ray[rllib]==2.40.0", "tensorflow-cpu==2.21.0", "tf-keras==2.21.0"];
