@@ -68,6 +68,7 @@ pub struct LedgerArgs {
 
 #[derive(Debug, Args)]
 pub struct MarketArgs {
+    /// Simulated devices in the supply index.
     #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..=20_000_000))]
     devices: u64,
     /// Requests in the stream.
@@ -79,6 +80,7 @@ pub struct MarketArgs {
     /// Requests timed side by side against the naive scan (each scans the whole pool).
     #[arg(long, default_value_t = 200)]
     naive_requests: usize,
+    /// The seed of the simulated fleet and requests (the same seed, the same run).
     #[arg(long, default_value_t = 7)]
     seed: u64,
 }

@@ -21,9 +21,13 @@ pub enum ClusterCommand {
         all: bool,
     },
     /// One cluster and its nodes.
-    Show { id: String },
+    Show {
+        /// The cluster's ID.
+        id: String,
+    },
     /// End the lease: free the devices and stop everything on them; the unused hold returns.
     Delete {
+        /// The cluster's ID.
         id: String,
         /// Take the unused hold back as credits instead of the lease's asset.
         #[arg(long)]
@@ -31,7 +35,9 @@ pub enum ClusterCommand {
     },
     /// Extend a running cluster's lease.
     Extend {
+        /// The cluster's ID.
         id: String,
+        /// Hours to add to the lease (1..=720), held from your balance now.
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..=720))]
         hours: u32,
     },

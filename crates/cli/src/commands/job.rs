@@ -77,6 +77,7 @@ pub enum JobCommand {
     },
     /// A job's output.
     Logs {
+        /// The job's ID.
         id: String,
         /// Keep streaming until the job ends.
         #[arg(long, short)]
@@ -84,13 +85,20 @@ pub enum JobCommand {
     },
     /// Your jobs.
     List {
+        /// Only this cluster's jobs.
         #[arg(long)]
         cluster: Option<String>,
     },
     /// One job and its tasks.
-    Show { id: String },
+    Show {
+        /// The job's ID.
+        id: String,
+    },
     /// Stop a job on every node.
-    Stop { id: String },
+    Stop {
+        /// The job's ID.
+        id: String,
+    },
 }
 
 fn parse_env(text: &str) -> Result<(String, String), String> {

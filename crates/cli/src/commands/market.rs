@@ -21,6 +21,7 @@ pub enum MarketCommand {
         /// GPU model, e.g. H100.
         #[arg(long)]
         gpu: Option<String>,
+        /// Only devices in this country (ISO code, e.g. US).
         #[arg(long, value_parser = parse_country)]
         country: Option<String>,
         /// At most this many devices (1..=1000).

@@ -49,6 +49,7 @@ pub struct DemoArgs {
     /// Address to serve on; if it is taken, a free port is used.
     #[arg(long, default_value = "127.0.0.1:7700")]
     listen: SocketAddr,
+    /// Simulated supplier devices beside this machine (clearly marked simulated everywhere).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1000))]
     sim_workers: u32,
     /// Stop the network and exit after the job instead of leaving it running.

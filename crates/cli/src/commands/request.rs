@@ -61,6 +61,7 @@ pub struct RequestArgs {
     /// Minimum device reputation (0..=1000).
     #[arg(long, value_parser = clap::value_parser!(u16).range(0..=1000))]
     min_reputation: Option<u16>,
+    /// Where the nodes may be relative to each other: anywhere, same-country or same-supplier.
     #[arg(long, value_parser = ["anywhere", "same-country", "same-supplier"])]
     colocation: Option<String>,
     /// Price ceiling in USD per GPU-hour (per node-hour for CPU), e.g. 2.50.

@@ -30,6 +30,7 @@ pub enum WalletCommand {
         /// What to withdraw: usdc, io or credits.
         #[arg(long, value_parser = str::parse::<Asset>, default_value = "usdc")]
         asset: Asset,
+        /// Decimal amount, e.g. 25 or 12.5.
         #[arg(long)]
         amount: String,
         /// Solana address (base58 Ed25519 public key).
@@ -46,6 +47,7 @@ pub enum WalletCommand {
     },
     /// Operator: confirm a payout was sent, signing with the coordinator's ledger key.
     ConfirmPayout {
+        /// The payout's ID (`herd wallet withdraw` printed it).
         id: String,
         /// The Solana transaction signature that paid it.
         #[arg(long)]
