@@ -235,3 +235,55 @@ fn a_second_network_on_a_live_data_dir_is_refused_and_the_first_keeps_running() 
     assert!(states.iter().all(|s| s == "ready"), "{states:?}");
     assert!(data.join("herd.db").exists(), "the demo did not reset a live network's data dir");
 }
+
+#[test]
+fn a_new_users_session_reads_true_in_words_and_money() {
+    let dir = tempfile::tempdir().unwrap();
+    let network = UpProcess::start(dir.path(), &dir.path().join("net"));
+    let run = |args: &[&str]| {
+        let mut full = vec!["--coordinator", network.url.as_str()];
+        full.extend_from_slice(args);
+        let output = herd(dir.path(), &full);
+        (output.status.success(), text(&output.stdout), text(&output.stderr))
+    };
+    assert!(run(&["account", "create"]).0);
+    let (ok, out, err) = run(&["wallet", "deposit", "--amount", "1.5"]);
+    assert!(ok && out.contains("deposited 1.50 USDC"), "{out}{err}");
+
+    // More than the balance: the error says it in the asset's units.
+    let (ok, _, err) = run(&["cluster", "create", "--cpu", "--nodes", "1", "--hours", "720", "--no-wait"]);
+    assert!(
+        !ok && err.contains("insufficient funds: this needs ") && err.contains(" USDC, 1.50 USDC available"),
+        "{err}"
+    );
+
+    let (ok, out, err) =
+        run(&["--json", "cluster", "create", "--cpu", "--nodes", "1", "--type", "plain", "--hours", "1"]);
+    assert!(ok, "{err}");
+    let cluster: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let id = cluster["id"].as_str().unwrap();
+    let (ok, out, err) = run(&["--json", "job", "run", "--cluster", id, "--", "true"]);
+    assert!(ok, "{out}{err}");
+    let (_, listed, _) = run(&["--json", "job", "list"]);
+    let jobs: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    let job = jobs[0]["id"].as_str().unwrap();
+    let (ok, out, _) = run(&["job", "stop", job]);
+    assert!(ok && out.contains("already ended (succeeded); nothing to stop"), "{out}");
+
+    let (ok, out, _) = run(&["cluster", "delete", id]);
+    assert!(ok && out.contains("terminated; 1 device(s) released"), "{out}");
+    let (ok, out, _) = run(&["cluster", "delete", id]);
+    assert!(ok && out.contains("was already terminated") && out.contains("nothing to release"), "{out}");
+
+    // The hold is shown with what became of it, amounts as money.
+    let (_, history, _) = run(&["wallet", "history"]);
+    assert!(history.contains("(hold)") && history.contains("posted"), "{history}");
+    assert!(!history.contains(".000000"), "no six-decimal zeros: {history}");
+
+    let spec = dir.path().join("broken.yaml");
+    std::fs::write(&spec, "{not yaml at all\n").unwrap();
+    let (ok, _, err) = run(&["cluster", "create", "-f", spec.to_str().unwrap()]);
+    assert!(!ok && err.contains("not valid YAML") && err.contains("line"), "{err}");
+    let (ok, _, err) = run(&["cluster", "create", "--cpu", "--nodes", "1", "--connectivity", "superfast"]);
+    assert!(!ok && err.contains("unknown connectivity \"superfast\": expected one of none, low"), "{err}");
+}
