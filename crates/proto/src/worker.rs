@@ -150,6 +150,11 @@ pub struct TaskAssignment {
     /// the current one is refused — a worker that was cut off cannot rewrite a retry.
     #[serde(default = "first_attempt")]
     pub attempt: u32,
+    /// The cluster's Ray GCS (`HOST:PORT`) on a Ray cluster whose head runs: the task's
+    /// `RAY_ADDRESS`, so a driver's `ray.init()` joins its own cluster and no other Ray on
+    /// the machine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ray_address: Option<String>,
 }
 
 fn first_attempt() -> u32 {

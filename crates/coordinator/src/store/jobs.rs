@@ -433,6 +433,7 @@ impl Store {
                 j.stop_requested,
                 (SELECT spec FROM devices WHERE id = t.device_id) AS spec,
                 (SELECT nodes_wanted FROM clusters c WHERE c.id = j.cluster_id) AS node_count,
+                (SELECT ray_gcs_address FROM clusters c WHERE c.id = j.cluster_id) AS ray_address,
                 (SELECT d.advertise_addr FROM cluster_nodes n JOIN devices d ON d.id = n.device_id
                   WHERE n.cluster_id = j.cluster_id AND n.rank = 0 AND n.left_at IS NULL) AS head_addr
              FROM job_tasks t JOIN jobs j ON j.id = t.job_id
@@ -463,6 +464,7 @@ impl Store {
                     image: r.get("image"),
                     limits,
                     attempt: r.get::<i64, _>("attempt") as u32,
+                    ray_address: r.get("ray_address"),
                 };
                 Ok(DeviceTask {
                     assignment,

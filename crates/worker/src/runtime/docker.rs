@@ -598,6 +598,7 @@ mod tests {
                 gpu_uuids: gpus.iter().map(|g| g.to_string()).collect(),
             },
             attempt: 1,
+            ray_address: None,
         }
     }
 

@@ -308,8 +308,9 @@ fn task_env(assignment: &TaskAssignment) -> impl Iterator<Item = (String, String
         ("HERD_NODE_COUNT", assignment.node_count.to_string()),
         ("HERD_HEAD_ADDR", assignment.head_addr.clone()),
     ];
+    let ray = assignment.ray_address.clone().map(|address| ("RAY_ADDRESS".to_owned(), address));
     // The job's own variables cannot shadow herd's (the coordinator refuses HERD_* names).
-    assignment.env.iter().map(|(k, v)| (k.clone(), v.clone())).chain(herd.map(|(k, v)| (k.to_owned(), v)))
+    assignment.env.iter().map(|(k, v)| (k.clone(), v.clone())).chain(herd.map(|(k, v)| (k.to_owned(), v))).chain(ray)
 }
 
 #[cfg(test)]
@@ -329,7 +330,20 @@ mod tests {
             image: None,
             limits: Default::default(),
             attempt: 1,
+            ray_address: None,
         }
+    }
+
+    #[test]
+    fn a_ray_clusters_tasks_are_told_their_own_clusters_address() {
+        let plain: Vec<_> = task_env(&assignment(&["true"])).collect();
+        assert!(plain.iter().all(|(k, _)| k != "RAY_ADDRESS"));
+        let mut ray = assignment(&["true"]);
+        ray.ray_address = Some("10.0.0.1:26432".into());
+        ray.env.insert("RAY_ADDRESS".into(), "10.9.9.9:6379".into());
+        let env: Vec<_> = task_env(&ray).collect();
+        let last = env.iter().rev().find(|(k, _)| k == "RAY_ADDRESS").unwrap();
+        assert_eq!(last.1, "10.0.0.1:26432", "herd's comes last and wins: {env:?}");
     }
 
     async fn collect(mut events: mpsc::Receiver<WorkerMessage>) -> (Vec<String>, Option<i32>, Option<String>) {
