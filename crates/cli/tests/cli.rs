@@ -163,17 +163,27 @@ impl UpProcess {
         // Owned at once, so that a failure below still kills it.
         let mut process = UpProcess { child, url: String::new() };
         let stdout = std::io::BufReader::new(process.child.stdout.take().unwrap());
-        let mut seen = String::new();
-        for line in stdout.lines() {
-            let line = line.unwrap();
-            seen.push_str(&line);
-            seen.push('\n');
-            if let Some(url) = line.strip_prefix("herd is up at ") {
-                process.url = url.trim().to_owned();
-                return process;
+        // The pipe is read to its end for as long as herd up runs: a closed pipe would make
+        // its next line of output fail (EPIPE) and end it.
+        let (found, url) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut seen = String::new();
+            for line in stdout.lines().map_while(Result::ok) {
+                if let Some(url) = line.strip_prefix("herd is up at ") {
+                    let _ = found.send(Ok(url.trim().to_owned()));
+                }
+                seen.push_str(&line);
+                seen.push('\n');
             }
+            let _ = found.send(Err(seen));
+        });
+        match url.recv().expect("the reader reports") {
+            Ok(url) => {
+                process.url = url;
+                process
+            }
+            Err(seen) => panic!("herd up ended without saying it was up:\n{seen}"),
         }
-        panic!("herd up ended without saying it was up:\n{seen}");
     }
 }
 
