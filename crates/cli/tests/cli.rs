@@ -165,7 +165,7 @@ impl UpProcess {
         let stdout = std::io::BufReader::new(process.child.stdout.take().unwrap());
         // The pipe is read to its end for as long as herd up runs: a closed pipe would make
         // its next line of output fail (EPIPE) and end it.
-        let (found, url) = std::sync::mpsc::channel();
+        let (found, url) = std::sync::mpsc::sync_channel(2);
         std::thread::spawn(move || {
             let mut seen = String::new();
             for line in stdout.lines().map_while(Result::ok) {

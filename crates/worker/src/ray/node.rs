@@ -177,14 +177,15 @@ pub async fn supervise(
     loop {
         match run_once(&ctx, &node, &node_ip, &bin, &shared, &mut stop).await {
             Ended::Stopped => {
-                NodeDirs::remove(&ctx.nodes_dir, &node);
-                let cluster = node.cluster_id.clone();
-                let _ =
-                    tokio::task::spawn_blocking(move || LeaseTemp::remove_unused(&cluster, LEASE_TEMP_PATIENCE)).await;
                 set(&ctx, &node, &shared, |s| {
                     (s.state, s.detail, s.gcs_address, s.dashboard_port) = (RayNodeState::Stopped, None, None, None)
                 })
                 .await;
+                // Reported first: the clean-up may wait a moment for the killed processes.
+                NodeDirs::remove(&ctx.nodes_dir, &node);
+                let cluster = node.cluster_id.clone();
+                let _ =
+                    tokio::task::spawn_blocking(move || LeaseTemp::remove_unused(&cluster, LEASE_TEMP_PATIENCE)).await;
                 return;
             }
             Ended::Crashed(detail) => {
