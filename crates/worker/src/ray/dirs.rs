@@ -174,7 +174,13 @@ mod tests {
         let mode = std::fs::metadata(LEASES_TEMP_ROOT).unwrap().mode() & 0o777;
         assert_eq!(mode, 0o700);
         // A process that names the directory keeps it.
-        let mut user = std::process::Command::new("sh").args(["-c", "sleep 30"]).arg(first.path()).spawn().unwrap();
+        // (`; :` keeps the shell, whose argv names the directory, from exec'ing sleep.)
+        let mut user = std::process::Command::new("sh").args(["-c", "sleep 30; :"]).arg(first.path()).spawn().unwrap();
+        let started = std::time::Instant::now();
+        while !in_use(first.path()) {
+            assert!(started.elapsed() < std::time::Duration::from_secs(5), "the shell never started");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
         LeaseTemp::remove_unused(&cluster, std::time::Duration::ZERO);
         assert!(first.path().exists());
         user.kill().unwrap();
