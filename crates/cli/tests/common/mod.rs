@@ -271,11 +271,13 @@ impl WorkerProcess {
         let ray = self.data_dir.join("ray-nodes");
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         loop {
-            // Ray's own processes (GCS, raylet, its agents and workers: all run from Ray's
-            // package). A Ray job's driver runs in a session of its own, as Ray starts it,
-            // and goes with the rest of the machine below.
-            let left: Vec<_> =
-                processes_with_home(&ray).into_iter().filter(|(_, c)| c.contains("site-packages/ray/")).collect();
+            // Ray's own processes: `ray start` and its guard, GCS, raylet, its agents and
+            // workers (all run from Ray's package). A Ray job's driver runs in a session of
+            // its own, as Ray starts it, and goes with the rest of the machine below.
+            let left: Vec<_> = processes_with_home(&ray)
+                .into_iter()
+                .filter(|(_, c)| c.contains("site-packages/ray/") || c.contains("/bin/ray start"))
+                .collect();
             if left.is_empty() {
                 break;
             }
