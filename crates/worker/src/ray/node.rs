@@ -44,9 +44,10 @@ const STARTED_LINE: &str = "Ray runtime started";
 pub struct Context {
     pub envs: PythonEnvs,
     pub events: mpsc::Sender<WorkerMessage>,
-    /// Every node's own directory goes under this one (`NAME/home` is its processes' HOME,
-    /// `NAME/tmp` Ray's temp dir): kept apart from the supplier's own files, and found again
-    /// by the next start of the agent when this one was killed.
+    /// Every node's own directory goes under this one (`NAME/home` and `NAME/tmp` are its
+    /// processes' HOME and TMPDIR; Ray's own temp dir is the lease's, see `dirs`): kept apart
+    /// from the supplier's own files, and found again by the next start of the agent when
+    /// this one was killed.
     pub nodes_dir: PathBuf,
     /// The supplier's environment variables Ray may see (proxies, CA bundles, pip's settings,
     /// which runtime_env `pip` installs need); everything else is withheld.
