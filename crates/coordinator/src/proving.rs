@@ -205,11 +205,13 @@ async fn prove(app: App, device: DueDevice, connection: u64) {
     let mut nonce = [0u8; 32];
     OsRng.fill_bytes(&mut nonce);
     let claim_text = claim.describe();
+    let claim_key = device.spec.admission_claim(device.simulated);
     let new = NewVerification {
         id: &id,
         device: &device.id,
         purpose,
         claim: &claim_text,
+        claim_key: &claim_key,
         params: sizing.params,
         expected_ms: sizing.expected_ms,
         deadline_ms: sizing.deadline_ms,

@@ -34,11 +34,13 @@ pub async fn admit(store: &Store, hello: &HelloPayload) {
     store.device_hello(hello, now()).await.unwrap().unwrap();
     let id = format!("poc-{device}");
     let params = herd_verify::Params { n: 64, rows: 64, steps: 2, stride: 1, openings: 1 };
+    let claim_key = hello.spec.admission_claim(hello.simulated);
     let new = crate::store::NewVerification {
         id: &id,
         device,
         purpose: "admission",
         claim: "simulated",
+        claim_key: &claim_key,
         params,
         expected_ms: 1,
         deadline_ms: 1,

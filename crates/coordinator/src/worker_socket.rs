@@ -136,6 +136,16 @@ async fn handshake(app: &App, socket: &mut WebSocket) -> Result<HelloPayload, Re
             Err(refuse("device_owned", "this device key is bound to another account; a device cannot change owner"))
         }
         Err(HelloRefusal::Blocked(reason)) => Err(refuse("blocked", format!("device blocked: {reason}"))),
+        Err(HelloRefusal::SimulatedChanged { claimed }) => {
+            let (was, now) = if claimed { ("real", "simulated") } else { ("simulated", "real") };
+            Err(refuse(
+                "simulated_changed",
+                format!(
+                    "this device key registered as a {was} device and cannot become a {now} one; \
+                     a {now} device joins with a new device key"
+                ),
+            ))
+        }
     }
 }
 

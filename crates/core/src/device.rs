@@ -91,12 +91,20 @@ impl DeviceSpec {
         Ok(())
     }
 
-    /// What a proof of compute vouches for: the GPUs (name and UUID) and the CPU's cores.
-    /// When it changes, the device proves itself again.
-    pub fn fingerprint(&self) -> String {
-        let mut gpus: Vec<String> = self.gpus.iter().map(|g| format!("{}={}", g.name, g.uuid)).collect();
+    /// What an admission proof vouches for: whether the device is simulated (that decides the
+    /// proof's size) and every resource it claims: CPU cores, memory (whole GiB, so a kernel's
+    /// reserve moving by a few pages does not count), each GPU's name, UUID and VRAM. An
+    /// admission is bound to this text; when it changes, the device proves itself again.
+    pub fn admission_claim(&self, simulated: bool) -> String {
+        let mut gpus: Vec<String> =
+            self.gpus.iter().map(|g| format!("{}={}:{}GiB", g.name, g.uuid, g.vram_bytes >> 30)).collect();
         gpus.sort();
-        format!("cores={};gpus=[{}]", self.cpu.logical_cores, gpus.join(","))
+        format!(
+            "simulated={simulated};cores={};memory={}GiB;gpus=[{}]",
+            self.cpu.logical_cores,
+            self.memory_bytes >> 30,
+            gpus.join(",")
+        )
     }
 
     /// The catalog model of this device's GPUs and how many of them it has. A machine with

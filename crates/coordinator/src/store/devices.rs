@@ -19,6 +19,11 @@ pub struct HelloOutcome {
 pub enum HelloRefusal {
     OwnedByOther,
     Blocked(String),
+    /// The hello says `simulated: claimed`; the device registered the other way. A simulated
+    /// device proved only a token-sized challenge: it can never become a real one.
+    SimulatedChanged {
+        claimed: bool,
+    },
 }
 
 #[derive(Debug, Clone, Default)]
@@ -215,12 +220,14 @@ impl Store {
         let id = &hello.device_key;
         let offer = hello.spec.gpu_offer();
         let spec = serde_json::to_string(&hello.spec).expect("a spec always serialises");
+        let claim = hello.spec.admission_claim(hello.simulated);
         let mut tx = self.write.begin().await?;
-        let existing =
-            sqlx::query("SELECT owner, state, state_reason, admitted, cluster_id, spec FROM devices WHERE id = ?")
-                .bind(id.as_str())
-                .fetch_optional(&mut *tx)
-                .await?;
+        let existing = sqlx::query(
+            "SELECT owner, state, state_reason, admitted, admitted_claim, cluster_id, simulated FROM devices WHERE id = ?",
+        )
+        .bind(id.as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
         let registered = existing.is_none();
         let (mut state, admitted, leased) = match existing {
             None => {
@@ -253,12 +260,14 @@ impl Store {
                 if state == DeviceState::Blocked {
                     return Ok(Err(HelloRefusal::Blocked(row.get("state_reason"))));
                 }
+                if row.get::<bool, _>("simulated") != hello.simulated {
+                    return Ok(Err(HelloRefusal::SimulatedChanged { claimed: hello.simulated }));
+                }
                 sqlx::query(
-                    "UPDATE devices SET simulated = ?, country = ?, gpu_model = ?, gpu_count = ?, spec = ?,
+                    "UPDATE devices SET country = ?, gpu_model = ?, gpu_count = ?, spec = ?,
                         advertise_addr = ?, last_heartbeat_at = ?
                      WHERE id = ?",
                 )
-                .bind(hello.simulated)
                 .bind(&hello.country)
                 .bind(offer.map(|(m, _)| m.name))
                 .bind(offer.map_or(0, |(_, n)| n))
@@ -269,14 +278,17 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
                 let leased = row.get::<Option<String>, _>("cluster_id").is_some();
-                let before: herd_core::DeviceSpec = json_col("devices.spec", row.get("spec"))?;
                 let mut admitted = row.get::<bool, _>("admitted");
-                if admitted && before.fingerprint() != hello.spec.fingerprint() {
-                    // What the last proof vouched for is not what the device reports now.
-                    sqlx::query("UPDATE devices SET admitted = 0, next_verification_at = NULL WHERE id = ?")
-                        .bind(id.as_str())
-                        .execute(&mut *tx)
-                        .await?;
+                let proven: Option<String> = row.get("admitted_claim");
+                if admitted && proven.as_deref() != Some(claim.as_str()) {
+                    // What the last proof vouched for is not what the device claims now.
+                    sqlx::query(
+                        "UPDATE devices SET admitted = 0, admitted_claim = NULL, next_verification_at = NULL
+                         WHERE id = ?",
+                    )
+                    .bind(id.as_str())
+                    .execute(&mut *tx)
+                    .await?;
                     admitted = false;
                     if state == DeviceState::Ready {
                         state = apply_event(&mut tx, id, state, Event::Requalify, "hardware changed", now).await?;

@@ -165,12 +165,13 @@ impl Store {
         for device in devices {
             let offer = device.spec.gpu_offer();
             sqlx::query(
-                "INSERT INTO devices (id, owner, state, state_reason, admitted, simulated, country, gpu_model, gpu_count,
-                    spec, advertise_addr, last_heartbeat_at, created_at, cpu_cores, ram_gib)
-                 VALUES (?, ?, 'ready', 'imported for a benchmark', 1, 1, ?, ?, ?, ?, '127.0.0.1', ?, ?, ?, ?)",
+                "INSERT INTO devices (id, owner, state, state_reason, admitted, admitted_claim, simulated, country,
+                    gpu_model, gpu_count, spec, advertise_addr, last_heartbeat_at, created_at, cpu_cores, ram_gib)
+                 VALUES (?, ?, 'ready', 'imported for a benchmark', 1, ?, 1, ?, ?, ?, ?, '127.0.0.1', ?, ?, ?, ?)",
             )
             .bind(device.id.as_str())
             .bind(device.owner.as_str())
+            .bind(device.spec.admission_claim(true))
             .bind(&device.country)
             .bind(offer.map(|(model, _)| model.name))
             .bind(offer.map_or(0, |(_, gpus)| gpus))

@@ -80,6 +80,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (12, "explorer", include_str!("../../migrations/0012_explorer.sql")),
     (13, "web_sessions", include_str!("../../migrations/0013_web_sessions.sql")),
     (14, "owner_indexes", include_str!("../../migrations/0014_owner_indexes.sql")),
+    (15, "admission_claims", include_str!("../../migrations/0015_admission_claims.sql")),
 ];
 
 #[derive(Clone)]

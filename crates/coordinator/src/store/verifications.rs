@@ -17,6 +17,9 @@ pub struct NewVerification<'a> {
     pub device: &'a Address,
     pub purpose: &'a str,
     pub claim: &'a str,
+    /// `DeviceSpec::admission_claim` of what the challenge was sized for; a pass admits the
+    /// device for exactly this.
+    pub claim_key: &'a str,
     pub params: Params,
     pub expected_ms: u64,
     pub deadline_ms: u64,
@@ -99,6 +102,20 @@ fn verification_from_row(row: &SqliteRow) -> StoreResult<Verification> {
     })
 }
 
+/// What the device claims now (`DeviceSpec::admission_claim` of its stored spec).
+async fn current_claim(conn: &mut SqliteConnection, id: &Address) -> StoreResult<String> {
+    let row = sqlx::query("SELECT spec, simulated FROM devices WHERE id = ?").bind(id.as_str()).fetch_one(conn).await?;
+    let spec: DeviceSpec = json_col("devices.spec", row.get("spec"))?;
+    Ok(spec.admission_claim(row.get("simulated")))
+}
+
+/// What a challenge was sized for (None for challenges from before claims were recorded).
+async fn proven_claim(conn: &mut SqliteConnection, verification: &str) -> StoreResult<Option<String>> {
+    let row =
+        sqlx::query("SELECT claim_key FROM verifications WHERE id = ?").bind(verification).fetch_one(conn).await?;
+    Ok(row.get("claim_key"))
+}
+
 /// Recomputes one device's reputation from its stored record.
 pub(super) async fn refresh_reputation(conn: &mut SqliteConnection, id: &Address) -> StoreResult<()> {
     let row = sqlx::query(
@@ -130,14 +147,15 @@ impl Store {
     pub async fn begin_verification(&self, new: &NewVerification<'_>, now: Timestamp) -> StoreResult<()> {
         let mut tx = self.write.begin().await?;
         sqlx::query(
-            "INSERT INTO verifications (id, device_id, purpose, claim, n, row_count, steps, stride, openings,
-                expected_ms, deadline_ms, issued_at, outcome)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'running')",
+            "INSERT INTO verifications (id, device_id, purpose, claim, claim_key, n, row_count, steps, stride,
+                openings, expected_ms, deadline_ms, issued_at, outcome)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'running')",
         )
         .bind(new.id)
         .bind(new.device.as_str())
         .bind(new.purpose)
         .bind(new.claim)
+        .bind(new.claim_key)
         .bind(new.params.n)
         .bind(new.params.rows)
         .bind(new.params.steps)
@@ -193,15 +211,30 @@ impl Store {
         let Some(mut state) = device_state(&mut tx, device).await? else {
             return Ok(None);
         };
+        let claim_now = current_claim(&mut tx, device).await?;
         match finish {
+            Finish::Passed { .. } if proven_claim(&mut tx, id).await?.as_deref() != Some(claim_now.as_str()) => {
+                // The device claims something else than what this challenge was sized for
+                // (it reconnected with other hardware meanwhile): the pass vouches for nothing.
+                sqlx::query("UPDATE devices SET next_verification_at = NULL WHERE id = ?")
+                    .bind(device.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("UPDATE verifications SET outcome = 'aborted', reason = ? WHERE id = ?")
+                    .bind("the device's claim changed while it was proving")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
             Finish::Passed { next_check_at } => {
                 sqlx::query(
-                    "UPDATE devices SET admitted = 1, verified_at = ?, next_verification_at = ?,
+                    "UPDATE devices SET admitted = 1, admitted_claim = ?, verified_at = ?, next_verification_at = ?,
                         verifications_passed = verifications_passed + 1, deadline_strikes = 0,
                         security = CASE WHEN simulated = 1 THEN 'any' WHEN security = 'datacenter' THEN 'datacenter'
                                         ELSE 'verified' END
                      WHERE id = ?",
                 )
+                .bind(&claim_now)
                 .bind(now.0)
                 .bind(next_check_at.0)
                 .bind(device.as_str())
