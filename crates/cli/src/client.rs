@@ -117,6 +117,70 @@ impl Client {
         self.call(Method::GET, path, None::<&()>).await
     }
 
+    /// A request signed with the ledger key (`signing::operator_request_message`): for the
+    /// operator's endpoints. Each carries a fresh random id, so none can be replayed.
+    async fn operator_call<T: DeserializeOwned>(
+        &self,
+        key: &ed25519_dalek::SigningKey,
+        method: Method,
+        path: &str,
+        body: Option<&(impl Serialize + ?Sized)>,
+    ) -> Result<T, ClientError> {
+        use sha2::Digest;
+        let bytes = match body {
+            Some(body) => serde_json::to_vec(body).map_err(|e| ClientError::Protocol(e.to_string()))?,
+            None => Vec::new(),
+        };
+        let at_ms = crate::output::now_ms();
+        let id = format!("op-{}", herd_core::hex::encode(&rand::random::<[u8; 12]>()));
+        let digest = herd_core::hex::encode(&sha2::Sha256::digest(&bytes));
+        let message = herd_proto::signing::operator_request_message(method.as_str(), path, &digest, at_ms, &id);
+        let signature = bs58::encode(ed25519_dalek::Signer::sign(key, &message).to_bytes()).into_string();
+        let mut request = self
+            .http()?
+            .request(method, format!("{}{path}", self.base))
+            .header(herd_proto::signing::OPERATOR_HEADER, format!("{at_ms}.{id}.{signature}"));
+        if body.is_some() {
+            request = request.header(reqwest::header::CONTENT_TYPE, "application/json").body(bytes);
+        }
+        let response = self.send(request).await?;
+        response.json::<T>().await.map_err(|e| ClientError::Protocol(e.to_string()))
+    }
+
+    /// The audit log (operator only), oldest first after `after`.
+    pub async fn audit(
+        &self,
+        key: &ed25519_dalek::SigningKey,
+        after: i64,
+        limit: u32,
+        target: Option<&str>,
+    ) -> Result<Vec<herd_proto::api::AuditEntry>, ClientError> {
+        let mut path = format!("/v1/audit?after={after}&limit={limit}");
+        if let Some(target) = target {
+            path.push_str(&format!("&target={}", encode(target)));
+        }
+        self.operator_call(key, Method::GET, &path, None::<&()>).await
+    }
+
+    /// Blocks (`block: true`) or unblocks a device (operator only).
+    pub async fn set_blocked(
+        &self,
+        key: &ed25519_dalek::SigningKey,
+        device: &str,
+        block: bool,
+        reason: &str,
+    ) -> Result<Device, ClientError> {
+        let verb = if block { "block" } else { "unblock" };
+        let body = herd_proto::api::DeviceBlock { reason: reason.into() };
+        self.operator_call(key, Method::POST, &format!("/v1/operator/devices/{}/{verb}", encode(device)), Some(&body))
+            .await
+    }
+
+    /// Slashes a device's stake (operator only), once per `slash.id`.
+    pub async fn slash(&self, device: &str, slash: &herd_proto::api::Slash) -> Result<StakeStatus, ClientError> {
+        self.call(Method::POST, &format!("/v1/stake/{}/slash", encode(device)), Some(slash)).await
+    }
+
     pub async fn health(&self) -> Result<Health, ClientError> {
         self.get("/v1/health").await
     }

@@ -186,19 +186,45 @@ async fn suppliers_stake_on_their_own_devices_and_unstaking_cools_down() {
 
     // The operator (holder of the ledger key) slashes: the IO is burned.
     let operator = herd_keys::load(&network.dir.path().join("herd.db.ledger.key")).unwrap();
-    let slash = |key: &ed25519_dalek::SigningKey, reason: &str| {
+    let slash = |key: &ed25519_dalek::SigningKey, slash_id: &str, reason: &str| {
         use ed25519_dalek::Signer;
-        let message = herd_proto::signing::slash_message(&id, reason, "100");
-        serde_json::json!({ "reason": reason, "amount": "100", "operator_signature": bs58::encode(key.sign(&message).to_bytes()).into_string() })
+        let message = herd_proto::signing::slash_message(slash_id, &id, reason, "100");
+        serde_json::json!({ "id": slash_id, "reason": reason, "amount": "100",
+            "operator_signature": bs58::encode(key.sign(&message).to_bytes()).into_string() })
     };
     let http = reqwest::Client::new();
     let post = |body: serde_json::Value| http.post(format!("{}/v1/stake/{id}/slash", network.url)).json(&body).send();
-    let forged = post(slash(&ed25519_dalek::SigningKey::from_bytes(&[1; 32]), "spoofing")).await.unwrap();
+    let forged = post(slash(&ed25519_dalek::SigningKey::from_bytes(&[1; 32]), "slash-0001", "spoofing")).await.unwrap();
     assert_eq!(forged.status().as_u16(), 403);
-    assert_eq!(post(slash(&operator, "bad-vibes")).await.unwrap().status().as_u16(), 400);
-    let slashed = post(slash(&operator, "abandoned-lease")).await.unwrap();
+    assert_eq!(post(slash(&operator, "slash-0001", "bad-vibes")).await.unwrap().status().as_u16(), 400);
+    let first = slash(&operator, "slash-0001", "abandoned-lease");
+    let slashed = post(first.clone()).await.unwrap();
     assert_eq!(slashed.status().as_u16(), 200);
     assert_eq!(supplier.stake(&id).await.unwrap().staked, 150_000_000);
+
+    // Anyone who saw that request sends it again: refused, nothing more burned.
+    for _ in 0..3 {
+        let replayed = post(first.clone()).await.unwrap();
+        assert_eq!(replayed.status().as_u16(), 409);
+        let body: serde_json::Value = replayed.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "replayed", "{body}");
+    }
+    assert_eq!(supplier.stake(&id).await.unwrap().staked, 150_000_000, "a replay burns nothing");
+    // The signature is bound to its id: another id under the old signature is a forgery.
+    let mut renamed = first.clone();
+    renamed["id"] = "slash-0002".into();
+    assert_eq!(post(renamed).await.unwrap().status().as_u16(), 403);
+    // A new slash needs a new signature over a new id.
+    assert_eq!(post(slash(&operator, "slash-0002", "spoofing")).await.unwrap().status().as_u16(), 200);
+    assert_eq!(supplier.stake(&id).await.unwrap().staked, 50_000_000);
+
+    // Both are in the audit log, with the signature that authorised each.
+    let audit = Client::new(&network.url, None).audit(&operator, 0, 1000, Some(&id)).await.unwrap();
+    let slashes: Vec<_> = audit.iter().filter(|e| e.action == "stake.slash").collect();
+    assert_eq!(slashes.len(), 2, "{audit:#?}");
+    assert_eq!(slashes[0].actor, "operator");
+    assert_eq!(slashes[0].signature.as_deref(), first["operator_signature"].as_str());
+    assert!(audit.iter().any(|e| e.action == "stake.add"), "{audit:#?}");
     let report = verify_ledger(&Client::new(&network.url, None)).await.unwrap();
     assert!(report.entries > 0);
     network.stop().await;

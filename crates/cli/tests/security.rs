@@ -90,3 +90,77 @@ async fn an_admission_is_bound_to_every_claimed_resource() {
     serving.abort();
     network.stop().await;
 }
+
+fn ledger_key(network: &TestNetwork) -> SigningKey {
+    herd_keys::load(&network.dir.path().join("herd.db.ledger.key")).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_requests_are_signed_single_use_and_audited() {
+    let mut network = TestNetwork::start(1).await;
+    let operator = ledger_key(&network);
+    let anonymous = Client::new(&network.url, None);
+    let device = network.supplier_client.devices(&format!("owner={}", network.supplier)).await.unwrap().remove(0);
+    let (credential, _) = herd_cli::credentials::sign_in(&anonymous, &SigningKey::generate(&mut OsRng)).await.unwrap();
+
+    // No signature, a stranger's key, and a replay of a real request are all refused.
+    let http = reqwest::Client::new();
+    let audit_url = format!("{}/v1/audit", network.url);
+    assert_eq!(http.get(&audit_url).send().await.unwrap().status().as_u16(), 401);
+    let stranger = SigningKey::generate(&mut OsRng);
+    let refused = anonymous.audit(&stranger, 0, 10, None).await.unwrap_err();
+    assert_eq!(refused.status().unwrap().as_u16(), 403, "{refused}");
+    let header = signed_operator_header(&operator, "GET", "/v1/audit?after=0&limit=10", b"");
+    let url = format!("{audit_url}?after=0&limit=10");
+    let first = http.get(&url).header("x-herd-operator", &header).send().await.unwrap();
+    assert_eq!(first.status().as_u16(), 200);
+    let again = http.get(&url).header("x-herd-operator", &header).send().await.unwrap();
+    assert_eq!(again.status().as_u16(), 409, "the same signed request twice");
+    let other_path = http.get(format!("{audit_url}?after=0&limit=11")).header("x-herd-operator", &header);
+    assert_eq!(other_path.send().await.unwrap().status().as_u16(), 403, "a signature covers its exact request");
+
+    // Blocking takes the device off the network until the block is lifted.
+    let blocked = anonymous.set_blocked(&operator, device.id.as_str(), true, "spoofed GPU").await.unwrap();
+    assert_eq!(blocked.state, DeviceState::Blocked);
+    let twice = anonymous.set_blocked(&operator, device.id.as_str(), true, "again").await.unwrap_err();
+    assert_eq!(twice.status().unwrap().as_u16(), 409);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = device_of_id(&network.url, &device.id).await;
+    assert_eq!(after.state, DeviceState::Blocked, "its reconnects are refused: {after:?}");
+    assert!(after.state_reason.contains("spoofed GPU"), "{after:?}");
+    let unblocked = anonymous.set_blocked(&operator, device.id.as_str(), false, "owner explained").await.unwrap();
+    assert_eq!(unblocked.state, DeviceState::Offline);
+    // A refused agent stopped and said why; its supplier starts it again.
+    let refused = network.workers.remove(0).handle.await.unwrap().unwrap_err();
+    assert!(refused.to_string().contains("spoofed GPU"), "the agent says why it stopped: {refused}");
+    network.workers.push(start_worker(&network.url, &network.dir.path().join("w0"), &network.supplier_key));
+    devices_in_state(&network.url, &network.supplier, DeviceState::Ready, 1).await;
+
+    // The log has each action with its actor and origin, and never a secret.
+    let log = anonymous.audit(&operator, 0, 1000, None).await.unwrap();
+    let actions: Vec<&str> = log.iter().map(|e| e.action.as_str()).collect();
+    for expected in ["genesis", "account.create", "wallet.deposit", "device.block", "device.unblock"] {
+        assert!(actions.contains(&expected), "{expected} missing from {actions:?}");
+    }
+    let block = log.iter().find(|e| e.action == "device.block").unwrap();
+    assert_eq!((block.actor.as_str(), block.target.as_deref()), ("operator", Some(device.id.as_str())));
+    assert_eq!(block.origin.as_deref(), Some("127.0.0.1"));
+    let text = serde_json::to_string(&log).unwrap();
+    assert!(actions.contains(&"api_key.create") || actions.iter().filter(|a| **a == "account.create").count() >= 2);
+    assert!(!text.contains(&credential.api_key), "an API key leaked into the audit log");
+    network.stop().await;
+}
+
+async fn device_of_id(url: &str, id: &herd_core::Address) -> herd_proto::api::Device {
+    Client::new(url, None).device(id.as_str()).await.unwrap().device
+}
+
+fn signed_operator_header(key: &SigningKey, method: &str, path: &str, body: &[u8]) -> String {
+    use ed25519_dalek::Signer;
+    use sha2::Digest;
+    let at = herd_cli::output::now_ms();
+    let id = format!("test-{}", herd_core::hex::encode(&rand::random::<[u8; 8]>()));
+    let digest = herd_core::hex::encode(&sha2::Sha256::digest(body));
+    let message = herd_proto::signing::operator_request_message(method, path, &digest, at, &id);
+    format!("{at}.{id}.{}", bs58::encode(key.sign(&message).to_bytes()).into_string())
+}

@@ -101,6 +101,8 @@ pub struct AppInner {
     /// Ray jobs being resubmitted now (each runs off the reconcile loop, once).
     pub resubmitting: std::sync::Mutex<std::collections::HashSet<JobId>>,
     pub limiter: crate::rate_limit::Limiter,
+    /// Operator request ids seen lately (each is single-use).
+    pub operator_nonces: crate::operator::Nonces,
 }
 
 #[derive(Clone)]
@@ -130,6 +132,7 @@ impl App {
             shutdown,
             resubmitting: Default::default(),
             limiter: Default::default(),
+            operator_nonces: Default::default(),
         }))
     }
 

@@ -13,6 +13,7 @@ use tokio::sync::Mutex;
 
 use crate::app::{now, App};
 use crate::error::ApiError;
+use crate::store::NewAudit;
 use crate::store::{Alongside, SignedEntry, Store, StoreError};
 
 /// Journal entries read per query while rebuilding.
@@ -44,6 +45,9 @@ pub enum BooksError {
 pub enum PostError {
     #[error(transparent)]
     Ledger(#[from] LedgerError),
+    /// A single-use action's transfer was already applied: a replay.
+    #[error("{0:?} was already carried out; a signed action is used once (sign a new one with a new id)")]
+    Replayed(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -52,6 +56,7 @@ impl From<PostError> for ApiError {
     fn from(error: PostError) -> ApiError {
         match error {
             PostError::Store(e) => e.into(),
+            e @ PostError::Replayed(_) => ApiError { code: "replayed", ..ApiError::conflict(e.to_string()) },
             PostError::Ledger(LedgerError::InsufficientFunds { asset, available, needed, .. }) => ApiError {
                 status: axum::http::StatusCode::CONFLICT,
                 code: "insufficient_funds",
@@ -151,8 +156,32 @@ impl App {
 
     /// `post`, writing `alongside` in the same database transaction as the entries.
     pub async fn post_with(&self, batch: &[Transfer], alongside: &[Alongside]) -> Result<Vec<SignedEntry>, PostError> {
+        self.post_checked(batch, alongside, false).await
+    }
+
+    /// `post`, with the audit record of the action in the same transaction.
+    pub async fn post_audited(&self, batch: &[Transfer], audit: NewAudit) -> Result<Vec<SignedEntry>, PostError> {
+        self.post_checked(batch, &[Alongside::Audit(audit)], false).await
+    }
+
+    /// `post_with` for a single-use action: if any transfer id was already applied, nothing
+    /// is posted and the answer is `Replayed` (where `post` would skip it as a retry). The
+    /// check and the post hold the books' lock together, so two copies racing cannot both pass.
+    pub async fn post_once(&self, batch: &[Transfer], alongside: &[Alongside]) -> Result<Vec<SignedEntry>, PostError> {
+        self.post_checked(batch, alongside, true).await
+    }
+
+    async fn post_checked(
+        &self,
+        batch: &[Transfer],
+        alongside: &[Alongside],
+        once: bool,
+    ) -> Result<Vec<SignedEntry>, PostError> {
         let shared = &self.books;
         let mut books = shared.books.lock().await;
+        if let Some(seen) = batch.iter().find(|t| once && books.ledger.has_applied(&t.id)) {
+            return Err(PostError::Replayed(seen.id.clone()));
+        }
         let at = now().0;
         let applied = books.ledger.apply(batch, at)?;
         let entries =

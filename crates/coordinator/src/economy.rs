@@ -44,7 +44,11 @@ impl App {
         for (i, (account, amount)) in allocations.iter().enumerate() {
             batch.push(io(format!("genesis:allocation:{i}"), account.clone(), *amount));
         }
-        self.post_with(&batch, &[Alongside::Marker { key: GENESIS_AT, value: now().0 }]).await.map(drop)
+        let audit = crate::store::NewAudit::new(crate::store::audit::COORDINATOR, "genesis", None).detail(
+            serde_json::json!({ "emission_pool": EMISSION_TOTAL, "allocations": allocations.len(), "supply": GENESIS_SUPPLY }),
+        );
+        let alongside = [Alongside::Marker { key: GENESIS_AT, value: now().0 }, Alongside::Audit(audit)];
+        self.post_with(&batch, &alongside).await.map(drop)
     }
 
     /// Runs whatever economics are due: reward blocks and buybacks for finished hours.

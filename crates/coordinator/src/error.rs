@@ -41,6 +41,10 @@ impl ApiError {
     pub fn no_capacity(message: impl Into<String>) -> ApiError {
         Self::new(StatusCode::CONFLICT, "no_capacity", message)
     }
+    pub fn too_many_requests(message: impl Into<String>) -> ApiError {
+        ApiError { status: StatusCode::TOO_MANY_REQUESTS, code: "rate_limited", message: message.into() }
+    }
+
     pub fn unprocessable(message: impl Into<String>) -> ApiError {
         Self::new(StatusCode::UNPROCESSABLE_ENTITY, "unprocessable", message)
     }

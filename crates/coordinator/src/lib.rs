@@ -15,6 +15,7 @@ mod healer;
 mod hub;
 mod market;
 mod metrics;
+mod operator;
 mod oracle;
 pub mod proving;
 mod rate_limit;

@@ -167,6 +167,17 @@ impl FromRequestParts<App> for WithinLimit {
     }
 }
 
+/// Where a request came from (the client address, as the rate limits see it), for the audit log.
+pub struct Origin(pub Option<String>);
+
+impl FromRequestParts<App> for Origin {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, Self::Rejection> {
+        Ok(Origin(client_address(parts, app.config.trust_forwarded_for).map(|ip| ip.to_string())))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

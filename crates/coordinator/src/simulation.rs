@@ -23,6 +23,7 @@ use tokio::time::Instant;
 use crate::app::{simulation, App, CoordinatorConfig};
 use crate::auth::Caller;
 use crate::error::{ApiJson, ApiQuery};
+use crate::rate_limit::Origin;
 use crate::reconcile::{self, TickState};
 use crate::store::Store;
 
@@ -124,7 +125,9 @@ impl Sim {
         app.store.register_account(&customer, &format!("key-of-{customer}"), at).await.unwrap();
         let deposit = Deposit { asset: herd_core::Asset::Usdc, amount: "100000".into(), id: Some("sim".into()) };
         let _ =
-            crate::api::wallet::deposit(State(app.clone()), Caller(customer.clone()), ApiJson(deposit)).await.unwrap();
+            crate::api::wallet::deposit(State(app.clone()), Caller(customer.clone()), Origin(None), ApiJson(deposit))
+                .await
+                .unwrap();
         let mut workers = Vec::with_capacity(WORKERS);
         for n in 0..WORKERS {
             let device = address(seed, 3, n);

@@ -24,8 +24,16 @@ pub async fn slash(app: &App, device: &Address, id: &str, bps: u32, code: &str) 
         kind: TransferKind::Single,
         code: code.to_owned(),
     };
-    match app.post(&[transfer]).await {
-        Ok(_) => tracing::warn!(%device, amount, code, "stake slashed"),
+    let audit = crate::store::NewAudit::new(crate::store::audit::COORDINATOR, "stake.slash", Some(device.to_string()))
+        .detail(serde_json::json!({ "offence": id, "code": code, "amount_minor": amount, "bps": bps }));
+    // The id is idempotent: a second post of one offence is skipped, and so is its audit row.
+    let posted = app.post(&[transfer]).await;
+    let posted = match posted {
+        Ok(entries) if !entries.is_empty() => app.store.audit(&audit, crate::app::now()).await.map_err(Into::into),
+        other => other.map(drop),
+    };
+    match posted {
+        Ok(()) => tracing::warn!(%device, amount, code, "stake slashed"),
         Err(error) => tracing::error!(%device, %error, code, "could not slash a stake"),
     }
 }

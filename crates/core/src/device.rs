@@ -158,6 +158,8 @@ impl DeviceState {
         use DeviceState as S;
         let next = match (self, event) {
             (_, E::Block) => Some(S::Blocked),
+            // The operator lifts a block: the device proves itself again when it reconnects.
+            (S::Blocked, E::Unblock) => Some(S::Offline),
             (S::Blocked, _) => None,
             (S::Pending, E::Admit) => Some(S::Ready),
             // Changed hardware or a flag: not hireable until it proves itself again.
@@ -202,6 +204,7 @@ pub enum DeviceEvent {
     Disconnect,
     Reconnect { admitted: bool, leased: bool },
     Block,
+    Unblock,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -271,6 +274,8 @@ pub(crate) mod tests {
         assert!(DeviceState::Offline.next(E::Lease).is_err());
         assert!(DeviceState::Blocked.next(E::Reconnect { admitted: true, leased: false }).is_err());
         assert_eq!(DeviceState::Hired.next(E::Block).unwrap(), DeviceState::Blocked);
+        assert_eq!(DeviceState::Blocked.next(E::Unblock).unwrap(), DeviceState::Offline);
+        assert!(DeviceState::Ready.next(E::Unblock).is_err(), "only a blocked device is unblocked");
     }
 
     #[test]

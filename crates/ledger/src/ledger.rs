@@ -164,6 +164,12 @@ impl Ledger {
         self.accounts.iter()
     }
 
+    /// Whether a transfer with this id was applied (ids of single-use actions are checked
+    /// with this before they post, so a replay is refused rather than skipped).
+    pub fn has_applied(&self, id: &str) -> bool {
+        self.applied.contains_key(id)
+    }
+
     pub fn pending_status(&self, id: &str) -> Option<PendingStatus> {
         self.pending.get(id).map(|p| p.status)
     }

@@ -653,10 +653,42 @@ pub struct RewardBlock {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Slash {
+    /// The operator's unique id for this slash (8 to 64 letters, digits, `-` or `_`): a slash
+    /// is carried out once; the same id again is refused with 409.
+    pub id: String,
     /// `spoofing`, `failed-verification` or `abandoned-lease`.
     pub reason: String,
     /// Decimal IO (at most what is staked).
     pub amount: String,
-    /// The ledger key's signature over `herd-slash-v1\n{device}\n{reason}\n{amount}`.
+    /// The ledger key's signature over
+    /// `herd-slash-v2\nid={id}\ndevice={device}\nreason={reason}\namount={amount}`.
     pub operator_signature: String,
+}
+
+/// One privileged or money-moving action, as the audit log keeps it (append-only).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AuditEntry {
+    pub seq: i64,
+    pub at: Timestamp,
+    /// Who: an account address, `operator` (the ledger key) or `coordinator` (itself).
+    pub actor: String,
+    /// What, e.g. `stake.slash`, `payout.confirm`, `device.block`, `api_key.create`.
+    pub action: String,
+    /// On what: a device, payout, account or cluster id.
+    pub target: Option<String>,
+    /// The action's particulars (amounts, reasons); never a secret.
+    #[schema(value_type = Object)]
+    pub detail: serde_json::Value,
+    /// The client address the request came from, when it came over HTTP.
+    pub origin: Option<String>,
+    /// The signature that authorised it, when one did (base58).
+    pub signature: Option<String>,
+}
+
+/// The operator blocks a device (it can no longer connect or be hired) or lifts a block.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceBlock {
+    /// Why, shown to the device's owner (1 to 200 characters).
+    pub reason: String,
 }

@@ -29,7 +29,26 @@ pub fn payout_confirmation_message(payout_id: &str, tx_signature: &str) -> Vec<u
     format!("herd-payout-confirm-v1\n{payout_id}\n{tx_signature}").into_bytes()
 }
 
-/// Signed by the ledger key (the operator) to slash a device's stake.
-pub fn slash_message(device: &str, reason: &str, amount: &str) -> Vec<u8> {
-    format!("herd-slash-v1\n{device}\n{reason}\n{amount}").into_bytes()
+/// Signed by the ledger key (the operator) to slash a device's stake. `id` is the operator's
+/// own unique name for this slash: each is carried out once, a second use of the same id is
+/// refused, so a captured request cannot burn more stake.
+pub fn slash_message(id: &str, device: &str, reason: &str, amount: &str) -> Vec<u8> {
+    format!("herd-slash-v2\nid={id}\ndevice={device}\nreason={reason}\namount={amount}").into_bytes()
+}
+
+/// The header an operator request carries: `X-Herd-Operator: <at_ms>.<id>.<signature>`.
+pub const OPERATOR_HEADER: &str = "x-herd-operator";
+
+/// Signed by the ledger key (the operator) over one HTTP request to an operator endpoint: the
+/// method, the path with its query, the body's SHA-256, when it was signed and a one-time id.
+/// The coordinator accepts each id once and only for a few minutes after `at_ms`.
+pub fn operator_request_message(
+    method: &str,
+    path_and_query: &str,
+    body_sha256: &str,
+    at_ms: i64,
+    id: &str,
+) -> Vec<u8> {
+    format!("herd-operator-request-v1\nmethod={method}\npath={path_and_query}\nbody-sha256={body_sha256}\nat={at_ms}\nid={id}")
+        .into_bytes()
 }

@@ -6,6 +6,7 @@ mod cluster;
 mod job;
 mod market;
 mod network;
+mod operator;
 mod request;
 mod stake;
 mod wallet;
@@ -79,6 +80,12 @@ pub enum Command {
     /// Benchmarks that print figures.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Operator: the audit log of privileged and money-moving actions.
+    #[command(subcommand)]
+    Audit(operator::AuditCommand),
+    /// Operator: block or unblock devices, slash stakes (signed with the ledger key).
+    #[command(subcommand)]
+    Operator(operator::OperatorCommand),
 }
 
 pub struct Context {
@@ -123,6 +130,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Wallet(command) => wallet::wallet(&context, command).await,
         Command::Stake(command) => stake::run(&context, command).await,
         Command::Ledger(command) => wallet::ledger(&context, command).await,
+        Command::Audit(command) => operator::audit(&context, command).await,
+        Command::Operator(command) => operator::run(&context, command).await,
     }
 }
 

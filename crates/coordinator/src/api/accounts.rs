@@ -15,7 +15,8 @@ use crate::auth::{
     hash_login_code, hash_pairing_code, new_api_key, new_pairing_code, random_token, verify_signature, Caller,
 };
 use crate::error::{ApiError, ApiJson, ApiResult};
-use crate::rate_limit::WithinLimit;
+use crate::rate_limit::{Origin, WithinLimit};
+use crate::store::NewAudit;
 
 const CHALLENGE_TTL_MS: i64 = 5 * 60 * 1000;
 const PAIRING_CODE_TTL_MS: i64 = 15 * 60 * 1000;
@@ -68,6 +69,7 @@ async fn check_signed(app: &App, signed: &SignedChallenge, purpose: &str) -> Api
 pub async fn register(
     State(app): State<App>,
     _within_limit: WithinLimit,
+    Origin(origin): Origin,
     ApiJson(signed): ApiJson<SignedChallenge>,
 ) -> ApiResult<(StatusCode, Json<ApiKeyIssued>)> {
     check_signed(&app, &signed, PURPOSE_REGISTER).await?;
@@ -75,6 +77,10 @@ pub async fn register(
     if !app.store.register_account(&signed.address, &hash, now()).await? {
         return Err(ApiError::conflict(format!("account {} already exists", signed.address)));
     }
+    let audit = NewAudit::new(signed.address.as_str(), "account.create", Some(signed.address.to_string()))
+        .origin(origin)
+        .signed(&signed.signature, None);
+    app.store.audit(&audit, now()).await?;
     tracing::info!(address = %signed.address, "account registered");
     Ok((StatusCode::CREATED, Json(ApiKeyIssued { address: signed.address, api_key })))
 }
@@ -85,11 +91,16 @@ pub async fn register(
 pub async fn login(
     State(app): State<App>,
     _within_limit: WithinLimit,
+    Origin(origin): Origin,
     ApiJson(signed): ApiJson<SignedChallenge>,
 ) -> ApiResult<(StatusCode, Json<ApiKeyIssued>)> {
     check_signed(&app, &signed, PURPOSE_LOGIN).await?;
     let (api_key, hash) = new_api_key();
     app.store.add_api_key(&signed.address, &hash, now()).await?;
+    let audit = NewAudit::new(signed.address.as_str(), "api_key.create", Some(signed.address.to_string()))
+        .origin(origin)
+        .signed(&signed.signature, None);
+    app.store.audit(&audit, now()).await?;
     Ok((StatusCode::CREATED, Json(ApiKeyIssued { address: signed.address, api_key })))
 }
 
@@ -100,6 +111,7 @@ pub async fn login(
 pub async fn browser_link(
     State(app): State<App>,
     _within_limit: WithinLimit,
+    Origin(origin): Origin,
     ApiJson(signed): ApiJson<SignedChallenge>,
 ) -> ApiResult<(StatusCode, Json<BrowserLink>)> {
     check_signed(&app, &signed, PURPOSE_BROWSER).await?;
@@ -107,6 +119,10 @@ pub async fn browser_link(
     let at = now();
     let expires_at = Timestamp(at.0 + BROWSER_LINK_TTL_MS);
     app.store.create_login_link(&hash_login_code(&code), &signed.address, expires_at, at).await?;
+    let audit = NewAudit::new(signed.address.as_str(), "browser_link.create", Some(signed.address.to_string()))
+        .origin(origin)
+        .signed(&signed.signature, None);
+    app.store.audit(&audit, at).await?;
     Ok((
         StatusCode::CREATED,
         Json(BrowserLink { address: signed.address, path: format!("/console/login/{code}"), expires_at }),
@@ -125,10 +141,16 @@ pub async fn me(State(app): State<App>, Caller(address): Caller) -> ApiResult<Js
 /// from a machine that does not hold the account key.
 #[utoipa::path(post, path = "/v1/pairing-codes", security(("api_key" = [])),
     responses((status = 201, body = PairingCode), (status = 401, body = ErrorBody)))]
-pub async fn pairing_code(State(app): State<App>, Caller(owner): Caller) -> ApiResult<(StatusCode, Json<PairingCode>)> {
+pub async fn pairing_code(
+    State(app): State<App>,
+    Caller(owner): Caller,
+    Origin(origin): Origin,
+) -> ApiResult<(StatusCode, Json<PairingCode>)> {
     let code = new_pairing_code();
     let at = now();
     let expires_at = Timestamp(at.0 + PAIRING_CODE_TTL_MS);
     app.store.create_pairing_code(&hash_pairing_code(&code), &owner, expires_at, at).await?;
+    let audit = NewAudit::new(owner.as_str(), "pairing_code.create", Some(owner.to_string())).origin(origin);
+    app.store.audit(&audit, at).await?;
     Ok((StatusCode::CREATED, Json(PairingCode { code, owner, expires_at })))
 }

@@ -5,6 +5,7 @@ pub(crate) mod clusters;
 mod devices;
 pub(crate) mod jobs;
 pub(crate) mod market;
+mod operator;
 pub(crate) mod ray;
 mod speedtest;
 mod stake;
@@ -64,6 +65,9 @@ use herd_proto::worker::SPEEDTEST_UPLOAD_BYTES;
         wallet::head,
         wallet::blocks,
         wallet::journal,
+        operator::list,
+        operator::block,
+        operator::unblock,
     ),
     components(schemas(herd_proto::api::ErrorBody, herd_proto::api::LogEvent)),
     modifiers(&BearerAuth)
@@ -79,6 +83,16 @@ impl utoipa::Modify for BearerAuth {
         components.add_security_scheme(
             "api_key",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("herd_…").build()),
+        );
+        components.add_security_scheme(
+            "operator",
+            SecurityScheme::ApiKey(utoipa::openapi::security::ApiKey::Header(
+                utoipa::openapi::security::ApiKeyValue::with_description(
+                    "X-Herd-Operator",
+                    "<at_ms>.<id>.<signature>: the ledger key's signature over the request \
+                     (herd_proto::signing::operator_request_message); each id once, within 2 minutes",
+                ),
+            )),
         );
     }
 }
@@ -105,6 +119,9 @@ pub fn router(app: App) -> Router {
         .route("/v1/stake/{device}", get(stake::show).post(stake::add))
         .route("/v1/stake/{device}/remove", post(stake::remove))
         .route("/v1/stake/{device}/slash", post(stake::slash))
+        .route("/v1/audit", get(operator::list))
+        .route("/v1/operator/devices/{id}/block", post(operator::block))
+        .route("/v1/operator/devices/{id}/unblock", post(operator::unblock))
         .route("/v1/ledger/head", get(wallet::head))
         .route("/v1/rewards/blocks", get(wallet::blocks))
         .route("/v1/ledger/journal", get(wallet::journal))

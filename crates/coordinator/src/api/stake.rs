@@ -13,6 +13,8 @@ use super::parse_id;
 use crate::app::{now, App};
 use crate::auth::{random_token, Caller};
 use crate::error::{ApiError, ApiJson, ApiResult};
+use crate::rate_limit::Origin;
+use crate::store::{audit, Alongside, NewAudit};
 
 async fn device(app: &App, id: &str) -> ApiResult<Device> {
     let id: Address = parse_id(id)?;
@@ -61,6 +63,7 @@ pub async fn show(State(app): State<App>, Path(id): Path<String>) -> ApiResult<J
 pub async fn add(
     State(app): State<App>,
     Caller(owner): Caller,
+    Origin(origin): Origin,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<AddStake>,
 ) -> ApiResult<Json<StakeStatus>> {
@@ -75,7 +78,10 @@ pub async fn add(
         kind: TransferKind::Single,
         code: "stake".into(),
     };
-    app.post(&[transfer]).await?;
+    let audit = NewAudit::new(owner.as_str(), "stake.add", Some(device.id.to_string()))
+        .detail(serde_json::json!({ "amount_io": body.amount }))
+        .origin(origin);
+    app.post_audited(&[transfer], audit).await?;
     Ok(Json(status(&app, &device).await?))
 }
 
@@ -86,6 +92,7 @@ pub async fn add(
 pub async fn remove(
     State(app): State<App>,
     Caller(owner): Caller,
+    Origin(origin): Origin,
     Path(id): Path<String>,
 ) -> ApiResult<Json<StakeStatus>> {
     let device = owned_device(&app, &owner, &id).await?;
@@ -107,7 +114,10 @@ pub async fn remove(
             kind: TransferKind::Single,
             code: "unstake".into(),
         };
-        app.post(&[transfer]).await?;
+        let audit = NewAudit::new(owner.as_str(), "stake.remove", Some(device.id.to_string()))
+            .detail(serde_json::json!({ "amount_minor": staked }))
+            .origin(origin);
+        app.post_audited(&[transfer], audit).await?;
     }
     app.store.clear_unstake(&device.id).await?;
     Ok(Json(status(&app, &device).await?))
@@ -123,6 +133,7 @@ const SLASH_REASONS: [&str; 3] = ["spoofing", "failed-verification", "abandoned-
 pub async fn slash(
     State(app): State<App>,
     Path(id): Path<String>,
+    Origin(origin): Origin,
     ApiJson(body): ApiJson<Slash>,
 ) -> ApiResult<Json<StakeStatus>> {
     let device = device(&app, &id).await?;
@@ -133,12 +144,14 @@ pub async fn slash(
             SLASH_REASONS.join(", ")
         )));
     }
-    let message = herd_proto::signing::slash_message(device.id.as_str(), &body.reason, &body.amount);
+    crate::operator::check_action_id(&body.id)?;
+    let message = herd_proto::signing::slash_message(&body.id, device.id.as_str(), &body.reason, &body.amount);
     crate::auth::verify_signature(&app.books.public_key, &message, &body.operator_signature)
         .map_err(|e| ApiError::forbidden(format!("operator signature refused (sign with the ledger key): {e}")))?;
     let amount = parse_usd(&body.amount).map_err(ApiError::bad_request)? as u64;
+    let action_id = format!("slash:{}", body.id);
     let transfer = Transfer {
-        id: format!("slash:{}", random_token()),
+        id: action_id.clone(),
         debit: vault(&device.id),
         credit: AccountKey::Burn,
         asset: Asset::Io,
@@ -146,7 +159,11 @@ pub async fn slash(
         kind: TransferKind::Single,
         code: format!("slash-{}", body.reason),
     };
-    app.post(&[transfer]).await?;
-    tracing::warn!(device = %device.id, reason = %body.reason, amount = %body.amount, "stake slashed");
+    let audit = NewAudit::new(audit::OPERATOR, "stake.slash", Some(device.id.to_string()))
+        .detail(serde_json::json!({ "id": body.id, "reason": body.reason, "amount_io": body.amount }))
+        .origin(origin)
+        .signed(&body.operator_signature, Some(action_id.clone()));
+    app.post_once(&[transfer], &[Alongside::Audit(audit)]).await?;
+    tracing::warn!(device = %device.id, id = %body.id, reason = %body.reason, amount = %body.amount, "stake slashed");
     Ok(Json(status(&app, &device).await?))
 }

@@ -15,7 +15,9 @@ use serde::Deserialize;
 use crate::app::{now, App};
 use crate::auth::{random_token, Caller};
 use crate::error::{ApiError, ApiJson, ApiQuery, ApiResult};
+use crate::rate_limit::Origin;
 use crate::settlement::{parse_solana_address, solana_pay_url, ManualConfirmation, Settlement};
+use crate::store::NewAudit;
 use crate::store::SignedEntry;
 
 /// The most one faucet deposit may mint (minor units: 100,000.000000).
@@ -72,6 +74,7 @@ pub async fn balances(app: &App, owner: &herd_core::Address) -> Vec<WalletBalanc
 pub async fn deposit(
     State(app): State<App>,
     Caller(owner): Caller,
+    Origin(origin): Origin,
     ApiJson(request): ApiJson<Deposit>,
 ) -> ApiResult<(StatusCode, Json<JournalEntry>)> {
     if !app.config.faucet {
@@ -97,7 +100,10 @@ pub async fn deposit(
         kind: TransferKind::Single,
         code: "faucet".into(),
     };
-    let entries = app.post(std::slice::from_ref(&transfer)).await?;
+    let audit = NewAudit::new(owner.as_str(), "wallet.deposit", Some(owner.to_string()))
+        .detail(serde_json::json!({ "transfer": transfer.id, "asset": request.asset, "amount": request.amount }))
+        .origin(origin);
+    let entries = app.post_audited(std::slice::from_ref(&transfer), audit).await?;
     let entry = match entries.into_iter().next() {
         Some(entry) => entry,
         // A retry: the original entry is the answer.
@@ -122,6 +128,7 @@ const PAYOUT_TTL_MS: i64 = 7 * 24 * 3_600_000;
 pub async fn withdraw(
     State(app): State<App>,
     Caller(owner): Caller,
+    Origin(origin): Origin,
     ApiJson(request): ApiJson<Withdraw>,
 ) -> ApiResult<(StatusCode, Json<Payout>)> {
     let mint = match request.asset {
@@ -145,7 +152,10 @@ pub async fn withdraw(
         kind: TransferKind::Pending { expires_at_ms: at.0 + PAYOUT_TTL_MS },
         code: "payout".into(),
     };
-    app.post(&[transfer]).await?;
+    let audit = NewAudit::new(owner.as_str(), "payout.request", Some(id.clone()))
+        .detail(serde_json::json!({ "asset": request.asset, "amount": request.amount, "to": recipient.as_str() }))
+        .origin(origin);
+    app.post_audited(&[transfer], audit).await?;
     let payout = Payout {
         url: solana_pay_url(recipient.as_str(), amount, &mint, &reference, &id),
         id,
@@ -168,6 +178,7 @@ pub async fn withdraw(
 pub async fn mint_credits(
     State(app): State<App>,
     Caller(owner): Caller,
+    Origin(origin): Origin,
     ApiJson(request): ApiJson<MintCredits>,
 ) -> ApiResult<(StatusCode, Json<CreditsMinted>)> {
     let io = parse_usd(&request.io).map_err(ApiError::bad_request)? as u64;
@@ -198,7 +209,10 @@ pub async fn mint_credits(
             code: "credits-minted".into(),
         },
     ];
-    app.post(&batch).await?;
+    let audit = NewAudit::new(owner.as_str(), "wallet.mint_credits", Some(owner.to_string()))
+        .detail(serde_json::json!({ "io": request.io, "credits_minor": credits, "io_price_micros": price }))
+        .origin(origin);
+    app.post_audited(&batch, audit).await?;
     let minted = CreditsMinted { io_burned: io as i64, credits_minted: credits as i64, io_price_micros: price };
     Ok((StatusCode::CREATED, Json(minted)))
 }
@@ -217,6 +231,7 @@ pub async fn payouts(State(app): State<App>, Caller(owner): Caller) -> ApiResult
 pub async fn confirm(
     State(app): State<App>,
     Path(id): Path<String>,
+    Origin(origin): Origin,
     ApiJson(request): ApiJson<ConfirmPayout>,
 ) -> ApiResult<Json<Payout>> {
     let payout = app.store.payout(&id).await?.ok_or_else(|| ApiError::not_found(format!("no payout {id}")))?;
@@ -234,7 +249,13 @@ pub async fn confirm(
         kind: TransferKind::Post { pending_id: format!("payout:{id}") },
         code: "payout-sent".into(),
     };
-    app.post(&[post]).await?;
+    let audit = NewAudit::new(crate::store::audit::OPERATOR, "payout.confirm", Some(id.clone()))
+        .detail(
+            serde_json::json!({ "tx_signature": request.tx_signature, "amount": payout.amount, "asset": payout.asset }),
+        )
+        .origin(origin)
+        .signed(&request.operator_signature, Some(format!("payout-confirm:{id}")));
+    app.post_once(&[post], &[crate::store::Alongside::Audit(audit)]).await?;
     app.store.settle_payout(&id, &request.tx_signature, now()).await?;
     Ok(Json(app.store.payout(&id).await?.ok_or_else(|| ApiError::not_found("payout vanished"))?))
 }

@@ -322,6 +322,59 @@ impl Store {
         Ok(Ok(HelloOutcome { state, registered }))
     }
 
+    /// The operator blocks a device (after `mark_offline` has handled what it was running):
+    /// it loses its admission and cannot connect until unblocked. Audited in the same
+    /// transaction. None if there is no such device; Some(false) if it was already blocked.
+    pub async fn operator_block(
+        &self,
+        id: &Address,
+        reason: &str,
+        audit: &super::NewAudit,
+        now: Timestamp,
+    ) -> StoreResult<Option<bool>> {
+        let mut tx = self.write.begin().await?;
+        let Some(state) = device_state(&mut tx, id).await? else { return Ok(None) };
+        if state == DeviceState::Blocked {
+            return Ok(Some(false));
+        }
+        sqlx::query("UPDATE devices SET admitted = 0, admitted_claim = NULL, next_verification_at = NULL WHERE id = ?")
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await?;
+        apply_event(&mut tx, id, state, Event::Block, &format!("blocked by the operator: {reason}"), now).await?;
+        super::audit::record(&mut tx, audit, now).await?;
+        tx.commit().await?;
+        Ok(Some(true))
+    }
+
+    /// The operator lifts a block: the device is offline until it reconnects, then proves
+    /// itself from scratch (no admission, no strikes). Audited in the same transaction.
+    /// None if there is no such device; Some(false) if it was not blocked.
+    pub async fn operator_unblock(
+        &self,
+        id: &Address,
+        reason: &str,
+        audit: &super::NewAudit,
+        now: Timestamp,
+    ) -> StoreResult<Option<bool>> {
+        let mut tx = self.write.begin().await?;
+        let Some(state) = device_state(&mut tx, id).await? else { return Ok(None) };
+        if state != DeviceState::Blocked {
+            return Ok(Some(false));
+        }
+        sqlx::query(
+            "UPDATE devices SET admitted = 0, admitted_claim = NULL, next_verification_at = NULL, deadline_strikes = 0
+             WHERE id = ?",
+        )
+        .bind(id.as_str())
+        .execute(&mut *tx)
+        .await?;
+        apply_event(&mut tx, id, state, Event::Unblock, &format!("unblocked by the operator: {reason}"), now).await?;
+        super::audit::record(&mut tx, audit, now).await?;
+        tx.commit().await?;
+        Ok(Some(true))
+    }
+
     /// Stores the latest heartbeat of many devices in one transaction (the hub batches them,
     /// so heartbeats cost one commit per flush, not one per device).
     pub async fn record_heartbeats(&self, beats: &[(Address, Timestamp, api::Utilization)]) -> StoreResult<()> {

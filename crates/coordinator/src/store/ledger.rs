@@ -84,6 +84,8 @@ pub enum Alongside {
     Marker { key: &'static str, value: i64 },
     /// A reward block for the explorer.
     Block { hour: i64, at: i64, emission: i64, paid: String, failed: String, to_treasury: i64 },
+    /// The audit record of the action these entries carry out.
+    Audit(super::NewAudit),
 }
 
 impl Store {
@@ -111,6 +113,9 @@ impl Store {
                     .bind(to_treasury)
                     .execute(&mut *tx)
                     .await?;
+                }
+                Alongside::Audit(entry) => {
+                    super::audit::record(&mut tx, entry, crate::app::now()).await?;
                 }
             }
         }

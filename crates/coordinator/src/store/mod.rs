@@ -7,6 +7,7 @@
 //! stale placement plans. Reads use a separate pool and never block on writes (WAL).
 
 mod accounts;
+pub mod audit;
 mod clusters;
 mod devices;
 mod earnings;
@@ -28,6 +29,7 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::Row;
 
+pub use audit::NewAudit;
 pub use clusters::{NewCluster, StalePlan, Terminated};
 pub use devices::{DeviceFilter, HelloOutcome, HelloRefusal};
 pub use earnings::{DeviceRewards, Income};
@@ -81,6 +83,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (13, "web_sessions", include_str!("../../migrations/0013_web_sessions.sql")),
     (14, "owner_indexes", include_str!("../../migrations/0014_owner_indexes.sql")),
     (15, "admission_claims", include_str!("../../migrations/0015_admission_claims.sql")),
+    (16, "audit_log", include_str!("../../migrations/0016_audit_log.sql")),
 ];
 
 #[derive(Clone)]

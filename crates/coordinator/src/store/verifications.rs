@@ -102,6 +102,19 @@ fn verification_from_row(row: &SqliteRow) -> StoreResult<Verification> {
     })
 }
 
+/// The coordinator blocked a device on a proof's verdict: the audit log says so.
+async fn audit_block(
+    conn: &mut SqliteConnection,
+    device: &Address,
+    verification: &str,
+    why: &str,
+    now: Timestamp,
+) -> StoreResult<()> {
+    let entry = super::NewAudit::new(super::audit::COORDINATOR, "device.block", Some(device.to_string()))
+        .detail(serde_json::json!({ "reason": why, "verification": verification }));
+    super::audit::record(conn, &entry, now).await
+}
+
 /// What the device claims now (`DeviceSpec::admission_claim` of its stored spec).
 async fn current_claim(conn: &mut SqliteConnection, id: &Address) -> StoreResult<String> {
     let row = sqlx::query("SELECT spec, simulated FROM devices WHERE id = ?").bind(id.as_str()).fetch_one(conn).await?;
@@ -265,6 +278,7 @@ impl Store {
                     .await?;
                     let why = format!("failed proof of compute: {reason} ({strikes} times in a row)");
                     state = apply_event(&mut tx, device, state, Event::Block, &why, now).await?;
+                    audit_block(&mut tx, device, id, &why, now).await?;
                 } else {
                     let why = format!("awaiting proof of compute: {reason} (strike {strikes} of {strikes_max})");
                     set_pending_reason(&mut tx, device, state, &why).await?;
@@ -281,6 +295,7 @@ impl Store {
                 .await?;
                 let why = format!("failed proof of compute: {reason}");
                 state = apply_event(&mut tx, device, state, Event::Block, &why, now).await?;
+                audit_block(&mut tx, device, id, &why, now).await?;
             }
             Finish::Inconclusive { retry_at, .. } => {
                 sqlx::query("UPDATE devices SET next_verification_at = ? WHERE id = ?")
