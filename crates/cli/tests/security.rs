@@ -164,3 +164,60 @@ fn signed_operator_header(key: &SigningKey, method: &str, path: &str, body: &[u8
     let message = herd_proto::signing::operator_request_message(method, path, &digest, at, &id);
     format!("{at}.{id}.{}", bs58::encode(key.sign(&message).to_bytes()).into_string())
 }
+
+/// Waits for the coordinator's speedtest token on a raw socket (answering nothing else).
+async fn speedtest_token(socket: &mut Socket) -> String {
+    loop {
+        if let ServerMessage::SpeedtestToken { token } = next_server_message(socket).await {
+            return token;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_connectivity_tier_is_only_what_the_coordinator_measured() {
+    use futures_util::SinkExt;
+    use herd_proto::worker::{Throughput, WorkerMessage, SPEEDTEST_RECEIPT_HEADER, SPEEDTEST_UPLOAD_BYTES};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let network = TestNetwork::start(0).await;
+    let key = SigningKey::generate(&mut OsRng);
+    let bragging = Throughput { down_mbps: 100_000, up_mbps: 100_000 };
+    let (mut socket, answer) = connect_with(&network.url, |nonce| {
+        let mut payload = hello(&key, &network.supplier_key, nonce);
+        payload.simulated = false;
+        payload.spec = spec(None, 0);
+        payload.throughput = Some(bragging);
+        signed(&key, &payload)
+    })
+    .await;
+    assert!(matches!(answer, ServerMessage::Welcome { .. }), "{answer:?}");
+    let claim = WorkerMessage::Throughput(bragging);
+    socket.send(Message::Text(serde_json::to_string(&claim).unwrap().into())).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let device = device_of(&network.url, &key).await;
+    assert_eq!(device.connectivity.as_str(), "none", "a real device's word sets no tier: {device:?}");
+
+    // The test itself: the upload must show the download's receipt, and comes after it.
+    let token = speedtest_token(&mut socket).await;
+    let base = format!("{}/v1/worker/speedtest/{token}", network.url);
+    let http = reqwest::Client::new();
+    let payload = vec![0u8; SPEEDTEST_UPLOAD_BYTES as usize];
+    let early = http.post(format!("{base}/upload")).header(SPEEDTEST_RECEIPT_HEADER, "00".repeat(32));
+    // (Refusals come before the body is read: they send none, or the refused connection breaks.)
+    assert_eq!(early.send().await.unwrap().status().as_u16(), 401, "upload before download");
+    let download = http.get(format!("{base}/download")).send().await.unwrap().bytes().await.unwrap();
+    assert_eq!(download.len() as u64, herd_proto::worker::SPEEDTEST_DOWNLOAD_BYTES);
+    let forged = http.post(format!("{base}/upload")).header(SPEEDTEST_RECEIPT_HEADER, "00".repeat(32));
+    assert_eq!(forged.send().await.unwrap().status().as_u16(), 401, "a guessed receipt");
+    let receipt = herd_core::hex::encode(&download[download.len() - 32..]);
+    let measured = http.post(format!("{base}/upload")).header(SPEEDTEST_RECEIPT_HEADER, &receipt);
+    let measured = measured.body(payload).send().await.unwrap();
+    assert_eq!(measured.status().as_u16(), 200);
+    let figures: serde_json::Value = measured.json().await.unwrap();
+    let device = device_of(&network.url, &key).await;
+    assert_eq!(device.connectivity.as_str(), figures["tier"].as_str().unwrap(), "{figures}");
+    let again = http.post(format!("{base}/upload")).header(SPEEDTEST_RECEIPT_HEADER, &receipt);
+    assert_eq!(again.send().await.unwrap().status().as_u16(), 401, "a token is used once");
+    network.stop().await;
+}

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use herd_core::{Address, Timestamp};
 use herd_proto::api::Utilization;
-use herd_proto::worker::ServerMessage;
+use herd_proto::worker::{ServerMessage, SPEEDTEST_RECEIPT_BYTES};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -32,15 +32,30 @@ struct Inner {
     heartbeats: HashMap<Address, (Timestamp, Utilization)>,
     /// Outstanding throughput-test tokens (at most one per device).
     speedtests: HashMap<String, Speedtest>,
-    /// Upload throughput the coordinator measured itself, until the device's report arrives.
-    measured_upload_mbps: HashMap<Address, u32>,
 }
 
 struct Speedtest {
     device: Address,
     expires: Instant,
-    downloaded: bool,
+    /// When the download began, once it has.
+    download_started: Option<Instant>,
+    /// The download's last bytes: the upload must present them, which proves the worker
+    /// received the whole download before the coordinator stops its clock.
+    receipt: [u8; SPEEDTEST_RECEIPT_BYTES],
     uploaded: bool,
+}
+
+/// A spent download: where the worker must prove it arrived.
+pub struct DownloadStarted {
+    pub device: Address,
+    pub receipt: [u8; SPEEDTEST_RECEIPT_BYTES],
+}
+
+/// A spent upload: the device, and the downlink the coordinator timed (from the download's
+/// first byte sent to the receipt's return).
+pub struct UploadStarted {
+    pub device: Address,
+    pub down_mbps: u32,
 }
 
 /// How long `send_wait` waits for room in an outbox.
@@ -48,13 +63,6 @@ const SEND_WAIT_MAX: Duration = Duration::from_secs(10);
 
 /// How long a speedtest token may wait before its test starts.
 pub const SPEEDTEST_TOKEN_TTL: Duration = Duration::from_secs(60);
-
-/// Which half of a throughput test a token is spent on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Direction {
-    Download,
-    Upload,
-}
 
 #[derive(Default)]
 pub struct Hub {
@@ -102,44 +110,53 @@ impl Hub {
     }
 
     /// A fresh single-use token for one throughput test by `device` (replacing older ones).
-    pub fn issue_speedtest(&self, device: &Address, token: String, now: Instant) -> String {
+    pub fn issue_speedtest(
+        &self,
+        device: &Address,
+        token: String,
+        receipt: [u8; SPEEDTEST_RECEIPT_BYTES],
+        now: Instant,
+    ) -> String {
         let mut inner = self.lock();
         inner.speedtests.retain(|_, t| &t.device != device && t.expires > now);
         let test = Speedtest {
             device: device.clone(),
             expires: now + SPEEDTEST_TOKEN_TTL,
-            downloaded: false,
+            download_started: None,
+            receipt,
             uploaded: false,
         };
         inner.speedtests.insert(token.clone(), test);
         token
     }
 
-    /// Spends one direction of a token; the device it was issued to, if valid.
-    pub fn spend_speedtest(&self, token: &str, direction: Direction, now: Instant) -> Option<Address> {
+    /// Starts a token's download (once): the device and the receipt the download ends with.
+    pub fn start_speedtest_download(&self, token: &str, now: Instant) -> Option<DownloadStarted> {
         let mut inner = self.lock();
-        let test = inner.speedtests.get_mut(token).filter(|t| t.expires > now)?;
-        let spent = match direction {
-            Direction::Download => &mut test.downloaded,
-            Direction::Upload => &mut test.uploaded,
+        let test = inner.speedtests.get_mut(token).filter(|t| t.expires > now && t.download_started.is_none())?;
+        test.download_started = Some(now);
+        Some(DownloadStarted { device: test.device.clone(), receipt: test.receipt })
+    }
+
+    /// Starts a token's upload (once, after its download) if `receipt` is the download's:
+    /// the token is used up and the downlink is timed up to now.
+    pub fn start_speedtest_upload(&self, token: &str, receipt: &[u8], now: Instant) -> Result<UploadStarted, String> {
+        let mut inner = self.lock();
+        let Some(test) = inner.speedtests.get_mut(token).filter(|t| t.expires > now && !t.uploaded) else {
+            return Err("speedtest token unknown, expired or already used".into());
         };
-        if *spent {
-            return None;
+        let Some(started) = test.download_started else {
+            return Err("download first: the upload presents the download's receipt".into());
+        };
+        if receipt != test.receipt.as_slice() {
+            return Err("the receipt is not the one the download ended with (download all of it first)".into());
         }
-        *spent = true;
+        test.uploaded = true;
         let device = test.device.clone();
-        if test.downloaded && test.uploaded {
-            inner.speedtests.remove(token);
-        }
-        Some(device)
-    }
-
-    pub fn record_upload(&self, device: &Address, mbps: u32) {
-        self.lock().measured_upload_mbps.insert(device.clone(), mbps);
-    }
-
-    pub fn take_measured_upload(&self, device: &Address) -> Option<u32> {
-        self.lock().measured_upload_mbps.remove(device)
+        let bytes = herd_proto::worker::SPEEDTEST_DOWNLOAD_BYTES;
+        let down_mbps = herd_core::tier::mbps(bytes, now.duration_since(started));
+        inner.speedtests.remove(token);
+        Ok(UploadStarted { device, down_mbps })
     }
 
     /// Starts watching a device the database believes is online (used at start-up).

@@ -340,14 +340,17 @@ pub(crate) async fn handle(app: &App, device: &Address, message: WorkerMessage) 
             Ok(())
         }
         WorkerMessage::RayNode(report) => actions::record_ray_report(app, device, &report).await,
-        WorkerMessage::Throughput(mut throughput) => {
-            // The uplink is what the coordinator timed, when it did.
-            if let Some(measured) = app.hub.take_measured_upload(device) {
-                throughput.up_mbps = throughput.up_mbps.min(measured);
+        WorkerMessage::Throughput(throughput) => {
+            // A real device's tier is only what the coordinator timed (api::speedtest); only
+            // a simulated one, whose every claim is made up anyway, declares its figures.
+            let declared = app.store.record_declared_throughput(device, throughput).await;
+            if matches!(declared, Ok(Some(_))) {
+                app.sync_market(std::slice::from_ref(device)).await;
             }
-            let tier = app.store.record_throughput(device, throughput).await;
-            app.sync_market(std::slice::from_ref(device)).await;
-            tier.map(|tier| tracing::info!(%device, %tier, ?throughput, "connectivity measured"))
+            declared.map(|tier| match tier {
+                Some(tier) => tracing::info!(%device, %tier, ?throughput, "simulated connectivity declared"),
+                None => tracing::debug!(%device, ?throughput, "the worker's own throughput figures (not used)"),
+            })
         }
         // Applied by `dispatch` before anything is queued.
         WorkerMessage::Heartbeat { .. }
@@ -374,7 +377,8 @@ fn deliver_proof(app: &App, device: &Address, connection: u64, challenge_id: &st
 }
 
 fn offer_speedtest(app: &App, device: &Address) {
-    let token = app.hub.issue_speedtest(device, random_token(), Instant::now());
+    let receipt: [u8; herd_proto::worker::SPEEDTEST_RECEIPT_BYTES] = rand::random();
+    let token = app.hub.issue_speedtest(device, random_token(), receipt, Instant::now());
     app.hub.send(device, ServerMessage::SpeedtestToken { token });
 }
 

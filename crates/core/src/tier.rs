@@ -56,6 +56,13 @@ impl ConnectivityTier {
     }
 }
 
+/// Megabits per second for `bytes` moved in `elapsed` (saturating; a zero duration counts
+/// as a microsecond).
+pub fn mbps(bytes: u64, elapsed: std::time::Duration) -> u32 {
+    let megabits = bytes as f64 * 8.0 / 1e6;
+    (megabits / elapsed.as_secs_f64().max(1e-6)).min(f64::from(u32::MAX)) as u32
+}
+
 /// How much a device is trusted: `verified` passed proof of compute; `datacenter` is also
 /// operated in an attested data centre.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]

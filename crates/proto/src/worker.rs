@@ -129,6 +129,10 @@ pub struct RayNodeReport {
 /// Bytes a throughput test moves each way (the coordinator refuses more).
 pub const SPEEDTEST_DOWNLOAD_BYTES: u64 = 16 << 20;
 pub const SPEEDTEST_UPLOAD_BYTES: u64 = 8 << 20;
+/// The download's last bytes are a random receipt; the upload presents them (hex) in this
+/// header, so the coordinator knows the whole download arrived when it stops its clock.
+pub const SPEEDTEST_RECEIPT_BYTES: usize = 32;
+pub const SPEEDTEST_RECEIPT_HEADER: &str = "x-herd-speedtest-receipt";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskAssignment {

@@ -297,7 +297,10 @@ impl Store {
                 (state, admitted, leased)
             }
         };
-        let connectivity = hello.throughput.map(|t| ConnectivityTier::from_measurement(t.down_mbps, t.up_mbps));
+        // Only a simulated device may declare its link; a real one's tier is what the
+        // coordinator measured (`api::speedtest`), and until then the lowest.
+        let declared = hello.throughput.filter(|_| hello.simulated);
+        let connectivity = declared.map(|t| ConnectivityTier::from_measurement(t.down_mbps, t.up_mbps));
         sqlx::query(
             "UPDATE devices SET cpu_cores = ?, ram_gib = ?, floor_micros = ?,
                 connectivity = COALESCE(?, connectivity), down_mbps = COALESCE(?, down_mbps),
@@ -308,8 +311,8 @@ impl Store {
         .bind((hello.spec.memory_bytes >> 30) as i64)
         .bind(hello.floor_micros)
         .bind(connectivity.map(|c| c.as_str()))
-        .bind(hello.throughput.map(|t| t.down_mbps))
-        .bind(hello.throughput.map(|t| t.up_mbps))
+        .bind(declared.map(|t| t.down_mbps))
+        .bind(declared.map(|t| t.up_mbps))
         .bind(id.as_str())
         .execute(&mut *tx)
         .await?;

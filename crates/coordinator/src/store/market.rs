@@ -149,6 +149,26 @@ impl Store {
             .collect()
     }
 
+    /// A simulated device's declared throughput (None, and nothing written, for a real one).
+    pub async fn record_declared_throughput(
+        &self,
+        id: &Address,
+        throughput: Throughput,
+    ) -> StoreResult<Option<ConnectivityTier>> {
+        let tier = ConnectivityTier::from_measurement(throughput.down_mbps, throughput.up_mbps);
+        let done = sqlx::query(
+            "UPDATE devices SET connectivity = ?, down_mbps = ?, up_mbps = ? WHERE id = ? AND simulated = 1",
+        )
+        .bind(tier.as_str())
+        .bind(throughput.down_mbps)
+        .bind(throughput.up_mbps)
+        .bind(id.as_str())
+        .execute(&self.write)
+        .await?;
+        Ok((done.rows_affected() == 1).then_some(tier))
+    }
+
+    /// What the coordinator measured of a device's link, and the tier that follows.
     pub async fn record_throughput(&self, id: &Address, throughput: Throughput) -> StoreResult<ConnectivityTier> {
         let tier = ConnectivityTier::from_measurement(throughput.down_mbps, throughput.up_mbps);
         sqlx::query("UPDATE devices SET connectivity = ?, down_mbps = ?, up_mbps = ? WHERE id = ?")
