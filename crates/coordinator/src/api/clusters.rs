@@ -202,6 +202,7 @@ pub(crate) async fn owned_cluster(app: &App, caller: &Address, id: &str) -> ApiR
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Include terminated clusters.
     all: Option<bool>,
@@ -249,6 +250,7 @@ pub async fn delete(
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct DeleteQuery {
     /// How the unused hold comes back: `asset` (default, the lease's asset) or `credits`.
     pub(crate) refund: Option<String>,

@@ -30,6 +30,7 @@ fn present(app: &App, viewer: &Option<Address>, device: &mut Device) {
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct DeviceQuery {
     /// pending, ready, hired, offline or blocked
     state: Option<String>,
@@ -110,6 +111,7 @@ pub async fn show(
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct VerificationQuery {
     /// How many, most recent first: 1..=1000 (default 100).
     limit: Option<u32>,

@@ -161,6 +161,7 @@ pub(crate) async fn owned_job(app: &App, caller: &Address, id: &str) -> ApiResul
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Only this cluster's jobs.
     cluster: Option<String>,
@@ -214,6 +215,7 @@ pub async fn stop(State(app): State<App>, Caller(owner): Caller, Path(id): Path<
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct LogQuery {
     /// Keep streaming until the job ends.
     follow: Option<bool>,

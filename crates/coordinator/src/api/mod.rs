@@ -2,6 +2,8 @@
 
 mod accounts;
 pub(crate) mod clusters;
+#[cfg(test)]
+mod contract;
 mod devices;
 pub(crate) mod jobs;
 pub(crate) mod market;

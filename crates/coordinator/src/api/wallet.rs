@@ -276,6 +276,7 @@ pub async fn head(State(app): State<App>) -> Json<LedgerHead> {
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct JournalQuery {
     /// Entries after this sequence number.
     after: Option<u64>,
