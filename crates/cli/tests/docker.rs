@@ -564,3 +564,111 @@ async fn a_ray_cluster_on_docker_workers_runs_its_nodes_in_locked_down_container
     }
     network.stop().await;
 }
+
+/// Tries each `host port` target from inside a container: `OPEN target answer` or
+/// `REFUSED target` per line.
+fn probe_script(targets: &[(String, u16)]) -> String {
+    let mut script = String::from(
+        r#"probe() {
+            if out=$(timeout 4 bash -c "exec 3<>/dev/tcp/$1/$2 && head -n1 <&3" 2>/dev/null) && [ -n "$out" ]; then
+                echo "OPEN $1:$2 $out"
+            else
+                echo "REFUSED $1:$2"
+            fi
+        }
+        gw_hex=$(awk '$2=="00000000"{print $3}' /proc/net/route)
+        gw=$(printf "%d.%d.%d.%d" 0x${gw_hex:6:2} 0x${gw_hex:4:2} 0x${gw_hex:2:2} 0x${gw_hex:0:2})
+        "#,
+    );
+    for (host, port) in targets {
+        script.push_str(&format!("probe {host} {port}\n"));
+    }
+    script
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn task_containers_reach_neither_the_suppliers_machine_nor_its_networks() {
+    use common::fake_lan::{host_address, host_server, FakeLan, HOST_SECRET, LAN_ADDR, LAN_SECRET, METADATA_ADDR};
+    if !engine_available("task_containers_reach_neither_the_suppliers_machine_nor_its_networks") {
+        return;
+    }
+    base_image();
+    let tag = format!("{:06x}", rand::random::<u32>() & 0xff_ffff);
+    let label = format!("io.herd.test={tag}");
+    let _lan = FakeLan::start(&tag);
+    let port = host_server();
+    let host = host_address();
+    // A container of the supplier's own, publishing a port on every host address.
+    let published = format!("herd-egress-{tag}");
+    let perl = r#"$s = IO::Socket::INET->new(LocalPort => 8080, Listen => 5, ReuseAddr => 1) or die;
+        while ($c = $s->accept) { print $c "published-secret\n"; close $c }"#;
+    docker_ok(&[
+        "run",
+        "-d",
+        "--label",
+        &label,
+        "--name",
+        &published,
+        "-p",
+        "8080",
+        BASE_IMAGE,
+        "perl",
+        "-MIO::Socket::INET",
+        "-e",
+        perl,
+    ]);
+    let _cleanup = Cleanup(vec![label.clone()]);
+    let mapped = docker_ok(&["port", &published, "8080/tcp"]);
+    let published_port: u16 = mapped.lines().next().unwrap().rsplit(':').next().unwrap().parse().unwrap();
+    let published_ip =
+        docker_ok(&["inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", &published]);
+    common::wait_until_serving(&format!("127.0.0.1:{published_port}"));
+
+    let targets = vec![
+        ("$gw".to_owned(), port),
+        ("172.17.0.1".to_owned(), port),
+        (host.clone(), port),
+        (METADATA_ADDR.to_owned(), 80),
+        (LAN_ADDR.to_owned(), 80),
+        (host.clone(), published_port),
+        (published_ip.clone(), 8080),
+    ];
+    let script = probe_script(&targets);
+
+    // The supplier's own traffic is untouched: a plain container reaches all of it.
+    let plain = docker_ok(&["run", "--rm", "--label", &label, BASE_IMAGE, "bash", "-c", &script]);
+    for line in plain.lines() {
+        assert!(line.starts_with("OPEN"), "a container outside herd should reach {line}\n{plain}");
+    }
+
+    let network = TestNetwork::start(0).await;
+    let worker = start_agent(docker_worker(&network, "d0"));
+    devices_in_state(&network.url, &network.supplier, DeviceState::Ready, 1).await;
+    let device = network.supplier_client.devices(&format!("owner={}", network.supplier)).await.unwrap().remove(0);
+    let (_, customer) = new_account(&network.url).await;
+    let cluster = customer.create_cluster(&cpu_cluster(1)).await.unwrap();
+    let _herd_cleanup = Cleanup(vec![format!("io.herd.device={}", device.id)]);
+    let job = CreateJob::new(cluster.id.clone(), vec!["bash".into(), "-c".into(), script.clone()]);
+    let (_, lines) = run_to_end(&customer, &job).await;
+    let output = text(&lines);
+    let refused = lines.iter().filter(|(_, _, line)| line.starts_with("REFUSED")).count();
+    assert_eq!(refused, targets.len(), "every path must be refused:\n{output}");
+    for secret in [HOST_SECRET, LAN_SECRET, "published-secret"] {
+        assert!(!output.contains(secret), "{secret} leaked:\n{output}");
+    }
+
+    // The rules are the device's own, labelled; they go when the agent stops.
+    let label_of = format!("herd-egress:{}", device.id.short());
+    let rules = || {
+        let v4 = std::process::Command::new("iptables").args(["-w", "5", "-S"]).output().unwrap();
+        String::from_utf8_lossy(&v4.stdout).lines().filter(|l| l.contains(&label_of)).count()
+    };
+    assert!(rules() > 0, "the policy's rules carry the device's label");
+    customer.delete_cluster(cluster.id.as_str()).await.unwrap();
+    worker.stop().await;
+    assert_eq!(rules(), 0, "no rule of this device is left after it stops");
+    // The supplier's own paths still work after herd is gone.
+    let after = docker_ok(&["run", "--rm", "--label", &label, BASE_IMAGE, "bash", "-c", &script]);
+    assert!(after.lines().all(|l| l.starts_with("OPEN")), "{after}");
+    network.stop().await;
+}

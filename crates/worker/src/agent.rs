@@ -72,11 +72,19 @@ pub struct RuntimeConfig {
     pub default_image: String,
     /// Image archives (`docker save` format) loaded into the engine at start.
     pub load_images: Vec<PathBuf>,
+    /// Keep task containers off this host and its private networks (docker runtime); off
+    /// only when the supplier says so (`--no-egress-policy`).
+    pub egress_policy: bool,
 }
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
-        RuntimeConfig { kind: RuntimeKind::Process, default_image: DEFAULT_IMAGE.into(), load_images: Vec::new() }
+        RuntimeConfig {
+            kind: RuntimeKind::Process,
+            default_image: DEFAULT_IMAGE.into(),
+            load_images: Vec::new(),
+            egress_policy: true,
+        }
     }
 }
 
@@ -184,15 +192,17 @@ async fn start_runtime(
     if wanted.kind == RuntimeKind::Process {
         return Ok((Runtime::Process, Vec::new()));
     }
-    let docker =
-        match DockerRuntime::connect(device.clone(), wanted.default_image.clone(), config.simulated.is_some()).await {
-            Ok(docker) => docker,
-            Err(error) if wanted.kind == RuntimeKind::Auto => {
-                tracing::warn!(%error, "no Docker engine: tasks run as local processes, without isolation");
-                return Ok((Runtime::Process, Vec::new()));
-            }
-            Err(error) => return Err(error.into()),
-        };
+    let simulated = config.simulated.is_some();
+    let connected =
+        DockerRuntime::connect(device.clone(), wanted.default_image.clone(), simulated, wanted.egress_policy).await;
+    let docker = match connected {
+        Ok(docker) => docker,
+        Err(error @ RuntimeError::Unreachable(_)) if wanted.kind == RuntimeKind::Auto => {
+            tracing::warn!(%error, "no Docker engine: tasks run as local processes, without isolation");
+            return Ok((Runtime::Process, Vec::new()));
+        }
+        Err(error) => return Err(error.into()),
+    };
     for archive in &wanted.load_images {
         let loaded = docker.load_image(archive).await?;
         tracing::info!(archive = %archive.display(), ?loaded, "image archive loaded");

@@ -39,6 +39,11 @@ pub enum WorkerCommand {
         /// machines without a registry (repeatable).
         #[arg(long = "load-image")]
         load_images: Vec<PathBuf>,
+        /// Let task containers reach this host and its private networks (your LAN, cloud
+        /// metadata, other containers). By default a firewall policy herd owns refuses all of
+        /// it and needs root or CAP_NET_ADMIN; turn it off only where herd may not manage it.
+        #[arg(long)]
+        no_egress_policy: bool,
         /// Holds the device key and jobs' working directories.
         #[arg(long)]
         data_dir: Option<PathBuf>,
@@ -95,6 +100,7 @@ pub async fn run(context: &Context, command: WorkerCommand) -> anyhow::Result<i3
                 runtime,
                 image,
                 load_images,
+                no_egress_policy,
                 data_dir,
                 advertise_addr,
                 floor_price,
@@ -102,7 +108,12 @@ pub async fn run(context: &Context, command: WorkerCommand) -> anyhow::Result<i3
                 python,
                 ray_packages,
             } => {
-                let runtime = RuntimeConfig { kind: runtime.into(), default_image: image, load_images };
+                let runtime = RuntimeConfig {
+                    kind: runtime.into(),
+                    default_image: image,
+                    load_images,
+                    egress_policy: !no_egress_policy,
+                };
                 (
                     owner,
                     pairing_code,

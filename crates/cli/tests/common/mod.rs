@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod docker;
+pub mod fake_lan;
 pub mod install;
 pub mod raw_worker;
 
@@ -318,4 +319,13 @@ pub async fn follow_to_end(
     .unwrap()
     .expect("the stream ends with the job");
     (finished, lines)
+}
+
+/// Waits (up to 10 s) until something accepts TCP connections at `addr`.
+pub fn wait_until_serving(addr: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(std::time::Instant::now() < deadline, "nothing serves {addr}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

@@ -35,9 +35,13 @@ pub const LABEL_JOB: &str = "io.herd.job";
 pub const LABEL_RANK: &str = "io.herd.rank";
 pub const LABEL_ATTEMPT: &str = "io.herd.attempt";
 
+/// The engine's option naming a bridge network's interface.
+const BRIDGE_NAME_OPTION: &str = "com.docker.network.bridge.name";
+
 /// The image tasks run in when their job names none (built by `deploy/images/build.sh`).
 pub const DEFAULT_IMAGE: &str = "herd/base:bookworm";
 
+pub mod egress;
 mod ray_node;
 pub use ray_node::{RayContainerSpec, CONTAINER_SOCKETS_DIR, LABEL_RAY};
 /// Where the task's working directory is mounted; also its HOME.
@@ -55,6 +59,8 @@ pub enum RuntimeError {
     Unreachable(DockerError),
     #[error("cannot load the image archive {path}: {error}")]
     Load { path: String, error: String },
+    #[error(transparent)]
+    Egress(#[from] egress::EgressError),
 }
 
 #[derive(Default)]
@@ -83,15 +89,30 @@ pub struct DockerRuntime {
     /// The networks of the leases this device holds: made for a lease's first task, kept
     /// between its jobs (making one costs more than starting a container), removed at its end.
     networks: Mutex<HashMap<ClusterId, LeaseNetwork>>,
+    /// What keeps task containers off this host and its networks (None: the supplier opted
+    /// out with `--no-egress-policy`).
+    egress: Option<egress::EgressPolicy>,
 }
 
 impl DockerRuntime {
-    pub async fn connect(device: Address, default_image: String, simulated: bool) -> Result<Self, RuntimeError> {
+    pub async fn connect(
+        device: Address,
+        default_image: String,
+        simulated: bool,
+        egress_policy: bool,
+    ) -> Result<Self, RuntimeError> {
         let api = Docker::connect_with_local_defaults().map_err(RuntimeError::Unreachable)?;
         // The engine may be older than the client's API version; speak the engine's.
         let api = api.negotiate_version().await.map_err(RuntimeError::Unreachable)?;
         api.ping().await.map_err(RuntimeError::Unreachable)?;
-        Ok(DockerRuntime { api, device, default_image, simulated, networks: Mutex::default() })
+        let egress = match egress_policy {
+            true => Some(egress::EgressPolicy::install(&device).await?),
+            false => {
+                tracing::warn!("no egress policy: task containers can reach this host and its private networks");
+                None
+            }
+        };
+        Ok(DockerRuntime { api, device, default_image, simulated, networks: Mutex::default(), egress })
     }
 
     /// Loads images from an archive made by `docker save` (or `deploy/images/build.sh`), so a
@@ -282,7 +303,8 @@ impl DockerRuntime {
         let name = self.network_name(cluster);
         let mut networks = self.networks.lock().await;
         if !networks.contains_key(cluster) {
-            self.ensure_network(&name, cluster).await?;
+            let bridge = self.ensure_network(&name, cluster).await?;
+            self.guard(&bridge).await?;
         }
         let network = networks.entry(cluster.clone()).or_default();
         network.users += 1;
@@ -291,20 +313,44 @@ impl DockerRuntime {
     }
 
     /// Creates the network unless it is there (old engines would create a second network of
-    /// the same name, so it is looked up first).
-    async fn ensure_network(&self, name: &str, cluster: &ClusterId) -> Result<(), String> {
-        match self.api.inspect_network(name, None).await {
-            Ok(_) => return Ok(()),
-            Err(DockerError::DockerResponseServerError { status_code: 404, .. }) => {}
+    /// the same name, so it is looked up first); returns its bridge interface.
+    async fn ensure_network(&self, name: &str, cluster: &ClusterId) -> Result<String, String> {
+        match self.bridge_of(name).await {
+            Ok(Some(bridge)) => return Ok(bridge),
+            Ok(None) => {}
             Err(error) => return Err(engine_message(&error)),
         }
+        let bridge = egress::bridge_name(name);
         let request = NetworkCreateRequest {
             name: name.to_owned(),
             driver: Some("bridge".into()),
             labels: Some(labels(&self.device, cluster)),
+            options: Some(HashMap::from([(BRIDGE_NAME_OPTION.to_owned(), bridge.clone())])),
             ..Default::default()
         };
-        self.api.create_network(request).await.map(|_| ()).map_err(|e| engine_message(&e))
+        self.api.create_network(request).await.map_err(|e| engine_message(&e))?;
+        Ok(bridge)
+    }
+
+    /// A network's bridge interface (None if there is no such network): the one herd named,
+    /// or the engine's default name for networks made before it named them.
+    async fn bridge_of(&self, network: &str) -> Result<Option<String>, DockerError> {
+        let inspected = match self.api.inspect_network(network, None).await {
+            Ok(inspected) => inspected,
+            Err(DockerError::DockerResponseServerError { status_code: 404, .. }) => return Ok(None),
+            Err(error) => return Err(error),
+        };
+        let named = inspected.options.as_ref().and_then(|o| o.get(BRIDGE_NAME_OPTION)).cloned();
+        let id = inspected.id.unwrap_or_default();
+        Ok(Some(named.unwrap_or_else(|| format!("br-{}", &id[..id.len().min(12)]))))
+    }
+
+    /// Puts a lease bridge under the egress policy before any container joins it.
+    async fn guard(&self, bridge: &str) -> Result<(), String> {
+        match &self.egress {
+            Some(egress) => egress.guard(bridge).await.map_err(|e| e.to_string()),
+            None => Ok(()),
+        }
     }
 
     /// A task of the lease (started here or adopted) is done with the network.
@@ -330,7 +376,8 @@ impl DockerRuntime {
         }
     }
 
-    /// Removes the networks no task uses (at agent shutdown).
+    /// Removes the networks no task uses (at agent shutdown), and the egress chains once no
+    /// network needs them.
     pub async fn remove_idle_networks(&self) {
         let mut networks = self.networks.lock().await;
         let idle: Vec<ClusterId> = networks.iter().filter(|(_, n)| n.users == 0).map(|(c, _)| c.clone()).collect();
@@ -338,11 +385,19 @@ impl DockerRuntime {
             networks.remove(&cluster);
             self.remove_network(&cluster).await;
         }
+        if let (Some(egress), true) = (&self.egress, networks.is_empty()) {
+            egress.uninstall().await;
+        }
     }
 
     async fn remove_network(&self, cluster: &ClusterId) {
         let name = self.network_name(cluster);
-        match self.api.remove_network(&name).await {
+        let bridge = self.bridge_of(&name).await.ok().flatten();
+        let removed = self.api.remove_network(&name).await;
+        if let (Some(egress), Some(bridge), true) = (&self.egress, &bridge, removed.is_ok()) {
+            egress.unguard(bridge).await;
+        }
+        match removed {
             Ok(()) | Err(DockerError::DockerResponseServerError { status_code: 404, .. }) => {}
             Err(error) => tracing::warn!(network = name, error = %engine_message(&error), "could not remove a network"),
         }
@@ -385,17 +440,29 @@ impl DockerRuntime {
 
     /// Removes this device's networks that no running task uses (the engine refuses to remove
     /// one with containers attached, which is then kept).
+    /// The networks still in use keep (or regain) their egress jumps; a crash's leftover
+    /// jumps go with their networks.
     pub async fn prune_networks(&self) -> Result<(), DockerError> {
         let options = ListNetworksOptions { filters: Some(self.own_filter()) };
         let in_use: Vec<String> = self.networks.lock().await.keys().map(|c| self.network_name(c)).collect();
+        let mut kept_bridges = Vec::new();
         for network in self.api.list_networks(Some(options)).await? {
             let Some(name) = network.name else { continue };
             if in_use.contains(&name) {
+                if let Some(bridge) = self.bridge_of(&name).await? {
+                    if let Err(error) = self.guard(&bridge).await {
+                        tracing::error!(network = name, %error, "an adopted lease network has no egress policy");
+                    }
+                    kept_bridges.push(bridge);
+                }
                 continue;
             }
             if let Err(error) = self.api.remove_network(&name).await {
                 tracing::warn!(network = name, error = %engine_message(&error), "could not remove a stale network");
             }
+        }
+        if let Some(egress) = &self.egress {
+            egress.sweep(&kept_bridges).await;
         }
         Ok(())
     }
