@@ -392,14 +392,22 @@ impl DockerRuntime {
 
     async fn remove_network(&self, cluster: &ClusterId) {
         let name = self.network_name(cluster);
+        // The jumps go first, so nothing of the network outlives it even if the agent dies
+        // right after; if the engine keeps the network (something still attached), so do they.
         let bridge = self.bridge_of(&name).await.ok().flatten();
-        let removed = self.api.remove_network(&name).await;
-        if let (Some(egress), Some(bridge), true) = (&self.egress, &bridge, removed.is_ok()) {
+        if let (Some(egress), Some(bridge)) = (&self.egress, &bridge) {
             egress.unguard(bridge).await;
         }
-        match removed {
+        match self.api.remove_network(&name).await {
             Ok(()) | Err(DockerError::DockerResponseServerError { status_code: 404, .. }) => {}
-            Err(error) => tracing::warn!(network = name, error = %engine_message(&error), "could not remove a network"),
+            Err(error) => {
+                tracing::warn!(network = name, error = %engine_message(&error), "could not remove a network");
+                if let Some(bridge) = &bridge {
+                    if let Err(error) = self.guard(bridge).await {
+                        tracing::error!(network = name, %error, "a kept lease network has no egress policy");
+                    }
+                }
+            }
         }
     }
 

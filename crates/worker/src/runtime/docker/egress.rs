@@ -195,11 +195,13 @@ impl EgressPolicy {
     pub async fn guarded(&self) -> Vec<String> {
         let prefix = format!("{}:", self.label);
         let mut bridges = Vec::new();
-        for chain in ["DOCKER-USER", "INPUT"] {
-            let Ok(rules) = xtables(false, &["-S", chain]).await else { continue };
+        for (v6, chain) in [(false, "DOCKER-USER"), (false, "INPUT"), (true, "FORWARD"), (true, "INPUT")] {
+            let Ok(rules) = xtables(v6, &["-S", chain]).await else { continue };
             for rule in rules.lines() {
                 let Some(at) = rule.find(&prefix) else { continue };
-                let bridge: String = rule[at + prefix.len()..].chars().take_while(|c| !c.is_whitespace()).collect();
+                // `-S` quotes a comment: `--comment "herd-egress:TAG:BRIDGE"`.
+                let bridge: String =
+                    rule[at + prefix.len()..].chars().take_while(|c| !c.is_whitespace() && *c != '"').collect();
                 if !bridges.contains(&bridge) {
                     bridges.push(bridge);
                 }
