@@ -672,3 +672,85 @@ async fn task_containers_reach_neither_the_suppliers_machine_nor_its_networks() 
     assert!(after.lines().all(|l| l.starts_with("OPEN")), "{after}");
     network.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_cannot_fill_the_suppliers_disk_or_run_the_suppliers_images() {
+    if !engine_available("a_lease_cannot_fill_the_suppliers_disk_or_run_the_suppliers_images") {
+        return;
+    }
+    base_image();
+    let tag = format!("{:08x}", rand::random::<u32>());
+    // A private image of the supplier's: it must not run unless the supplier allows it.
+    let private = format!("supplier-private-{tag}:1");
+    docker_ok(&["tag", BASE_IMAGE, &private]);
+    struct Untag(String);
+    impl Drop for Untag {
+        fn drop(&mut self) {
+            let _ = common::docker::docker(&["rmi", &self.0]);
+        }
+    }
+    let _untag = Untag(private.clone());
+
+    let network = TestNetwork::start(0).await;
+    // A machine whose disk leaves a lease about 200 MiB (the rest is the supplier's reserve).
+    let mut small = docker_worker(&network, "small");
+    small.simulated.as_mut().unwrap().disk_bytes = (1 << 30) + (200 << 20);
+    let data_dir = small.data_dir.clone();
+    let worker = start_agent(small);
+    devices_in_state(&network.url, &network.supplier, DeviceState::Ready, 1).await;
+    let device = network.supplier_client.devices(&format!("owner={}", network.supplier)).await.unwrap().remove(0);
+    let _cleanup = Cleanup(vec![format!("io.herd.device={}", device.id)]);
+    let (_, customer) = new_account(&network.url).await;
+    let cluster = customer.create_cluster(&cpu_cluster(1)).await.unwrap();
+
+    let fill = "df -m /work | tail -1; dd if=/dev/zero of=/work/fill bs=1M count=400 2>&1 | grep -v records; exit 3";
+    let (job, lines) = run_to_end(&customer, &shell(&cluster, fill)).await;
+    let output = text(&lines);
+    assert!(output.contains("No space left on device"), "the task meets ENOSPC:\n{output}");
+    let task = &job.tasks[0];
+    assert_eq!(task.exit_code, Some(3));
+    let error = task.error.as_deref().unwrap_or_default();
+    assert!(error.contains("working area") && error.contains("is full"), "a clear job error: {error:?}");
+    // What the host's disk holds for the lease is the area's size, not the 400 MiB written.
+    let volumes = data_dir.join("lease-volumes");
+    let used: u64 = std::fs::read_dir(&volumes)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "img"))
+        .map(|e| std::os::unix::fs::MetadataExt::blocks(&e.metadata().unwrap()) * 512)
+        .sum();
+    assert!(used > 0 && used < 260 << 20, "the host holds {} MiB for the lease", used >> 20);
+
+    let mut private_job = shell(&cluster, "echo private-image-ran");
+    private_job.image = Some(private.clone());
+    let (job, lines) = run_to_end(&customer, &private_job).await;
+    let error = job.tasks[0].error.clone().unwrap_or_default();
+    assert!(error.contains("may not run here") && error.contains("--allow-image"), "{error}\n{}", text(&lines));
+    assert!(!text(&lines).contains("private-image-ran"));
+
+    // Lease over: its working area is unmounted and deleted.
+    customer.delete_cluster(cluster.id.as_str()).await.unwrap();
+    eventually("the working area to go", Duration::from_secs(20), || async {
+        let left = std::fs::read_dir(&volumes).map(|d| d.count()).unwrap_or(0);
+        (left == 0).then_some(())
+    })
+    .await;
+    worker.stop().await;
+    devices_in_state(&network.url, &network.supplier, DeviceState::Offline, 1).await;
+
+    // The supplier allows the image: now it runs.
+    let mut allowing = docker_worker(&network, "allowing");
+    allowing.runtime.allowed_images = vec![format!("supplier-private-{tag}")];
+    let worker = start_agent(allowing);
+    devices_in_state(&network.url, &network.supplier, DeviceState::Ready, 1).await;
+    let cluster = customer.create_cluster(&cpu_cluster(1)).await.unwrap();
+    let _cleanup_allowing = Cleanup(vec![format!("io.herd.device={}", cluster.nodes[0].device_id)]);
+    let mut allowed_job = shell(&cluster, "echo private-image-ran");
+    allowed_job.image = Some(private);
+    let (job, lines) = run_to_end(&customer, &allowed_job).await;
+    assert_eq!(job.tasks[0].exit_code, Some(0), "{:?}\n{}", job.tasks[0].error, text(&lines));
+    assert!(text(&lines).contains("private-image-ran"));
+    customer.delete_cluster(cluster.id.as_str()).await.unwrap();
+    worker.stop().await;
+    network.stop().await;
+}

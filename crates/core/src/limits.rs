@@ -16,6 +16,12 @@ pub const MEMORY_RESERVE_MIN_BYTES: u64 = 512 * MIB;
 pub const MEMORY_RESERVE_PERCENT: u64 = 10;
 /// The smallest memory limit a task can be given or ask for.
 pub const MEMORY_MIN_BYTES: u64 = 16 * MIB;
+/// Disk kept back from every lease for the supplier: at least this much…
+pub const DISK_RESERVE_MIN_BYTES: u64 = 1 << 30;
+/// …or this share of the device's disk, whichever is larger.
+pub const DISK_RESERVE_PERCENT: u64 = 10;
+/// The smallest working area a lease gets.
+pub const DISK_MIN_BYTES: u64 = 64 * MIB;
 /// Processes (and threads) per leased logical core: plenty for real workloads (Ray starts a
 /// few dozen per core), and a fork bomb stops at it.
 pub const PIDS_PER_CORE: u32 = 512;
@@ -33,6 +39,10 @@ pub struct TaskLimits {
     /// Exactly these GPUs are passed through, by UUID; empty for none.
     #[serde(default)]
     pub gpu_uuids: Vec<String>,
+    /// The lease's working area on the node (its tasks' `/work`, together); 0 from a
+    /// coordinator that predates it (the worker then picks its own size).
+    #[serde(default)]
+    pub disk_bytes: u64,
 }
 
 /// Limits a job asks for, each at most what its lease gives; None takes the lease's.
@@ -61,6 +71,10 @@ impl TaskLimits {
             memory_bytes: spec.memory_bytes.saturating_sub(reserve).max(MEMORY_MIN_BYTES),
             pids_max: cores.saturating_mul(PIDS_PER_CORE).clamp(PIDS_MIN, PIDS_MAX),
             gpu_uuids: spec.gpus.iter().map(|g| g.uuid.clone()).collect(),
+            disk_bytes: spec
+                .disk_bytes
+                .saturating_sub((spec.disk_bytes / 100 * DISK_RESERVE_PERCENT).max(DISK_RESERVE_MIN_BYTES))
+                .max(DISK_MIN_BYTES),
         }
     }
 
@@ -88,6 +102,7 @@ impl TaskLimits {
             memory_bytes: pick("memory", self.memory_bytes, job.memory_bytes, |b| format!("{} MiB", b / MIB))?,
             pids_max: pick("pids", self.pids_max, job.pids_max, |p| p.to_string())?,
             gpu_uuids: self.gpu_uuids,
+            disk_bytes: self.disk_bytes,
         })
     }
 }
@@ -128,6 +143,10 @@ mod tests {
         assert_eq!(small.memory_bytes, (1 << 30) - MEMORY_RESERVE_MIN_BYTES, "the 512 MiB floor wins");
         assert_eq!(small.pids_max, 1024);
         assert!(small.gpu_uuids.is_empty());
+        let disk = |bytes: u64| TaskLimits::of_lease(&DeviceSpec { disk_bytes: bytes, ..spec(2, 1, 0) }).disk_bytes;
+        assert_eq!(disk(1 << 40), (1 << 40) - (1u64 << 40) / 100 * 10, "10 % kept back");
+        assert_eq!(disk(4 << 30), 3 << 30, "the 1 GiB floor wins");
+        assert_eq!(disk(512 * MIB), DISK_MIN_BYTES, "never below the minimum");
     }
 
     #[test]

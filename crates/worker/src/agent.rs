@@ -75,6 +75,8 @@ pub struct RuntimeConfig {
     /// Keep task containers off this host and its private networks (docker runtime); off
     /// only when the supplier says so (`--no-egress-policy`).
     pub egress_policy: bool,
+    /// Local images customers may run besides herd's own (`--allow-image`).
+    pub allowed_images: Vec<String>,
 }
 
 impl Default for RuntimeConfig {
@@ -84,6 +86,7 @@ impl Default for RuntimeConfig {
             default_image: DEFAULT_IMAGE.into(),
             load_images: Vec::new(),
             egress_policy: true,
+            allowed_images: Vec::new(),
         }
     }
 }
@@ -192,9 +195,14 @@ async fn start_runtime(
     if wanted.kind == RuntimeKind::Process {
         return Ok((Runtime::Process, Vec::new()));
     }
-    let simulated = config.simulated.is_some();
-    let connected =
-        DockerRuntime::connect(device.clone(), wanted.default_image.clone(), simulated, wanted.egress_policy).await;
+    let settings = crate::runtime::docker::DockerSettings {
+        default_image: wanted.default_image.clone(),
+        simulated: config.simulated.is_some(),
+        egress_policy: wanted.egress_policy,
+        allowed_images: wanted.allowed_images.clone(),
+        volumes_dir: config.data_dir.join("lease-volumes"),
+    };
+    let connected = DockerRuntime::connect(device.clone(), settings).await;
     let docker = match connected {
         Ok(docker) => docker,
         Err(error @ RuntimeError::Unreachable(_)) if wanted.kind == RuntimeKind::Auto => {

@@ -44,6 +44,11 @@ pub enum WorkerCommand {
         /// it and needs root or CAP_NET_ADMIN; turn it off only where herd may not manage it.
         #[arg(long)]
         no_egress_policy: bool,
+        /// A local image customers' jobs may run besides herd's own (repeatable): a name
+        /// with its tag, a repository for all its tags, or `prefix*`. Other images run only
+        /// as pulled from their registry for the job.
+        #[arg(long = "allow-image", value_name = "IMAGE")]
+        allowed_images: Vec<String>,
         /// Holds the device key and jobs' working directories.
         #[arg(long)]
         data_dir: Option<PathBuf>,
@@ -101,6 +106,7 @@ pub async fn run(context: &Context, command: WorkerCommand) -> anyhow::Result<i3
                 image,
                 load_images,
                 no_egress_policy,
+                allowed_images,
                 data_dir,
                 advertise_addr,
                 floor_price,
@@ -113,6 +119,7 @@ pub async fn run(context: &Context, command: WorkerCommand) -> anyhow::Result<i3
                     default_image: image,
                     load_images,
                     egress_policy: !no_egress_policy,
+                    allowed_images,
                 };
                 (
                     owner,

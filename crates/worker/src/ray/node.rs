@@ -546,6 +546,7 @@ mod tests {
                 memory_bytes: 512 << 30,
                 pids_max: 512,
                 gpu_uuids: vec![],
+                disk_bytes: 1 << 40,
             },
             epoch: 1,
         };

@@ -35,6 +35,8 @@ pub const LABEL_JOB: &str = "io.herd.job";
 pub const LABEL_RANK: &str = "io.herd.rank";
 pub const LABEL_ATTEMPT: &str = "io.herd.attempt";
 
+/// A lease's working area when the coordinator names no size (it predates sizes).
+const DEFAULT_AREA_BYTES: u64 = 10 << 30;
 /// The engine's option naming a bridge network's interface.
 const BRIDGE_NAME_OPTION: &str = "com.docker.network.bridge.name";
 
@@ -42,7 +44,9 @@ const BRIDGE_NAME_OPTION: &str = "com.docker.network.bridge.name";
 pub const DEFAULT_IMAGE: &str = "herd/base:bookworm";
 
 pub mod egress;
+mod images;
 mod ray_node;
+pub mod volume;
 pub use ray_node::{RayContainerSpec, CONTAINER_SOCKETS_DIR, LABEL_RAY};
 /// Where the task's working directory is mounted; also its HOME.
 const WORK_DIR: &str = "/work";
@@ -63,12 +67,30 @@ pub enum RuntimeError {
     Egress(#[from] egress::EgressError),
 }
 
+/// What a lease holds on this host: its network and its working area.
 #[derive(Default)]
 struct LeaseNetwork {
     /// Tasks using it now.
     users: usize,
     /// The lease ended: the last user removes it.
     ended: bool,
+    /// The working area's mount point and size, once mounted by this agent.
+    volume: Option<(std::path::PathBuf, u64)>,
+}
+
+/// How the docker runtime runs customers' containers on this machine.
+#[derive(Debug, Clone)]
+pub struct DockerSettings {
+    /// The image tasks run in when their job names none.
+    pub default_image: String,
+    /// A simulated device's GPUs are not real: nothing is passed through.
+    pub simulated: bool,
+    /// Keep task containers off this host and its networks (`egress`).
+    pub egress_policy: bool,
+    /// Local images customers may run besides herd's own (`images`).
+    pub allowed_images: Vec<String>,
+    /// Where leases' working areas live (`volume`).
+    pub volumes_dir: std::path::PathBuf,
 }
 
 /// What the agent found of its own on the engine at start.
@@ -92,15 +114,13 @@ pub struct DockerRuntime {
     /// What keeps task containers off this host and its networks (None: the supplier opted
     /// out with `--no-egress-policy`).
     egress: Option<egress::EgressPolicy>,
+    images: images::ImagePolicy,
+    volumes: volume::LeaseVolumes,
 }
 
 impl DockerRuntime {
-    pub async fn connect(
-        device: Address,
-        default_image: String,
-        simulated: bool,
-        egress_policy: bool,
-    ) -> Result<Self, RuntimeError> {
+    pub async fn connect(device: Address, settings: DockerSettings) -> Result<Self, RuntimeError> {
+        let DockerSettings { default_image, simulated, egress_policy, allowed_images, volumes_dir } = settings;
         let api = Docker::connect_with_local_defaults().map_err(RuntimeError::Unreachable)?;
         // The engine may be older than the client's API version; speak the engine's.
         let api = api.negotiate_version().await.map_err(RuntimeError::Unreachable)?;
@@ -112,7 +132,9 @@ impl DockerRuntime {
                 None
             }
         };
-        Ok(DockerRuntime { api, device, default_image, simulated, networks: Mutex::default(), egress })
+        let images = images::ImagePolicy::new(&default_image, allowed_images);
+        let volumes = volume::LeaseVolumes::new(volumes_dir);
+        Ok(DockerRuntime { api, device, default_image, simulated, networks: Mutex::default(), egress, images, volumes })
     }
 
     /// Loads images from an archive made by `docker save` (or `deploy/images/build.sh`), so a
@@ -164,21 +186,49 @@ impl DockerRuntime {
         stop: watch::Receiver<bool>,
     ) -> TaskExit {
         let image = assignment.image.clone().unwrap_or_else(|| self.default_image.clone());
-        if let Err(error) = self.ensure_image(&image).await {
+        let ready = match self.images.permits_local(&image) {
+            true => self.ensure_image(&image).await,
+            false => self.pull_for_job(&image).await,
+        };
+        if let Err(error) = ready {
             return failed(error);
         }
-        let user = match prepare_work_dir(dir) {
-            Ok(user) => user,
-            Err(error) => return failed(format!("cannot prepare the working directory: {error}")),
-        };
-        let network = match self.acquire_network(&assignment.cluster_id).await {
-            Ok(network) => network,
-            Err(error) => return failed(format!("cannot create the lease's network: {error}")),
-        };
-        let body = container_body(&self.device, self.simulated, assignment, dir, &image, &network, user);
-        let exit = self.create_and_follow(events, assignment, body, stop).await;
+        let user = task_user();
+        let (network, area, area_bytes) =
+            match self.acquire_lease(&assignment.cluster_id, &assignment.limits, user).await {
+                Ok(held) => held,
+                Err(error) => return failed(format!("cannot set up the lease on this node: {error}")),
+            };
+        // The task's own /work, inside the lease's working area (its size is the lease's).
+        let work = area.join(dir.file_name().unwrap_or_default());
+        if let Err(error) = prepare_work_dir(&work, user) {
+            self.release_network(&assignment.cluster_id).await;
+            return failed(format!("cannot prepare the working directory: {error}"));
+        }
+        let body = container_body(&self.device, self.simulated, assignment, &work, &image, &network, user);
+        let mut exit = self.create_and_follow(events, assignment, body, stop).await;
+        if exit.exit_code != Some(0) && exit.error.is_none() {
+            exit.error = volume::full_area_error(&area, area_bytes);
+        }
         self.release_network(&assignment.cluster_id).await;
         exit
+    }
+
+    /// Pulls an image that is not one this machine runs from its own store, for this job:
+    /// without credentials, so only what a registry gives anyone runs.
+    async fn pull_for_job(&self, image: &str) -> Result<(), String> {
+        let options = CreateImageOptions { from_image: Some(image.to_owned()), ..Default::default() };
+        let mut pull = self.api.create_image(Some(options), None, None);
+        while let Some(progress) = pull.next().await {
+            let message = match progress {
+                Ok(info) => info.error_detail.and_then(|d| d.message),
+                Err(error) => Some(engine_message(&error)),
+            };
+            if let Some(message) = message {
+                return Err(images::refusal(image, &message));
+            }
+        }
+        Ok(())
     }
 
     async fn create_and_follow(
@@ -298,18 +348,35 @@ impl DockerRuntime {
         Ok(())
     }
 
-    /// The lease's network, made on its first task here; counts its users.
-    async fn acquire_network(&self, cluster: &ClusterId) -> Result<String, String> {
+    /// The lease's network and working area, made on its first task here; counts its users.
+    /// Returns the network's name and the area's mount point and size.
+    async fn acquire_lease(
+        &self,
+        cluster: &ClusterId,
+        limits: &TaskLimits,
+        user: (u32, u32),
+    ) -> Result<(String, std::path::PathBuf, u64), String> {
         let name = self.network_name(cluster);
         let mut networks = self.networks.lock().await;
         if !networks.contains_key(cluster) {
             let bridge = self.ensure_network(&name, cluster).await?;
             self.guard(&bridge).await?;
         }
-        let network = networks.entry(cluster.clone()).or_default();
-        network.users += 1;
-        network.ended = false;
-        Ok(name)
+        let held = networks.entry(cluster.clone()).or_default();
+        let (area, bytes) = match &held.volume {
+            Some(volume) => volume.clone(),
+            None => {
+                let wanted = if limits.disk_bytes > 0 { limits.disk_bytes } else { DEFAULT_AREA_BYTES };
+                let mounted = self.volumes.mount(&name, wanted, user).await.map_err(|e| {
+                    format!("cannot make its working area ({e}); the docker runtime needs root, mount and mkfs.ext4")
+                })?;
+                held.volume = Some(mounted.clone());
+                mounted
+            }
+        };
+        held.users += 1;
+        held.ended = false;
+        Ok((name, area, bytes))
     }
 
     /// Creates the network unless it is there (old engines would create a second network of
@@ -398,6 +465,8 @@ impl DockerRuntime {
         if let (Some(egress), Some(bridge)) = (&self.egress, &bridge) {
             egress.unguard(bridge).await;
         }
+        // No task uses the lease any more: its working area goes first, for the same reason.
+        self.volumes.remove(&name).await;
         match self.api.remove_network(&name).await {
             Ok(()) | Err(DockerError::DockerResponseServerError { status_code: 404, .. }) => {}
             Err(error) => {
@@ -472,6 +541,7 @@ impl DockerRuntime {
         if let Some(egress) = &self.egress {
             egress.sweep(&kept_bridges).await;
         }
+        self.volumes.sweep(&in_use).await;
         Ok(())
     }
 }
@@ -594,13 +664,19 @@ fn exit_from_state(
 
 /// The user tasks run as, owning their working directory: an agent running as root hands it
 /// to "nobody"; an unprivileged agent (rootless Docker) keeps its own user.
-fn prepare_work_dir(dir: &Path) -> std::io::Result<(u32, u32)> {
+/// Who tasks run as: "nobody" when the agent is root, else the agent's own user.
+fn task_user() -> (u32, u32) {
     let (uid, gid) = (nix::unistd::geteuid().as_raw(), nix::unistd::getegid().as_raw());
-    if uid != 0 {
-        return Ok((uid, gid));
+    if uid == 0 {
+        UNPRIVILEGED
+    } else {
+        (uid, gid)
     }
-    std::os::unix::fs::chown(dir, Some(UNPRIVILEGED.0), Some(UNPRIVILEGED.1))?;
-    Ok(UNPRIVILEGED)
+}
+
+fn prepare_work_dir(dir: &Path, (uid, gid): (u32, u32)) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    std::os::unix::fs::chown(dir, Some(uid), Some(gid))
 }
 
 /// The engine's own message, without bollard's wrapping.
@@ -671,6 +747,7 @@ mod tests {
                 memory_bytes: 512 << 20,
                 pids_max: 100,
                 gpu_uuids: gpus.iter().map(|g| g.to_string()).collect(),
+                disk_bytes: 1 << 30,
             },
             attempt: 1,
             ray_address: None,
