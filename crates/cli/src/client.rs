@@ -71,6 +71,11 @@ impl Client {
         Ok(true)
     }
 
+    /// The API key this client sends, if any.
+    pub fn api_key(&self) -> Option<&str> {
+        self.api_key.as_deref()
+    }
+
     pub fn with_api_key(&self, api_key: String) -> Client {
         Client { api_key: Some(api_key), ..self.clone() }
     }

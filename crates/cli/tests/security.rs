@@ -221,3 +221,41 @@ async fn the_connectivity_tier_is_only_what_the_coordinator_measured() {
     assert_eq!(again.send().await.unwrap().status().as_u16(), 401, "a token is used once");
     network.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_api_key_and_address_is_rate_limited_and_pairing_codes_are_capped() {
+    let network = TestNetwork::start_with(0, |config| {
+        config.api_rate_limits.per_key = herd_coordinator::RateLimit { burst: 5, per_minute: 6 };
+    })
+    .await;
+    let (_, other) = new_account(&network.url).await;
+    let client = &network.supplier_client;
+    let mut statuses = Vec::new();
+    for _ in 0..8 {
+        statuses.push(client.account().await.err().and_then(|e| e.status()).map_or(200, |s| s.as_u16()));
+    }
+    // A burst of 5 (the sign-up's deposit took one): then refused, until the bucket refills.
+    assert_eq!(statuses, [200, 200, 200, 200, 429, 429, 429, 429]);
+    let key_refused = client.account().await.unwrap_err();
+    assert!(key_refused.to_string().contains("this API key"), "{key_refused}");
+    assert!(other.account().await.is_ok(), "another key has its own bucket");
+    let http = reqwest::Client::new();
+    let raw = http.get(format!("{}/v1/wallet", network.url)).bearer_auth(api_key_of(&network)).send().await.unwrap();
+    assert_eq!(raw.status().as_u16(), 429);
+    assert!(raw.headers().get("retry-after").is_some(), "429 says when to come back");
+    network.stop().await;
+
+    // Pairing codes: an account holds at most 50 open ones.
+    let network = TestNetwork::start(0).await;
+    for _ in 0..50 {
+        network.supplier_client.pairing_code().await.unwrap();
+    }
+    let capped = network.supplier_client.pairing_code().await.unwrap_err();
+    assert_eq!(capped.status().unwrap().as_u16(), 429, "{capped}");
+    network.stop().await;
+}
+
+/// The supplier's API key, as the test network's client holds it.
+fn api_key_of(network: &TestNetwork) -> String {
+    network.supplier_client.api_key().unwrap().to_owned()
+}

@@ -47,6 +47,8 @@ pub struct CoordinatorConfig {
     /// Requests per client address on the credential endpoints (challenges, registration,
     /// API keys, sign-in links and forms).
     pub auth_rate_limit: crate::rate_limit::RateLimit,
+    /// Every `/v1` call, per API key and per client address.
+    pub api_rate_limits: crate::rate_limit::ApiRateLimits,
     /// Behind a reverse proxy: the client is the last address in `X-Forwarded-For`. Only
     /// when every request comes through that proxy (anyone else could claim any address).
     pub trust_forwarded_for: bool,
@@ -69,6 +71,7 @@ impl CoordinatorConfig {
             io_mint: "BZLbGTNCSFfoth2GYDtwr7e4imWzpR5jqcUuGEwr646K".into(),
             proof: ProofConfig::default(),
             auth_rate_limit: Default::default(),
+            api_rate_limits: Default::default(),
             trust_forwarded_for: false,
             tls: None,
             abandon_slash_bps: 100,
@@ -101,6 +104,8 @@ pub struct AppInner {
     /// Ray jobs being resubmitted now (each runs off the reconcile loop, once).
     pub resubmitting: std::sync::Mutex<std::collections::HashSet<JobId>>,
     pub limiter: crate::rate_limit::Limiter,
+    pub api_limiters: crate::rate_limit::ApiLimiters,
+    pub log_limits: crate::rate_limit::LogLimits,
     /// Operator request ids seen lately (each is single-use).
     pub operator_nonces: crate::operator::Nonces,
 }
@@ -132,6 +137,8 @@ impl App {
             shutdown,
             resubmitting: Default::default(),
             limiter: Default::default(),
+            api_limiters: Default::default(),
+            log_limits: Default::default(),
             operator_nonces: Default::default(),
         }))
     }

@@ -35,6 +35,6 @@ mod worker_socket;
 
 pub use app::CoordinatorConfig;
 pub use proving::ProofConfig;
-pub use rate_limit::RateLimit;
+pub use rate_limit::{ApiRateLimits, RateLimit};
 pub use server::{start, RunningCoordinator, StartError};
 pub use tls_server::TlsFiles;

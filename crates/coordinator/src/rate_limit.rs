@@ -1,14 +1,18 @@
-//! Rate limits on the endpoints that take credentials or create state for anonymous callers
-//! (challenges, registration, API keys, sign-in links, the console's sign-in forms): a token
-//! bucket per client address. Guessing a 256-bit key is hopeless anyway; this bounds what one
-//! client can make the coordinator do (challenge rows, signature checks, sessions).
+//! Rate limits, token buckets in memory:
+//! - on the endpoints that take credentials or create state for anonymous callers
+//!   (challenges, registration, API keys, sign-in links, the console's sign-in forms), a
+//!   tight bucket per client address (`WithinLimit`). Guessing a 256-bit key is hopeless
+//!   anyway; this bounds what one client can make the coordinator do;
+//! - on every `/v1` call, a generous bucket per API key and one per client address
+//!   (`limit_api`), so no one caller (or key shared by many) can take the coordinator's time
+//!   from the rest. Over either: 429 with `Retry-After`, as documented on every operation.
 //!
 //! Memory is bounded: at most `CLIENTS_MAX` buckets; once full, clients without a bucket share
 //! one overflow bucket (so a flood from many addresses is still limited, never unbounded).
 //! IPv6 clients are keyed by their /64, which one host usually has whole.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::Mutex;
 
 use axum::extract::{ConnectInfo, FromRequestParts};
@@ -22,7 +26,7 @@ use crate::error::ApiError;
 
 const CLIENTS_MAX: usize = 65_536;
 /// Where clients share a bucket once `CLIENTS_MAX` is reached.
-const OVERFLOW: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+const OVERFLOW: u64 = 0;
 
 /// Requests a client may make at once (`burst`) and then per minute; `per_minute` 0 turns the
 /// limit off.
@@ -45,20 +49,26 @@ struct Bucket {
     updated_ms: i64,
 }
 
+/// Buckets by a 64-bit key: a client address (`client_key`) or an API key's hash.
 #[derive(Debug, Default)]
 pub struct Limiter {
-    buckets: Mutex<HashMap<IpAddr, Bucket>>,
+    buckets: Mutex<HashMap<u64, Bucket>>,
 }
 
 impl Limiter {
     /// Takes one request from the client's bucket: Err(seconds until one is available).
     pub fn take(&self, limit: RateLimit, client: IpAddr, now_ms: i64) -> Result<(), u64> {
+        self.take_key(limit, client_key(client), now_ms)
+    }
+
+    /// `take` for any caller key (never 0: that is the shared overflow bucket).
+    pub fn take_key(&self, limit: RateLimit, key: u64, now_ms: i64) -> Result<(), u64> {
         if limit.per_minute == 0 {
             return Ok(());
         }
         let capacity = u64::from(limit.burst.max(1)) * 1000;
         let mut buckets = self.buckets.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let key = client_key(client);
+        let key = key.max(1);
         let key = if buckets.len() >= CLIENTS_MAX && !buckets.contains_key(&key) {
             evict_full(&mut buckets, limit, capacity, now_ms);
             if buckets.len() >= CLIENTS_MAX {
@@ -90,11 +100,12 @@ fn refilled(bucket: Bucket, limit: RateLimit, capacity: u64, now_ms: i64) -> Buc
 }
 
 /// Drops clients whose buckets have refilled: they are indistinguishable from new ones.
-fn evict_full(buckets: &mut HashMap<IpAddr, Bucket>, limit: RateLimit, capacity: u64, now_ms: i64) {
+fn evict_full(buckets: &mut HashMap<u64, Bucket>, limit: RateLimit, capacity: u64, now_ms: i64) {
     buckets.retain(|_, bucket| refilled(*bucket, limit, capacity, now_ms).tokens_milli < capacity);
 }
 
-fn client_key(client: IpAddr) -> IpAddr {
+/// The address a client is limited by: IPv4 as is, IPv6 by its /64.
+fn client_address_key(client: IpAddr) -> IpAddr {
     match client {
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
             Some(v4) => IpAddr::V4(v4),
@@ -105,6 +116,16 @@ fn client_key(client: IpAddr) -> IpAddr {
         },
         v4 => v4,
     }
+}
+
+fn hash64(bytes: &[u8]) -> u64 {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(bytes);
+    u64::from_be_bytes(digest[..8].try_into().expect("8 bytes"))
+}
+
+fn client_key(client: IpAddr) -> u64 {
+    hash64(client_address_key(client).to_string().as_bytes())
 }
 
 /// Who is calling: the peer, or — behind a proxy the coordinator is told to trust — the last
@@ -141,14 +162,19 @@ pub struct OverLimit {
 impl IntoResponse for OverLimit {
     fn into_response(self) -> Response {
         let message = format!("too many sign-in requests from your address; try again in {} s", self.retry_after_s);
-        let mut response = if self.page {
-            crate::web::too_many_requests(&message)
-        } else {
-            ApiError { status: StatusCode::TOO_MANY_REQUESTS, code: "rate_limited", message }.into_response()
-        };
-        response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(self.retry_after_s));
-        response
+        too_many(message, self.retry_after_s, self.page)
     }
+}
+
+/// 429 with `Retry-After`: herd's JSON error, or a page for the console.
+fn too_many(message: String, retry_after_s: u64, page: bool) -> Response {
+    let mut response = if page {
+        crate::web::too_many_requests(&message)
+    } else {
+        ApiError { status: StatusCode::TOO_MANY_REQUESTS, code: "rate_limited", message }.into_response()
+    };
+    response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(retry_after_s));
+    response
 }
 
 impl FromRequestParts<App> for WithinLimit {
@@ -160,11 +186,114 @@ impl FromRequestParts<App> for WithinLimit {
         match app.limiter.take(app.config.auth_rate_limit, client, now().0) {
             Ok(()) => Ok(WithinLimit),
             Err(retry_after_s) => {
-                tracing::warn!(%client, path = parts.uri.path(), "rate limited");
+                if let Some(suppressed) = app.log_limits.rate_limited.allow(now().0) {
+                    tracing::warn!(%client, path = parts.uri.path(), suppressed, "rate limited");
+                }
                 Err(OverLimit { retry_after_s, page: parts.uri.path().starts_with("/console") })
             }
         }
     }
+}
+
+/// The limits on every `/v1` call: per API key, and per client address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApiRateLimits {
+    pub per_key: RateLimit,
+    pub per_address: RateLimit,
+}
+
+impl Default for ApiRateLimits {
+    /// Generous: 20 requests a second per key, 50 per address, with bursts of a few seconds'
+    /// worth; a client following logs or polling a cluster stays far below.
+    fn default() -> Self {
+        ApiRateLimits {
+            per_key: RateLimit { burst: 100, per_minute: 1200 },
+            per_address: RateLimit { burst: 250, per_minute: 3000 },
+        }
+    }
+}
+
+/// Buckets of the `/v1` limits (separate from the credential endpoints' buckets).
+#[derive(Debug, Default)]
+pub struct ApiLimiters {
+    by_key: Limiter,
+    by_address: Limiter,
+}
+
+/// Middleware over `/v1`: each call takes one token from its API key's bucket (if it
+/// carries one) and one from its address's; either empty answers 429 with `Retry-After`.
+/// The worker protocol is not limited here (each device has one socket; its messages are
+/// bounded there).
+pub async fn limit_api(
+    axum::extract::State(app): axum::extract::State<App>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let path = request.uri().path();
+    if !path.starts_with("/v1/") || path.starts_with("/v1/worker/") {
+        return next.run(request).await;
+    }
+    let limits = app.config.api_rate_limits;
+    let at = now().0;
+    let bearer = request
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let by_key = bearer.map(|key| app.api_limiters.by_key.take_key(limits.per_key, hash64(key.as_bytes()), at));
+    let (parts, body) = request.into_parts();
+    let client = client_address(&parts, app.config.trust_forwarded_for);
+    let by_address = client.map(|ip| app.api_limiters.by_address.take(limits.per_address, ip, at));
+    let refused = match (by_key, by_address) {
+        (Some(Err(wait)), _) => Some(("this API key", wait)),
+        (_, Some(Err(wait))) => Some(("your address", wait)),
+        _ => None,
+    };
+    if let Some((who, retry_after_s)) = refused {
+        if let Some(suppressed) = app.log_limits.rate_limited.allow(at) {
+            tracing::warn!(client = ?client, path = parts.uri.path(), who, suppressed, "API rate limited");
+        }
+        let message = format!("too many requests from {who}; try again in {retry_after_s} s");
+        return too_many(message, retry_after_s, false);
+    }
+    next.run(axum::extract::Request::from_parts(parts, body)).await
+}
+
+/// At most `LINES` log lines of one kind per `WINDOW_MS`, then one line saying how many
+/// were left out: a flood of refusals must not become a flood of WARN lines.
+#[derive(Debug, Default)]
+pub struct LogLimiter {
+    state: Mutex<(i64, u32, u64)>,
+}
+
+impl LogLimiter {
+    const LINES: u32 = 10;
+    const WINDOW_MS: i64 = 10_000;
+
+    /// Some(lines suppressed since the last one allowed) when a line may be written now.
+    pub fn allow(&self, now_ms: i64) -> Option<u64> {
+        let mut state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let (window_start, written, suppressed) = &mut *state;
+        if now_ms - *window_start >= Self::WINDOW_MS {
+            *window_start = now_ms;
+            *written = 0;
+        }
+        if *written < Self::LINES {
+            *written += 1;
+            Some(std::mem::take(suppressed))
+        } else {
+            *suppressed += 1;
+            None
+        }
+    }
+}
+
+/// The log limiters of the kinds of line an attacker can cause at will.
+#[derive(Debug, Default)]
+pub struct LogLimits {
+    pub rate_limited: LogLimiter,
+    pub worker_refused: LogLimiter,
+    pub proof_reply_refused: LogLimiter,
 }
 
 /// Where a request came from (the client address, as the rate limits see it), for the audit log.
@@ -181,6 +310,7 @@ impl FromRequestParts<App> for Origin {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::Ipv4Addr;
 
     const LIMIT: RateLimit = RateLimit { burst: 3, per_minute: 6 };
 
@@ -207,6 +337,14 @@ mod tests {
     }
 
     #[test]
+    fn log_lines_are_limited_per_window_and_say_what_was_left_out() {
+        let limiter = LogLimiter::default();
+        let allowed = (0..100).filter(|_| limiter.allow(0).is_some()).count();
+        assert_eq!(allowed, LogLimiter::LINES as usize);
+        assert_eq!(limiter.allow(LogLimiter::WINDOW_MS), Some(90), "the next window's first line counts the rest");
+    }
+
+    #[test]
     fn zero_per_minute_turns_it_off() {
         let limiter = Limiter::default();
         let off = RateLimit { burst: 1, per_minute: 0 };
@@ -223,7 +361,7 @@ mod tests {
         }
         assert!(limiter.take(LIMIT, ip("2001:db8:1:2:ffff::9"), 0).is_err());
         assert_eq!(limiter.take(LIMIT, ip("2001:db8:1:3::1"), 0), Ok(()));
-        assert_eq!(client_key(ip("::ffff:10.1.2.3")), ip("10.1.2.3"));
+        assert_eq!(client_address_key(ip("::ffff:10.1.2.3")), ip("10.1.2.3"));
     }
 
     #[test]

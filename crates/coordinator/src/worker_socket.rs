@@ -65,7 +65,9 @@ async fn session(app: App, mut socket: WebSocket) {
         }
         Err(refusal) => {
             app.metrics.worker_sessions.get_or_create(&labels(&[("outcome", refusal.code)])).inc();
-            tracing::warn!(code = refusal.code, message = %refusal.message, "worker refused");
+            if let Some(suppressed) = app.log_limits.worker_refused.allow(now().0) {
+                tracing::warn!(code = refusal.code, message = %refusal.message, suppressed, "worker refused");
+            }
             let rejected = ServerMessage::Rejected { code: refusal.code.to_owned(), message: refusal.message };
             let _ = socket.send(encode(&rejected)).await;
             let _ = socket.send(Message::Close(None)).await;
@@ -372,7 +374,9 @@ pub(crate) async fn handle(app: &App, device: &Address, message: WorkerMessage) 
 /// another device's answer, or answering after a reconnect, proves nothing.
 fn deliver_proof(app: &App, device: &Address, connection: u64, challenge_id: &str, reply: Reply) {
     if let Err(refused) = app.proofs.deliver(device, connection, challenge_id, reply) {
-        tracing::warn!(%device, %refused, "proof reply refused");
+        if let Some(suppressed) = app.log_limits.proof_reply_refused.allow(now().0) {
+            tracing::warn!(%device, %refused, suppressed, "proof reply refused");
+        }
     }
 }
 

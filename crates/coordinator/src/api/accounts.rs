@@ -21,6 +21,8 @@ use crate::store::NewAudit;
 const CHALLENGE_TTL_MS: i64 = 5 * 60 * 1000;
 const PAIRING_CODE_TTL_MS: i64 = 15 * 60 * 1000;
 const BROWSER_LINK_TTL_MS: i64 = 5 * 60 * 1000;
+/// Unused, unexpired pairing codes one account may hold: enough to pair a rack at once.
+const PAIRING_CODES_OPEN_MAX: u32 = 50;
 
 /// A one-time nonce to sign with the account key (valid 5 minutes).
 #[utoipa::path(post, path = "/v1/auth/challenge", request_body = ChallengeRequest,
@@ -149,7 +151,13 @@ pub async fn pairing_code(
     let code = new_pairing_code();
     let at = now();
     let expires_at = Timestamp(at.0 + PAIRING_CODE_TTL_MS);
-    app.store.create_pairing_code(&hash_pairing_code(&code), &owner, expires_at, at).await?;
+    if !app.store.create_pairing_code(&hash_pairing_code(&code), &owner, expires_at, at, PAIRING_CODES_OPEN_MAX).await?
+    {
+        return Err(ApiError::too_many_requests(format!(
+            "{PAIRING_CODES_OPEN_MAX} pairing codes of this account are open: use one, or wait for one to expire \
+             (they last 15 minutes)"
+        )));
+    }
     let audit = NewAudit::new(owner.as_str(), "pairing_code.create", Some(owner.to_string())).origin(origin);
     app.store.audit(&audit, at).await?;
     Ok((StatusCode::CREATED, Json(PairingCode { code, owner, expires_at })))

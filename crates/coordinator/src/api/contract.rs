@@ -144,3 +144,17 @@ async fn every_documented_operation_reaches_a_handler() {
         assert!(status != 405 && !text.contains("no such endpoint"), "{method} {path}: {status} {text}");
     }
 }
+
+#[test]
+fn every_operation_documents_429_with_retry_after() {
+    let doc = ApiDoc::openapi();
+    for (path, item) in &doc.paths.paths {
+        let operations = [&item.get, &item.post, &item.put, &item.delete, &item.patch];
+        for operation in operations.into_iter().flatten() {
+            let Some(utoipa::openapi::RefOr::T(response)) = operation.responses.responses.get("429") else {
+                panic!("{path}: no 429 response documented");
+            };
+            assert!(response.headers.contains_key("Retry-After"), "{path}: 429 without Retry-After");
+        }
+    }
+}

@@ -72,7 +72,7 @@ use herd_proto::worker::SPEEDTEST_UPLOAD_BYTES;
         operator::unblock,
     ),
     components(schemas(herd_proto::api::ErrorBody, herd_proto::api::LogEvent)),
-    modifiers(&BearerAuth)
+    modifiers(&BearerAuth, &RateLimited)
 )]
 pub struct ApiDoc;
 
@@ -96,6 +96,33 @@ impl utoipa::Modify for BearerAuth {
                 ),
             )),
         );
+    }
+}
+
+/// Every operation may answer 429 (`crate::rate_limit::limit_api`), with `Retry-After`.
+struct RateLimited;
+
+impl utoipa::Modify for RateLimited {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::header::HeaderBuilder;
+        use utoipa::openapi::{ContentBuilder, ObjectBuilder, Ref, ResponseBuilder, Type};
+        let response = ResponseBuilder::new()
+            .description("Too many requests from this API key or address; retry after the header's seconds.")
+            .header(
+                "Retry-After",
+                HeaderBuilder::new()
+                    .schema(ObjectBuilder::new().schema_type(Type::Integer))
+                    .description(Some("Seconds to wait before the next request."))
+                    .build(),
+            )
+            .content("application/json", ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build())
+            .build();
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [&mut item.get, &mut item.post, &mut item.put, &mut item.delete, &mut item.patch];
+            for operation in operations.into_iter().flatten() {
+                operation.responses.responses.insert("429".into(), response.clone().into());
+            }
+        }
     }
 }
 
@@ -148,6 +175,7 @@ pub fn router(app: App) -> Router {
             "/v1/worker/speedtest/{token}/upload",
             post(speedtest::upload).layer(axum::extract::DefaultBodyLimit::max(SPEEDTEST_UPLOAD_BYTES as usize)),
         )
+        .route_layer(middleware::from_fn_with_state(app.clone(), crate::rate_limit::limit_api))
         .route_layer(middleware::from_fn_with_state(app.clone(), count_requests))
         .fallback(not_found_fallback)
         .method_not_allowed_fallback(method_not_allowed)

@@ -84,15 +84,26 @@ impl Store {
     }
 
     /// Records a pairing code (hashed) and drops expired ones.
+    /// Issues a pairing code unless the owner already has `open_max` open (unused, unexpired)
+    /// ones: false then, and nothing is written.
     pub async fn create_pairing_code(
         &self,
         code_hash: &str,
         owner: &Address,
         expires_at: Timestamp,
         now: Timestamp,
-    ) -> StoreResult<()> {
+        open_max: u32,
+    ) -> StoreResult<bool> {
         let mut tx = self.write.begin().await?;
         sqlx::query("DELETE FROM pairing_codes WHERE expires_at <= ?").bind(now.0).execute(&mut *tx).await?;
+        let open: i64 = sqlx::query("SELECT COUNT(*) FROM pairing_codes WHERE owner = ? AND used = 0")
+            .bind(owner.as_str())
+            .fetch_one(&mut *tx)
+            .await?
+            .get(0);
+        if open >= i64::from(open_max) {
+            return Ok(false);
+        }
         sqlx::query("INSERT INTO pairing_codes (code_hash, owner, expires_at) VALUES (?, ?, ?)")
             .bind(code_hash)
             .bind(owner.as_str())
@@ -100,7 +111,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok(())
+        Ok(true)
     }
 
     /// Uses up a pairing code issued by `owner`; false if unknown, expired, someone else's

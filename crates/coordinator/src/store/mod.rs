@@ -84,6 +84,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (14, "owner_indexes", include_str!("../../migrations/0014_owner_indexes.sql")),
     (15, "admission_claims", include_str!("../../migrations/0015_admission_claims.sql")),
     (16, "audit_log", include_str!("../../migrations/0016_audit_log.sql")),
+    (17, "proof_backoff", include_str!("../../migrations/0017_proof_backoff.sql")),
 ];
 
 #[derive(Clone)]

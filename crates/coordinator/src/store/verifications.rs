@@ -102,6 +102,19 @@ fn verification_from_row(row: &SqliteRow) -> StoreResult<Verification> {
     })
 }
 
+/// Challenges kept per device (the explorer's proof history); older ones are deleted.
+pub const VERIFICATIONS_KEPT: i64 = 100;
+/// The longest wait between challenges of a device that keeps missing or declining.
+const BACKOFF_MAX_MS: i64 = 3_600_000;
+
+/// The retry time for the `in_row`-th miss or decline in a row: the base wait doubled for
+/// each earlier one, at most an hour.
+fn backed_off(now: Timestamp, retry_at: Timestamp, in_row: i64) -> i64 {
+    let base = (retry_at.0 - now.0).max(1_000);
+    let doublings = (in_row - 1).clamp(0, 12) as u32;
+    now.0 + base.saturating_mul(1 << doublings).min(BACKOFF_MAX_MS.max(base))
+}
+
 /// The coordinator blocked a device on a proof's verdict: the audit log says so.
 async fn audit_block(
     conn: &mut SqliteConnection,
@@ -179,6 +192,15 @@ impl Store {
         .bind(now.0)
         .execute(&mut *tx)
         .await?;
+        // A device's record is bounded: only its latest challenges are kept.
+        sqlx::query(
+            "DELETE FROM verifications WHERE device_id = ?1 AND id NOT IN
+                (SELECT id FROM verifications WHERE device_id = ?1 ORDER BY issued_at DESC, id LIMIT ?2)",
+        )
+        .bind(new.device.as_str())
+        .bind(VERIFICATIONS_KEPT)
+        .execute(&mut *tx)
+        .await?;
         if new.purpose == "admission" && device_state(&mut tx, new.device).await? == Some(DeviceState::Ready) {
             apply_event(&mut tx, new.device, DeviceState::Ready, Event::Requalify, "proving its hardware again", now)
                 .await?;
@@ -242,7 +264,7 @@ impl Store {
             Finish::Passed { next_check_at } => {
                 sqlx::query(
                     "UPDATE devices SET admitted = 1, admitted_claim = ?, verified_at = ?, next_verification_at = ?,
-                        verifications_passed = verifications_passed + 1, deadline_strikes = 0,
+                        verifications_passed = verifications_passed + 1, deadline_strikes = 0, inconclusive_in_row = 0,
                         security = CASE WHEN simulated = 1 THEN 'any' WHEN security = 'datacenter' THEN 'datacenter'
                                         ELSE 'verified' END
                      WHERE id = ?",
@@ -261,14 +283,20 @@ impl Store {
             Finish::Missed { strikes_max, retry_at } => {
                 let row = sqlx::query(
                     "UPDATE devices SET deadline_strikes = deadline_strikes + 1,
-                        verifications_failed = verifications_failed + 1, next_verification_at = ?
+                        verifications_failed = verifications_failed + 1
                      WHERE id = ? RETURNING deadline_strikes",
                 )
-                .bind(retry_at.0)
                 .bind(device.as_str())
                 .fetch_one(&mut *tx)
                 .await?;
                 let strikes: i64 = row.get(0);
+                // Each miss in a row doubles the wait: a device that cannot answer in time
+                // does not take proof slots from those that can.
+                sqlx::query("UPDATE devices SET next_verification_at = ? WHERE id = ?")
+                    .bind(backed_off(now, *retry_at, strikes))
+                    .bind(device.as_str())
+                    .execute(&mut *tx)
+                    .await?;
                 if strikes >= i64::from(*strikes_max) {
                     sqlx::query(
                         "UPDATE devices SET admitted = 0, next_verification_at = NULL, security = 'any' WHERE id = ?",
@@ -298,8 +326,15 @@ impl Store {
                 audit_block(&mut tx, device, id, &why, now).await?;
             }
             Finish::Inconclusive { retry_at, .. } => {
+                let row = sqlx::query(
+                    "UPDATE devices SET inconclusive_in_row = inconclusive_in_row + 1 WHERE id = ?
+                     RETURNING inconclusive_in_row",
+                )
+                .bind(device.as_str())
+                .fetch_one(&mut *tx)
+                .await?;
                 sqlx::query("UPDATE devices SET next_verification_at = ? WHERE id = ?")
-                    .bind(retry_at.0)
+                    .bind(backed_off(now, *retry_at, row.get(0)))
                     .bind(device.as_str())
                     .execute(&mut *tx)
                     .await?;
@@ -401,5 +436,19 @@ impl Store {
         }
         tx.commit().await?;
         Ok(changed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn misses_and_declines_in_a_row_double_the_wait_up_to_an_hour() {
+        let now = Timestamp(1_000_000);
+        let retry = Timestamp(now.0 + 60_000);
+        let waits: Vec<i64> = (1..=8).map(|n| backed_off(now, retry, n) - now.0).collect();
+        assert_eq!(waits[..4], [60_000, 120_000, 240_000, 480_000]);
+        assert_eq!(*waits.last().unwrap(), BACKOFF_MAX_MS, "capped");
     }
 }
