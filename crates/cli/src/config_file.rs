@@ -50,8 +50,20 @@ pub fn with_file(args: Vec<OsString>) -> Result<Vec<OsString>, String> {
     };
     let text =
         std::fs::read_to_string(&path).map_err(|e| format!("cannot read the config file {}: {e}", path.display()))?;
+    merge_text(args, &matches, &text, &path)
+}
+
+fn merge_text(args: Vec<OsString>, matches: &ArgMatches, text: &str, path: &Path) -> Result<Vec<OsString>, String> {
     let table: toml::Table = text.parse().map_err(|e| format!("{} is not valid TOML: {e}", path.display()))?;
-    merge(args, &matches, &table, &path)
+    merge(args, matches, &table, path)
+}
+
+/// For fuzzers: `text` as the settings file of `herd worker start` (any bytes; an error,
+/// never a panic).
+pub fn fuzz_settings(text: &str) -> Result<Vec<OsString>, String> {
+    let args: Vec<OsString> = ["herd", "worker", "start"].into_iter().map(OsString::from).collect();
+    let matches = Cli::command().try_get_matches_from(&args).map_err(|e| e.to_string())?;
+    merge_text(args, &matches, text, Path::new("fuzz.toml"))
 }
 
 fn merge(args: Vec<OsString>, matches: &ArgMatches, table: &toml::Table, path: &Path) -> Result<Vec<OsString>, String> {

@@ -33,8 +33,16 @@ pub struct ProofConfig {
     pub simulated_allowed: bool,
     /// Share of a device's stake burned when it fails a proof, basis points.
     pub slash_bps: u32,
-    /// Challenges in flight at once, network-wide; bounds the coordinator's verifying CPU.
+    /// Challenges in flight at once, network-wide. A challenge waiting on a silent device
+    /// costs a task and a row, not CPU (verifying is bounded by `verifying`), so this is
+    /// large: a flood of devices that never answer is swept in a few deadlines.
     pub concurrent_max: usize,
+    /// Challenges in flight at once for one owner's devices; slots go to the owners with the
+    /// fewest in flight first, so one owner's flood cannot starve another's devices.
+    pub per_owner_max: usize,
+    /// Challenges issued per scheduling pass (each is a database write and a message): a
+    /// flood is challenged at a steady pace instead of in one burst that stalls the API.
+    pub issued_per_pass: usize,
     /// After the commitment, how long the worker has to send every opening.
     pub openings_timeout: Duration,
     /// Deadlines missed in a row before a device is blocked (wrong answers block at once).
@@ -51,7 +59,9 @@ impl Default for ProofConfig {
             recheck_interval: Duration::from_secs(3600),
             simulated_allowed: false,
             slash_bps: 1000,
-            concurrent_max: 64,
+            concurrent_max: 4096,
+            per_owner_max: 16,
+            issued_per_pass: 128,
             openings_timeout: Duration::from_secs(30),
             strikes_max: 3,
             retry_after: Duration::from_secs(60),
@@ -69,15 +79,24 @@ pub enum Reply {
 
 struct Inflight {
     device: Address,
+    owner: Address,
     connection: u64,
     replies: mpsc::Sender<Reply>,
 }
 
 /// Challenges in flight, and a bell that starts a scheduling pass early.
-#[derive(Default)]
 pub struct Proofs {
     inflight: Mutex<HashMap<String, Inflight>>,
     pub wake: Notify,
+    /// Checks running at once: the coordinator's CPU, whatever number of challenges wait.
+    verifying: tokio::sync::Semaphore,
+}
+
+impl Default for Proofs {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Proofs { inflight: Mutex::default(), wake: Notify::default(), verifying: tokio::sync::Semaphore::new(cores) }
+    }
 }
 
 /// Replies one challenge can queue: the commitment, every opening, one spare.
@@ -89,14 +108,24 @@ impl Proofs {
     }
 
     /// Registers a challenge; None if the device already has one in flight.
-    fn begin(&self, id: &str, device: &Address, connection: u64) -> Option<mpsc::Receiver<Reply>> {
+    fn begin(&self, id: &str, device: &DueDevice, connection: u64) -> Option<mpsc::Receiver<Reply>> {
         let mut inflight = self.lock();
-        if inflight.values().any(|i| &i.device == device) {
+        if inflight.values().any(|i| i.device == device.id) {
             return None;
         }
         let (replies, receiver) = mpsc::channel(REPLIES_MAX);
-        inflight.insert(id.to_owned(), Inflight { device: device.clone(), connection, replies });
+        let entry = Inflight { device: device.id.clone(), owner: device.owner.clone(), connection, replies };
+        inflight.insert(id.to_owned(), entry);
         Some(receiver)
+    }
+
+    /// Challenges in flight per owner.
+    fn in_flight_by_owner(&self) -> HashMap<Address, usize> {
+        let mut counts = HashMap::new();
+        for entry in self.lock().values() {
+            *counts.entry(entry.owner.clone()).or_insert(0) += 1;
+        }
+        counts
     }
 
     fn end(&self, id: &str) {
@@ -169,15 +198,25 @@ pub async fn run(app: App, mut shutdown: watch::Receiver<bool>) {
 }
 
 async fn schedule(app: &App) -> crate::store::StoreResult<()> {
-    let room = app.config.proof.concurrent_max.saturating_sub(app.proofs.in_flight());
+    let room =
+        app.config.proof.concurrent_max.saturating_sub(app.proofs.in_flight()).min(app.config.proof.issued_per_pass);
     if room == 0 {
         return Ok(());
     }
-    let due = app.store.due_for_verification(now(), (room * 2).min(1000) as u32).await?;
+    let per_owner = app.config.proof.per_owner_max.max(1);
+    let candidates = (room * 2).min(8192) as u32;
+    // Round-robin across owners already (`due_for_verification`), each owner's in-flight
+    // challenges counted against its share.
+    let due = app.store.due_for_verification(now(), candidates, per_owner as u32).await?;
+    let mut by_owner = app.proofs.in_flight_by_owner();
     let mut started = 0;
     for device in due {
         if started == room {
             break;
+        }
+        let owner_in_flight = by_owner.entry(device.owner.clone()).or_insert(0);
+        if *owner_in_flight >= per_owner {
+            continue;
         }
         if let Some(reason) = &device.flag_reason {
             app.store.requalify(&device.id, &format!("flagged: {reason}"), now()).await?;
@@ -188,6 +227,7 @@ async fn schedule(app: &App) -> crate::store::StoreResult<()> {
         if app.proofs.is_proving(&device.id) {
             continue;
         }
+        *owner_in_flight += 1;
         started += 1;
         tokio::spawn(prove(app.clone(), device, connection));
     }
@@ -200,7 +240,7 @@ async fn prove(app: App, device: DueDevice, connection: u64) {
     let sizing = herd_verify::size(claim, &app.config.proof.policy);
     let purpose = if device.admitted && device.state == DeviceState::Ready { "recheck" } else { "admission" };
     let id = format!("poc-{}", random_token());
-    let Some(mut replies) = app.proofs.begin(&id, &device.id, connection) else { return };
+    let Some(mut replies) = app.proofs.begin(&id, &device, connection) else { return };
     let _registered = Registered { proofs: &app.proofs, id: id.clone() };
     let mut nonce = [0u8; 32];
     OsRng.fill_bytes(&mut nonce);
@@ -335,6 +375,9 @@ async fn converse(
     }
     let (device_key, params) = (device.to_string(), sizing.params);
     let nonce = *nonce;
+    let Ok(_verifying) = app.proofs.verifying.acquire().await else {
+        return Verdict::aborted("the coordinator is stopping", retry_after);
+    };
     let checked = tokio::task::spawn_blocking(move || {
         let started = std::time::Instant::now();
         let result = herd_verify::check(&device_key, &nonce, &params, &roots, &picks, &openings, &secret);

@@ -203,12 +203,22 @@ pub struct ApiRateLimits {
 }
 
 impl Default for ApiRateLimits {
-    /// Generous: 20 requests a second per key, 50 per address, with bursts of a few seconds'
-    /// worth; a client following logs or polling a cluster stays far below.
+    /// Generous: 100 requests a second per key, 250 per address, bursts of six seconds'
+    /// worth; a client polling a cluster every 25 ms stays below. What it stops is one
+    /// caller taking the coordinator's whole time (thousands a second).
     fn default() -> Self {
+        ApiRateLimits::per_key_per_minute(6000)
+    }
+}
+
+impl ApiRateLimits {
+    /// `per_minute` for each API key (bursts of a tenth of it), two and a half times that
+    /// for each client address (several keys behind one address, a console and its CLI).
+    pub fn per_key_per_minute(per_minute: u32) -> ApiRateLimits {
+        let burst = (per_minute / 10).max(1);
         ApiRateLimits {
-            per_key: RateLimit { burst: 100, per_minute: 1200 },
-            per_address: RateLimit { burst: 250, per_minute: 3000 },
+            per_key: RateLimit { burst, per_minute },
+            per_address: RateLimit { burst: burst.saturating_mul(5) / 2, per_minute: per_minute.saturating_mul(5) / 2 },
         }
     }
 }

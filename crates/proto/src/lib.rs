@@ -3,6 +3,7 @@
 //! (`signing`). Both ends depend on it, so they cannot drift apart.
 
 pub mod api;
+pub mod fuzzing;
 pub mod proof;
 pub mod signing;
 pub mod worker;

@@ -104,7 +104,7 @@ fn check_opening(
     let rows = params.rows as usize;
     let malformed = |what: &str| Failure::Malformed { checkpoint, row, what: what.to_owned() };
     let mut current = match (&opening.start, checkpoint) {
-        (None, 1) => start_row(seed, row, n),
+        (None, 1) if opening.start_path.is_empty() => start_row(seed, row, n),
         (Some(start), c) if c > 1 => {
             if start.len() != n || start.iter().any(|v| !(-8..=8).contains(v)) {
                 return Err(malformed("the starting row has the wrong length or values outside [-8, 8]"));

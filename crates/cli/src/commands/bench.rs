@@ -23,6 +23,8 @@ mod heal;
 mod ledger;
 #[path = "bench_proof.rs"]
 mod proof;
+#[path = "bench_sybil.rs"]
+pub mod sybil;
 use crate::output::{print_json, table};
 
 #[derive(Debug, Subcommand)]
@@ -44,6 +46,10 @@ pub enum BenchCommand {
     /// Explorer pages on a large simulated network (100,000 devices by default): time per
     /// page against the 200 ms target.
     Explorer(explorer::ExplorerArgs),
+    /// A Sybil flood: thousands of fake 8× H100 devices that never answer a proof, spread over
+    /// many owners, while honest CPU workers join: how long until the honest are ready, and
+    /// the API's latency during the flood against its idle figure.
+    Sybil(sybil::SybilArgs),
 }
 
 #[derive(Debug, Args)]
@@ -135,6 +141,7 @@ pub async fn run(context: &Context, command: BenchCommand) -> anyhow::Result<i32
         BenchCommand::Cluster(args) => return cluster::run(context, &args).await,
         BenchCommand::Heal(args) => return heal::run(context, &args).await,
         BenchCommand::Explorer(args) => return explorer::run(context, &args).await,
+        BenchCommand::Sybil(args) => return sybil::run(context, &args).await,
     };
     let report = tokio::task::spawn_blocking(move || bench_market(&args)).await?;
     if context.json {

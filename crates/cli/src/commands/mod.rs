@@ -1,13 +1,13 @@
 //! Subcommands. Each module owns one noun; all share `Context` (coordinator URL, `--json`).
 
 mod account;
-mod bench;
+pub mod bench;
 mod cluster;
 mod job;
 mod market;
 mod network;
 mod operator;
-mod request;
+pub mod request;
 mod stake;
 mod wallet;
 mod worker;

@@ -93,8 +93,8 @@ pub struct CoordinatorArgs {
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(0..=100_000))]
     auth_rate_limit: u32,
     /// Requests per minute each API key may make to the whole API (each client address
-    /// gets 2.5 times as many); bursts of a twelfth of it. 0 turns these limits off.
-    #[arg(long, default_value_t = 1200, value_parser = clap::value_parser!(u32).range(0..=10_000_000))]
+    /// gets 2.5 times as many); bursts of a tenth of it. 0 turns these limits off.
+    #[arg(long, default_value_t = 6000, value_parser = clap::value_parser!(u32).range(0..=10_000_000))]
     api_rate_limit: u32,
     /// Behind a reverse proxy that every request passes through: take the client's address
     /// from the last `X-Forwarded-For` entry (otherwise all clients look like the proxy).
@@ -154,14 +154,7 @@ pub async fn coordinator(args: CoordinatorArgs) -> anyhow::Result<i32> {
     config.proof.policy.target_ms = args.proof_target.as_millis() as u64;
     config.auth_rate_limit =
         herd_coordinator::RateLimit { burst: args.auth_rate_limit, per_minute: args.auth_rate_limit };
-    let per_key = args.api_rate_limit;
-    config.api_rate_limits = herd_coordinator::ApiRateLimits {
-        per_key: herd_coordinator::RateLimit { burst: (per_key / 12).max(1), per_minute: per_key },
-        per_address: herd_coordinator::RateLimit {
-            burst: (per_key / 12).saturating_mul(5) / 2,
-            per_minute: per_key.saturating_mul(5) / 2,
-        },
-    };
+    config.api_rate_limits = herd_coordinator::ApiRateLimits::per_key_per_minute(args.api_rate_limit);
     config.trust_forwarded_for = args.trust_forwarded_for;
     if let (Some(cert), Some(key)) = (args.tls_cert, args.tls_key) {
         config.tls = Some(herd_coordinator::TlsFiles { cert, key });

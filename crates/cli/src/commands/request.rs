@@ -82,10 +82,15 @@ pub struct RequestArgs {
 /// `--cpu`: not an API field, since a request without GPU fields is a CPU request).
 fn read_spec(path: &PathBuf) -> anyhow::Result<(CreateCluster, bool)> {
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let place = path.display();
+    parse_spec(&text, &path.display().to_string())
+}
+
+/// A cluster spec file's text (`place` names it in errors). Public for fuzzers: any text
+/// gives a request or an error, never a panic.
+pub fn parse_spec(text: &str, place: &str) -> anyhow::Result<(CreateCluster, bool)> {
     // Syntax first, so that a broken file is reported as one, with its line.
     let mut value: serde_yaml::Value =
-        serde_yaml::from_str(&text).map_err(|e| anyhow::anyhow!("{place}: not valid YAML: {e}"))?;
+        serde_yaml::from_str(text).map_err(|e| anyhow::anyhow!("{place}: not valid YAML: {e}"))?;
     let Some(fields) = value.as_mapping_mut() else {
         bail!("{place}: expected the request's fields (nodes: 2, gpu: H100, …), not a {}", yaml_kind(&value));
     };

@@ -29,6 +29,7 @@ pub struct NewVerification<'a> {
 #[derive(Debug, Clone)]
 pub struct DueDevice {
     pub id: Address,
+    pub owner: Address,
     pub state: DeviceState,
     pub admitted: bool,
     pub flag_reason: Option<String>,
@@ -359,23 +360,38 @@ impl Store {
     }
 
     /// Devices to challenge now: pending ones (not flagged) whose retry time has come, and
-    /// ready ones due a re-check or needing re-admission. Never hired ones.
-    pub async fn due_for_verification(&self, now: Timestamp, limit: u32) -> StoreResult<Vec<DueDevice>> {
+    /// ready ones due a re-check or needing re-admission. Never hired ones. At most
+    /// `per_owner` of each owner, interleaved across owners (every owner's first, then every
+    /// owner's second, …; ties in random order), so one owner's thousands of devices cannot
+    /// push another owner's few out of the first `limit`.
+    pub async fn due_for_verification(
+        &self,
+        now: Timestamp,
+        limit: u32,
+        per_owner: u32,
+    ) -> StoreResult<Vec<DueDevice>> {
         let rows = sqlx::query(
-            "SELECT id, state, admitted, flag_reason, simulated, spec FROM devices
-             WHERE (state = 'pending' AND flag_reason IS NULL
-                    AND (next_verification_at IS NULL OR next_verification_at <= ?1))
-                OR (state = 'ready' AND (admitted = 0 OR next_verification_at IS NULL OR next_verification_at <= ?1))
-             ORDER BY next_verification_at LIMIT ?2",
+            "SELECT id, owner, state, admitted, flag_reason, simulated, spec FROM (
+                SELECT id, owner, state, admitted, flag_reason, simulated, spec, next_verification_at,
+                    ROW_NUMBER() OVER (PARTITION BY owner ORDER BY next_verification_at, id) AS owner_rank
+                FROM devices
+                WHERE (state = 'pending' AND flag_reason IS NULL
+                       AND (next_verification_at IS NULL OR next_verification_at <= ?1))
+                   OR (state = 'ready' AND (admitted = 0 OR next_verification_at IS NULL OR next_verification_at <= ?1))
+             )
+             WHERE owner_rank <= ?3
+             ORDER BY owner_rank, next_verification_at, RANDOM() LIMIT ?2",
         )
         .bind(now.0)
         .bind(limit)
+        .bind(per_owner)
         .fetch_all(&self.read)
         .await?;
         rows.iter()
             .map(|r| {
                 Ok(DueDevice {
                     id: parse_col("devices.id", r.get("id"))?,
+                    owner: parse_col("devices.owner", r.get("owner"))?,
                     state: parse_col("devices.state", r.get("state"))?,
                     admitted: r.get("admitted"),
                     flag_reason: r.get("flag_reason"),
