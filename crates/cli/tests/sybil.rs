@@ -14,7 +14,14 @@ const HONEST_READY_BOUND: Duration = Duration::from_secs(60);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn honest_devices_are_proven_while_a_thousand_fakes_flood_the_network() {
     let dir = tempfile::tempdir().unwrap();
-    let args = SybilArgs { fakes: 1000, owners: 20, honest: 5, proof_target_ms: 50, wait_s: 120 };
+    let args = SybilArgs {
+        fakes: 1000,
+        owners: 20,
+        honest: 5,
+        proof_target_ms: 50,
+        wait_s: 120,
+        swarm_binary: Some(env!("CARGO_BIN_EXE_herd").into()),
+    };
     let figures = flood(&args, dir.path()).await.unwrap();
     eprintln!("{}", serde_json::to_string_pretty(&figures).unwrap());
     let flood = &figures.flood;

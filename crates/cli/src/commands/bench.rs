@@ -50,6 +50,9 @@ pub enum BenchCommand {
     /// many owners, while honest CPU workers join: how long until the honest are ready, and
     /// the API's latency during the flood against its idle figure.
     Sybil(sybil::SybilArgs),
+    /// The fake devices of `herd bench sybil`, in a process of their own.
+    #[command(hide = true)]
+    SybilSwarm(sybil::SwarmArgs),
 }
 
 #[derive(Debug, Args)]
@@ -142,6 +145,7 @@ pub async fn run(context: &Context, command: BenchCommand) -> anyhow::Result<i32
         BenchCommand::Heal(args) => return heal::run(context, &args).await,
         BenchCommand::Explorer(args) => return explorer::run(context, &args).await,
         BenchCommand::Sybil(args) => return sybil::run(context, &args).await,
+        BenchCommand::SybilSwarm(args) => return sybil::swarm(context, &args).await,
     };
     let report = tokio::task::spawn_blocking(move || bench_market(&args)).await?;
     if context.json {

@@ -47,7 +47,27 @@ pub struct SybilArgs {
     /// Give up waiting for the honest devices after this many seconds.
     #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(10..=3600))]
     pub wait_s: u64,
+    /// The `herd` binary that runs the fakes in processes of their own (default: this one).
+    #[arg(skip)]
+    pub swarm_binary: Option<std::path::PathBuf>,
 }
+
+/// `herd bench sybil-swarm` (hidden): the fake devices, run in a process of their own so the
+/// coordinator is measured from outside (and each process holds only its half of the
+/// sockets). Prints `welcomed=N challenged=M` lines until its stdin closes.
+#[derive(Debug, Clone, Args)]
+pub struct SwarmArgs {
+    #[arg(long)]
+    pub fakes: u64,
+    /// A file of the owners' secret keys, hex, one a line (mode 0600).
+    #[arg(long)]
+    pub owners_file: std::path::PathBuf,
+    #[arg(long)]
+    pub heartbeat_ms: u64,
+}
+
+/// Fakes per swarm process: each holds one socket per fake.
+const FAKES_PER_PROCESS: u64 = 4000;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Latency {
@@ -190,6 +210,133 @@ async fn fake_device(
 /// What each round of API samples calls: a user's and the explorer's requests.
 const SAMPLED: [&str; 5] = ["/v1/health", "/v1/market/prices", "/v1/devices?limit=50", "/", "quote"];
 
+/// Runs a swarm (the hidden subcommand) until stdin closes.
+pub async fn swarm(context: &Context, args: &SwarmArgs) -> anyhow::Result<i32> {
+    let text = std::fs::read_to_string(&args.owners_file).context("the owners file")?;
+    let owners: Vec<Arc<SigningKey>> = text
+        .lines()
+        .filter_map(|line| herd_core::hex::decode_array::<32>(line.trim()))
+        .map(|bytes| Arc::new(SigningKey::from_bytes(&bytes)))
+        .collect();
+    if owners.is_empty() {
+        bail!("no owner keys in {}", args.owners_file.display());
+    }
+    let socket_url = format!("{}/v1/worker/connect", context.coordinator.replace("http://", "ws://"));
+    let (_stop, stop_rx) = watch::channel(false);
+    let counts = spawn_fakes(&socket_url, &owners, args.fakes, Duration::from_millis(args.heartbeat_ms), stop_rx);
+    let reporter = async {
+        loop {
+            crate::outln!(
+                "welcomed={} challenged={}",
+                counts.0.load(Ordering::Relaxed),
+                counts.1.load(Ordering::Relaxed)
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    // The parent holds our stdin: when it goes (or dies), so do we.
+    let stdin_closed = tokio::task::spawn_blocking(|| {
+        use std::io::Read as _;
+        let mut sink = [0u8; 64];
+        while matches!(std::io::stdin().read(&mut sink), Ok(n) if n > 0) {}
+    });
+    tokio::select! {
+        _ = reporter => {}
+        _ = stdin_closed => {}
+    }
+    Ok(0)
+}
+
+/// Spawns `fakes` fake devices (256 connecting at a time); their (welcomed, challenged) counts.
+fn spawn_fakes(
+    socket_url: &str,
+    owners: &[Arc<SigningKey>],
+    fakes: u64,
+    heartbeat: Duration,
+    stop: watch::Receiver<bool>,
+) -> (Arc<AtomicUsize>, Arc<AtomicUsize>) {
+    let welcomed = Arc::new(AtomicUsize::new(0));
+    let challenged = Arc::new(AtomicUsize::new(0));
+    let connecting = Arc::new(Semaphore::new(256));
+    let (socket_url, owners) = (socket_url.to_owned(), owners.to_vec());
+    let counts = (welcomed.clone(), challenged.clone());
+    tokio::spawn(async move {
+        for i in 0..fakes as usize {
+            let permit = connecting.clone().acquire_owned().await.expect("never closed");
+            let (url, owner) = (socket_url.clone(), owners[i % owners.len()].clone());
+            let (welcomed, challenged, stop) = (welcomed.clone(), challenged.clone(), stop.clone());
+            tokio::spawn(fake_device(permit, url, owner, heartbeat, welcomed, challenged, stop));
+        }
+    });
+    counts
+}
+
+/// Swarm processes running the fakes; their counts summed. Killed when dropped.
+struct Swarm {
+    children: Vec<tokio::process::Child>,
+    counts: Vec<Arc<(AtomicUsize, AtomicUsize)>>,
+}
+
+impl Swarm {
+    async fn start(
+        binary: &Path,
+        url: &str,
+        owners_file: &Path,
+        fakes: u64,
+        heartbeat: Duration,
+    ) -> anyhow::Result<Swarm> {
+        use tokio::io::AsyncBufReadExt;
+        let mut swarm = Swarm { children: Vec::new(), counts: Vec::new() };
+        let mut left = fakes;
+        while left > 0 {
+            let here = left.min(FAKES_PER_PROCESS);
+            left -= here;
+            let mut child = tokio::process::Command::new(binary)
+                .args(["--coordinator", url, "bench", "sybil-swarm", "--fakes", &here.to_string()])
+                .arg("--owners-file")
+                .arg(owners_file)
+                .args(["--heartbeat-ms", &heartbeat.as_millis().to_string()])
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::null())
+                .kill_on_drop(true)
+                .spawn()
+                .with_context(|| format!("starting {}", binary.display()))?;
+            let counts = Arc::new((AtomicUsize::new(0), AtomicUsize::new(0)));
+            let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("piped")).lines();
+            let shared = counts.clone();
+            tokio::spawn(async move {
+                while let Ok(Some(line)) = lines.next_line().await {
+                    let field = |name: &str| {
+                        line.split_whitespace().find_map(|f| f.strip_prefix(name)).and_then(|v| v.parse().ok())
+                    };
+                    if let (Some(w), Some(c)) = (field("welcomed="), field("challenged=")) {
+                        shared.0.store(w, Ordering::Relaxed);
+                        shared.1.store(c, Ordering::Relaxed);
+                    }
+                }
+            });
+            swarm.children.push(child);
+            swarm.counts.push(counts);
+        }
+        Ok(swarm)
+    }
+
+    fn welcomed(&self) -> usize {
+        self.counts.iter().map(|c| c.0.load(Ordering::Relaxed)).sum()
+    }
+
+    fn challenged(&self) -> usize {
+        self.counts.iter().map(|c| c.1.load(Ordering::Relaxed)).sum()
+    }
+
+    async fn stop(mut self) {
+        for child in &mut self.children {
+            let _ = child.kill().await;
+        }
+    }
+}
+
 /// Times `rounds` rounds of the API calls a user and the explorer make: (which, ms).
 async fn sample_api(url: &str, customer: &Client, rounds: usize) -> Vec<(usize, f64)> {
     let http = reqwest::Client::new();
@@ -264,8 +411,6 @@ async fn join(args: &SybilArgs, dir: &Path, fakes: u64) -> anyhow::Result<Phase>
     let heartbeat = config.heartbeat_interval;
     let coordinator = herd_coordinator::start(config).await.context("starting the coordinator")?;
     let url = coordinator.url();
-    let socket_url = format!("{}/v1/worker/connect", url.replace("http://", "ws://"));
-
     let (_, customer) = account(&url).await?;
     let mut owners = Vec::new();
     for _ in 0..args.owners.min(fakes.max(1)) {
@@ -274,24 +419,27 @@ async fn join(args: &SybilArgs, dir: &Path, fakes: u64) -> anyhow::Result<Phase>
     let (honest_key, honest_client) = account(&url).await?;
     let honest_owner = Address::parse(&bs58::encode(honest_key.verifying_key().as_bytes()).into_string())?;
 
-    let (stop, stop_rx) = watch::channel(false);
-    let welcomed = Arc::new(AtomicUsize::new(0));
-    let challenged = Arc::new(AtomicUsize::new(0));
-    let connecting = Arc::new(Semaphore::new(256));
-    let started = Instant::now();
-    let mut tasks = Vec::with_capacity(fakes as usize);
-    for i in 0..fakes as usize {
-        let permit = connecting.clone().acquire_owned().await.expect("never closed");
-        let (url, owner) = (socket_url.clone(), owners[i % owners.len()].clone());
-        let (welcomed, challenged, stop) = (welcomed.clone(), challenged.clone(), stop_rx.clone());
-        tasks.push(tokio::spawn(fake_device(permit, url, owner, heartbeat, welcomed, challenged, stop)));
+    let owners_file = dir.join("owners.keys");
+    let keys: String = owners.iter().map(|k| herd_core::hex::encode(&k.to_bytes()) + "\n").collect();
+    {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&owners_file)?;
+        file.write_all(keys.as_bytes()).context("the owners file")?;
     }
+    let binary = match &args.swarm_binary {
+        Some(binary) => binary.clone(),
+        None => std::env::current_exe().context("this program's path")?,
+    };
+    let started = Instant::now();
+    let swarm = Swarm::start(&binary, &url, &owners_file, fakes, heartbeat).await?;
     let connect_deadline = Instant::now() + Duration::from_secs(args.wait_s);
-    while welcomed.load(Ordering::Relaxed) < fakes as usize && Instant::now() < connect_deadline {
+    while swarm.welcomed() < fakes as usize && Instant::now() < connect_deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let fakes_connect_ms = started.elapsed().as_millis() as u64;
-    let fakes_connected = welcomed.load(Ordering::Relaxed);
+    let fakes_connected = swarm.welcomed();
+    let (stop, _) = watch::channel(false);
     let _ = sample_api(&url, &customer, 10).await; // warm up
     let before = sample_api(&url, &customer, 60).await;
 
@@ -324,16 +472,14 @@ async fn join(args: &SybilArgs, dir: &Path, fakes: u64) -> anyhow::Result<Phase>
     let mut each: Vec<u64> = ready_at.into_values().collect();
     each.sort_unstable();
     let honest_ready_ms = each.last().copied().unwrap_or(0);
-    let fake_challenges = challenged.load(Ordering::Relaxed);
+    let fake_challenges = swarm.challenged();
 
     let _ = stop.send(true);
     for (stop, agent) in agents {
         let _ = stop.send(true);
         let _ = agent.await;
     }
-    for task in tasks {
-        let _ = task.await;
-    }
+    swarm.stop().await;
     coordinator.shutdown().await;
     Ok(Phase {
         fakes_connected,

@@ -72,7 +72,7 @@ use herd_proto::worker::SPEEDTEST_UPLOAD_BYTES;
         operator::unblock,
     ),
     components(schemas(herd_proto::api::ErrorBody, herd_proto::api::LogEvent)),
-    modifiers(&BearerAuth, &RateLimited)
+    modifiers(&BearerAuth, &RateLimited, &StandardErrors)
 )]
 pub struct ApiDoc;
 
@@ -121,6 +121,46 @@ impl utoipa::Modify for RateLimited {
             let operations = [&mut item.get, &mut item.post, &mut item.put, &mut item.delete, &mut item.patch];
             for operation in operations.into_iter().flatten() {
                 operation.responses.responses.insert("429".into(), response.clone().into());
+            }
+        }
+    }
+}
+
+/// The errors every operation of a kind can answer, documented where a handler's own list
+/// leaves them out: 400 (a malformed path, query or body), 401 (an operation that needs a
+/// key, called without a valid one), 404 (an id that names nothing), 422 (a body that is JSON
+/// but not the request's shape). Fuzzers and generated clients rely on the full list.
+struct StandardErrors;
+
+impl utoipa::Modify for StandardErrors {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::path::ParameterIn;
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        let error = |description: &str| {
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build(),
+                )
+                .build()
+        };
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [&mut item.get, &mut item.post, &mut item.put, &mut item.delete, &mut item.patch];
+            for operation in operations.into_iter().flatten() {
+                let parameters = operation.parameters.as_deref().unwrap_or_default();
+                let in_path = parameters.iter().any(|p| matches!(p.parameter_in, ParameterIn::Path));
+                let secured = operation.security.as_ref().is_some_and(|s| !s.is_empty());
+                let body = operation.request_body.is_some();
+                let mut add = |status: &str, why: &str, applies: bool| {
+                    if applies {
+                        operation.responses.responses.entry(status.into()).or_insert_with(|| error(why).into());
+                    }
+                };
+                add("400", "The path, query or body is malformed; the message says what is allowed.", true);
+                add("401", "A valid credential is required.", secured);
+                add("404", "Nothing has this id.", in_path);
+                add("422", "The body is JSON but not this request's shape.", body);
             }
         }
     }

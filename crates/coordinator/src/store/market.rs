@@ -155,30 +155,32 @@ impl Store {
         id: &Address,
         throughput: Throughput,
     ) -> StoreResult<Option<ConnectivityTier>> {
+        self.set_throughput(id, throughput, true).await
+    }
+
+    /// What the coordinator measured of a device's link, and the tier that follows.
+    pub async fn record_throughput(&self, id: &Address, throughput: Throughput) -> StoreResult<ConnectivityTier> {
+        Ok(self.set_throughput(id, throughput, false).await?.unwrap_or(ConnectivityTier::None))
+    }
+
+    async fn set_throughput(
+        &self,
+        id: &Address,
+        throughput: Throughput,
+        simulated_only: bool,
+    ) -> StoreResult<Option<ConnectivityTier>> {
         let tier = ConnectivityTier::from_measurement(throughput.down_mbps, throughput.up_mbps);
         let done = sqlx::query(
-            "UPDATE devices SET connectivity = ?, down_mbps = ?, up_mbps = ? WHERE id = ? AND simulated = 1",
+            "UPDATE devices SET connectivity = ?, down_mbps = ?, up_mbps = ? WHERE id = ? AND (? = 0 OR simulated = 1)",
         )
         .bind(tier.as_str())
         .bind(throughput.down_mbps)
         .bind(throughput.up_mbps)
         .bind(id.as_str())
+        .bind(simulated_only)
         .execute(&self.write)
         .await?;
         Ok((done.rows_affected() == 1).then_some(tier))
-    }
-
-    /// What the coordinator measured of a device's link, and the tier that follows.
-    pub async fn record_throughput(&self, id: &Address, throughput: Throughput) -> StoreResult<ConnectivityTier> {
-        let tier = ConnectivityTier::from_measurement(throughput.down_mbps, throughput.up_mbps);
-        sqlx::query("UPDATE devices SET connectivity = ?, down_mbps = ?, up_mbps = ? WHERE id = ?")
-            .bind(tier.as_str())
-            .bind(throughput.down_mbps)
-            .bind(throughput.up_mbps)
-            .bind(id.as_str())
-            .execute(&self.write)
-            .await?;
-        Ok(tier)
     }
 
     pub async fn create_quote(

@@ -109,8 +109,11 @@ impl Store {
             .min_connections(1)
             .test_before_acquire(false)
             .acquire_timeout(Duration::from_secs(30))
-            // Queuing for the one writer is the design, not a fault: warn only when it is long.
+            // Queuing for the one writer is the design, not a fault; under a flood every acquire
+            // is slow, and one WARN line per request is itself a flood: debug only (the wait
+            // shows in the API's latency and in /metrics).
             .acquire_slow_threshold(Duration::from_secs(10))
+            .acquire_slow_level(log::LevelFilter::Debug)
             .connect_with(options.clone())
             .await?;
         migrate(&write).await?;
@@ -119,6 +122,7 @@ impl Store {
             .test_before_acquire(false)
             .acquire_timeout(Duration::from_secs(30))
             .acquire_slow_threshold(Duration::from_secs(10))
+            .acquire_slow_level(log::LevelFilter::Debug)
             .connect_with(options.read_only(true))
             .await?;
         Ok(Store { read, write })

@@ -217,18 +217,7 @@ impl DockerRuntime {
     /// Pulls an image that is not one this machine runs from its own store, for this job:
     /// without credentials, so only what a registry gives anyone runs.
     async fn pull_for_job(&self, image: &str) -> Result<(), String> {
-        let options = CreateImageOptions { from_image: Some(image.to_owned()), ..Default::default() };
-        let mut pull = self.api.create_image(Some(options), None, None);
-        while let Some(progress) = pull.next().await {
-            let message = match progress {
-                Ok(info) => info.error_detail.and_then(|d| d.message),
-                Err(error) => Some(engine_message(&error)),
-            };
-            if let Some(message) = message {
-                return Err(images::refusal(image, &message));
-            }
-        }
-        Ok(())
+        self.pull(image).await.map_err(|message| images::refusal(image, &message))
     }
 
     async fn create_and_follow(
@@ -330,6 +319,17 @@ impl DockerRuntime {
             Err(DockerError::DockerResponseServerError { status_code: 404, .. }) => {}
             Err(error) => return Err(format!("cannot inspect image {image}: {}", engine_message(&error))),
         }
+        self.pull(image).await.map_err(|message| {
+            format!(
+                "image {image} is not on this machine and could not be pulled ({message}); \
+                 the supplier can build it with deploy/images/build.sh or load it with \
+                 `herd worker start --load-image FILE`"
+            )
+        })
+    }
+
+    /// Pulls `image` from its registry without credentials; Err is the engine's message.
+    async fn pull(&self, image: &str) -> Result<(), String> {
         let options = CreateImageOptions { from_image: Some(image.to_owned()), ..Default::default() };
         let mut pull = self.api.create_image(Some(options), None, None);
         while let Some(progress) = pull.next().await {
@@ -338,11 +338,7 @@ impl DockerRuntime {
                 Err(error) => Some(engine_message(&error)),
             };
             if let Some(message) = message {
-                return Err(format!(
-                    "image {image} is not on this machine and could not be pulled ({message}); \
-                     the supplier can build it with deploy/images/build.sh or load it with \
-                     `herd worker start --load-image FILE`"
-                ));
+                return Err(message);
             }
         }
         Ok(())
