@@ -27,6 +27,7 @@ const PLAN_ATTEMPTS_MAX: u32 = 3;
 /// price of a quote the caller obtained within the last 5 minutes.
 #[utoipa::path(post, path = "/v1/clusters", request_body = CreateCluster, security(("api_key" = [])),
     responses((status = 201, body = Cluster), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody, description = "the quote_id names no valid quote of the caller's"),
         (status = 409, body = ErrorBody, description = "no capacity: the constraint that ran out and the nearest alternatives"),
         (status = 422, body = ErrorBody, description = "impossible here: what is allowed")))]
 pub async fn create(
@@ -37,7 +38,7 @@ pub async fn create(
     let quote = match &body.quote_id {
         Some(id) => {
             let stored = app.store.quote(id, &owner, now()).await?.ok_or_else(|| {
-                ApiError::not_found(format!("no valid quote {id}: quotes are single use and expire after 5 minutes"))
+                ApiError::not_found(format!("no valid quote {id:?}: quotes are single use and expire after 5 minutes"))
             })?;
             let request: CreateCluster = serde_json::from_str(&stored.request)
                 .map_err(|e| crate::store::StoreError::Corrupt { what: "quotes.request", detail: e.to_string() })?;
