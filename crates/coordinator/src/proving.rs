@@ -90,12 +90,33 @@ pub struct Proofs {
     pub wake: Notify,
     /// Checks running at once: the coordinator's CPU, whatever number of challenges wait.
     verifying: tokio::sync::Semaphore,
+    /// Verdicts on their way to the database, written in batches (`record_verdicts`).
+    verdicts: mpsc::Sender<PendingVerdict>,
+    verdicts_rx: Mutex<Option<mpsc::Receiver<PendingVerdict>>>,
 }
+
+/// A verdict waiting for its batch's commit, and who waits for the device's new state.
+struct PendingVerdict {
+    id: String,
+    device: Address,
+    verdict: Verdict,
+    done: tokio::sync::oneshot::Sender<Result<Option<DeviceState>, String>>,
+}
+
+/// Verdicts written per transaction, at most.
+const VERDICTS_PER_BATCH: usize = 512;
 
 impl Default for Proofs {
     fn default() -> Self {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        Proofs { inflight: Mutex::default(), wake: Notify::default(), verifying: tokio::sync::Semaphore::new(cores) }
+        let (verdicts, verdicts_rx) = mpsc::channel(4 * VERDICTS_PER_BATCH);
+        Proofs {
+            inflight: Mutex::default(),
+            wake: Notify::default(),
+            verifying: tokio::sync::Semaphore::new(cores),
+            verdicts,
+            verdicts_rx: Mutex::new(Some(verdicts_rx)),
+        }
     }
 }
 
@@ -160,14 +181,14 @@ impl Proofs {
 }
 
 /// Removes the challenge from `Proofs` however its task ends.
-struct Registered<'a> {
-    proofs: &'a Proofs,
+struct Registered {
+    app: App,
     id: String,
 }
 
-impl Drop for Registered<'_> {
+impl Drop for Registered {
     fn drop(&mut self) {
-        self.proofs.end(&self.id);
+        self.app.proofs.end(&self.id);
     }
 }
 
@@ -183,6 +204,10 @@ pub fn claim_of(spec: &DeviceSpec, simulated: bool) -> Claim {
 
 /// The scheduler: every tick (or when woken), challenge the devices that are due.
 pub async fn run(app: App, mut shutdown: watch::Receiver<bool>) {
+    let verdicts = app.proofs.verdicts_rx.lock().unwrap_or_else(|p| p.into_inner()).take();
+    if let Some(verdicts) = verdicts {
+        tokio::spawn(record_verdicts(app.clone(), verdicts));
+    }
     let mut tick = tokio::time::interval(app.config.reconcile_interval);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
@@ -210,6 +235,7 @@ async fn schedule(app: &App) -> crate::store::StoreResult<()> {
     let due = app.store.due_for_verification(now(), candidates, per_owner as u32).await?;
     let mut by_owner = app.proofs.in_flight_by_owner();
     let mut started = 0;
+    let mut issued: Vec<Issued> = Vec::new();
     for device in due {
         if started == room {
             break;
@@ -227,40 +253,75 @@ async fn schedule(app: &App) -> crate::store::StoreResult<()> {
         if app.proofs.is_proving(&device.id) {
             continue;
         }
-        *owner_in_flight += 1;
-        started += 1;
-        tokio::spawn(prove(app.clone(), device, connection));
+        if let Some(challenge) = issue(app, device, connection) {
+            *owner_in_flight += 1;
+            started += 1;
+            issued.push(challenge);
+        }
+    }
+    if issued.is_empty() {
+        return Ok(());
+    }
+    // The pass's challenges are recorded in one transaction: one commit for a flood.
+    let rows: Vec<NewVerification<'_>> = issued.iter().map(Issued::row).collect();
+    if let Err(error) = app.store.begin_verifications(&rows, now()).await {
+        tracing::error!(%error, challenges = issued.len(), "could not record challenges; retrying next pass");
+        return Ok(()); // dropping `issued` unregisters them
+    }
+    drop(rows);
+    let devices: Vec<Address> = issued.iter().map(|i| i.device.id.clone()).collect();
+    app.sync_market(&devices).await;
+    for challenge in issued {
+        tokio::spawn(prove(app.clone(), challenge));
     }
     Ok(())
 }
 
-/// One challenge, start to verdict.
-async fn prove(app: App, device: DueDevice, connection: u64) {
+/// A challenge registered in `Proofs`, about to be recorded and sent.
+struct Issued {
+    device: DueDevice,
+    id: String,
+    nonce: [u8; 32],
+    sizing: herd_verify::Sizing,
+    purpose: &'static str,
+    claim_text: String,
+    claim_key: String,
+    replies: mpsc::Receiver<Reply>,
+    registered: Registered,
+}
+
+impl Issued {
+    fn row(&self) -> NewVerification<'_> {
+        NewVerification {
+            id: &self.id,
+            device: &self.device.id,
+            purpose: self.purpose,
+            claim: &self.claim_text,
+            claim_key: &self.claim_key,
+            params: self.sizing.params,
+            expected_ms: self.sizing.expected_ms,
+            deadline_ms: self.sizing.deadline_ms,
+        }
+    }
+}
+
+/// Sizes a challenge for the device and registers it (None if one is already in flight).
+fn issue(app: &App, device: DueDevice, connection: u64) -> Option<Issued> {
     let claim = claim_of(&device.spec, device.simulated);
     let sizing = herd_verify::size(claim, &app.config.proof.policy);
     let purpose = if device.admitted && device.state == DeviceState::Ready { "recheck" } else { "admission" };
     let id = format!("poc-{}", random_token());
-    let Some(mut replies) = app.proofs.begin(&id, &device, connection) else { return };
-    let _registered = Registered { proofs: &app.proofs, id: id.clone() };
+    let replies = app.proofs.begin(&id, &device, connection)?;
+    let registered = Registered { app: app.clone(), id: id.clone() };
     let mut nonce = [0u8; 32];
     OsRng.fill_bytes(&mut nonce);
-    let claim_text = claim.describe();
     let claim_key = device.spec.admission_claim(device.simulated);
-    let new = NewVerification {
-        id: &id,
-        device: &device.id,
-        purpose,
-        claim: &claim_text,
-        claim_key: &claim_key,
-        params: sizing.params,
-        expected_ms: sizing.expected_ms,
-        deadline_ms: sizing.deadline_ms,
-    };
-    if let Err(error) = app.store.begin_verification(&new, now()).await {
-        tracing::error!(%error, device = %device.id, "could not record a challenge");
-        return;
-    }
-    app.sync_market(std::slice::from_ref(&device.id)).await;
+    Some(Issued { device, id, nonce, sizing, purpose, claim_text: claim.describe(), claim_key, replies, registered })
+}
+
+/// One challenge (recorded already), from its sending to its verdict.
+async fn prove(app: App, issued: Issued) {
+    let Issued { device, id, nonce, sizing, claim_text, mut replies, registered: _registered, .. } = issued;
     let params = sizing.params;
     let challenge = ProofChallenge {
         challenge_id: id.clone(),
@@ -402,6 +463,29 @@ async fn converse(
     }
 }
 
+/// Writes verdicts in batches: whatever is waiting (up to `VERDICTS_PER_BATCH`) goes in one
+/// transaction, so a flood's deadlines expiring together cost one commit, not thousands.
+async fn record_verdicts(app: App, mut verdicts: mpsc::Receiver<PendingVerdict>) {
+    let mut batch = Vec::with_capacity(VERDICTS_PER_BATCH);
+    while verdicts.recv_many(&mut batch, VERDICTS_PER_BATCH).await > 0 {
+        let rows: Vec<(String, Address, Verdict)> =
+            batch.iter().map(|p| (p.id.clone(), p.device.clone(), p.verdict.clone())).collect();
+        match app.store.finish_verifications(&rows, now()).await {
+            Ok(states) => {
+                for (pending, state) in batch.drain(..).zip(states) {
+                    let _ = pending.done.send(Ok(state));
+                }
+            }
+            Err(error) => {
+                let error = error.to_string();
+                for pending in batch.drain(..) {
+                    let _ = pending.done.send(Err(error.clone()));
+                }
+            }
+        }
+    }
+}
+
 async fn conclude(app: &App, device: &Address, id: &str, verdict: Verdict) {
     let outcome = match &verdict.finish {
         Finish::Passed { .. } => "passed",
@@ -409,7 +493,12 @@ async fn conclude(app: &App, device: &Address, id: &str, verdict: Verdict) {
         Finish::Inconclusive { outcome, .. } => outcome.as_str(),
     };
     app.metrics.proofs.get_or_create(&labels(&[("outcome", outcome)])).inc();
-    let state = app.store.finish_verification(id, device, &verdict, now()).await;
+    let (done, state) = tokio::sync::oneshot::channel();
+    let pending = PendingVerdict { id: id.to_owned(), device: device.clone(), verdict: verdict.clone(), done };
+    let state = match app.proofs.verdicts.send(pending).await {
+        Ok(()) => state.await.unwrap_or_else(|_| Err("the verdict writer stopped".into())),
+        Err(_) => Err("the verdict writer stopped".into()),
+    };
     app.sync_market(std::slice::from_ref(device)).await;
     let blocked = match state {
         Ok(Some(state)) => {

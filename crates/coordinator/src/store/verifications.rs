@@ -168,43 +168,189 @@ fn record_from_row(row: &SqliteRow) -> Record {
     }
 }
 
+/// One challenge's row, and a ready device proving itself for admission back to pending.
+async fn begin_one(tx: &mut SqliteConnection, new: &NewVerification<'_>, now: Timestamp) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO verifications (id, device_id, purpose, claim, claim_key, n, row_count, steps, stride,
+            openings, expected_ms, deadline_ms, issued_at, outcome)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'running')",
+    )
+    .bind(new.id)
+    .bind(new.device.as_str())
+    .bind(new.purpose)
+    .bind(new.claim)
+    .bind(new.claim_key)
+    .bind(new.params.n)
+    .bind(new.params.rows)
+    .bind(new.params.steps)
+    .bind(new.params.stride)
+    .bind(new.params.openings)
+    .bind(new.expected_ms as i64)
+    .bind(new.deadline_ms as i64)
+    .bind(now.0)
+    .execute(&mut *tx)
+    .await?;
+    // A device's record is bounded: only its latest challenges are kept.
+    sqlx::query(
+        "DELETE FROM verifications WHERE device_id = ?1 AND id NOT IN
+            (SELECT id FROM verifications WHERE device_id = ?1 ORDER BY issued_at DESC, id LIMIT ?2)",
+    )
+    .bind(new.device.as_str())
+    .bind(VERIFICATIONS_KEPT)
+    .execute(&mut *tx)
+    .await?;
+    if new.purpose == "admission" && device_state(&mut *tx, new.device).await? == Some(DeviceState::Ready) {
+        apply_event(&mut *tx, new.device, DeviceState::Ready, Event::Requalify, "proving its hardware again", now)
+            .await?;
+    }
+    Ok(())
+}
+
+/// One verdict applied to its challenge and device (see `Store::finish_verification`).
+async fn finish_one(
+    tx: &mut SqliteConnection,
+    id: &str,
+    device: &Address,
+    verdict: &Verdict,
+    now: Timestamp,
+) -> StoreResult<Option<DeviceState>> {
+    let Verdict { finish, reason, committed_at, verify_us } = verdict;
+    let reason = reason.as_str();
+    let outcome = match finish {
+        Finish::Passed { .. } => ProofOutcome::Passed,
+        Finish::Failed | Finish::Missed { .. } => ProofOutcome::Failed,
+        Finish::Inconclusive { outcome, .. } => *outcome,
+    };
+    let updated = sqlx::query(
+        "UPDATE verifications SET outcome = ?, reason = ?, committed_at = ?, finished_at = ?, verify_us = ?
+         WHERE id = ? AND outcome = 'running'",
+    )
+    .bind(outcome.as_str())
+    .bind(reason)
+    .bind(committed_at.map(|t| t.0))
+    .bind(now.0)
+    .bind(verify_us.map(|us| us as i64))
+    .bind(id)
+    .execute(&mut *tx)
+    .await?;
+    if updated.rows_affected() == 0 {
+        return Ok(None); // already closed (e.g. aborted by a restart)
+    }
+    let Some(mut state) = device_state(&mut *tx, device).await? else {
+        return Ok(None);
+    };
+    let claim_now = current_claim(&mut *tx, device).await?;
+    match finish {
+        Finish::Passed { .. } if proven_claim(&mut *tx, id).await?.as_deref() != Some(claim_now.as_str()) => {
+            // The device claims something else than what this challenge was sized for
+            // (it reconnected with other hardware meanwhile): the pass vouches for nothing.
+            sqlx::query("UPDATE devices SET next_verification_at = NULL WHERE id = ?")
+                .bind(device.as_str())
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("UPDATE verifications SET outcome = 'aborted', reason = ? WHERE id = ?")
+                .bind("the device's claim changed while it was proving")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        Finish::Passed { next_check_at } => {
+            sqlx::query(
+                "UPDATE devices SET admitted = 1, admitted_claim = ?, verified_at = ?, next_verification_at = ?,
+                    verifications_passed = verifications_passed + 1, deadline_strikes = 0, inconclusive_in_row = 0,
+                    security = CASE WHEN simulated = 1 THEN 'any' WHEN security = 'datacenter' THEN 'datacenter'
+                                    ELSE 'verified' END
+                 WHERE id = ?",
+            )
+            .bind(&claim_now)
+            .bind(now.0)
+            .bind(next_check_at.0)
+            .bind(device.as_str())
+            .execute(&mut *tx)
+            .await?;
+            if state == DeviceState::Pending {
+                let why = format!("admitted: passed proof of compute ({reason})");
+                state = apply_event(&mut *tx, device, state, Event::Admit, &why, now).await?;
+            }
+        }
+        Finish::Missed { strikes_max, retry_at } => {
+            let row = sqlx::query(
+                "UPDATE devices SET deadline_strikes = deadline_strikes + 1,
+                    verifications_failed = verifications_failed + 1
+                 WHERE id = ? RETURNING deadline_strikes",
+            )
+            .bind(device.as_str())
+            .fetch_one(&mut *tx)
+            .await?;
+            let strikes: i64 = row.get(0);
+            // Each miss in a row doubles the wait: a device that cannot answer in time
+            // does not take proof slots from those that can.
+            sqlx::query("UPDATE devices SET next_verification_at = ? WHERE id = ?")
+                .bind(backed_off(now, *retry_at, strikes))
+                .bind(device.as_str())
+                .execute(&mut *tx)
+                .await?;
+            if strikes >= i64::from(*strikes_max) {
+                sqlx::query(
+                    "UPDATE devices SET admitted = 0, next_verification_at = NULL, security = 'any' WHERE id = ?",
+                )
+                .bind(device.as_str())
+                .execute(&mut *tx)
+                .await?;
+                let why = format!("failed proof of compute: {reason} ({strikes} times in a row)");
+                state = apply_event(&mut *tx, device, state, Event::Block, &why, now).await?;
+                audit_block(&mut *tx, device, id, &why, now).await?;
+            } else {
+                let why = format!("awaiting proof of compute: {reason} (strike {strikes} of {strikes_max})");
+                set_pending_reason(&mut *tx, device, state, &why).await?;
+            }
+        }
+        Finish::Failed => {
+            sqlx::query(
+                "UPDATE devices SET admitted = 0, next_verification_at = NULL, security = 'any',
+                    verifications_failed = verifications_failed + 1
+                 WHERE id = ?",
+            )
+            .bind(device.as_str())
+            .execute(&mut *tx)
+            .await?;
+            let why = format!("failed proof of compute: {reason}");
+            state = apply_event(&mut *tx, device, state, Event::Block, &why, now).await?;
+            audit_block(&mut *tx, device, id, &why, now).await?;
+        }
+        Finish::Inconclusive { retry_at, .. } => {
+            let row = sqlx::query(
+                "UPDATE devices SET inconclusive_in_row = inconclusive_in_row + 1 WHERE id = ?
+                 RETURNING inconclusive_in_row",
+            )
+            .bind(device.as_str())
+            .fetch_one(&mut *tx)
+            .await?;
+            sqlx::query("UPDATE devices SET next_verification_at = ? WHERE id = ?")
+                .bind(backed_off(now, *retry_at, row.get(0)))
+                .bind(device.as_str())
+                .execute(&mut *tx)
+                .await?;
+            set_pending_reason(&mut *tx, device, state, &format!("awaiting proof of compute: {reason}")).await?;
+        }
+    }
+    refresh_reputation(&mut *tx, device).await?;
+    Ok(Some(state))
+}
+
 impl Store {
     /// Records a new challenge. A ready device proving itself for admission (its hardware
     /// changed) goes back to pending first, so it is not hired meanwhile.
     pub async fn begin_verification(&self, new: &NewVerification<'_>, now: Timestamp) -> StoreResult<()> {
+        self.begin_verifications(std::slice::from_ref(new), now).await
+    }
+
+    /// `begin_verification` for a scheduling pass's challenges, in one transaction (one
+    /// commit, however many: a flood is challenged without a write per device).
+    pub async fn begin_verifications(&self, news: &[NewVerification<'_>], now: Timestamp) -> StoreResult<()> {
         let mut tx = self.write.begin().await?;
-        sqlx::query(
-            "INSERT INTO verifications (id, device_id, purpose, claim, claim_key, n, row_count, steps, stride,
-                openings, expected_ms, deadline_ms, issued_at, outcome)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'running')",
-        )
-        .bind(new.id)
-        .bind(new.device.as_str())
-        .bind(new.purpose)
-        .bind(new.claim)
-        .bind(new.claim_key)
-        .bind(new.params.n)
-        .bind(new.params.rows)
-        .bind(new.params.steps)
-        .bind(new.params.stride)
-        .bind(new.params.openings)
-        .bind(new.expected_ms as i64)
-        .bind(new.deadline_ms as i64)
-        .bind(now.0)
-        .execute(&mut *tx)
-        .await?;
-        // A device's record is bounded: only its latest challenges are kept.
-        sqlx::query(
-            "DELETE FROM verifications WHERE device_id = ?1 AND id NOT IN
-                (SELECT id FROM verifications WHERE device_id = ?1 ORDER BY issued_at DESC, id LIMIT ?2)",
-        )
-        .bind(new.device.as_str())
-        .bind(VERIFICATIONS_KEPT)
-        .execute(&mut *tx)
-        .await?;
-        if new.purpose == "admission" && device_state(&mut tx, new.device).await? == Some(DeviceState::Ready) {
-            apply_event(&mut tx, new.device, DeviceState::Ready, Event::Requalify, "proving its hardware again", now)
-                .await?;
+        for new in news {
+            begin_one(&mut tx, new, now).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -221,130 +367,25 @@ impl Store {
         verdict: &Verdict,
         now: Timestamp,
     ) -> StoreResult<Option<DeviceState>> {
-        let Verdict { finish, reason, committed_at, verify_us } = verdict;
-        let reason = reason.as_str();
-        let outcome = match finish {
-            Finish::Passed { .. } => ProofOutcome::Passed,
-            Finish::Failed | Finish::Missed { .. } => ProofOutcome::Failed,
-            Finish::Inconclusive { outcome, .. } => *outcome,
-        };
         let mut tx = self.write.begin().await?;
-        let updated = sqlx::query(
-            "UPDATE verifications SET outcome = ?, reason = ?, committed_at = ?, finished_at = ?, verify_us = ?
-             WHERE id = ? AND outcome = 'running'",
-        )
-        .bind(outcome.as_str())
-        .bind(reason)
-        .bind(committed_at.map(|t| t.0))
-        .bind(now.0)
-        .bind(verify_us.map(|us| us as i64))
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-        if updated.rows_affected() == 0 {
-            return Ok(None); // already closed (e.g. aborted by a restart)
-        }
-        let Some(mut state) = device_state(&mut tx, device).await? else {
-            return Ok(None);
-        };
-        let claim_now = current_claim(&mut tx, device).await?;
-        match finish {
-            Finish::Passed { .. } if proven_claim(&mut tx, id).await?.as_deref() != Some(claim_now.as_str()) => {
-                // The device claims something else than what this challenge was sized for
-                // (it reconnected with other hardware meanwhile): the pass vouches for nothing.
-                sqlx::query("UPDATE devices SET next_verification_at = NULL WHERE id = ?")
-                    .bind(device.as_str())
-                    .execute(&mut *tx)
-                    .await?;
-                sqlx::query("UPDATE verifications SET outcome = 'aborted', reason = ? WHERE id = ?")
-                    .bind("the device's claim changed while it was proving")
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            Finish::Passed { next_check_at } => {
-                sqlx::query(
-                    "UPDATE devices SET admitted = 1, admitted_claim = ?, verified_at = ?, next_verification_at = ?,
-                        verifications_passed = verifications_passed + 1, deadline_strikes = 0, inconclusive_in_row = 0,
-                        security = CASE WHEN simulated = 1 THEN 'any' WHEN security = 'datacenter' THEN 'datacenter'
-                                        ELSE 'verified' END
-                     WHERE id = ?",
-                )
-                .bind(&claim_now)
-                .bind(now.0)
-                .bind(next_check_at.0)
-                .bind(device.as_str())
-                .execute(&mut *tx)
-                .await?;
-                if state == DeviceState::Pending {
-                    let why = format!("admitted: passed proof of compute ({reason})");
-                    state = apply_event(&mut tx, device, state, Event::Admit, &why, now).await?;
-                }
-            }
-            Finish::Missed { strikes_max, retry_at } => {
-                let row = sqlx::query(
-                    "UPDATE devices SET deadline_strikes = deadline_strikes + 1,
-                        verifications_failed = verifications_failed + 1
-                     WHERE id = ? RETURNING deadline_strikes",
-                )
-                .bind(device.as_str())
-                .fetch_one(&mut *tx)
-                .await?;
-                let strikes: i64 = row.get(0);
-                // Each miss in a row doubles the wait: a device that cannot answer in time
-                // does not take proof slots from those that can.
-                sqlx::query("UPDATE devices SET next_verification_at = ? WHERE id = ?")
-                    .bind(backed_off(now, *retry_at, strikes))
-                    .bind(device.as_str())
-                    .execute(&mut *tx)
-                    .await?;
-                if strikes >= i64::from(*strikes_max) {
-                    sqlx::query(
-                        "UPDATE devices SET admitted = 0, next_verification_at = NULL, security = 'any' WHERE id = ?",
-                    )
-                    .bind(device.as_str())
-                    .execute(&mut *tx)
-                    .await?;
-                    let why = format!("failed proof of compute: {reason} ({strikes} times in a row)");
-                    state = apply_event(&mut tx, device, state, Event::Block, &why, now).await?;
-                    audit_block(&mut tx, device, id, &why, now).await?;
-                } else {
-                    let why = format!("awaiting proof of compute: {reason} (strike {strikes} of {strikes_max})");
-                    set_pending_reason(&mut tx, device, state, &why).await?;
-                }
-            }
-            Finish::Failed => {
-                sqlx::query(
-                    "UPDATE devices SET admitted = 0, next_verification_at = NULL, security = 'any',
-                        verifications_failed = verifications_failed + 1
-                     WHERE id = ?",
-                )
-                .bind(device.as_str())
-                .execute(&mut *tx)
-                .await?;
-                let why = format!("failed proof of compute: {reason}");
-                state = apply_event(&mut tx, device, state, Event::Block, &why, now).await?;
-                audit_block(&mut tx, device, id, &why, now).await?;
-            }
-            Finish::Inconclusive { retry_at, .. } => {
-                let row = sqlx::query(
-                    "UPDATE devices SET inconclusive_in_row = inconclusive_in_row + 1 WHERE id = ?
-                     RETURNING inconclusive_in_row",
-                )
-                .bind(device.as_str())
-                .fetch_one(&mut *tx)
-                .await?;
-                sqlx::query("UPDATE devices SET next_verification_at = ? WHERE id = ?")
-                    .bind(backed_off(now, *retry_at, row.get(0)))
-                    .bind(device.as_str())
-                    .execute(&mut *tx)
-                    .await?;
-                set_pending_reason(&mut tx, device, state, &format!("awaiting proof of compute: {reason}")).await?;
-            }
-        }
-        refresh_reputation(&mut tx, device).await?;
+        let state = finish_one(&mut tx, id, device, verdict, now).await?;
         tx.commit().await?;
-        Ok(Some(state))
+        Ok(state)
+    }
+
+    /// `finish_verification` for many verdicts in one transaction; the states in order.
+    pub async fn finish_verifications(
+        &self,
+        verdicts: &[(String, Address, Verdict)],
+        now: Timestamp,
+    ) -> StoreResult<Vec<Option<DeviceState>>> {
+        let mut tx = self.write.begin().await?;
+        let mut states = Vec::with_capacity(verdicts.len());
+        for (id, device, verdict) in verdicts {
+            states.push(finish_one(&mut tx, id, device, verdict, now).await?);
+        }
+        tx.commit().await?;
+        Ok(states)
     }
 
     /// At start-up: challenges a previous run left open can no longer be answered.
