@@ -52,6 +52,8 @@ impl App {
                 Ok(None) => {
                     self.market.lock().index.set_free(&device.public_key_bytes(), false);
                 }
+                // Shutting down: the database closed under the last disconnects; nothing to keep.
+                Err(crate::store::StoreError::Sqlx(sqlx::Error::PoolClosed)) => return,
                 Err(error) => tracing::warn!(%device, %error, "could not refresh the market index"),
             }
         }
