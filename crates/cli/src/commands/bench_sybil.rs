@@ -57,11 +57,13 @@ pub struct SybilArgs {
 /// sockets). Prints `welcomed=N challenged=M` lines until its stdin closes.
 #[derive(Debug, Clone, Args)]
 pub struct SwarmArgs {
+    /// Fake devices this process runs.
     #[arg(long)]
     pub fakes: u64,
     /// A file of the owners' secret keys, hex, one a line (mode 0600).
     #[arg(long)]
     pub owners_file: std::path::PathBuf,
+    /// How often each fake heartbeats, ms.
     #[arg(long)]
     pub heartbeat_ms: u64,
 }
