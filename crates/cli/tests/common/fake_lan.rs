@@ -38,7 +38,8 @@ impl FakeLan {
              && ip addr add {LAN_ADDR}/32 dev {peer} && ip addr add {METADATA_ADDR}/32 dev {peer} \
              && ip route add default dev {peer}'"
         ));
-        sh(&format!("ip route add {LAN_ADDR}/32 dev {veth} && ip route add {METADATA_ADDR}/32 dev {veth}"));
+        // `replace`: a run killed before its clean-up may have left the routes behind.
+        sh(&format!("ip route replace {LAN_ADDR}/32 dev {veth} && ip route replace {METADATA_ADDR}/32 dev {veth}"));
         let server = Command::new("ip")
             .args(["netns", "exec", &ns, "python3", "-c"])
             .arg(format!(
