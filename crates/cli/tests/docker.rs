@@ -678,6 +678,8 @@ async fn a_lease_cannot_fill_the_suppliers_disk_or_run_the_suppliers_images() {
     if !engine_available("a_lease_cannot_fill_the_suppliers_disk_or_run_the_suppliers_images") {
         return;
     }
+    // The worker makes each lease's working area with mkfs.ext4 (e2fsprogs).
+    common::install::apt_install(&["/sbin/mkfs.ext4"], &["e2fsprogs"]).expect("e2fsprogs installs");
     base_image();
     let tag = format!("{:08x}", rand::random::<u32>());
     // A private image of the supplier's: it must not run unless the supplier allows it.

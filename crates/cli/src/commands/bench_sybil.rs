@@ -441,7 +441,6 @@ async fn join(args: &SybilArgs, dir: &Path, fakes: u64) -> anyhow::Result<Phase>
     }
     let fakes_connect_ms = started.elapsed().as_millis() as u64;
     let fakes_connected = swarm.welcomed();
-    let (stop, _) = watch::channel(false);
     let _ = sample_api(&url, &customer, 10).await; // warm up
     let before = sample_api(&url, &customer, 60).await;
 
@@ -466,7 +465,7 @@ async fn join(args: &SybilArgs, dir: &Path, fakes: u64) -> anyhow::Result<Phase>
             }
         }
         if Instant::now() > wait_deadline {
-            let _ = stop.send(true);
+            swarm.stop().await;
             bail!("only {} of {} honest devices were ready after {} s", ready_at.len(), args.honest, args.wait_s);
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -476,7 +475,6 @@ async fn join(args: &SybilArgs, dir: &Path, fakes: u64) -> anyhow::Result<Phase>
     let honest_ready_ms = each.last().copied().unwrap_or(0);
     let fake_challenges = swarm.challenged();
 
-    let _ = stop.send(true);
     for (stop, agent) in agents {
         let _ = stop.send(true);
         let _ = agent.await;

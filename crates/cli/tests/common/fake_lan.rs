@@ -28,6 +28,7 @@ pub struct FakeLan {
 impl FakeLan {
     /// Both addresses serve `LAN_SECRET` on port 80.
     pub fn start(tag: &str) -> FakeLan {
+        super::install::apt_install(&["/sbin/ip"], &["iproute2"]).expect("iproute2 installs");
         let ns = format!("herd-lan-{tag}");
         let (veth, peer) = (format!("hl{tag}"), format!("hp{tag}"));
         sh(&format!("ip netns add {ns}"));

@@ -59,6 +59,29 @@ async fn device_now(app: &App, id: &herd_core::Address) -> ApiResult<Json<Device
     Ok(Json(device))
 }
 
+/// Blocks or unblocks in the store with the signed request's audit entry; 409 if it already
+/// was so, 404 if there is no such device.
+async fn set_blocked(
+    app: &App,
+    id: &herd_core::Address,
+    blocked: bool,
+    reason: &str,
+    operator: &Operator,
+    origin: Option<String>,
+) -> ApiResult<()> {
+    let action = if blocked { "device.block" } else { "device.unblock" };
+    let audit = NewAudit::new(audit::OPERATOR, action, Some(id.to_string()))
+        .detail(serde_json::json!({ "reason": reason, "request": operator.id }))
+        .origin(origin)
+        .signed(&operator.signature, Some(format!("operator:{}", operator.id)));
+    match app.store.operator_set_blocked(id, blocked, reason, &audit, now()).await? {
+        Some(true) => Ok(()),
+        Some(false) if blocked => Err(ApiError::conflict(format!("device {id} is already blocked"))),
+        Some(false) => Err(ApiError::conflict(format!("device {id} is not blocked"))),
+        None => Err(ApiError::not_found(format!("no device {id}"))),
+    }
+}
+
 /// Blocks a device: what it runs is lost (its lease heals elsewhere), it is disconnected, and
 /// it cannot connect again until unblocked.
 #[utoipa::path(post, path = "/v1/operator/devices/{id}/block", params(("id" = String, Path)),
@@ -80,15 +103,7 @@ pub async fn block(
     if let Some(loss) = app.store.mark_offline(&id, &why, now()).await? {
         actions::apply_loss(&app, &id, &loss).await?;
     }
-    let audit = NewAudit::new(audit::OPERATOR, "device.block", Some(id.to_string()))
-        .detail(serde_json::json!({ "reason": reason, "request": operator.id }))
-        .origin(origin)
-        .signed(&operator.signature, Some(format!("operator:{}", operator.id)));
-    match app.store.operator_block(&id, reason, &audit, now()).await? {
-        Some(true) => {}
-        Some(false) => return Err(ApiError::conflict(format!("device {id} is already blocked"))),
-        None => return Err(ApiError::not_found(format!("no device {id}"))),
-    }
+    set_blocked(&app, &id, true, reason, &operator, origin).await?;
     app.hub.send(&id, ServerMessage::Rejected { code: "blocked".into(), message: why });
     app.hub.disconnect(&id);
     app.sync_market(std::slice::from_ref(&id)).await;
@@ -109,15 +124,7 @@ pub async fn unblock(
 ) -> ApiResult<Json<Device>> {
     let id: herd_core::Address = parse_id(&id)?;
     let reason = checked_reason(&body)?;
-    let audit = NewAudit::new(audit::OPERATOR, "device.unblock", Some(id.to_string()))
-        .detail(serde_json::json!({ "reason": reason, "request": operator.id }))
-        .origin(origin)
-        .signed(&operator.signature, Some(format!("operator:{}", operator.id)));
-    match app.store.operator_unblock(&id, reason, &audit, now()).await? {
-        Some(true) => {}
-        Some(false) => return Err(ApiError::conflict(format!("device {id} is not blocked"))),
-        None => return Err(ApiError::not_found(format!("no device {id}"))),
-    }
+    set_blocked(&app, &id, false, reason, &operator, origin).await?;
     app.sync_market(std::slice::from_ref(&id)).await;
     tracing::info!(device = %id, %reason, "device unblocked by the operator");
     device_now(&app, &id).await

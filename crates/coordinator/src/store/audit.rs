@@ -82,15 +82,6 @@ impl Store {
         record(&mut conn, entry, now).await
     }
 
-    /// Whether an operator-signed action with this id was already carried out.
-    pub async fn action_id_used(&self, action_id: &str) -> StoreResult<bool> {
-        let row = sqlx::query("SELECT 1 FROM audit_log WHERE action_id = ?")
-            .bind(action_id)
-            .fetch_optional(&self.read)
-            .await?;
-        Ok(row.is_some())
-    }
-
     /// Entries after `after` (by sequence), oldest first; optionally only those on `target`.
     pub async fn audit_entries(&self, after: i64, limit: u32, target: Option<&str>) -> StoreResult<Vec<AuditEntry>> {
         let rows = sqlx::query(
@@ -131,7 +122,6 @@ mod tests {
             .detail(serde_json::json!({ "amount_io": "1" }))
             .signed("sig", Some("slash:one".into()));
         store.audit(&entry, Timestamp(1)).await.unwrap();
-        assert!(store.action_id_used("slash:one").await.unwrap());
         assert!(store.audit(&entry, Timestamp(2)).await.is_err(), "the same action id twice");
         for sql in ["UPDATE audit_log SET actor = 'someone else'", "DELETE FROM audit_log"] {
             let refused = sqlx::query(sql).execute(&store.write).await.unwrap_err();

@@ -325,44 +325,22 @@ impl Store {
         Ok(Ok(HelloOutcome { state, registered }))
     }
 
-    /// The operator blocks a device (after `mark_offline` has handled what it was running):
-    /// it loses its admission and cannot connect until unblocked. Audited in the same
-    /// transaction. None if there is no such device; Some(false) if it was already blocked.
-    pub async fn operator_block(
+    /// The operator blocks a device (after `mark_offline` has handled what it was running) or
+    /// lifts its block. Either way it loses its admission and its strikes: a blocked device
+    /// cannot connect, an unblocked one is offline until it reconnects and proves itself from
+    /// scratch. Audited in the same transaction. None if there is no such device; Some(false)
+    /// if it already was (or was not) blocked.
+    pub async fn operator_set_blocked(
         &self,
         id: &Address,
+        blocked: bool,
         reason: &str,
         audit: &super::NewAudit,
         now: Timestamp,
     ) -> StoreResult<Option<bool>> {
         let mut tx = self.write.begin().await?;
         let Some(state) = device_state(&mut tx, id).await? else { return Ok(None) };
-        if state == DeviceState::Blocked {
-            return Ok(Some(false));
-        }
-        sqlx::query("UPDATE devices SET admitted = 0, admitted_claim = NULL, next_verification_at = NULL WHERE id = ?")
-            .bind(id.as_str())
-            .execute(&mut *tx)
-            .await?;
-        apply_event(&mut tx, id, state, Event::Block, &format!("blocked by the operator: {reason}"), now).await?;
-        super::audit::record(&mut tx, audit, now).await?;
-        tx.commit().await?;
-        Ok(Some(true))
-    }
-
-    /// The operator lifts a block: the device is offline until it reconnects, then proves
-    /// itself from scratch (no admission, no strikes). Audited in the same transaction.
-    /// None if there is no such device; Some(false) if it was not blocked.
-    pub async fn operator_unblock(
-        &self,
-        id: &Address,
-        reason: &str,
-        audit: &super::NewAudit,
-        now: Timestamp,
-    ) -> StoreResult<Option<bool>> {
-        let mut tx = self.write.begin().await?;
-        let Some(state) = device_state(&mut tx, id).await? else { return Ok(None) };
-        if state != DeviceState::Blocked {
+        if (state == DeviceState::Blocked) == blocked {
             return Ok(Some(false));
         }
         sqlx::query(
@@ -372,7 +350,11 @@ impl Store {
         .bind(id.as_str())
         .execute(&mut *tx)
         .await?;
-        apply_event(&mut tx, id, state, Event::Unblock, &format!("unblocked by the operator: {reason}"), now).await?;
+        let (event, why) = match blocked {
+            true => (Event::Block, format!("blocked by the operator: {reason}")),
+            false => (Event::Unblock, format!("unblocked by the operator: {reason}")),
+        };
+        apply_event(&mut tx, id, state, event, &why, now).await?;
         super::audit::record(&mut tx, audit, now).await?;
         tx.commit().await?;
         Ok(Some(true))

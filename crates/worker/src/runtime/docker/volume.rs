@@ -16,7 +16,7 @@ use tokio::process::Command;
 /// Kept free on the host's disk whatever the leases ask: this much or 5 %, whichever is more.
 const HOST_RESERVE_BYTES: u64 = 1 << 30;
 /// The smallest working area worth making.
-pub const VOLUME_MIN_BYTES: u64 = 32 << 20;
+const VOLUME_MIN_BYTES: u64 = 32 << 20;
 
 pub struct LeaseVolumes {
     root: PathBuf,
@@ -61,7 +61,7 @@ impl LeaseVolumes {
         self.root.join(format!("{name}.img"))
     }
 
-    pub fn mount_point(&self, name: &str) -> PathBuf {
+    fn mount_point(&self, name: &str) -> PathBuf {
         self.root.join(name)
     }
 
