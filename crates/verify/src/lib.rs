@@ -12,6 +12,7 @@ pub mod params;
 mod prg;
 pub mod solver;
 pub mod verifier;
+pub mod vram;
 
 pub use chain::challenge_seed;
 pub use merkle::Hash;

@@ -43,18 +43,36 @@ pub struct Policy {
     /// Rows opened per proof: a device that computed a fraction q of the rows passes with
     /// probability at most q^openings.
     pub openings: u32,
+    /// What an honest GPU should spend on the proof of VRAM's walks (after its fill).
+    pub vram_target_ms: u64,
+    /// Share of each GPU's catalog memory the proof of VRAM fills (the rest is the CUDA
+    /// context, the driver's reservations and the display).
+    pub vram_fill_percent: u64,
 }
 
 impl Default for Policy {
     fn default() -> Self {
-        Policy { target_ms: 10_000, slack_percent: 300, allowance_ms: 2_000, openings: 16 }
+        Policy {
+            target_ms: 10_000,
+            slack_percent: 300,
+            allowance_ms: 2_000,
+            openings: 16,
+            vram_target_ms: 4_000,
+            vram_fill_percent: 90,
+        }
     }
 }
 
-/// A GPU is credited with this share of its catalog fp16 dense peak for the proof's
-/// workload (GEMM of 4096-wide fp16 matrices, plus hashing). An assumption until measured
-/// on each model; see docs/BENCHMARKS.md.
-pub const GPU_EFFICIENCY_PERCENT: u128 = 25;
+/// Share of the catalog's dense fp16 tensor peak a GPU is credited with on the proof's
+/// GEMMs (fp16 in, fp32 accumulate, 4096 wide, thousands of rows): large GEMMs of this shape
+/// run at 70–80 % of peak on Hopper (an 8192³ bf16 product measured 788 of 989 TFLOP/s on an
+/// H200, docs/BENCHMARKS.md); 60 % leaves room for older cuBLAS and consumer cards' clocks.
+pub const GEMM_EFFICIENCY_PERCENT: u128 = 60;
+/// Share of the catalog's memory bandwidth a GPU gets streaming the chain between GEMMs
+/// (the fp32 product read, the reduced fp16/int8 rows written) and on the VRAM proof's
+/// random 64-byte reads (two 32-byte sectors each: well below streaming rates).
+pub const STREAM_EFFICIENCY_PERCENT: u128 = 70;
+pub const RANDOM_READ_EFFICIENCY_PERCENT: u128 = 40;
 /// What every claimed logical core must at least sustain on the CPU solver (flop/s). Set
 /// well below what the solver reaches (docs/BENCHMARKS.md) so that honest, busy and older
 /// machines pass, while a machine claiming several times its cores does not.
@@ -131,15 +149,39 @@ pub struct Sizing {
     pub deadline_ms: u64,
 }
 
+/// The throughput a claim is sized by: for GPUs, the GEMM rate the catalog's tensor peak
+/// gives (each GPU takes its share of the rows; the rows split evenly).
 pub fn claimed_flops(claim: Claim) -> u128 {
     match claim {
         Claim::Gpu { model, count } => {
-            u128::from(model.fp16_tflops) * 1_000_000_000_000 * u128::from(count.max(1)) * GPU_EFFICIENCY_PERCENT / 100
+            u128::from(model.fp16_tflops) * 1_000_000_000_000 * u128::from(count.max(1)) * GEMM_EFFICIENCY_PERCENT / 100
         }
         Claim::Cpu { logical_cores } => u128::from(logical_cores.max(1)) * CPU_FLOPS_PER_CORE,
         // A token: what one slow core does in the target time, capped below.
         Claim::Simulated => CPU_FLOPS_PER_CORE,
     }
+}
+
+/// Bytes a GPU moves through memory per chain step and row, besides the GEMM's own reads:
+/// the fp32 product read back (4 per entry), the fp16 next input and int8 row written (3).
+const GPU_STREAM_BYTES_PER_ENTRY: u128 = 7;
+
+/// How long an honest device of the claim needs for `params`, in ms: for GPUs the GEMMs at
+/// the credited tensor rate plus the reduction's memory traffic at the credited bandwidth.
+pub fn expected_ms(claim: Claim, params: &Params) -> u64 {
+    let gemm_ms = params.flops() * 1000 / claimed_flops(claim).max(1);
+    let stream_ms = match claim {
+        Claim::Gpu { model, count } => {
+            let bytes =
+                u128::from(params.steps) * u128::from(params.rows) * u128::from(params.n) * GPU_STREAM_BYTES_PER_ENTRY;
+            let bandwidth =
+                u128::from(model.memory_gbps) * 1_000_000_000 * u128::from(count.max(1)) * STREAM_EFFICIENCY_PERCENT
+                    / 100;
+            bytes * 1000 / bandwidth.max(1)
+        }
+        _ => 0,
+    };
+    (gemm_ms + stream_ms).min(u128::from(u64::MAX)) as u64
 }
 
 pub fn size(claim: Claim, policy: &Policy) -> Sizing {
@@ -149,9 +191,24 @@ pub fn size(claim: Claim, policy: &Policy) -> Sizing {
         Claim::Cpu { .. } => CPU_WIDTH,
         Claim::Simulated => SIMULATED_WIDTH,
     };
-    let work = flops * u128::from(policy.target_ms) / 1000;
+    // The chain's rate with the memory traffic counted: a step moves 7 bytes per 2n flops.
+    let rate = match claim {
+        Claim::Gpu { model, count } => {
+            let bandwidth =
+                u128::from(model.memory_gbps) * 1_000_000_000 * u128::from(count.max(1)) * STREAM_EFFICIENCY_PERCENT
+                    / 100;
+            let per_entry = 2 * u128::from(n) * bandwidth;
+            flops * per_entry / (per_entry + GPU_STREAM_BYTES_PER_ENTRY * flops).max(1)
+        }
+        _ => flops,
+    };
+    let work = rate * u128::from(policy.target_ms) / 1000;
     let per_row_step = 2 * u128::from(n) * u128::from(n);
-    let mut rows = n;
+    // GPUs get at least 1024 rows each: narrower GEMMs leave tensor cores idle.
+    let mut rows = match claim {
+        Claim::Gpu { count, .. } => (1024 * count.max(1)).next_power_of_two().clamp(n, ROWS_MAX),
+        _ => n,
+    };
     let steps_for = |rows: u32| (work / (per_row_step * u128::from(rows))).max(2);
     while steps_for(rows) > u128::from(STEPS_MAX) && rows < ROWS_MAX {
         rows *= 2;
@@ -163,7 +220,7 @@ pub fn size(claim: Claim, policy: &Policy) -> Sizing {
     let stride = steps.div_ceil(CHECKPOINTS_MAX).next_power_of_two().min(STRIDE_MAX);
     let steps = steps.div_ceil(stride) * stride;
     let params = Params { n, rows, steps, stride, openings: policy.openings.clamp(1, OPENINGS_MAX) };
-    let expected_ms = (params.flops() * 1000 / flops.max(1)).min(u128::from(u64::MAX)) as u64;
+    let expected_ms = expected_ms(claim, &params);
     let deadline_ms = expected_ms.saturating_mul(policy.slack_percent) / 100 + policy.allowance_ms;
     Sizing { params, claimed_flops: flops, expected_ms, deadline_ms }
 }
