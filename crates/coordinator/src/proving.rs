@@ -10,8 +10,9 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use herd_core::{Address, DeviceSpec, DeviceState, Timestamp};
-use herd_proto::proof::{decode_hashes, ProofChallenge, ProofOutcome, WireOpening};
+use herd_proto::proof::{decode_hashes, ProofChallenge, ProofOutcome, VramChallenge, WireOpening};
 use herd_proto::worker::ServerMessage;
+use herd_verify::vram::VramSizing;
 use herd_verify::{Claim, Policy};
 use rand::rngs::OsRng;
 use rand::{Rng, RngCore};
@@ -75,6 +76,8 @@ pub enum Reply {
     Commitment(Vec<String>),
     Opening(WireOpening),
     Declined(String),
+    VramFilled,
+    VramWins(Vec<Vec<u64>>),
 }
 
 struct Inflight {
@@ -283,6 +286,8 @@ struct Issued {
     id: String,
     nonce: [u8; 32],
     sizing: herd_verify::Sizing,
+    /// GPU claims also prove their memory, after the compute chain passed.
+    vram: Option<VramSizing>,
     purpose: &'static str,
     claim_text: String,
     claim_key: String,
@@ -316,12 +321,24 @@ fn issue(app: &App, device: DueDevice, connection: u64) -> Option<Issued> {
     let mut nonce = [0u8; 32];
     OsRng.fill_bytes(&mut nonce);
     let claim_key = device.spec.admission_claim(device.simulated);
-    Some(Issued { device, id, nonce, sizing, purpose, claim_text: claim.describe(), claim_key, replies, registered })
+    let vram = vram_sizing(&device.spec, device.simulated, &app.config.proof.policy);
+    Some(Issued {
+        device,
+        id,
+        nonce,
+        sizing,
+        vram,
+        purpose,
+        claim_text: claim.describe(),
+        claim_key,
+        replies,
+        registered,
+    })
 }
 
 /// One challenge (recorded already), from its sending to its verdict.
 async fn prove(app: App, issued: Issued) {
-    let Issued { device, id, nonce, sizing, claim_text, mut replies, registered: _registered, .. } = issued;
+    let Issued { device, id, nonce, sizing, vram, claim_text, mut replies, registered: _registered, .. } = issued;
     let params = sizing.params;
     let challenge = ProofChallenge {
         challenge_id: id.clone(),
@@ -334,11 +351,26 @@ async fn prove(app: App, issued: Issued) {
         deadline_ms: sizing.deadline_ms,
     };
     let issued = Instant::now();
-    let verdict = if app.hub.send(&device.id, ServerMessage::ProofChallenge(challenge)) {
+    let mut verdict = if app.hub.send(&device.id, ServerMessage::ProofChallenge(challenge)) {
         converse(&app, &device.id, &id, &nonce, &sizing, &claim_text, issued, &mut replies).await
     } else {
         Verdict::aborted("the device is not connected", app.config.proof.retry_after)
     };
+    if let (Finish::Passed { .. }, Some(vram)) = (&verdict.finish, vram) {
+        let memory = converse_vram(&app, &device.id, &id, &vram, &mut replies).await;
+        verdict = match memory {
+            Ok((report, verify_us)) => Verdict {
+                reason: format!("{}; {report}", verdict.reason),
+                verify_us: verdict.verify_us.map(|us| us + verify_us),
+                ..verdict
+            },
+            Err(failed) => Verdict {
+                committed_at: verdict.committed_at,
+                reason: format!("proof of VRAM: {}", failed.reason),
+                ..failed
+            },
+        };
+    }
     conclude(&app, &device.id, &id, verdict).await;
 }
 
@@ -395,7 +427,9 @@ async fn converse(
                 verify_us: None,
             };
         }
-        Ok(Some(Reply::Opening(_))) => return Verdict::failed("an opening arrived before the commitment"),
+        Ok(Some(Reply::Opening(_) | Reply::VramFilled | Reply::VramWins(_))) => {
+            return Verdict::failed("a reply arrived before the commitment")
+        }
         Ok(Some(Reply::Commitment(roots))) => roots,
     };
     let committed_ms = issued.elapsed().as_millis() as u64;
@@ -432,6 +466,9 @@ async fn converse(
             },
             Ok(Some(Reply::Declined(reason))) => return Verdict::failed(format!("gave up after committing: {reason}")),
             Ok(Some(Reply::Commitment(_))) => return Verdict::failed("a second commitment"),
+            Ok(Some(Reply::VramFilled | Reply::VramWins(_))) => {
+                return Verdict::failed("a proof of VRAM reply before the compute proof ended")
+            }
         }
     }
     let (device_key, params) = (device.to_string(), sizing.params);
@@ -460,6 +497,122 @@ async fn converse(
             Verdict { committed_at, verify_us: Some(verify_us), ..Verdict::failed(failure.to_string()) }
         }
         Err(error) => Verdict::aborted(format!("the verifier stopped: {error}"), retry_after),
+    }
+}
+
+/// The proof of VRAM a device's hardware calls for: GPU claims (token-sized for simulated
+/// devices that list GPUs), none for CPUs.
+pub fn vram_sizing(spec: &DeviceSpec, simulated: bool, policy: &Policy) -> Option<VramSizing> {
+    if simulated {
+        return herd_verify::vram::size_vram(None, spec.gpus.len() as u32, true, policy);
+    }
+    let (model, count) = spec.gpu_offer()?;
+    herd_verify::vram::size_vram(Some(model), count, false, policy)
+}
+
+/// The proof of VRAM, after the compute chain passed: fill, walk, check the wins. Ok is a
+/// line for the verdict's reason and the verifier's µs; Err is the verdict that ends it.
+async fn converse_vram(
+    app: &App,
+    device: &Address,
+    id: &str,
+    sizing: &VramSizing,
+    replies: &mut mpsc::Receiver<Reply>,
+) -> Result<(String, u64), Verdict> {
+    let retry_after = app.config.proof.retry_after;
+    let missed = |reason: String| {
+        let retry_at = Timestamp(now().0 + retry_after.as_millis() as i64);
+        Verdict {
+            finish: Finish::Missed { strikes_max: app.config.proof.strikes_max, retry_at },
+            reason,
+            committed_at: None,
+            verify_us: None,
+        }
+    };
+    let params = sizing.params;
+    let mut nonce = [0u8; 32];
+    OsRng.fill_bytes(&mut nonce);
+    let challenge = VramChallenge {
+        challenge_id: id.to_owned(),
+        nonce: herd_core::hex::encode(&nonce),
+        gpus: params.gpus,
+        items: params.items,
+        rounds: params.rounds,
+        steps: params.steps,
+        difficulty: params.difficulty,
+        wins: params.wins,
+        fill_deadline_ms: sizing.fill_deadline_ms,
+    };
+    let gib = params.dataset_bytes() as f64 / f64::from(1u32 << 30);
+    if !app.hub.send(device, ServerMessage::VramChallenge(challenge)) {
+        return Err(Verdict::aborted("the device disconnected during the proof", retry_after));
+    }
+    let started = Instant::now();
+    match timeout_at(started + Duration::from_millis(sizing.fill_deadline_ms), replies.recv()).await {
+        Err(_) => {
+            return Err(missed(format!(
+                "{gib:.1} GiB per GPU not filled within the {} ms deadline",
+                sizing.fill_deadline_ms
+            )))
+        }
+        Ok(None) => return Err(Verdict::aborted("the device disconnected during the proof", retry_after)),
+        Ok(Some(Reply::VramFilled)) => {}
+        Ok(Some(Reply::Declined(reason))) => {
+            let retry_at = Timestamp(now().0 + retry_after.as_millis() as i64);
+            return Err(Verdict {
+                finish: Finish::Inconclusive { outcome: ProofOutcome::Declined, retry_at },
+                reason: format!("the worker declined: {reason}"),
+                committed_at: None,
+                verify_us: None,
+            });
+        }
+        Ok(Some(_)) => return Err(Verdict::failed("a reply out of order: the fill report was expected")),
+    }
+    let fill_ms = started.elapsed().as_millis() as u64;
+    let mut walk_nonce = [0u8; 32];
+    OsRng.fill_bytes(&mut walk_nonce);
+    let walk = ServerMessage::VramWalk {
+        challenge_id: id.to_owned(),
+        walk_nonce: herd_core::hex::encode(&walk_nonce),
+        deadline_ms: sizing.walk_deadline_ms,
+    };
+    if !app.hub.send(device, walk) {
+        return Err(Verdict::aborted("the device disconnected during the proof", retry_after));
+    }
+    let walked = Instant::now();
+    let wins = match timeout_at(walked + Duration::from_millis(sizing.walk_deadline_ms), replies.recv()).await {
+        Err(_) => return Err(missed(format!(
+            "no winning walks within the {} ms deadline; an honest card holding {gib:.1} GiB per GPU needs about {} ms",
+            sizing.walk_deadline_ms, sizing.walk_expected_ms
+        ))),
+        Ok(None) => return Err(Verdict::aborted("the device disconnected during the proof", retry_after)),
+        Ok(Some(Reply::VramWins(wins))) => wins,
+        Ok(Some(Reply::Declined(reason))) => return Err(Verdict::failed(format!("gave up after filling: {reason}"))),
+        Ok(Some(_)) => return Err(Verdict::failed("a reply out of order: the winning walks were expected")),
+    };
+    let walk_ms = walked.elapsed().as_millis() as u64;
+    let seed = herd_verify::challenge_seed(device.as_str(), &nonce);
+    let Ok(_verifying) = app.proofs.verifying.acquire().await else {
+        return Err(Verdict::aborted("the coordinator is stopping", retry_after));
+    };
+    let checked = tokio::task::spawn_blocking(move || {
+        let started = std::time::Instant::now();
+        let result = herd_verify::vram::check_vram(&seed, &walk_nonce, &params, &wins);
+        (result, started.elapsed().as_micros() as u64)
+    })
+    .await;
+    match checked {
+        Ok((Ok(()), verify_us)) => Ok((
+            format!(
+                "VRAM: {gib:.1} GiB on each of {} GPUs filled in {fill_ms} ms, walked in {walk_ms} ms of {} allowed",
+                params.gpus, sizing.walk_deadline_ms
+            ),
+            verify_us,
+        )),
+        Ok((Err(failure), verify_us)) => {
+            Err(Verdict { verify_us: Some(verify_us), ..Verdict::failed(failure.to_string()) })
+        }
+        Err(error) => Err(Verdict::aborted(format!("the verifier stopped: {error}"), retry_after)),
     }
 }
 

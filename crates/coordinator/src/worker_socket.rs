@@ -295,6 +295,12 @@ async fn dispatch(
         WorkerMessage::ProofDeclined { challenge_id, reason } => {
             deliver_proof(app, device, connection, &challenge_id, Reply::Declined(reason));
         }
+        WorkerMessage::VramFilled { challenge_id } => {
+            deliver_proof(app, device, connection, &challenge_id, Reply::VramFilled);
+        }
+        WorkerMessage::VramWins { challenge_id, wins } => {
+            deliver_proof(app, device, connection, &challenge_id, Reply::VramWins(wins));
+        }
         WorkerMessage::TunnelResponse { stream, status, headers } => {
             app.tunnels.deliver(device, stream, TunnelEvent::Head { status, headers });
         }
@@ -359,6 +365,8 @@ pub(crate) async fn handle(app: &App, device: &Address, message: WorkerMessage) 
         | WorkerMessage::ProofCommitment { .. }
         | WorkerMessage::ProofOpening { .. }
         | WorkerMessage::ProofDeclined { .. }
+        | WorkerMessage::VramFilled { .. }
+        | WorkerMessage::VramWins { .. }
         | WorkerMessage::TunnelResponse { .. }
         | WorkerMessage::TunnelData { .. }
         | WorkerMessage::TunnelEnd { .. }

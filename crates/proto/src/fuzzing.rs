@@ -38,8 +38,16 @@ pub fn signed_hello(data: &[u8]) {
 /// A message off the coordinator's socket, as the worker reads it.
 pub fn server_message(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else { return };
-    if let Ok(ServerMessage::ProofChallenge(challenge)) = serde_json::from_str::<ServerMessage>(text) {
-        let _ = herd_core::hex::decode_array::<32>(&challenge.nonce);
-        let _ = challenge.params();
+    match serde_json::from_str::<ServerMessage>(text) {
+        Ok(ServerMessage::ProofChallenge(challenge)) => {
+            let _ = herd_core::hex::decode_array::<32>(&challenge.nonce);
+            let _ = challenge.params().validate();
+        }
+        Ok(ServerMessage::VramChallenge(challenge)) => {
+            let _ = herd_core::hex::decode_array::<32>(&challenge.nonce);
+            let _ = challenge.params().validate();
+        }
+        Ok(ServerMessage::VramWalk { walk_nonce, .. }) => drop(herd_core::hex::decode_array::<32>(&walk_nonce)),
+        _ => {}
     }
 }

@@ -9,4 +9,5 @@ pub mod signing;
 pub mod worker;
 
 /// The protocol version a worker announces; the coordinator refuses other major versions.
-pub const WORKER_PROTOCOL_VERSION: u32 = 3;
+/// 4: GPU devices also prove their memory (`VramChallenge`, `VramWalk`, `VramFilled`, `VramWins`).
+pub const WORKER_PROTOCOL_VERSION: u32 = 4;

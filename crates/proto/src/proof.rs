@@ -3,6 +3,7 @@
 
 use herd_core::hex;
 use herd_core::Timestamp;
+use herd_verify::vram::VramParams;
 use herd_verify::{Hash, Opening, Params, Pick};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -25,6 +26,35 @@ pub struct ProofChallenge {
 impl ProofChallenge {
     pub fn params(&self) -> Params {
         Params { n: self.n, rows: self.rows, steps: self.steps, stride: self.stride, openings: self.openings }
+    }
+}
+
+/// A proof of VRAM (server → worker), after the compute proof passed: fill every GPU's
+/// dataset (seeded by `herd_verify::challenge_seed(device key, nonce)`) and say so within
+/// `fill_deadline_ms`; the walk nonce follows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VramChallenge {
+    pub challenge_id: String,
+    pub nonce: String,
+    pub gpus: u32,
+    pub items: u64,
+    pub rounds: u32,
+    pub steps: u32,
+    pub difficulty: u64,
+    pub wins: u32,
+    pub fill_deadline_ms: u64,
+}
+
+impl VramChallenge {
+    pub fn params(&self) -> VramParams {
+        VramParams {
+            gpus: self.gpus,
+            items: self.items,
+            rounds: self.rounds,
+            steps: self.steps,
+            difficulty: self.difficulty,
+            wins: self.wins,
+        }
     }
 }
 

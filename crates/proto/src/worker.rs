@@ -11,7 +11,7 @@ use herd_core::{Address, ClusterId, DeviceSpec, JobId, Timestamp};
 use serde::{Deserialize, Serialize};
 
 use crate::api::{Stream, Utilization};
-use crate::proof::{ProofChallenge, WireOpening};
+use crate::proof::{ProofChallenge, VramChallenge, WireOpening};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -50,6 +50,15 @@ pub enum ServerMessage {
     ProofOpen {
         challenge_id: String,
         picks: Vec<[u32; 2]>,
+    },
+    /// Prove the claimed GPU memory: fill it, then report `VramFilled`.
+    VramChallenge(VramChallenge),
+    /// Walk the filled datasets with this nonce (hex) and send each GPU's wins within
+    /// `deadline_ms` of receiving it.
+    VramWalk {
+        challenge_id: String,
+        walk_nonce: String,
+        deadline_ms: u64,
     },
     /// Run (or keep running) this device's Ray node of a Ray cluster.
     StartRayNode(RayNodeAssignment),
@@ -205,6 +214,15 @@ pub enum WorkerMessage {
     ProofOpening {
         challenge_id: String,
         opening: WireOpening,
+    },
+    /// Every GPU's dataset of a proof of VRAM is in memory; ready for the walk nonce.
+    VramFilled {
+        challenge_id: String,
+    },
+    /// Each GPU's winning walks, GPU by GPU in the order the device reported its GPUs.
+    VramWins {
+        challenge_id: String,
+        wins: Vec<Vec<u64>>,
     },
     /// The worker cannot answer (e.g. it has GPUs but no GPU solver built in).
     ProofDeclined {

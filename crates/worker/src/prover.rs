@@ -11,8 +11,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use herd_core::Address;
-use herd_proto::proof::{encode_hashes, ProofChallenge, WireOpening};
+use herd_proto::proof::{encode_hashes, ProofChallenge, VramChallenge, WireOpening};
 use herd_proto::worker::WorkerMessage;
+use herd_verify::vram::{Dataset, VramParams};
 use herd_verify::{Pick, Solution};
 use tokio::sync::mpsc;
 
@@ -20,6 +21,22 @@ struct Current {
     challenge_id: String,
     stop: Arc<AtomicBool>,
     solution: Option<Arc<Solution>>,
+    /// A filled proof of VRAM, waiting for its walk nonce.
+    vram: Option<Arc<Filled>>,
+}
+
+/// Every GPU's dataset of a proof of VRAM, with the seed it was made from.
+pub struct Filled {
+    seed: herd_verify::Seed,
+    params: VramParams,
+    datasets: Datasets,
+}
+
+enum Datasets {
+    /// Simulated devices: in host memory, on the CPU.
+    Host(Vec<Dataset>),
+    /// Real GPUs: in their memory.
+    Gpu(herd_gpu::VramFill),
 }
 
 #[derive(Default)]
@@ -59,7 +76,7 @@ impl Prover {
         let seed = herd_verify::challenge_seed(device.as_str(), &nonce);
         let stop = Arc::new(AtomicBool::new(false));
         if let Some(previous) =
-            self.lock().replace(Current { challenge_id: id.clone(), stop: stop.clone(), solution: None })
+            self.lock().replace(Current { challenge_id: id.clone(), stop: stop.clone(), solution: None, vram: None })
         {
             previous.stop.store(true, Ordering::Relaxed);
         }
