@@ -581,10 +581,12 @@ async fn converse_vram(
     }
     let walked = Instant::now();
     let wins = match timeout_at(walked + Duration::from_millis(sizing.walk_deadline_ms), replies.recv()).await {
-        Err(_) => return Err(missed(format!(
+        Err(_) => {
+            return Err(missed(format!(
             "no winning walks within the {} ms deadline; an honest card holding {gib:.1} GiB per GPU needs about {} ms",
             sizing.walk_deadline_ms, sizing.walk_expected_ms
-        ))),
+        )))
+        }
         Ok(None) => return Err(Verdict::aborted("the device disconnected during the proof", retry_after)),
         Ok(Some(Reply::VramWins(wins))) => wins,
         Ok(Some(Reply::Declined(reason))) => return Err(Verdict::failed(format!("gave up after filling: {reason}"))),

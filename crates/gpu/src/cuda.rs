@@ -110,9 +110,7 @@ impl CudaLane {
         CudaLane { gpu, n: 0, rows: 0, b: None, x: None, product: None, reduced: None, hashes: None }
     }
 
-    fn buffers(
-        &mut self,
-    ) -> Result<(&CudaSlice<u16>, &mut CudaSlice<u16>, &mut CudaSlice<f32>, &mut CudaSlice<i8>), GpuError> {
+    fn buffers(&mut self) -> Result<LaneBuffers<'_>, GpuError> {
         match (&self.b, &mut self.x, &mut self.product, &mut self.reduced) {
             (Some(b), Some(x), Some(p), Some(r)) => Ok((b, x, p, r)),
             _ => Err(GpuError::Cuda("the lane was used before it was loaded".into())),
