@@ -258,6 +258,63 @@ async fn changed_hardware_is_proven_again() {
     network.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_card_short_of_its_memory_and_one_gpu_answering_for_eight_fail_the_proof_of_vram() {
+    let network = TestNetwork::start(0).await;
+    let eight = spec(Some("NVIDIA H100 80GB HBM3"), 8);
+    for (prover, expected) in [
+        (Prover::VramShort, "does not win: it did not read the challenge's dataset"),
+        (Prover::OneGpuForAll, "expected winning walks from 8 GPUs, got 1"),
+    ] {
+        let (key, socket) = raw_device(&network.url, &network.supplier_key, Some(eight.clone()), true).await;
+        let device = keys::address_of(&key);
+        let rejection = until_rejected(socket, device.clone(), prover.clone()).await;
+        assert!(matches!(rejection, Some(ServerMessage::Rejected { .. })), "{prover:?}: {rejection:?}");
+        let reason = wait_for_state(&network.url, &device, DeviceState::Blocked).await;
+        assert!(reason.contains("proof of VRAM") && reason.contains(expected), "{prover:?}: {reason}");
+    }
+    // The same claim answered honestly passes both proofs.
+    let (key, socket) = raw_device(&network.url, &network.supplier_key, Some(eight), true).await;
+    let device = keys::address_of(&key);
+    let serving = tokio::spawn(serve_proofs(socket, device.clone(), Prover::Honest));
+    let reason = wait_for_state(&network.url, &device, DeviceState::Ready).await;
+    assert!(reason.contains("VRAM:") && reason.contains("on each of 8 GPUs"), "{reason}");
+    serving.abort();
+    network.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_whose_nvml_sees_gpus_but_cuda_does_not_load_says_exactly_why() {
+    let network = TestNetwork::start(0).await;
+    let mut config = herd_worker::AgentConfig::owned_by(
+        &network.url,
+        network.dir.path().join("no-cuda"),
+        &network.supplier_key,
+        "US",
+    );
+    // A real (not simulated) H100 as NVML would report it, on this machine without CUDA.
+    config.detected = Some(spec(Some("NVIDIA H100 80GB HBM3"), 1));
+    config.advertise_addr = Some("127.0.0.1".into());
+    let worker = start_agent(config);
+    let client = Client::new(&network.url, None);
+    let device = eventually("the device registers", Duration::from_secs(20), || async {
+        client.devices(&format!("owner={}", network.supplier)).await.ok()?.pop().map(|d| d.id)
+    })
+    .await;
+    let proofs = eventually("a declined proof", Duration::from_secs(30), || async {
+        let proofs = client.verifications(device.as_str()).await.ok()?;
+        proofs.first().is_some_and(|p| p.outcome == ProofOutcome::Declined).then_some(proofs)
+    })
+    .await;
+    let reason = proofs[0].reason.clone().unwrap();
+    assert!(reason.contains("this worker's GPUs cannot be proven: libcuda.so not found"), "{reason}");
+    let (state, reason) = state_of(&network.url, &device).await;
+    assert_eq!(state, DeviceState::Pending, "{reason}");
+    assert!(reason.contains("libcuda.so not found (the NVIDIA driver)"), "{reason}");
+    worker.stop().await;
+    network.stop().await;
+}
+
 /// A simulated machine with a fixed spec, in the network's data dir under `name`.
 fn rig_with(network: &TestNetwork, name: &str, machine: herd_core::DeviceSpec) -> Worker {
     let mut config =

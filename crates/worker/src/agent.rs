@@ -19,7 +19,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::detect::{detect_machine, GpuProbe, LoadSampler};
-use crate::prover::Prover;
+use crate::prover::{Hardware, Prover};
 use crate::ray::env::PythonEnvs;
 use crate::ray::{RayNodes, Tunnels};
 use crate::runtime::docker::{RuntimeError, DEFAULT_IMAGE};
@@ -107,6 +107,9 @@ pub struct AgentConfig {
     /// A simulated device reports this spec instead of the detected one and is marked
     /// simulated everywhere. Its tasks still run for real, as local processes.
     pub simulated: Option<DeviceSpec>,
+    /// What detection found, when it is not asked of this machine: a real (not simulated)
+    /// device with this spec. For tests of a machine whose NVML reports GPUs.
+    pub detected: Option<DeviceSpec>,
     /// The supplier's floor, USD micros per GPU-hour (per node-hour for CPU-only machines);
     /// None: the catalog default.
     pub floor_micros: Option<i64>,
@@ -157,6 +160,7 @@ impl AgentConfig {
             country: country.into(),
             advertise_addr: None,
             simulated: None,
+            detected: None,
             floor_micros: None,
             throughput: None,
             runtime: RuntimeConfig::default(),
@@ -256,9 +260,13 @@ pub async fn run(config: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Re
     let url = socket_url(&config.coordinator)?;
     let key = keys::load_or_create(&config.data_dir.join("device.key"))?;
     let gpus = if config.simulated.is_some() { GpuProbe::none() } else { GpuProbe::load() };
-    let spec = match &config.simulated {
-        Some(spec) => spec.clone(),
-        None => detect_machine(&config.data_dir, &gpus),
+    let spec = match (&config.simulated, &config.detected) {
+        (Some(spec), _) | (None, Some(spec)) => spec.clone(),
+        (None, None) => detect_machine(&config.data_dir, &gpus),
+    };
+    let gpu_solver = match (&config.simulated, spec.gpu_offer()) {
+        (None, Some(_)) => GpuSolver::open(&spec).await,
+        _ => GpuSolver::NotNeeded,
     };
     let device = keys::address_of(&key);
     let (owner_endorsement, pairing_code) = match &config.consent {
@@ -337,6 +345,7 @@ pub async fn run(config: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Re
     let mut session = Session {
         device: &device,
         prover: &prover,
+        gpu_solver: &gpu_solver,
         config: &config,
         url: &url,
         key: &key,
@@ -403,9 +412,42 @@ type Measured = Arc<Mutex<Option<(tokio::time::Instant, Throughput)>>>;
 /// How often a device re-measures its throughput.
 const THROUGHPUT_RETEST: Duration = Duration::from_secs(24 * 3600);
 
+/// What proves this device's GPUs: loaded once at start.
+enum GpuSolver {
+    /// A CPU-only or simulated device.
+    NotNeeded,
+    Cuda(Arc<herd_gpu::Gpus>),
+    /// The device has GPUs this worker cannot drive, and why.
+    Unavailable(String),
+}
+
+impl GpuSolver {
+    async fn open(spec: &DeviceSpec) -> GpuSolver {
+        if spec.gpus.iter().any(|g| g.vendor != herd_core::GpuVendor::Nvidia) {
+            return GpuSolver::Unavailable(
+                "herd proves GPUs through CUDA; only NVIDIA GPUs can be proven by this build".into(),
+            );
+        }
+        let uuids: Vec<String> = spec.gpus.iter().map(|g| g.uuid.clone()).collect();
+        // Loading the libraries and compiling the kernels takes a moment: off the runtime.
+        match tokio::task::spawn_blocking(move || herd_gpu::Gpus::open(&uuids)).await {
+            Ok(Ok(gpus)) => {
+                tracing::info!(gpus = ?gpus.describe(), "CUDA loaded; GPU proofs run on these GPUs");
+                GpuSolver::Cuda(Arc::new(gpus))
+            }
+            Ok(Err(reason)) => {
+                tracing::warn!(%reason, "this worker's GPUs cannot be proven; the device stays pending");
+                GpuSolver::Unavailable(reason)
+            }
+            Err(error) => GpuSolver::Unavailable(format!("loading CUDA failed: {error}")),
+        }
+    }
+}
+
 struct Session<'a> {
     device: &'a Address,
     prover: &'a Arc<Prover>,
+    gpu_solver: &'a GpuSolver,
     consent: &'a Consent,
     measured: &'a Measured,
     config: &'a AgentConfig,
@@ -577,10 +619,24 @@ impl Session<'_> {
             ServerMessage::ProofChallenge(challenge) => {
                 tracing::info!(challenge = %challenge.challenge_id, n = challenge.n, steps = challenge.steps,
                     deadline_ms = challenge.deadline_ms, "proof of compute requested");
-                self.prover.challenge(challenge, self.device, self.can_prove(), self.tasks.events());
+                match self.hardware() {
+                    Ok(hardware) => self.prover.challenge(challenge, self.device, hardware, self.tasks.events()),
+                    Err(reason) => self.prover.decline(challenge.challenge_id, reason, self.tasks.events()),
+                }
             }
             ServerMessage::ProofOpen { challenge_id, picks } => {
                 self.prover.open(challenge_id, picks, self.tasks.events());
+            }
+            ServerMessage::VramChallenge(challenge) => {
+                tracing::info!(challenge = %challenge.challenge_id, gpus = challenge.gpus,
+                    gib_per_gpu = challenge.params().dataset_bytes() >> 30, "proof of VRAM requested");
+                match self.hardware() {
+                    Ok(hardware) => self.prover.vram_challenge(challenge, self.device, hardware, self.tasks.events()),
+                    Err(reason) => self.prover.decline(challenge.challenge_id, reason, self.tasks.events()),
+                }
+            }
+            ServerMessage::VramWalk { challenge_id, walk_nonce, deadline_ms } => {
+                self.prover.vram_walk(challenge_id, &walk_nonce, deadline_ms, self.tasks.events());
             }
             ServerMessage::Rejected { code, message } => {
                 // The connection closes next; the reconnect's hello is refused with the reason.
@@ -590,14 +646,14 @@ impl Session<'_> {
         }
     }
 
-    /// Whether this build can prove what the device claims: GPUs need a GPU solver.
-    fn can_prove(&self) -> Result<(), String> {
-        if self.config.simulated.is_none() && self.spec.gpu_offer().is_some() {
-            return Err("this worker has GPUs but no GPU solver is built in; \
-                        GPUs cannot be proven on the CPU before the deadline"
-                .into());
+    /// What solves this device's proofs: GPUs need the GPU solver (a CPU cannot meet a
+    /// GPU's deadline, so a worker whose CUDA does not load declines, with the reason).
+    fn hardware(&self) -> Result<Hardware, String> {
+        match self.gpu_solver {
+            GpuSolver::NotNeeded => Ok(Hardware::Cpu),
+            GpuSolver::Cuda(gpus) => Ok(Hardware::Gpu(gpus.clone())),
+            GpuSolver::Unavailable(reason) => Err(format!("this worker's GPUs cannot be proven: {reason}")),
         }
-        Ok(())
     }
 
     fn last_measurement(&self) -> Option<(tokio::time::Instant, Throughput)> {

@@ -33,6 +33,7 @@ pub fn test_config(db: &Path, listen: SocketAddr) -> CoordinatorConfig {
     config.faucet = true;
     config.proof.simulated_allowed = true;
     config.proof.policy.target_ms = 50;
+    config.proof.policy.vram_target_ms = 50;
     config.proof.policy.allowance_ms = 1_000;
     config.proof.retry_after = Duration::from_millis(100);
     config

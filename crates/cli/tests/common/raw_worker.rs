@@ -85,6 +85,10 @@ pub fn unique_gpus(mut spec: herd_core::DeviceSpec, key: &SigningKey) -> herd_co
 #[derive(Debug, Clone)]
 pub enum Prover {
     Honest,
+    /// Proves its compute, but holds half the VRAM it claims: reads past it fold back.
+    VramShort,
+    /// Proves its compute, but answers the proof of VRAM for its first GPU only.
+    OneGpuForAll,
     /// Adds 17 to one unreduced product: the same residue, a wrong product.
     WrongProduct,
     /// Flips a bit of one Merkle path.
@@ -106,6 +110,13 @@ pub async fn serve_proofs(mut socket: Socket, device: herd_core::Address, prover
 
     let stop = Arc::new(AtomicBool::new(false));
     let mut solution: Option<(String, Arc<herd_verify::Solution>)> = None;
+    type Held = (
+        herd_verify::Seed,
+        herd_verify::vram::VramParams,
+        herd_verify::vram::VramParams,
+        Vec<herd_verify::vram::Dataset>,
+    );
+    let mut vram: Option<Held> = None;
     let mut heartbeat = tokio::time::interval(Duration::from_millis(100));
     let send = |message: WorkerMessage| Message::Text(serde_json::to_string(&message).unwrap().into());
     let outcome = loop {
@@ -193,10 +204,64 @@ pub async fn serve_proofs(mut socket: Socket, device: herd_core::Address, prover
                     socket.send(send(reply)).await.unwrap();
                 }
             }
+            ServerMessage::VramChallenge(challenge) => {
+                use herd_verify::vram::{Dataset, VramParams};
+                let nonce = herd_core::hex::decode_array::<32>(&challenge.nonce).unwrap();
+                let seed = herd_verify::challenge_seed(device.as_str(), &nonce);
+                let params = challenge.params();
+                let held = match prover {
+                    Prover::VramShort => VramParams { items: params.items / 2, ..params },
+                    _ => params,
+                };
+                let gpus = if matches!(prover, Prover::OneGpuForAll) { 1 } else { params.gpus };
+                let never = AtomicBool::new(false);
+                let sets: Vec<Dataset> =
+                    (0..gpus).map(|gpu| Dataset::fill(&seed, gpu, &held, &never).unwrap()).collect();
+                vram = Some((seed, params, held, sets));
+                let filled = WorkerMessage::VramFilled { challenge_id: challenge.challenge_id };
+                socket.send(send(filled)).await.unwrap();
+            }
+            ServerMessage::VramWalk { challenge_id, walk_nonce, .. } => {
+                let (seed, params, held, sets) = vram.take().expect("a fill was reported");
+                let walk_nonce = herd_core::hex::decode_array::<32>(&walk_nonce).unwrap();
+                let wins = sets
+                    .iter()
+                    .enumerate()
+                    .map(|(gpu, data)| short_search(&seed, &walk_nonce, gpu as u32, &params, &held, data))
+                    .collect();
+                socket.send(send(WorkerMessage::VramWins { challenge_id, wins })).await.unwrap();
+            }
             rejected @ ServerMessage::Rejected { .. } => break Some(rejected),
             _ => {}
         }
     };
     stop.store(true, Ordering::Relaxed);
     outcome
+}
+
+/// Searches a dataset that may hold fewer items than the proof claims (`held`): a read of an
+/// item it lacks folds onto one it has, as a card short of memory would have to fake it.
+fn short_search(
+    seed: &herd_verify::Seed,
+    walk_nonce: &[u8; 32],
+    gpu: u32,
+    params: &herd_verify::vram::VramParams,
+    held: &herd_verify::vram::VramParams,
+    data: &herd_verify::vram::Dataset,
+) -> Vec<u64> {
+    use herd_verify::vram::{item, walk, walk_key, wins};
+    if held == params {
+        return data.search(seed, walk_nonce, gpu, params, &std::sync::atomic::AtomicBool::new(false)).unwrap();
+    }
+    let key = walk_key(seed, walk_nonce, gpu);
+    let mut found = Vec::new();
+    let mut w = 0;
+    while found.len() < params.wins as usize {
+        let out = walk(&key, w, params, |i| item(data.key(), i % held.items, held.rounds));
+        if wins(&out, params) {
+            found.push(w);
+        }
+        w += 1;
+    }
+    found
 }
