@@ -23,6 +23,8 @@ mod heal;
 mod ledger;
 #[path = "bench_proof.rs"]
 mod proof;
+#[path = "bench_proof_gpu.rs"]
+mod proof_gpu;
 #[path = "bench_sybil.rs"]
 pub mod sybil;
 use crate::output::{print_json, table};
@@ -60,6 +62,11 @@ pub struct ProofArgs {
     /// What an honest device should spend per proof, ms (the network's policy).
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(10..=600_000))]
     target_ms: u64,
+    /// The GPU check: solve and verify a full-size proof of compute and proof of VRAM on
+    /// this machine's NVIDIA GPUs (exits 1 on a mismatch or a missed deadline, 2 without a
+    /// usable GPU). See scripts/gpu-check.sh.
+    #[arg(long)]
+    gpu: bool,
 }
 
 #[derive(Debug, Args)]
@@ -140,6 +147,7 @@ pub async fn run(context: &Context, command: BenchCommand) -> anyhow::Result<i32
     let args = match command {
         BenchCommand::Market(args) => args,
         BenchCommand::Ledger(args) => return ledger::run(context, &args).await,
+        BenchCommand::Proof(args) if args.gpu => return proof_gpu::run(context, args.target_ms).await,
         BenchCommand::Proof(args) => return proof::run(context, &args).await,
         BenchCommand::Cluster(args) => return cluster::run(context, &args).await,
         BenchCommand::Heal(args) => return heal::run(context, &args).await,
