@@ -310,9 +310,9 @@ pub fn solve_vram(
 }
 
 /// Double rounds per item. Remaking an item then costs 512 · 96 ≈ 49,000 integer operations:
-/// ≈ 1.2 ns at the ≈ 40 T int32 op/s of the fastest card in the catalog, longer than
-/// fetching the 64 bytes over a PCIe 5 link at its peak (1 ns), so a card missing memory is
-/// never better off remaking than fetching, and fetching is what ARCHITECTURE.md bounds.
+/// ≈ 2.9 ns at an H100's ≈ 17 T int32 op/s, ≈ 1.2 ns at an RTX 4090's ≈ 41 T — against an
+/// honest HBM/GDDR read of 33–160 ps. On data-centre cards fetching from host memory is the
+/// cheat's cheaper path; on the 4090 remaking is (ARCHITECTURE.md has both and the bounds).
 pub const ROUNDS: u32 = 512;
 /// Reads per walk and wins per GPU: the verifier recomputes `WINS · STEPS` items per GPU.
 pub const STEPS: u32 = 64;
@@ -384,7 +384,8 @@ fn walk_ms(params: &VramParams, bytes_per_s: u128) -> u64 {
 /// What a card of model `actual` could do posing as `claimed`, under herd's model: the
 /// compute chain at the actual card's rates, and the walks with the share of the claimed
 /// dataset the actual card can hold read from its memory and the rest fetched over its host
-/// link at peak (generous to the cheat: remaking items is slower still, see `ROUNDS`).
+/// link at peak. It leaves out remaking items, which is cheaper than fetching on consumer
+/// cards (see `ROUNDS`); ARCHITECTURE.md's table counts both.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Impersonation {
     /// The actual card's time over the deadline, for the compute chain and for the walks
