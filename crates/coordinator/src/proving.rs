@@ -380,10 +380,25 @@ impl Verdict {
     }
 
     fn aborted(reason: impl Into<String>, retry_after: Duration) -> Verdict {
+        Verdict::inconclusive(ProofOutcome::Aborted, reason.into(), retry_after)
+    }
+
+    /// The worker said it cannot prove this hardware: neither a pass nor a failure.
+    fn declined(reason: &str, retry_after: Duration) -> Verdict {
+        Verdict::inconclusive(ProofOutcome::Declined, format!("the worker declined: {reason}"), retry_after)
+    }
+
+    fn inconclusive(outcome: ProofOutcome, reason: String, retry_after: Duration) -> Verdict {
         let retry_at = Timestamp(now().0 + retry_after.as_millis() as i64);
+        Verdict { finish: Finish::Inconclusive { outcome, retry_at }, reason, committed_at: None, verify_us: None }
+    }
+
+    /// A deadline passed: a strike, which blocks only when it repeats.
+    fn missed(reason: String, config: &ProofConfig) -> Verdict {
+        let retry_at = Timestamp(now().0 + config.retry_after.as_millis() as i64);
         Verdict {
-            finish: Finish::Inconclusive { outcome: ProofOutcome::Aborted, retry_at },
-            reason: reason.into(),
+            finish: Finish::Missed { strikes_max: config.strikes_max, retry_at },
+            reason,
             committed_at: None,
             verify_us: None,
         }
@@ -405,28 +420,14 @@ async fn converse(
     let retry_after = app.config.proof.retry_after;
     let roots = match timeout_at(deadline, replies.recv()).await {
         Err(_) => {
-            let retry_at = Timestamp(now().0 + retry_after.as_millis() as i64);
-            return Verdict {
-                finish: Finish::Missed { strikes_max: app.config.proof.strikes_max, retry_at },
-                reason: format!(
-                    "no commitment within the {} ms deadline; an honest {claim} needs about {} ms",
-                    sizing.deadline_ms, sizing.expected_ms
-                ),
-                committed_at: None,
-                verify_us: None,
-            };
+            let reason = format!(
+                "no commitment within the {} ms deadline; an honest {claim} needs about {} ms",
+                sizing.deadline_ms, sizing.expected_ms
+            );
+            return Verdict::missed(reason, &app.config.proof);
         }
         Ok(None) => return Verdict::aborted("the device disconnected during the proof", retry_after),
-        Ok(Some(Reply::Declined(reason))) => {
-            let retry_at = Timestamp(now().0 + retry_after.as_millis() as i64);
-            let reason = format!("the worker declined: {reason}");
-            return Verdict {
-                finish: Finish::Inconclusive { outcome: ProofOutcome::Declined, retry_at },
-                reason,
-                committed_at: None,
-                verify_us: None,
-            };
-        }
+        Ok(Some(Reply::Declined(reason))) => return Verdict::declined(&reason, retry_after),
         Ok(Some(Reply::Opening(_) | Reply::VramFilled | Reply::VramWins(_))) => {
             return Verdict::failed("a reply arrived before the commitment")
         }
@@ -502,7 +503,7 @@ async fn converse(
 
 /// The proof of VRAM a device's hardware calls for: GPU claims (token-sized for simulated
 /// devices that list GPUs), none for CPUs.
-pub fn vram_sizing(spec: &DeviceSpec, simulated: bool, policy: &Policy) -> Option<VramSizing> {
+fn vram_sizing(spec: &DeviceSpec, simulated: bool, policy: &Policy) -> Option<VramSizing> {
     if simulated {
         return herd_verify::vram::size_vram(None, spec.gpus.len() as u32, true, policy);
     }
@@ -520,15 +521,7 @@ async fn converse_vram(
     replies: &mut mpsc::Receiver<Reply>,
 ) -> Result<(String, u64), Verdict> {
     let retry_after = app.config.proof.retry_after;
-    let missed = |reason: String| {
-        let retry_at = Timestamp(now().0 + retry_after.as_millis() as i64);
-        Verdict {
-            finish: Finish::Missed { strikes_max: app.config.proof.strikes_max, retry_at },
-            reason,
-            committed_at: None,
-            verify_us: None,
-        }
-    };
+    let missed = |reason: String| Verdict::missed(reason, &app.config.proof);
     let params = sizing.params;
     let mut nonce = [0u8; 32];
     OsRng.fill_bytes(&mut nonce);
@@ -557,15 +550,8 @@ async fn converse_vram(
         }
         Ok(None) => return Err(Verdict::aborted("the device disconnected during the proof", retry_after)),
         Ok(Some(Reply::VramFilled)) => {}
-        Ok(Some(Reply::Declined(reason))) => {
-            let retry_at = Timestamp(now().0 + retry_after.as_millis() as i64);
-            return Err(Verdict {
-                finish: Finish::Inconclusive { outcome: ProofOutcome::Declined, retry_at },
-                reason: format!("the worker declined: {reason}"),
-                committed_at: None,
-                verify_us: None,
-            });
-        }
+        // A fill declined (e.g. the GPUs' memory is in use) is retried, like a declined chain.
+        Ok(Some(Reply::Declined(reason))) => return Err(Verdict::declined(&reason, retry_after)),
         Ok(Some(_)) => return Err(Verdict::failed("a reply out of order: the fill report was expected")),
     }
     let fill_ms = started.elapsed().as_millis() as u64;

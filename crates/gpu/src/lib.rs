@@ -28,6 +28,8 @@ pub enum GpuError {
     Cuda(String),
     #[error("GPU {gpu} cannot hold the {bytes}-byte dataset: {detail}")]
     OutOfMemory { gpu: usize, bytes: u64, detail: String },
+    #[error("the proof is for {wanted} GPUs; this worker drives {driven}")]
+    GpuCount { wanted: u32, driven: usize },
     #[error("stopped")]
     Stopped,
 }
@@ -81,11 +83,7 @@ impl Gpus {
     /// Fills every GPU's dataset of a proof of VRAM, all GPUs at once.
     pub fn fill(&self, seed: &Seed, params: &VramParams, stop: &AtomicBool) -> Result<VramFill, GpuError> {
         if params.gpus as usize != self.gpus.len() {
-            return Err(GpuError::Cuda(format!(
-                "the proof is for {} GPUs; this device drives {}",
-                params.gpus,
-                self.gpus.len()
-            )));
+            return Err(GpuError::GpuCount { wanted: params.gpus, driven: self.gpus.len() });
         }
         let datasets = std::thread::scope(|scope| {
             let workers: Vec<_> = self

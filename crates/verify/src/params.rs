@@ -65,8 +65,9 @@ impl Default for Policy {
 
 /// Share of the catalog's dense fp16 tensor peak a GPU is credited with on the proof's
 /// GEMMs (fp16 in, fp32 accumulate, 4096 wide, thousands of rows): large GEMMs of this shape
-/// run at 70–80 % of peak on Hopper (an 8192³ bf16 product measured 788 of 989 TFLOP/s on an
-/// H200, docs/BENCHMARKS.md); 60 % leaves room for older cuBLAS and consumer cards' clocks.
+/// run at 70–80 % of peak on Hopper (an 8192³ bf16 product ran at 788 of 989 TFLOP/s on an
+/// H200 through PyTorch, as the lent machines' notes record; herd's own GEMMs are not yet
+/// measured); 60 % leaves room for older cuBLAS and consumer cards' clocks.
 pub const GEMM_EFFICIENCY_PERCENT: u128 = 60;
 /// Share of the catalog's memory bandwidth a GPU gets streaming the chain between GEMMs
 /// (the fp32 product read, the reduced fp16/int8 rows written) and on the VRAM proof's

@@ -111,6 +111,29 @@ impl Prover {
         }
     }
 
+    /// Declines the challenge if `refusal` says so or its nonce is not hex; otherwise makes it
+    /// the one in progress, stopped when `deadline_ms` passes, and returns its seed.
+    fn start(
+        &self,
+        id: &str,
+        device: &Address,
+        nonce: &str,
+        refusal: Option<String>,
+        deadline_ms: u64,
+        events: &mpsc::Sender<WorkerMessage>,
+    ) -> Option<(Seed, Arc<AtomicBool>)> {
+        let nonce = herd_core::hex::decode_array::<32>(nonce);
+        let refusal = refusal.or_else(|| nonce.is_none().then(|| "the nonce is not 64 hex digits".into()));
+        if let Some(reason) = refusal {
+            self.decline(id.to_owned(), reason, events.clone());
+            return None;
+        }
+        let seed = herd_verify::challenge_seed(device.as_str(), &nonce.expect("checked above"));
+        let stop = self.begin(id);
+        arm(&stop, Duration::from_millis(deadline_ms));
+        Some((seed, stop))
+    }
+
     pub fn decline(&self, challenge_id: String, reason: String, events: mpsc::Sender<WorkerMessage>) {
         tracing::warn!(challenge = %challenge_id, %reason, "declining a proof");
         send(events, WorkerMessage::ProofDeclined { challenge_id, reason });
@@ -126,18 +149,11 @@ impl Prover {
     ) {
         let id = challenge.challenge_id.clone();
         let params = challenge.params();
-        let nonce = herd_core::hex::decode_array::<32>(&challenge.nonce);
-        let refusal = params
-            .validate()
-            .err()
-            .map(|e| e.to_string())
-            .or_else(|| nonce.is_none().then(|| "the nonce is not 64 hex digits".into()));
-        if let Some(reason) = refusal {
-            return self.decline(id, reason, events);
-        }
-        let seed = herd_verify::challenge_seed(device.as_str(), &nonce.expect("checked above"));
-        let stop = self.begin(&id);
-        arm(&stop, Duration::from_millis(challenge.deadline_ms));
+        let refusal = params.validate().err().map(|e| e.to_string());
+        let Some((seed, stop)) = self.start(&id, device, &challenge.nonce, refusal, challenge.deadline_ms, &events)
+        else {
+            return;
+        };
         let prover = self.clone();
         tokio::spawn(async move {
             let started = tokio::time::Instant::now();
@@ -222,28 +238,18 @@ impl Prover {
     ) {
         let id = challenge.challenge_id.clone();
         let params = challenge.params();
-        let nonce = herd_core::hex::decode_array::<32>(&challenge.nonce);
-        let refusal = params
-            .validate()
-            .err()
-            .map(|e| e.to_string())
-            .or_else(|| nonce.is_none().then(|| "the nonce is not 64 hex digits".into()));
-        let refusal = refusal.or_else(|| match (&hardware, params.gpus as usize) {
-            (Hardware::Gpu(gpus), wanted) if gpus.count() != wanted => {
-                Some(format!("the proof is for {wanted} GPUs; this worker drives {}", gpus.count()))
-            }
-            // A host-memory fill is for token-sized (simulated) proofs only.
-            (Hardware::Cpu, _) if params.dataset_bytes().saturating_mul(u64::from(params.gpus)) > 1 << 30 => {
-                Some("a CPU-only worker cannot hold a full-size proof of VRAM".into())
-            }
-            _ => None,
+        let refusal = params.validate().err().map(|e| e.to_string()).or_else(|| {
+            // A host-memory fill is for token-sized (simulated) proofs only; a GPU fill checks
+            // the GPU count itself (`Gpus::fill`).
+            let host_bytes = params.dataset_bytes().saturating_mul(u64::from(params.gpus));
+            (matches!(hardware, Hardware::Cpu) && host_bytes > 1 << 30)
+                .then(|| "a CPU-only worker cannot hold a full-size proof of VRAM".into())
         });
-        if let Some(reason) = refusal {
-            return self.decline(id, reason, events);
-        }
-        let seed = herd_verify::challenge_seed(device.as_str(), &nonce.expect("checked above"));
-        let stop = self.begin(&id);
-        arm(&stop, Duration::from_millis(challenge.fill_deadline_ms));
+        let Some((seed, stop)) =
+            self.start(&id, device, &challenge.nonce, refusal, challenge.fill_deadline_ms, &events)
+        else {
+            return;
+        };
         let prover = self.clone();
         tokio::spawn(async move {
             let started = tokio::time::Instant::now();

@@ -36,6 +36,8 @@ struct Row {
     /// Share of an hour spent proving at the re-check rate (≤ 1.38 proofs an hour).
     hour_share_percent: Option<f64>,
     verify_ms: f64,
+    /// The coordinator's CPU checking the proof of VRAM's wins (GPU claims).
+    vram_verify_ms: Option<f64>,
 }
 
 pub async fn run(context: &Context, args: &ProofArgs) -> anyhow::Result<i32> {
@@ -69,6 +71,7 @@ pub async fn run(context: &Context, args: &ProofArgs) -> anyhow::Result<i32> {
                 r.solve_ms.map_or("—".into(), |ms| format!("{ms:.0} ms")),
                 r.hour_share_percent.map_or("—".into(), |p| format!("{p:.2} %")),
                 format!("{:.1} ms", r.verify_ms),
+                r.vram_verify_ms.map_or("—".into(), |ms| format!("{ms:.1} ms")),
             ]
         })
         .collect();
@@ -80,17 +83,26 @@ pub async fn run(context: &Context, args: &ProofArgs) -> anyhow::Result<i32> {
         "SOLVE (this CPU)",
         "OF AN HOUR",
         "VERIFY (coordinator CPU)",
+        "VRAM VERIFY",
     ];
     crate::outln!("{}", table(&header, &cells));
-    crate::outln!("target {} ms per proof; {threads} CPU threads; verify = B·r once + 16 openings", args.target_ms);
+    crate::outln!(
+        "target {} ms per proof; {threads} CPU threads; verify = B·r once + 16 openings; \
+         VRAM verify = every GPU's 16 winning walks recomputed",
+        args.target_ms
+    );
     Ok(0)
+}
+
+/// The share of an hour proofs taking `busy_ms` each cost at the re-check rate: re-checks come
+/// at half to 95 % of an hour after each pass, so at most ~1.38 an hour.
+pub(super) fn hour_share_percent(busy_ms: f64) -> f64 {
+    busy_ms / 0.725 / 3_600_000.0 * 100.0
 }
 
 fn row(claim: Claim, policy: &Policy, solve_ms: Option<f64>, verify: Duration) -> Row {
     let sizing = size(claim, policy);
     let p = sizing.params;
-    // Re-checks come at half to 95 % of an hour after each pass: at most ~1.38 an hour.
-    let per_hour = 1.0 / 0.725;
     Row {
         claim: match claim {
             Claim::Cpu { .. } => format!("{} (this machine)", claim.describe()),
@@ -104,8 +116,9 @@ fn row(claim: Claim, policy: &Policy, solve_ms: Option<f64>, verify: Duration) -
         expected_ms: sizing.expected_ms,
         deadline_ms: sizing.deadline_ms,
         solve_ms,
-        hour_share_percent: solve_ms.map(|ms| ms * per_hour / 3_600_000.0 * 100.0),
+        hour_share_percent: solve_ms.map(hour_share_percent),
         verify_ms: verify.as_secs_f64() * 1e3,
+        vram_verify_ms: None,
     }
 }
 
@@ -132,7 +145,22 @@ fn measure_verifier_only(claim: Claim, policy: &Policy) -> Row {
     let picks = choose(&params, &secret);
     let (roots, openings) = partial_proof(&params, &picks);
     let verify = time_check(&params, &roots, &picks, &openings, &secret);
-    row(claim, policy, None, verify)
+    Row { vram_verify_ms: Some(time_vram_check(claim, policy)), ..row(claim, policy, None, verify) }
+}
+
+/// The proof of VRAM's verifier on the claim's full-size walks. Its cost does not depend on
+/// the dataset's size (the verifier makes each item it reads), so the wins are found on a
+/// small dataset with the claim's rounds, steps and win count.
+fn time_vram_check(claim: Claim, policy: &Policy) -> f64 {
+    use herd_verify::vram::{check_vram, size_vram, solve_vram, VramParams};
+    let Claim::Gpu { model, count } = claim else { return 0.0 };
+    let full = size_vram(Some(model), count, false, policy).expect("a GPU claim has a proof of VRAM").params;
+    let params = VramParams { items: 4096, difficulty: 4, ..full };
+    let seed = challenge_seed(DEVICE, NONCE);
+    let wins = solve_vram(&seed, &[5; 32], &params, &AtomicBool::new(false)).expect("nothing stops it");
+    let started = Instant::now();
+    check_vram(&seed, &[5; 32], &params, &wins).expect("the bench's proof of VRAM is valid");
+    started.elapsed().as_secs_f64() * 1e3
 }
 
 fn time_check(params: &Params, roots: &[Hash], picks: &[Pick], openings: &[Opening], secret: &[u8; 32]) -> Duration {

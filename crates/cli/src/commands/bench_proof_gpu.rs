@@ -163,8 +163,6 @@ fn measure(target_ms: u64) -> anyhow::Result<GpuCheck> {
     if walk_ms > vram.walk_deadline_ms as f64 {
         problems.push(format!("the walks took {walk_ms:.0} ms, past their {} ms deadline", vram.walk_deadline_ms));
     }
-    // Re-checks come at half to 95 % of an hour after each pass: at most ~1.38 an hour.
-    let per_hour = 1.0 / 0.725;
     let busy_ms = solve_ms + open_ms + fill_ms + walk_ms;
     Ok(GpuCheck {
         gpus: gpus.describe(),
@@ -186,7 +184,7 @@ fn measure(target_ms: u64) -> anyhow::Result<GpuCheck> {
         walk_expected_ms: vram.walk_expected_ms,
         walk_deadline_ms: vram.walk_deadline_ms,
         vram_verify_ms,
-        hour_share_percent: busy_ms * per_hour / 3_600_000.0 * 100.0,
+        hour_share_percent: super::proof::hour_share_percent(busy_ms),
         passed: problems.is_empty(),
         problems,
     })
