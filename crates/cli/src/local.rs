@@ -32,6 +32,8 @@ pub struct LocalConfig {
     /// Ray's managed Python environments, shared by every device of the network (and kept
     /// across networks: installing Ray takes a while).
     pub ray_envs_dir: PathBuf,
+    /// Run the overlay lighthouse when `nebula` is installed.
+    pub overlay: bool,
 }
 
 impl LocalConfig {
@@ -47,6 +49,7 @@ impl LocalConfig {
             ray_envs_dir: std::env::var_os("HERD_RAY_ENVS_DIR")
                 .map(PathBuf::from)
                 .unwrap_or_else(|| crate::credentials::data_dir().join("ray-envs")),
+            overlay: false,
         }
     }
 }
@@ -81,6 +84,13 @@ impl LocalNetwork {
         coordinator_config.proof.simulated_allowed = true;
         coordinator_config.proof.policy.target_ms = 300;
         coordinator_config.proof.retry_after = Duration::from_secs(2);
+        // Loopback-friendly: any free UDP port on every address, told to workers as the host
+        // they reach the coordinator at.
+        let nebula = std::path::Path::new(herd_overlay::NEBULA);
+        if config.overlay && herd_overlay::process::find_program(nebula).is_some() {
+            let listen = SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), 0);
+            coordinator_config.overlay = Some(herd_coordinator::OverlayConfig::new(listen));
+        }
         let coordinator = herd_coordinator::start(coordinator_config).await?;
         let url = coordinator.url();
 
@@ -115,6 +125,11 @@ impl LocalNetwork {
         // Registration is one durable commit per device: allow for large simulated fleets.
         network.wait_until_ready(Duration::from_secs(30) + Duration::from_millis(20) * devices as u32).await?;
         Ok(network)
+    }
+
+    /// Where the overlay lighthouse listens, when it runs.
+    pub fn overlay_listen(&self) -> Option<SocketAddr> {
+        self.coordinator.overlay_listen()
     }
 
     pub fn url(&self) -> String {

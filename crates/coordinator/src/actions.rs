@@ -78,8 +78,12 @@ pub async fn apply_loss(app: &App, device: &Address, loss: &Loss) -> StoreResult
     for job in &loss.jobs {
         app.notify_job(job);
     }
-    if let (Some(cluster), true) = (&loss.cluster, loss.head_moved) {
-        sync_ray(app, cluster).await?;
+    if let Some(cluster) = &loss.cluster {
+        // The lost node's certificate is revoked: the others refuse it from now on.
+        crate::overlay::sync(app, cluster).await?;
+        if loss.head_moved {
+            sync_ray(app, cluster).await?;
+        }
     }
     Ok(())
 }
@@ -95,6 +99,9 @@ pub async fn terminate_cluster(app: &App, cluster: &ClusterId, reason: &str) -> 
         app.hub.send(device, ServerMessage::StopCluster { cluster_id: cluster.clone() });
     }
     app.sync_market(&terminated.devices).await;
+    if let Err(error) = crate::overlay::sync(app, cluster).await {
+        tracing::error!(%cluster, %error, "could not revoke the ended lease's overlay certificates");
+    }
     let released = app.settle_lease(cluster).await;
     for job in &terminated.jobs {
         app.notify_job(job);

@@ -54,6 +54,10 @@ pub struct CoordinatorConfig {
     pub trust_forwarded_for: bool,
     /// Serve HTTPS with this certificate and key instead of plain HTTP.
     pub tls: Option<crate::tls_server::TlsFiles>,
+    /// Run the lighthouse and relay and give every lease whose nodes can join it a private
+    /// overlay network; None: nodes reach each other at their advertised addresses (a
+    /// trusted LAN, or one machine).
+    pub overlay: Option<crate::overlay::OverlayConfig>,
 }
 
 impl CoordinatorConfig {
@@ -74,6 +78,7 @@ impl CoordinatorConfig {
             api_rate_limits: Default::default(),
             trust_forwarded_for: false,
             tls: None,
+            overlay: None,
             abandon_slash_bps: 100,
         }
     }
@@ -108,6 +113,8 @@ pub struct AppInner {
     pub log_limits: crate::rate_limit::LogLimits,
     /// Operator request ids seen lately (each is single-use).
     pub operator_nonces: crate::operator::Nonces,
+    /// The overlay CA and lighthouse, when the network runs one.
+    pub overlay: Option<crate::overlay::Overlay>,
 }
 
 #[derive(Clone)]
@@ -119,6 +126,7 @@ impl App {
         market: SharedMarket,
         books: SharedBooks,
         config: CoordinatorConfig,
+        overlay: Option<crate::overlay::Overlay>,
         shutdown: watch::Receiver<bool>,
     ) -> App {
         let (job_events, _) = broadcast::channel(JOB_EVENTS_CAPACITY);
@@ -140,6 +148,7 @@ impl App {
             api_limiters: Default::default(),
             log_limits: Default::default(),
             operator_nonces: Default::default(),
+            overlay,
         }))
     }
 

@@ -64,6 +64,7 @@ async fn replace(app: &App, vacancy: &Vacancy) -> StoreResult<()> {
             return app.store.heal_deferred(&vacancy.cluster, &why, now()).await;
         }
     };
+    let lease_nodes = request.nodes;
     let mut parsed = match parse_request(&CreateCluster { nodes: 1, ..request }) {
         Ok(parsed) => parsed,
         Err(error) => {
@@ -84,6 +85,8 @@ async fn replace(app: &App, vacancy: &Vacancy) -> StoreResult<()> {
         }
     }
     parsed.request.colocation = Colocation::Anywhere;
+    // The replacement joins the others: it must be able to reach them.
+    parsed.request.multi_node = lease_nodes > 1;
     for _ in 0..PLAN_ATTEMPTS_MAX {
         let planned = {
             let mut guard = app.market.lock();
@@ -123,6 +126,7 @@ async fn replace(app: &App, vacancy: &Vacancy) -> StoreResult<()> {
             Ok(epoch) => {
                 tracing::info!(cluster = %vacancy.cluster, rank = vacancy.rank, %device, epoch,
                     per_hour = %format_usd(node.node_hour_micros), "replacement node leased");
+                crate::overlay::sync(app, &vacancy.cluster).await?;
                 return actions::sync_ray(app, &vacancy.cluster).await;
             }
             Err(NotReplaced::Moot) => return Ok(()),

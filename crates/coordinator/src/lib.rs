@@ -17,6 +17,7 @@ mod market;
 mod metrics;
 mod operator;
 mod oracle;
+mod overlay;
 pub mod proving;
 mod rate_limit;
 mod reconcile;
@@ -34,6 +35,7 @@ mod web;
 mod worker_socket;
 
 pub use app::CoordinatorConfig;
+pub use overlay::OverlayConfig;
 pub use proving::ProofConfig;
 pub use rate_limit::{ApiRateLimits, RateLimit};
 pub use server::{start, RunningCoordinator, StartError};

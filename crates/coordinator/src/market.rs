@@ -23,9 +23,11 @@ pub struct SharedMarket(Mutex<Market>);
 
 impl SharedMarket {
     /// Builds the index from every leasable device and starts prices from current load.
-    pub async fn load(store: &Store) -> StoreResult<SharedMarket> {
+    /// `overlay`: the network runs lease overlays, so multi-node leases take only devices
+    /// that can join one.
+    pub async fn load(store: &Store, overlay: bool) -> StoreResult<SharedMarket> {
         let mut index = MarketIndex::new();
-        for (offer, free) in store.market_offers().await? {
+        for (offer, free) in store.market_offers(overlay).await? {
             index.upsert(&offer, free);
         }
         let mut prices = PriceBook::new();
@@ -47,7 +49,7 @@ impl App {
     /// which placement detects at commit (the database re-checks every device).
     pub async fn sync_market(&self, devices: &[Address]) {
         for device in devices {
-            match self.store.market_offer(device).await {
+            match self.store.market_offer(device, self.overlay.is_some()).await {
                 Ok(Some((offer, free))) => self.market.lock().index.upsert(&offer, free),
                 Ok(None) => {
                     self.market.lock().index.set_free(&device.public_key_bytes(), false);

@@ -1,6 +1,7 @@
 //! Starting and stopping a coordinator.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -29,6 +30,8 @@ pub enum StartError {
     Listen { addr: SocketAddr, source: std::io::Error },
     #[error(transparent)]
     Tls(#[from] crate::tls_server::TlsSetupError),
+    #[error(transparent)]
+    Overlay(#[from] crate::overlay::OverlayError),
 }
 
 pub struct RunningCoordinator {
@@ -50,15 +53,28 @@ pub async fn start(config: CoordinatorConfig) -> Result<RunningCoordinator, Star
     let listener =
         TcpListener::bind(config.listen).await.map_err(|source| StartError::Listen { addr: config.listen, source })?;
     let addr = listener.local_addr().map_err(|source| StartError::Listen { addr: config.listen, source })?;
-    let market = SharedMarket::load(&store)
+    let market = SharedMarket::load(&store, config.overlay.is_some())
         .await
         .map_err(|source| StartError::Database { url: config.db_url.clone(), source })?;
     let key_path = key_path_for(&config.db_url);
     let books = SharedBooks::load(&store, key_path.as_deref())
         .await
         .map_err(|source| StartError::Books { url: config.db_url.clone(), source })?;
+    let overlay = match &config.overlay {
+        Some(overlay_config) => {
+            let ca_key = crate::overlay::ca_key_path(&config.db_url);
+            // Working files (the lighthouse's configuration) beside the database, else in a
+            // directory of this process's own.
+            let dir = match &ca_key {
+                Some(key) => PathBuf::from(format!("{}.d", key.display())),
+                None => std::env::temp_dir().join(format!("herd-overlay-{}", std::process::id())),
+            };
+            Some(crate::overlay::Overlay::start(overlay_config, ca_key.as_deref(), &dir).await?)
+        }
+        None => None,
+    };
     let (shutdown, shutdown_rx) = watch::channel(false);
-    let app = App::new(store.clone(), market, books, config, shutdown_rx.clone());
+    let app = App::new(store.clone(), market, books, config, overlay, shutdown_rx.clone());
     // After a restart, devices the database says are online get one timeout to reconnect.
     let online = store
         .online_device_ids()
@@ -96,6 +112,11 @@ pub async fn start(config: CoordinatorConfig) -> Result<RunningCoordinator, Star
 impl RunningCoordinator {
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Where the overlay lighthouse and relay listen, when the network runs one.
+    pub fn overlay_listen(&self) -> Option<SocketAddr> {
+        self.app.overlay.as_ref().map(|o| o.listen)
     }
 
     pub fn url(&self) -> String {

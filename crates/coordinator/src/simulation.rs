@@ -89,10 +89,10 @@ fn config(url: &str) -> CoordinatorConfig {
 
 async fn open_app(url: &str, key_path: &std::path::Path) -> App {
     let store = Store::open(url).await.unwrap();
-    let market = crate::market::SharedMarket::load(&store).await.unwrap();
+    let market = crate::market::SharedMarket::load(&store, false).await.unwrap();
     let books = crate::books::SharedBooks::load(&store, Some(key_path)).await.unwrap();
     let (_stop, shutdown) = tokio::sync::watch::channel(false);
-    let app = App::new(store, market, books, config(url), shutdown);
+    let app = App::new(store, market, books, config(url), None, shutdown);
     app.ensure_genesis().await.unwrap();
     app
 }

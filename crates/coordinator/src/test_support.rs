@@ -17,10 +17,10 @@ pub async fn temp_store() -> (tempfile::TempDir, Store, String) {
 /// An app over `store` with its market and books loaded (the sender keeps it running).
 pub async fn test_app(store: &Store, url: String) -> (App, tokio::sync::watch::Sender<bool>) {
     let (stop, shutdown) = tokio::sync::watch::channel(false);
-    let market = crate::market::SharedMarket::load(store).await.unwrap();
+    let market = crate::market::SharedMarket::load(store, false).await.unwrap();
     let books = crate::books::SharedBooks::load(store, None).await.unwrap();
     let config = CoordinatorConfig::new(url, "127.0.0.1:0".parse().unwrap());
-    (App::new(store.clone(), market, books, config, shutdown), stop)
+    (App::new(store.clone(), market, books, config, None, shutdown), stop)
 }
 
 /// Registers a device and admits it the way a passed proof of compute does.
@@ -81,6 +81,7 @@ pub fn hello(device: &Address, owner: &Address) -> HelloPayload {
         throughput: None,
         tasks: vec![],
         ray_nodes: vec![],
+        overlay: None,
     }
 }
 

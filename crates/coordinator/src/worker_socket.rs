@@ -13,7 +13,8 @@ use futures_util::{SinkExt, StreamExt};
 use herd_core::Address;
 use herd_proto::signing::{device_endorsement_message, worker_hello_message};
 use herd_proto::worker::{
-    HelloPayload, ServerMessage, WorkerMessage, FRAME_BYTES_MAX, OUTPUT_LINES_PER_MESSAGE_MAX, OUTPUT_LINE_BYTES_MAX,
+    HelloPayload, OverlaySupport, ServerMessage, WorkerMessage, FRAME_BYTES_MAX, OUTPUT_LINES_PER_MESSAGE_MAX,
+    OUTPUT_LINE_BYTES_MAX,
 };
 use herd_proto::WORKER_PROTOCOL_VERSION;
 use tokio::sync::mpsc;
@@ -127,6 +128,13 @@ async fn handshake(app: &App, socket: &mut WebSocket) -> Result<HelloPayload, Re
         check_owner_consent(app, &hello).await?;
     }
     let outcome = app.store.device_hello(&hello, now()).await.map_err(|e| refuse("unavailable", e.to_string()))?;
+    if outcome.is_ok() {
+        let support = checked_overlay_support(hello.overlay.as_ref());
+        app.store
+            .record_overlay_support(&hello.device_key, support.as_ref())
+            .await
+            .map_err(|e| refuse("unavailable", e.to_string()))?;
+    }
     app.sync_market(std::slice::from_ref(&hello.device_key)).await;
     match outcome {
         Ok(outcome) => {
@@ -147,6 +155,27 @@ async fn handshake(app: &App, socket: &mut WebSocket) -> Result<HelloPayload, Re
                      a {now} device joins with a new device key"
                 ),
             ))
+        }
+    }
+}
+
+/// Longest reason a worker may give for not joining overlays (stored, shown to its owner).
+const OVERLAY_REASON_LEN_MAX: usize = 512;
+
+/// The overlay support a hello claims, with a malformed key taken as "cannot join" (the
+/// device still works on single-node leases) and an over-long reason cut.
+fn checked_overlay_support(claimed: Option<&OverlaySupport>) -> Option<OverlaySupport> {
+    match claimed? {
+        OverlaySupport::Ready { public_key } if herd_core::hex::decode_array::<32>(public_key).is_some() => {
+            Some(OverlaySupport::Ready { public_key: public_key.to_ascii_lowercase() })
+        }
+        OverlaySupport::Ready { .. } => Some(OverlaySupport::Unavailable {
+            reason: "the agent sent a malformed overlay key (expected 64 hex digits)".into(),
+        }),
+        OverlaySupport::Unavailable { reason } => {
+            let mut reason = reason.clone();
+            truncate_utf8(&mut reason, OVERLAY_REASON_LEN_MAX);
+            Some(OverlaySupport::Unavailable { reason })
         }
     }
 }
@@ -261,6 +290,10 @@ async fn serve(app: App, socket: WebSocket, hello: HelloPayload) {
 /// A worker's session began: what it holds is reconciled with the database, and it is
 /// offered a throughput test and (if due) a proof.
 pub(crate) async fn connected(app: &App, device: &Address, hello: &HelloPayload) {
+    // The overlay first: a lease's tasks and Ray node start on it.
+    if let Err(error) = crate::overlay::adopt(app, device).await {
+        tracing::error!(%device, %error, "could not bring the worker's overlay in step");
+    }
     if let Err(error) = actions::adopt(app, device, &hello.tasks).await {
         tracing::error!(%device, %error, "could not reconcile the worker's tasks");
     }
@@ -348,6 +381,13 @@ pub(crate) async fn handle(app: &App, device: &Address, message: WorkerMessage) 
             Ok(())
         }
         WorkerMessage::RayNode(report) => actions::record_ray_report(app, device, &report).await,
+        WorkerMessage::OverlayStatus(report) => {
+            let recorded = app.store.record_overlay_report(device, &report).await;
+            if let (Some(error), Ok(true)) = (&report.error, &recorded) {
+                tracing::warn!(%device, cluster = %report.cluster_id, %error, up = report.up, "overlay node reports a problem");
+            }
+            recorded.map(drop)
+        }
         WorkerMessage::Throughput(throughput) => {
             // A real device's tier is only what the coordinator timed (api::speedtest); only
             // a simulated one, whose every claim is made up anyway, declares its figures.

@@ -37,6 +37,9 @@ pub struct DeviceOffer {
     pub ram_gib: u16,
     /// The supplier's floor: USD micros per GPU-hour (per node-hour for CPU-only machines).
     pub floor_micros: u32,
+    /// It can be one node of several: it reaches the lease's other nodes (it joins the
+    /// lease's overlay, or shares a machine with them). Else single-node leases only.
+    pub multi_node: bool,
 }
 
 /// Compact per-device record (the key lives in `keys`, the supplier is interned).
@@ -52,6 +55,7 @@ pub(crate) struct Slot {
     pub gpu_count: u8,
     pub connectivity: ConnectivityTier,
     pub security: SecurityTier,
+    pub multi_node: bool,
     pub free: bool,
 }
 
@@ -185,6 +189,7 @@ impl MarketIndex {
             gpu_count: offer.gpu_count,
             connectivity: offer.connectivity,
             security: offer.security,
+            multi_node: offer.multi_node,
             free: false,
         };
         let slot_id = match self.slot_of.get(&offer.key).copied() {
@@ -270,6 +275,7 @@ pub(crate) mod tests {
             cpu_cores: 32,
             ram_gib: 128,
             floor_micros: floor,
+            multi_node: true,
         }
     }
 

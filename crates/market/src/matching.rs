@@ -59,6 +59,9 @@ pub struct Request {
     pub terms: QuoteTerms,
     /// Only this supplier's devices (a replacement node of a same-supplier cluster).
     pub supplier: Option<SupplierKey>,
+    /// The lease has (or will have) several nodes: only devices that can reach the others.
+    /// True for `nodes > 1` and for a replacement into a multi-node lease.
+    pub multi_node: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -237,6 +240,7 @@ impl MarketIndex {
             && slot.ram_gib >= request.ram_gib_min
             && request.price_ceiling_micros.is_none_or(|ceiling| unit_price <= ceiling)
             && request.supplier.is_none_or(|supplier| *self.supplier_key(slot.supplier) == supplier)
+            && (slot.multi_node || !request.multi_node)
     }
 
     /// Merges buckets cheapest node first and feeds acceptable candidates to `take` until it
@@ -390,7 +394,7 @@ impl MarketIndex {
         let with_gpus = free_in(&mut of_models.iter().filter(|k| k.gpu_count >= per_node));
         let located = free_in(&mut matching.iter());
         // Per-device filters, counted over the buckets that passed (bounded).
-        let (mut connected, mut secure) = (0, 0);
+        let (mut connected, mut secure, mut joinable) = (0, 0, 0);
         for slot_id in matching.iter().filter_map(|k| self.buckets.get(k)).flatten().map(|e| e.2).take(EXPLAIN_SCAN_MAX)
         {
             let slot = &self.slots[slot_id as usize];
@@ -398,6 +402,9 @@ impl MarketIndex {
                 connected += 1;
                 if slot.security >= request.security_min {
                     secure += 1;
+                    if slot.multi_node || !request.multi_node {
+                        joinable += 1;
+                    }
                 }
             }
         }
@@ -407,6 +414,11 @@ impl MarketIndex {
             (located, "free after the location filter"),
             (connected, "free after the connectivity-tier filter"),
             (secure, "free after the security-tier filter"),
+            (
+                joinable,
+                "free that can join a multi-node lease (the others cannot join its overlay network; \
+                 they take single-node leases)",
+            ),
         ];
         let reason = match stages.iter().find(|(count, _)| *count < nodes) {
             Some((count, stage)) => format!("no {wanted}: {count} {stage}"),
@@ -522,6 +534,7 @@ mod tests {
             price_ceiling_micros: None,
             terms: QuoteTerms { hours: 1, start_now: false },
             supplier: None,
+            multi_node: nodes > 1,
         }
     }
 

@@ -37,6 +37,7 @@ fn offer_strategy() -> impl Strategy<Value = DeviceOffer> {
                 cpu_cores: 16,
                 ram_gib: 64,
                 floor_micros: floor,
+                multi_node: true,
             }
         })
 }
@@ -69,6 +70,7 @@ fn request_strategy() -> impl Strategy<Value = Request> {
             price_ceiling_micros: ceiling,
             terms: QuoteTerms { hours: 1, start_now },
             supplier: None,
+            multi_node: nodes > 1,
         })
 }
 

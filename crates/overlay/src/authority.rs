@@ -68,9 +68,8 @@ impl Authority {
         if mode & 0o077 != 0 {
             return Err(AuthorityError::Permissions { path: key_path.into(), mode });
         }
-        let read = |path: &Path| {
-            fs::read_to_string(path).map_err(|source| AuthorityError::Read { path: path.into(), source })
-        };
+        let read =
+            |path: &Path| fs::read_to_string(path).map_err(|source| AuthorityError::Read { path: path.into(), source });
         let malformed = |path: &Path| {
             let path = path.to_path_buf();
             move |source| AuthorityError::Malformed { path, source }

@@ -326,7 +326,10 @@ mod tests {
         let relayed = r#"{"level":"info","msg":"Handshake message sent","relay":"100.64.0.1","vpnIp":"100.64.1.2"}"#;
         assert_eq!(
             parse_log_line(relayed),
-            Some(LogEvent::Peer("100.64.1.2".parse().unwrap(), PeerPath::Relayed { relay: "100.64.0.1".parse().unwrap() }))
+            Some(LogEvent::Peer(
+                "100.64.1.2".parse().unwrap(),
+                PeerPath::Relayed { relay: "100.64.0.1".parse().unwrap() }
+            ))
         );
         let direct = r#"{"level":"info","msg":"Handshake message received","udpAddr":{"ip":"10.1.0.2","port":4242},"vpnIp":"100.64.1.3"}"#;
         assert_eq!(

@@ -282,6 +282,23 @@ pub struct ClusterNode {
     pub ray: Option<RayNodeStatus>,
     /// When this device took this rank (billing for it starts here).
     pub joined_at: Timestamp,
+    /// Its place on the lease's overlay network (leases on one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlay: Option<NodeOverlay>,
+}
+
+/// A node on its lease's overlay network, as its agent last reported it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct NodeOverlay {
+    /// Its overlay address (every other node of the lease reaches it there, on any port).
+    pub address: String,
+    pub up: bool,
+    pub error: Option<String>,
+    /// Times its agent restarted `nebula`.
+    pub restarts: u32,
+    /// Each peer it has a tunnel with: overlay address and `direct HOST:PORT` or
+    /// `relayed via ADDRESS`.
+    pub peers: Vec<(String, String)>,
 }
 
 /// A device that held a rank of the cluster and no longer does (it was lost and replaced,

@@ -10,4 +10,6 @@ pub mod worker;
 
 /// The protocol version a worker announces; the coordinator refuses other major versions.
 /// 4: GPU devices also prove their memory (`VramChallenge`, `VramWalk`, `VramFilled`, `VramWins`).
-pub const WORKER_PROTOCOL_VERSION: u32 = 4;
+/// 5: each lease's private overlay network (`overlay` in the hello, `JoinOverlay`,
+/// `OverlayStatus`, Ray nodes' `node_ip`).
+pub const WORKER_PROTOCOL_VERSION: u32 = 5;

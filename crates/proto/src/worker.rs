@@ -60,6 +60,10 @@ pub enum ServerMessage {
         walk_nonce: String,
         deadline_ms: u64,
     },
+    /// Join (or stay in) a lease's overlay network with this certificate; sent again with a
+    /// longer-lived certificate when the lease is extended and with a longer blocklist when
+    /// a member is revoked. Comes before the lease's Ray node and tasks.
+    JoinOverlay(OverlayAssignment),
     /// Run (or keep running) this device's Ray node of a Ray cluster.
     StartRayNode(RayNodeAssignment),
     /// An HTTP request for the Ray head's dashboard / job API, tunnelled to the head's agent:
@@ -98,6 +102,57 @@ pub struct TunnelOpen {
     pub upgrade: Option<String>,
 }
 
+/// This device's place in a lease's overlay network.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OverlayAssignment {
+    pub cluster_id: ClusterId,
+    /// The lease epoch of this device's tenure of its rank.
+    pub epoch: i64,
+    /// The node's overlay address with the network's prefix, `100.64.1.2/10`.
+    pub address: String,
+    /// The host certificate (PEM) for the public key this device sent in its hello.
+    pub cert: String,
+    /// The network's CA certificate (PEM).
+    pub ca: String,
+    /// Lighthouses and relays. An underlay address with an empty host (`:4242`) means the host
+    /// this worker reaches the coordinator at.
+    pub lighthouses: Vec<OverlayLighthouse>,
+    /// The lease's certificate group: inbound traffic must carry it.
+    pub group: String,
+    /// Fingerprints of the lease's revoked certificates.
+    pub blocklist: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OverlayLighthouse {
+    pub overlay_ip: String,
+    pub underlay: Vec<String>,
+}
+
+/// Whether this worker can join lease overlays, told in every hello.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum OverlaySupport {
+    /// Nebula, the TUN device and CAP_NET_ADMIN are there. `public_key`: hex of the X25519
+    /// key this agent run made for its overlay certificates (the secret stays on the machine).
+    Ready { public_key: String },
+    /// What is missing and how to provide it; the device takes single-node leases only.
+    Unavailable { reason: String },
+}
+
+/// How this device's overlay node is doing, sent on every change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OverlayReport {
+    pub cluster_id: ClusterId,
+    pub epoch: i64,
+    pub up: bool,
+    pub error: Option<String>,
+    pub restarts: u32,
+    /// Each peer (overlay address) and how it is reached: `direct HOST:PORT` or
+    /// `relayed via ADDRESS`.
+    pub peers: Vec<(String, String)>,
+}
+
 /// This device's part of a Ray cluster.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RayNodeAssignment {
@@ -115,6 +170,10 @@ pub struct RayNodeAssignment {
     /// a rank). Reports carry it back; one from an earlier tenure is refused.
     #[serde(default)]
     pub epoch: i64,
+    /// The address the node runs on: its overlay address on a lease with an overlay network
+    /// (the node starts once the overlay is up); None: the device's advertised address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_ip: Option<String>,
 }
 
 /// How a Ray node is doing, sent on every change.
@@ -230,6 +289,7 @@ pub enum WorkerMessage {
         reason: String,
     },
     RayNode(RayNodeReport),
+    OverlayStatus(OverlayReport),
     /// The head dashboard's answer to a tunnelled request, then its body in `TunnelData`
     /// chunks and a `TunnelEnd`.
     TunnelResponse {
@@ -296,6 +356,9 @@ pub struct HelloPayload {
     /// Every Ray node the agent runs, so a reconnect keeps them instead of restarting them.
     #[serde(default)]
     pub ray_nodes: Vec<RayNodeReport>,
+    /// None: an agent that predates overlays (single-node leases only).
+    #[serde(default)]
+    pub overlay: Option<OverlaySupport>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -95,6 +95,7 @@ pub fn pool(seed: u64, count: usize) -> Vec<DeviceOffer> {
                 cpu_cores,
                 ram_gib: cpu_cores * 4,
                 floor_micros: (reference * rng.gen_range(60..120) / 100) as u32,
+                multi_node: true,
             }
         })
         .collect()
@@ -141,6 +142,7 @@ pub fn requests(seed: u64, count: usize, large_every: usize) -> Vec<(Size, Reque
                 price_ceiling_micros: None,
                 terms: QuoteTerms { hours: rng.gen_range(1..48), start_now: true },
                 supplier: None,
+                multi_node: nodes > 1,
             };
             (size, request)
         })

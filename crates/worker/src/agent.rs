@@ -19,6 +19,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::detect::{detect_machine, GpuProbe, LoadSampler};
+use crate::overlay::Overlays;
 use crate::prover::{Hardware, Prover};
 use crate::ray::env::PythonEnvs;
 use crate::ray::{RayNodes, Tunnels};
@@ -126,6 +127,8 @@ pub struct AgentConfig {
     pub ray_packages: Vec<String>,
     pub backoff_initial: Duration,
     pub backoff_max: Duration,
+    /// The `nebula` program lease overlays run on (found on `PATH` by default).
+    pub nebula: PathBuf,
 }
 
 impl AgentConfig {
@@ -169,6 +172,7 @@ impl AgentConfig {
             python: "python3".into(),
             backoff_initial: Duration::from_millis(500),
             backoff_max: Duration::from_secs(30),
+            nebula: PathBuf::from(herd_overlay::NEBULA),
         }
     }
 }
@@ -337,6 +341,13 @@ pub async fn run(config: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Re
         },
     };
     let ray = RayNodes::new(ray_context);
+    let overlay = Overlays::new(
+        config.nebula.clone(),
+        config.data_dir.join("overlay"),
+        &config.coordinator,
+        config.simulated.is_some(),
+        events.clone(),
+    );
     let tunnels = Tunnels::new(events.clone());
     let tasks = Tasks::new(config.data_dir.join("jobs"), events, runtime);
     tasks.adopt(found);
@@ -352,6 +363,7 @@ pub async fn run(config: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Re
         spec: &spec,
         tasks: &tasks,
         ray: &ray,
+        overlay: &overlay,
         tunnels: &tunnels,
         gpus: &gpus,
         consent: &consent,
@@ -382,6 +394,7 @@ pub async fn run(config: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Re
     };
     tasks.stop_all().await;
     ray.stop_all().await;
+    overlay.stop_all().await;
     tracing::info!(%device, "worker agent stopped");
     result
 }
@@ -456,6 +469,7 @@ struct Session<'a> {
     spec: &'a DeviceSpec,
     tasks: &'a Tasks,
     ray: &'a RayNodes,
+    overlay: &'a Overlays,
     tunnels: &'a Tunnels,
     gpus: &'a GpuProbe,
 }
@@ -576,6 +590,7 @@ impl Session<'_> {
             pairing_code: self.consent.pairing_code.clone(),
             tasks: self.tasks.reports(),
             ray_nodes: self.ray.reports(),
+            overlay: Some(self.overlay.support()),
         };
         let payload = serde_json::to_string(&payload).expect("a hello serialises");
         let signature = bs58::encode(self.key.sign(&worker_hello_message(&payload)).to_bytes()).into_string();
@@ -596,7 +611,20 @@ impl Session<'_> {
             ServerMessage::StartTask(assignment) => {
                 tracing::info!(job = %assignment.job_id, rank = assignment.rank, attempt = assignment.attempt,
                     "starting task");
-                self.tasks.start(assignment);
+                if !self.overlay.joined(&assignment.cluster_id) {
+                    self.tasks.start(assignment);
+                    return;
+                }
+                // A task of a lease on the overlay starts once this node's overlay is up.
+                let (overlay, tasks) = (self.overlay.clone(), self.tasks.clone());
+                tokio::spawn(async move {
+                    if let Err(error) = overlay.ready_address(&assignment.cluster_id).await {
+                        tracing::error!(job = %assignment.job_id, %error, "starting the task without the overlay");
+                    }
+                    if overlay.joined(&assignment.cluster_id) {
+                        tasks.start(assignment);
+                    }
+                });
             }
             ServerMessage::StopTask { job_id, attempt } => {
                 tracing::info!(job = %job_id, ?attempt, "stopping task");
@@ -606,6 +634,22 @@ impl Session<'_> {
                 tracing::info!(cluster = %cluster_id, "lease ended; stopping its tasks");
                 self.ray.stop(&cluster_id);
                 self.tasks.stop_cluster(&cluster_id).await;
+                self.overlay.leave(&cluster_id).await;
+            }
+            ServerMessage::JoinOverlay(assignment) => self.overlay.join(assignment),
+            ServerMessage::StartRayNode(assignment) if assignment.node_ip.is_some() => {
+                // On the lease's overlay: the node runs on its overlay address once it is up.
+                let (overlay, ray) = (self.overlay.clone(), self.ray.clone());
+                tokio::spawn(async move {
+                    match overlay.ready_address(&assignment.cluster_id).await {
+                        Ok(Some(ip)) => ray.start(assignment, ip),
+                        Ok(None) => tracing::warn!(cluster = %assignment.cluster_id,
+                            "a Ray node for an overlay this device has not joined (it will be sent again)"),
+                        Err(error) => {
+                            tracing::error!(cluster = %assignment.cluster_id, %error, "cannot start the Ray node")
+                        }
+                    }
+                });
             }
             ServerMessage::StartRayNode(assignment) => match node_ip(advertise_addr).await {
                 Ok(ip) => self.ray.start(assignment, ip),

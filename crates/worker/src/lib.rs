@@ -3,6 +3,7 @@
 
 mod agent;
 pub mod detect;
+mod overlay;
 mod prover;
 mod ray;
 mod runtime;

@@ -175,6 +175,7 @@ async fn fake_device(
         pairing_code: None,
         tasks: vec![],
         ray_nodes: vec![],
+        overlay: None,
     };
     let payload = serde_json::to_string(&payload).expect("a hello serialises");
     let signature = bs58::encode(key.sign(&worker_hello_message(&payload)).to_bytes()).into_string();

@@ -39,6 +39,10 @@ pub struct UpArgs {
     /// `auto` (docker when an engine is reachable, else process).
     #[arg(long, value_enum, default_value = "process")]
     runtime: super::worker::Runtime,
+    /// Do not run the overlay lighthouse (by default it runs when `nebula` is installed, so
+    /// multi-node leases of real machines that join get a private network).
+    #[arg(long)]
+    no_overlay: bool,
 }
 
 #[derive(Debug, Args)]
@@ -106,6 +110,18 @@ pub struct CoordinatorArgs {
     /// The PEM private key of --tls-cert.
     #[arg(long, requires = "tls_cert", value_name = "PEM")]
     tls_key: Option<std::path::PathBuf>,
+    /// Run the overlay lighthouse and relay on this UDP address (e.g. 0.0.0.0:4242): every
+    /// multi-node lease of devices that can join gets its own private network (Nebula).
+    /// Without it, nodes reach each other at their advertised addresses (a trusted LAN).
+    #[arg(long, env = "HERD_OVERLAY_LISTEN", value_name = "ADDR")]
+    overlay_listen: Option<SocketAddr>,
+    /// How workers reach the lighthouse, HOST:PORT (repeatable; default: the host they reach
+    /// the coordinator at, with --overlay-listen's port).
+    #[arg(long = "overlay-public", requires = "overlay_listen", value_name = "HOST:PORT")]
+    overlay_public: Vec<String>,
+    /// The Nebula program the lighthouse runs on.
+    #[arg(long, env = "HERD_NEBULA", default_value = "nebula")]
+    nebula: PathBuf,
 }
 
 fn parse_proof_target(text: &str) -> Result<Duration, String> {
@@ -162,9 +178,19 @@ pub async fn coordinator(args: CoordinatorArgs) -> anyhow::Result<i32> {
     if !args.genesis.is_empty() {
         config.genesis_allocations = args.genesis;
     }
+    if let Some(listen) = args.overlay_listen {
+        config.overlay =
+            Some(herd_coordinator::OverlayConfig { listen, public: args.overlay_public, nebula: args.nebula });
+    }
     let _db_lock = InstanceLock::database(&config.db_url)?;
     let coordinator = herd_coordinator::start(config).await?;
     eprintln!("herd coordinator serving {} (Ctrl-C to stop)", coordinator.url());
+    match coordinator.overlay_listen() {
+        Some(addr) => eprintln!("overlay lighthouse and relay on UDP {addr}"),
+        None => eprintln!(
+            "overlay off: nodes reach each other at their advertised addresses (--overlay-listen turns it on)"
+        ),
+    }
     wait_for_signal().await;
     eprintln!("shutting down…");
     coordinator.shutdown().await;
@@ -176,6 +202,7 @@ pub async fn up(context: &Context, args: UpArgs) -> anyhow::Result<i32> {
     config.sim_workers = args.sim_workers as usize;
     config.country = args.country;
     config.local_runtime = args.runtime.into();
+    config.overlay = !args.no_overlay;
     let wait = spinner(format!("starting a local network with {} simulated device(s)", args.sim_workers), context.json);
     let network = LocalNetwork::start(config.clone()).await;
     wait.finish_and_clear();
@@ -205,6 +232,13 @@ fn announce(context: &Context, network: &LocalNetwork, config: &LocalConfig) {
         network.supplier
     );
     crate::outln!("  data:    {}", config.data_dir.display());
+    match network.overlay_listen() {
+        Some(addr) => {
+            crate::outln!("  overlay: lighthouse and relay on UDP {addr} (multi-node leases of real machines)")
+        }
+        None if config.overlay => crate::outln!("  overlay: off — {}", herd_overlay::INSTALL_HINT),
+        None => crate::outln!("  overlay: off (--no-overlay)"),
+    }
     crate::outln!("  API:     {}/v1/openapi.json   metrics: {}/metrics", network.url(), network.url());
     crate::outln!(
         "  web:     {}/ (explorer)   {}/console (sign in: herd account login --browser)",

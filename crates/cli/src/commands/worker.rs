@@ -71,6 +71,10 @@ pub enum WorkerCommand {
         /// (repeatable), e.g. `--ray-package tensorflow-cpu --ray-package tf-keras` for RLlib.
         #[arg(long = "ray-package", value_name = "REQUIREMENT")]
         ray_packages: Vec<String>,
+        /// The Nebula program lease overlays run on. Without it (or without /dev/net/tun and
+        /// CAP_NET_ADMIN) the device takes single-node leases only, and says why.
+        #[arg(long, env = "HERD_NEBULA", default_value = "nebula")]
+        nebula: PathBuf,
     },
 }
 
@@ -95,46 +99,59 @@ impl From<Runtime> for RuntimeKind {
 }
 
 pub async fn run(context: &Context, command: WorkerCommand) -> anyhow::Result<i32> {
-    let (owner, pairing_code, country, dir, advertise_addr, floor_price, runtime, ray_envs_dir, python, ray_packages) =
-        match command {
-            WorkerCommand::Pair => return pair(context).await,
-            WorkerCommand::Start {
+    let (
+        owner,
+        pairing_code,
+        country,
+        dir,
+        advertise_addr,
+        floor_price,
+        runtime,
+        ray_envs_dir,
+        python,
+        ray_packages,
+        nebula,
+    ) = match command {
+        WorkerCommand::Pair => return pair(context).await,
+        WorkerCommand::Start {
+            owner,
+            pairing_code,
+            country,
+            runtime,
+            image,
+            load_images,
+            no_egress_policy,
+            allowed_images,
+            data_dir,
+            advertise_addr,
+            floor_price,
+            ray_envs_dir,
+            python,
+            ray_packages,
+            nebula,
+        } => {
+            let runtime = RuntimeConfig {
+                kind: runtime.into(),
+                default_image: image,
+                load_images,
+                egress_policy: !no_egress_policy,
+                allowed_images,
+            };
+            (
                 owner,
                 pairing_code,
                 country,
-                runtime,
-                image,
-                load_images,
-                no_egress_policy,
-                allowed_images,
                 data_dir,
                 advertise_addr,
                 floor_price,
+                runtime,
                 ray_envs_dir,
                 python,
                 ray_packages,
-            } => {
-                let runtime = RuntimeConfig {
-                    kind: runtime.into(),
-                    default_image: image,
-                    load_images,
-                    egress_policy: !no_egress_policy,
-                    allowed_images,
-                };
-                (
-                    owner,
-                    pairing_code,
-                    country,
-                    data_dir,
-                    advertise_addr,
-                    floor_price,
-                    runtime,
-                    ray_envs_dir,
-                    python,
-                    ray_packages,
-                )
-            }
-        };
+                nebula,
+            )
+        }
+    };
     let account_key = context.credentials.account_key()?;
     let owner = match owner {
         Some(owner) => Address::parse(&owner)?,
@@ -160,6 +177,7 @@ pub async fn run(context: &Context, command: WorkerCommand) -> anyhow::Result<i3
     config.python = python;
     config.ray_packages = ray_packages;
     config.runtime = runtime;
+    config.nebula = nebula;
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let mut agent = tokio::spawn(herd_worker::run(config, stop_rx));
     tokio::select! {

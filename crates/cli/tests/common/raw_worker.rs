@@ -47,6 +47,7 @@ pub fn hello(key: &SigningKey, owner: &SigningKey, nonce: &str) -> HelloPayload 
         spec: unique_gpus(herd_sim::fleet(7, 1).remove(0).spec, key),
         tasks: vec![],
         ray_nodes: vec![],
+        overlay: None,
     }
 }
 

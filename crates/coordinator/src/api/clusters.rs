@@ -84,6 +84,10 @@ pub async fn create(
         }
     }
     let cluster = created?;
+    if let Err(error) = crate::overlay::sync(&app, &cluster.id).await {
+        // The reconnect path re-sends it; the lease stands.
+        tracing::error!(cluster = %cluster.id, %error, "could not set up the lease's overlay");
+    }
     if let Err(error) = actions::sync_ray(&app, &cluster.id).await {
         // The reconnect path re-sends it; the lease stands.
         tracing::error!(cluster = %cluster.id, %error, "could not start the Ray head");
@@ -290,6 +294,10 @@ pub async fn extend(
         .extend_cluster(&cluster.id, i64::from(body.hours) * HOUR_MS)
         .await?
         .ok_or_else(|| ApiError::conflict(format!("cluster {} ended meanwhile", cluster.id)))?;
+    // Certificates are renewed to the new end (same addresses, nothing restarts).
+    if let Err(error) = crate::overlay::sync(&app, &cluster.id).await {
+        tracing::error!(cluster = %cluster.id, %error, "could not renew the lease's overlay certificates");
+    }
     let cluster = app.store.cluster(&cluster.id).await?.ok_or_else(|| ApiError::not_found("cluster vanished"))?;
     Ok(Json(reveal(&app, cluster)))
 }

@@ -144,6 +144,7 @@ pub fn parse_request(body: &CreateCluster) -> ApiResult<Parsed> {
         price_ceiling_micros,
         terms: QuoteTerms { hours, start_now: body.start_now.unwrap_or(true) },
         supplier: None,
+        multi_node: body.nodes > 1,
     };
     Ok(Parsed { request, hours, asset: body.asset.unwrap_or_default(), country: single_country })
 }

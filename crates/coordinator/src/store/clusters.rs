@@ -157,8 +157,11 @@ impl Store {
         // the devices it replaced have one.
         let rows = sqlx::query(
             "SELECT n.rank, n.device_id, n.node_hour_micros, n.ray_head, n.ray_state, n.ray_detail, n.ray_restarts,
-                n.joined_at, n.left_at, n.leave_reason, d.state, d.country, d.advertise_addr, d.simulated
+                n.joined_at, n.left_at, n.leave_reason, d.state, d.country, d.advertise_addr, d.simulated,
+                o.address AS overlay_address, o.up AS overlay_up, o.report AS overlay_report
              FROM cluster_nodes n JOIN devices d ON d.id = n.device_id
+             LEFT JOIN overlay_certs o ON o.cluster_id = n.cluster_id AND o.device_id = n.device_id
+                AND o.epoch = n.epoch AND o.revoked_at IS NULL AND o.replaced_at IS NULL
              WHERE n.cluster_id = ? ORDER BY n.rank, n.epoch",
         )
         .bind(id.as_str())
@@ -189,6 +192,7 @@ impl Store {
                     country: n.get("country"),
                     address: n.get("advertise_addr"),
                     simulated: n.get("simulated"),
+                    overlay: node_overlay(n),
                     node_hour_micros: n.get("node_hour_micros"),
                     ray: match n.get::<Option<&str>, _>("ray_state") {
                         Some(state) => Some(api::RayNodeStatus {
@@ -406,4 +410,18 @@ impl Store {
     pub async fn running_cluster_count(&self) -> StoreResult<i64> {
         Ok(sqlx::query("SELECT COUNT(*) FROM clusters WHERE state = 'running'").fetch_one(&self.read).await?.get(0))
     }
+}
+
+/// A node's overlay columns as the API shows them.
+fn node_overlay(row: &SqliteRow) -> Option<api::NodeOverlay> {
+    let address: String = row.get::<Option<String>, _>("overlay_address")?;
+    let report: Option<herd_proto::worker::OverlayReport> =
+        row.get::<Option<&str>, _>("overlay_report").and_then(|text| serde_json::from_str(text).ok());
+    Some(api::NodeOverlay {
+        address,
+        up: row.get::<Option<bool>, _>("overlay_up").unwrap_or(false),
+        error: report.as_ref().and_then(|r| r.error.clone()),
+        restarts: report.as_ref().map_or(0, |r| r.restarts),
+        peers: report.map(|r| r.peers).unwrap_or_default(),
+    })
 }

@@ -434,7 +434,11 @@ impl Store {
                 (SELECT spec FROM devices WHERE id = t.device_id) AS spec,
                 (SELECT nodes_wanted FROM clusters c WHERE c.id = j.cluster_id) AS node_count,
                 (SELECT ray_gcs_address FROM clusters c WHERE c.id = j.cluster_id) AS ray_address,
-                (SELECT d.advertise_addr FROM cluster_nodes n JOIN devices d ON d.id = n.device_id
+                (SELECT COALESCE(
+                    (SELECT o.address FROM overlay_certs o WHERE o.cluster_id = n.cluster_id AND o.device_id = n.device_id
+                       AND o.epoch = n.epoch AND o.revoked_at IS NULL AND o.replaced_at IS NULL),
+                    d.advertise_addr)
+                  FROM cluster_nodes n JOIN devices d ON d.id = n.device_id
                   WHERE n.cluster_id = j.cluster_id AND n.rank = 0 AND n.left_at IS NULL) AS head_addr
              FROM job_tasks t JOIN jobs j ON j.id = t.job_id
              WHERE t.device_id = ? AND t.state IN ('pending', 'running') AND (? IS NULL OR t.job_id = ?)

@@ -19,8 +19,10 @@ pub fn default_floor_micros(gpu_model: Option<&str>, cpu_cores: u32) -> Micros {
     }
 }
 
+/// `multi_node` needs the one bind parameter: whether the network runs lease overlays.
 const OFFER_COLUMNS: &str =
-    "id, owner, state, gpu_model, gpu_count, country, connectivity, security, reputation, cpu_cores, ram_gib, floor_micros";
+    "id, owner, state, gpu_model, gpu_count, country, connectivity, security, reputation, cpu_cores, ram_gib, floor_micros,
+     (? = 0 OR simulated = 1 OR overlay_key IS NOT NULL) AS multi_node";
 
 /// A device row as the market sees it, and whether it is free (ready) now.
 fn offer_from_row(row: &SqliteRow) -> StoreResult<(DeviceOffer, bool)> {
@@ -44,6 +46,7 @@ fn offer_from_row(row: &SqliteRow) -> StoreResult<(DeviceOffer, bool)> {
         cpu_cores,
         ram_gib: row.get::<i64, _>("ram_gib").clamp(0, i64::from(u16::MAX)) as u16,
         floor_micros: floor.clamp(0, Micros::from(u32::MAX)) as u32,
+        multi_node: row.get("multi_node"),
     };
     Ok((offer, row.get::<&str, _>("state") == "ready"))
 }
@@ -56,16 +59,18 @@ pub struct StoredQuote {
 
 impl Store {
     /// Every device that can ever be leased (blocked ones cannot), for building the index.
-    pub async fn market_offers(&self) -> StoreResult<Vec<(DeviceOffer, bool)>> {
+    /// `overlay`: the network runs lease overlays (devices that cannot join one take
+    /// single-node leases only).
+    pub async fn market_offers(&self, overlay: bool) -> StoreResult<Vec<(DeviceOffer, bool)>> {
         let sql = format!("SELECT {OFFER_COLUMNS} FROM devices WHERE state != 'blocked'");
-        let rows = sqlx::query(&sql).fetch_all(&self.read).await?;
+        let rows = sqlx::query(&sql).bind(overlay).fetch_all(&self.read).await?;
         rows.iter().map(offer_from_row).collect()
     }
 
     /// One device as the market sees it (None if unknown or blocked).
-    pub async fn market_offer(&self, id: &Address) -> StoreResult<Option<(DeviceOffer, bool)>> {
+    pub async fn market_offer(&self, id: &Address, overlay: bool) -> StoreResult<Option<(DeviceOffer, bool)>> {
         let sql = format!("SELECT {OFFER_COLUMNS} FROM devices WHERE id = ? AND state != 'blocked'");
-        let row = sqlx::query(&sql).bind(id.as_str()).fetch_optional(&self.read).await?;
+        let row = sqlx::query(&sql).bind(overlay).bind(id.as_str()).fetch_optional(&self.read).await?;
         row.as_ref().map(offer_from_row).transpose()
     }
 

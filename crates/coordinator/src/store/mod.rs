@@ -16,6 +16,7 @@ mod healing;
 mod jobs;
 mod ledger;
 mod market;
+mod overlay;
 mod payouts;
 mod ray;
 mod sessions;
@@ -38,6 +39,7 @@ pub use healing::{Loss, NotReplaced, Retry, Vacancy};
 pub use jobs::{DeviceTask, NewJob};
 pub use ledger::{Alongside, SignedEntry};
 pub use market::{default_floor_micros, StoredQuote};
+pub use overlay::{IssuedCert, OverlayLease, OverlayMember};
 pub use ray::{RayJobUpdate, RayReportOutcome};
 pub use verifications::{DueDevice, Finish, NewVerification, Verdict};
 
@@ -85,6 +87,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (15, "admission_claims", include_str!("../../migrations/0015_admission_claims.sql")),
     (16, "audit_log", include_str!("../../migrations/0016_audit_log.sql")),
     (17, "proof_backoff", include_str!("../../migrations/0017_proof_backoff.sql")),
+    (18, "overlay", include_str!("../../migrations/0018_overlay.sql")),
 ];
 
 #[derive(Clone)]

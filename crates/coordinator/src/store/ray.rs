@@ -30,7 +30,10 @@ impl Store {
     /// node's assignment is None until the head runs (it has nothing to join yet).
     pub async fn ray_assignments(&self, cluster: &ClusterId) -> StoreResult<Vec<(Address, Option<RayNodeAssignment>)>> {
         let rows = sqlx::query(
-            "SELECT n.epoch, n.rank, n.device_id, n.ray_head, c.ray_version, c.ray_gcs_address, d.spec, d.simulated
+            "SELECT n.epoch, n.rank, n.device_id, n.ray_head, c.ray_version, c.ray_gcs_address, d.spec, d.simulated,
+                c.overlay_block, (SELECT o.address FROM overlay_certs o
+                   WHERE o.cluster_id = n.cluster_id AND o.device_id = n.device_id AND o.epoch = n.epoch
+                     AND o.revoked_at IS NULL AND o.replaced_at IS NULL) AS overlay_address
              FROM cluster_nodes n JOIN clusters c ON c.id = n.cluster_id JOIN devices d ON d.id = n.device_id
              WHERE n.cluster_id = ? AND n.left_at IS NULL AND c.state = 'running' AND c.kind = 'ray'
                AND d.cluster_id = c.id
@@ -47,6 +50,11 @@ impl Store {
                 if !head && gcs.is_none() {
                     return Ok((device, None));
                 }
+                // On an overlay lease a node runs on its overlay address: none yet, no node yet.
+                let overlay_address: Option<String> = row.get("overlay_address");
+                if row.get::<Option<i64>, _>("overlay_block").is_some() && overlay_address.is_none() {
+                    return Ok((device, None));
+                }
                 let spec: herd_core::DeviceSpec = json_col("devices.spec", row.get("spec"))?;
                 let assignment = RayNodeAssignment {
                     cluster_id: cluster.clone(),
@@ -56,6 +64,7 @@ impl Store {
                     resources: RayResources::of_lease(&spec, row.get("simulated")),
                     limits: herd_core::TaskLimits::of_lease(&spec),
                     epoch: row.get("epoch"),
+                    node_ip: overlay_address,
                 };
                 Ok((device, Some(assignment)))
             })

@@ -151,6 +151,7 @@ mod tests {
             },
             limits: Default::default(),
             epoch: 1,
+            node_ip: None,
         }
     }
 

@@ -549,6 +549,7 @@ mod tests {
                 disk_bytes: 1 << 40,
             },
             epoch: 1,
+            node_ip: None,
         };
         OfferMax { cpus: 2, memory_bytes: 23 << 30 }.cap(&mut node);
         let r = &node.resources;
