@@ -55,6 +55,8 @@ pub struct Overlay {
     _lighthouse: Nebula,
     pub lighthouse_status: tokio::sync::watch::Receiver<herd_overlay::NebulaStatus>,
     pub listen: SocketAddr,
+    /// Random per start of the lighthouse, plus its restarts: see `relay_generation`.
+    generation_base: u64,
 }
 
 /// Where the overlay CA of a database lives: beside the database file (mode 0600); None for
@@ -109,8 +111,38 @@ impl Overlay {
             lighthouse_status: nebula.status(),
             _lighthouse: nebula,
             listen,
+            generation_base: rand::random::<u64>() >> 1,
         })
     }
+}
+
+impl Overlay {
+    /// Changes when the lighthouse restarted (or the coordinator did).
+    pub fn relay_generation(&self) -> u64 {
+        self.generation_base + u64::from(self.lighthouse_status.borrow().restarts)
+    }
+}
+
+/// After the lighthouse/relay restarted, every overlay lease's nodes are told to restart
+/// their nebula: Nebula 1.6 otherwise keeps relaying through state the restarted relay lost,
+/// and traffic between relayed nodes stays cut for tens of seconds.
+pub async fn after_relay_restart(app: &App, seen: &mut u64) -> StoreResult<()> {
+    let Some(overlay) = &app.overlay else { return Ok(()) };
+    let generation = overlay.relay_generation();
+    if *seen == generation {
+        return Ok(());
+    }
+    let first = *seen == 0;
+    *seen = generation;
+    if first {
+        return Ok(());
+    }
+    let clusters = app.store.running_overlay_leases().await?;
+    tracing::info!(leases = clusters.len(), "the overlay relay restarted; its leases' nodes restart their nebula");
+    for cluster in clusters {
+        sync(app, &cluster).await?;
+    }
+    Ok(())
 }
 
 /// Writes a file only its owner can read (it holds a private key).
@@ -165,7 +197,8 @@ pub async fn sync(app: &App, cluster: &ClusterId) -> StoreResult<()> {
         let Some(public_key) = herd_core::hex::decode_array::<32>(key_hex) else { continue };
         let current = lease.active.iter().find(|c| c.device == member.device && c.epoch == member.epoch);
         let (host, retire) = match current {
-            Some(cert) if cert.public_key == *key_hex && cert.not_after >= not_after_ms => continue,
+            // Certificates carry whole seconds.
+            Some(cert) if cert.public_key == *key_hex && cert.not_after / 1000 >= not_after_ms / 1000 => continue,
             // Renewal (the lease was extended): same key, same address, the old one not blocked.
             Some(cert) if cert.public_key == *key_hex => (cert.host, Some((cert.fingerprint.as_str(), false))),
             // The agent restarted with a new key: the old certificate is revoked.
@@ -235,6 +268,7 @@ pub async fn sync(app: &App, cluster: &ClusterId) -> StoreResult<()> {
             lighthouses: overlay.lighthouses.clone(),
             group: group.clone(),
             blocklist: lease.blocklist.clone(),
+            relay_generation: overlay.relay_generation(),
         };
         if !app.hub.send(&cert.device, ServerMessage::JoinOverlay(assignment)) {
             tracing::info!(device = %cert.device, %cluster, "worker not connected; it joins the overlay when it reconnects");

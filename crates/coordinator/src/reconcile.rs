@@ -30,6 +30,8 @@ pub async fn run(app: App, mut shutdown: watch::Receiver<bool>) {
 #[derive(Default)]
 pub(crate) struct TickState {
     reputations_aged: Option<Instant>,
+    /// The overlay relay generation last acted on.
+    relay_generation: u64,
 }
 
 /// One pass of every reconciler, as of `at`.
@@ -43,6 +45,9 @@ pub(crate) async fn tick(app: &App, at: Instant, state: &mut TickState) {
     }
     if let Err(error) = crate::healer::heal(app).await {
         tracing::warn!(%error, "healing failed; retrying next tick");
+    }
+    if let Err(error) = crate::overlay::after_relay_restart(app, &mut state.relay_generation).await {
+        tracing::warn!(%error, "overlay relay restart handling failed; retrying next tick");
     }
     if let Err(error) = app.update_prices().await {
         tracing::warn!(%error, "price update failed; retrying next tick");

@@ -32,8 +32,8 @@ const STOP_GRACE: Duration = Duration::from_secs(3);
 pub enum PeerPath {
     /// Straight to the peer's underlay address (`HOST:PORT`), hole punched where needed.
     Direct { addr: String },
-    /// Through this relay (its overlay address).
-    Relayed { relay: Ipv4Addr },
+    /// Through a relay (its overlay address, where nebula's log names it).
+    Relayed { relay: Option<Ipv4Addr> },
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -222,7 +222,10 @@ impl Run {
                 status.up = true;
                 status.error = None;
             }
-            LogEvent::Error(error) => status.error = Some(error),
+            // Before it is up an error is why it fails to start; once up, errors are passing
+            // (a peer's stale address unreachable) and only logged.
+            LogEvent::Error(error) if !status.up => status.error = Some(error),
+            LogEvent::Error(_) => {}
             LogEvent::Peer(ip, path) => {
                 status.peers.insert(ip, path);
             }
@@ -263,7 +266,7 @@ fn parse_log_line(line: &str) -> Option<LogEvent> {
     }
     let peer: Ipv4Addr = field("vpnIp")?.parse().ok()?;
     if let Some(relay) = field("relay").and_then(|r| r.parse().ok()) {
-        return Some(LogEvent::Peer(peer, PeerPath::Relayed { relay }));
+        return Some(LogEvent::Peer(peer, PeerPath::Relayed { relay: Some(relay) }));
     }
     // Only a received handshake names the address the peer really answered from (a sent one
     // lists every address tried); JSON logs write it as {"ip", "port"}, text logs as a string.
@@ -273,6 +276,8 @@ fn parse_log_line(line: &str) -> Option<LogEvent> {
     let addr = match value.get("udpAddr")? {
         serde_json::Value::Object(a) => format!("{}:{}", a.get("ip")?.as_str()?, a.get("port")?.as_u64()?),
         serde_json::Value::String(a) if !a.is_empty() && a != "<nil>" => a.clone(),
+        // No address: the handshake came through a relay.
+        serde_json::Value::Null => return Some(LogEvent::Peer(peer, PeerPath::Relayed { relay: None })),
         _ => return None,
     };
     Some(LogEvent::Peer(peer, PeerPath::Direct { addr }))
@@ -328,7 +333,7 @@ mod tests {
             parse_log_line(relayed),
             Some(LogEvent::Peer(
                 "100.64.1.2".parse().unwrap(),
-                PeerPath::Relayed { relay: "100.64.0.1".parse().unwrap() }
+                PeerPath::Relayed { relay: Some("100.64.0.1".parse().unwrap()) }
             ))
         );
         let direct = r#"{"level":"info","msg":"Handshake message received","udpAddr":{"ip":"10.1.0.2","port":4242},"vpnIp":"100.64.1.3"}"#;
@@ -337,7 +342,10 @@ mod tests {
             Some(LogEvent::Peer("100.64.1.3".parse().unwrap(), PeerPath::Direct { addr: "10.1.0.2:4242".into() }))
         );
         let nil = r#"{"level":"info","msg":"Handshake message received","udpAddr":null,"vpnIp":"100.64.1.3"}"#;
-        assert_eq!(parse_log_line(nil), None);
+        assert_eq!(
+            parse_log_line(nil),
+            Some(LogEvent::Peer("100.64.1.3".parse().unwrap(), PeerPath::Relayed { relay: None }))
+        );
         let tried = r#"{"level":"info","msg":"Handshake message sent","udpAddrs":[{"ip":"10.0.0.1","port":4242}],"vpnIp":"100.64.0.1"}"#;
         assert_eq!(parse_log_line(tried), None, "a sent handshake proves no path");
         let fatal = r#"{"level":"fatal","msg":"Failed to get a tun/tap device","error":"operation not permitted"}"#;

@@ -112,6 +112,10 @@ pub struct Device {
     pub last_heartbeat_at: Option<Timestamp>,
     pub utilization: Option<Utilization>,
     pub created_at: Timestamp,
+    /// Why the device cannot join lease overlays (it takes single-node leases only, where
+    /// the network runs overlays); None: it can (or never said).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlay_unavailable: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]

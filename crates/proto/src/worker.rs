@@ -121,6 +121,10 @@ pub struct OverlayAssignment {
     pub group: String,
     /// Fingerprints of the lease's revoked certificates.
     pub blocklist: Vec<String>,
+    /// Changes whenever a lighthouse/relay restarted: the node then restarts its nebula
+    /// rather than wait out stale relay state (Nebula 1.6 takes ~30–50 s to notice).
+    #[serde(default)]
+    pub relay_generation: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -107,6 +107,7 @@ impl Overlays {
             if node.assignment.epoch == assignment.epoch
                 && node.assignment.address == assignment.address
                 && node.assignment.lighthouses == assignment.lighthouses
+                && node.assignment.relay_generation == assignment.relay_generation
             {
                 match self.write_config(&assignment, key) {
                     Ok(_) => {
@@ -237,7 +238,8 @@ async fn report(
                     .map(|(ip, path)| {
                         let how = match path {
                             PeerPath::Direct { addr } => format!("direct {addr}"),
-                            PeerPath::Relayed { relay } => format!("relayed via {relay}"),
+                            PeerPath::Relayed { relay: Some(relay) } => format!("relayed via {relay}"),
+                            PeerPath::Relayed { relay: None } => "relayed".to_owned(),
                         };
                         (ip.to_string(), how)
                     })

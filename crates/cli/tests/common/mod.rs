@@ -6,6 +6,7 @@
 pub mod docker;
 pub mod fake_lan;
 pub mod install;
+pub mod netns;
 pub mod raw_worker;
 
 use std::future::Future;

@@ -41,7 +41,8 @@ pub struct DeviceFilter {
 }
 
 const DEVICE_COLUMNS: &str = "id, owner, state, state_reason, simulated, country, gpu_model, gpu_count, spec, \
-     cluster_id, utilization, last_heartbeat_at, created_at, connectivity, security, reputation, floor_micros, cpu_cores";
+     cluster_id, utilization, last_heartbeat_at, created_at, connectivity, security, reputation, floor_micros, cpu_cores, \
+     overlay_unavailable";
 
 fn device_from_row(row: &SqliteRow) -> StoreResult<api::Device> {
     let cluster_id: Option<String> = row.get("cluster_id");
@@ -67,6 +68,7 @@ fn device_from_row(row: &SqliteRow) -> StoreResult<api::Device> {
         last_heartbeat_at: row.get::<Option<i64>, _>("last_heartbeat_at").map(Timestamp),
         utilization: utilization.map(|u| json_col("devices.utilization", &u)).transpose()?,
         created_at: Timestamp(row.get("created_at")),
+        overlay_unavailable: row.get("overlay_unavailable"),
     })
 }
 

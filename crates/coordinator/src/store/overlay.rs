@@ -265,6 +265,14 @@ impl Store {
         Ok(done.rows_affected() > 0)
     }
 
+    pub async fn running_overlay_leases(&self) -> StoreResult<Vec<ClusterId>> {
+        let ids: Vec<String> =
+            sqlx::query_scalar("SELECT id FROM clusters WHERE state = 'running' AND overlay_block IS NOT NULL")
+                .fetch_all(&self.read)
+                .await?;
+        ids.iter().map(|id| parse_col("clusters.id", id)).collect()
+    }
+
     /// The running lease a device holds, if it is on an overlay.
     pub async fn device_overlay_lease(&self, device: &Address) -> StoreResult<Option<ClusterId>> {
         let id: Option<String> = sqlx::query_scalar(
