@@ -42,6 +42,15 @@ struct Machine {
 
 impl Machine {
     async fn start(url_port: u16, dir: &Path, tag: &str, subnet: u8, extra: &[&str]) -> Machine {
+        Machine::launch(url_port, dir, tag, subnet, extra, &[]).await
+    }
+
+    /// As `start`, with the agent run under `wrapper` (e.g. `setpriv … --`).
+    async fn start_wrapped(url_port: u16, dir: &Path, tag: &str, subnet: u8, wrapper: &[&str]) -> Machine {
+        Machine::launch(url_port, dir, tag, subnet, &[], wrapper).await
+    }
+
+    async fn launch(url_port: u16, dir: &Path, tag: &str, subnet: u8, extra: &[&str], wrapper: &[&str]) -> Machine {
         let host = NatHost::start(tag, subnet);
         let url = format!("http://{}:{url_port}", host.host_addr);
         let (key, client) = new_account(&url).await;
@@ -52,8 +61,15 @@ impl Machine {
         let logs = Path::new(env!("CARGO_TARGET_TMPDIR")).join("overlay-logs");
         std::fs::create_dir_all(&logs).unwrap();
         let log = std::fs::File::create(logs.join(format!("{tag}.log"))).unwrap();
-        let agent = host
-            .command(env!("CARGO_BIN_EXE_herd"))
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = host.command(program);
+                command.args(args).arg(env!("CARGO_BIN_EXE_herd"));
+                command
+            }
+            None => host.command(env!("CARGO_BIN_EXE_herd")),
+        };
+        let agent = command
             .args(["worker", "start", "--coordinator", &url, "--runtime", "process", "--owner", supplier.as_str()])
             .args(["--pairing-code", &code.code])
             .arg("--ray-envs-dir")
@@ -218,6 +234,14 @@ async fn leases_across_machines_with_no_route_between_them_get_private_overlays(
     let paths: Vec<&String> =
         a_seen.nodes.iter().flat_map(|n| &n.overlay.as_ref().unwrap().peers).map(|(_, p)| p).collect();
     assert!(paths.iter().all(|p| p.starts_with("relayed")), "no route, so relayed: {paths:?}");
+    // The owner sees addresses and paths; the public explorer shows none of it.
+    let shown = customer.herd(&["cluster", "show", &a_id]).await;
+    let shown = text(&shown.stdout);
+    assert!(shown.contains(&format!("{addr0} up")) && shown.contains("relayed"), "{shown}");
+    let page = reqwest::get(format!("{url}/explorer/clusters/{a_id}")).await.unwrap();
+    assert_eq!(page.status(), 200);
+    let page = page.text().await.unwrap();
+    assert!(!page.contains("100.64.") && !page.contains("relayed"), "the explorer shows no overlay: {page}");
 
     let ray = eventually("the Ray cluster is ready", RAY_READY_MAX, || async {
         let cluster = customer.client.cluster(&a_id).await.unwrap();
@@ -314,11 +338,6 @@ async fn leases_across_machines_with_no_route_between_them_get_private_overlays(
     machines[lost].kill_agent();
     let healed = eventually("rank 1 is replaced", Duration::from_secs(120), || async {
         let cluster = customer.client.cluster(&a_id).await.unwrap();
-        eprintln!(
-            "healing: {:?} nodes {:?}",
-            cluster.healing,
-            cluster.nodes.iter().map(|n| (n.rank, &n.device_id, &n.overlay)).collect::<Vec<_>>()
-        );
         let node = cluster.nodes.iter().find(|n| n.rank == a_rank1)?;
         (node.device_id != machines[lost].device && node.overlay.as_ref().is_some_and(|o| o.up)).then_some(cluster)
     })
@@ -361,4 +380,55 @@ fn write_private(path: &Path, text: &str) {
     use std::os::unix::fs::OpenOptionsExt;
     let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path).unwrap();
     file.write_all(text.as_bytes()).unwrap();
+}
+
+/// A machine without Nebula, and one whose agent lacks CAP_NET_ADMIN, say exactly why and
+/// are offered for single-node leases only; with both, a 2-node lease is refused with the
+/// reason, a 1-node one runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn machines_that_cannot_join_an_overlay_say_why_and_take_single_node_leases() {
+    nebula_installed();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(&dir.path().join("herd.db"), "0.0.0.0:0".parse().unwrap());
+    config.overlay = Some(herd_coordinator::OverlayConfig::new("0.0.0.0:0".parse().unwrap()));
+    let coordinator = herd_coordinator::start(config).await.expect("the coordinator and its lighthouse start");
+    let port = coordinator.addr().port();
+    let tag = format!("{}", std::process::id() % 10_000);
+    let no_nebula =
+        Machine::start(port, dir.path(), &format!("{tag}x"), 30, &["--nebula", "/nonexistent/nebula"]).await;
+    let no_cap = Machine::start_wrapped(
+        port,
+        dir.path(),
+        &format!("{tag}y"),
+        31,
+        &["setpriv", "--bounding-set", "-net_admin", "--inh-caps", "-net_admin", "--"],
+    )
+    .await;
+    let url = format!("http://127.0.0.1:{port}");
+    let public = Client::new(&url, None);
+    let missing =
+        public.device(no_nebula.device.as_str()).await.unwrap().device.overlay_unavailable.unwrap_or_default();
+    assert!(
+        missing.contains("/nonexistent/nebula not found") && missing.contains("apt-get install nebula"),
+        "{missing}"
+    );
+    let uncapped = public.device(no_cap.device.as_str()).await.unwrap().device.overlay_unavailable.unwrap_or_default();
+    assert!(uncapped.contains("CAP_NET_ADMIN"), "{uncapped}");
+
+    let customer = Customer::new(&url).await;
+    let two = CreateCluster { nodes: 2, hours: Some(1), kind: Some(ClusterKind::Plain), ..Default::default() };
+    let refused = customer.client.create_cluster(&two).await.unwrap_err().to_string();
+    assert!(refused.contains("join a multi-node lease"), "{refused}");
+    let one = CreateCluster { nodes: 1, hours: Some(1), kind: Some(ClusterKind::Plain), ..Default::default() };
+    let single = customer.client.create_cluster(&one).await.unwrap();
+    assert!(single.nodes[0].overlay.is_none(), "a single node runs without an overlay");
+    let job = customer
+        .client
+        .create_job(&CreateJob::new(single.id.clone(), vec!["echo".into(), "alone".into()]))
+        .await
+        .unwrap();
+    let (finished, lines) = common::follow_to_end(&customer.client, &job.id, Duration::from_secs(60)).await;
+    assert_eq!((finished.state, lines), (JobState::Succeeded, vec!["alone".to_owned()]));
+    drop((no_nebula, no_cap));
+    coordinator.shutdown().await;
 }

@@ -178,6 +178,14 @@ pub fn print_cluster(cluster: &Cluster, coordinator: &str) {
                 n.device_state.to_string(),
                 n.country.clone(),
                 n.address.clone(),
+                n.overlay.as_ref().map_or(String::new(), |o| {
+                    let state = match (&o.error, o.up) {
+                        (Some(error), false) => format!("down: {error}"),
+                        (_, true) => "up".into(),
+                        (None, false) => "joining".into(),
+                    };
+                    format!("{} {state}", o.address)
+                }),
                 format!("{}/h", format_usd(n.node_hour_micros)),
                 n.ray.as_ref().map_or(String::new(), |r| {
                     let role = if r.head { "head" } else { "worker" };
@@ -189,7 +197,22 @@ pub fn print_cluster(cluster: &Cluster, coordinator: &str) {
             ]
         })
         .collect();
-    crate::outln!("{}", table(&["RANK", "DEVICE", "STATE", "COUNTRY", "ADDRESS", "PRICE", "RAY", ""], &rows));
+    crate::outln!(
+        "{}",
+        table(&["RANK", "DEVICE", "STATE", "COUNTRY", "ADDRESS", "OVERLAY", "PRICE", "RAY", ""], &rows)
+    );
+    // How each node reaches its peers on the lease's private network.
+    let paths: Vec<Vec<String>> = cluster
+        .nodes
+        .iter()
+        .filter_map(|n| n.overlay.as_ref().map(|o| (n.rank, o)))
+        .flat_map(|(rank, o)| {
+            o.peers.iter().map(move |(peer, path)| vec![rank.to_string(), peer.clone(), path.clone()])
+        })
+        .collect();
+    if !paths.is_empty() {
+        crate::outln!("overlay paths:\n{}", table(&["RANK", "PEER", "PATH"], &paths));
+    }
     if !cluster.departed.is_empty() {
         let rows: Vec<Vec<String>> = cluster
             .departed
