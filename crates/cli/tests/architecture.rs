@@ -50,7 +50,7 @@ fn pure_crates_do_no_io_and_read_no_clock() {
 
 #[test]
 fn only_the_coordinator_writes_sql() {
-    for name in ["core", "market", "sim", "ledger", "verify", "proto", "worker", "cli"] {
+    for name in ["core", "market", "sim", "ledger", "verify", "proto", "worker", "cli", "overlay", "gpu", "keys"] {
         let mut files = Vec::new();
         rust_files(&crates_dir().join(name).join("src"), &mut files);
         for file in files {

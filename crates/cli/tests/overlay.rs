@@ -96,6 +96,33 @@ impl Machine {
         }
     }
 
+    /// Average round trip of 20 pings, ms.
+    fn rtt_ms(&self, address: &str) -> f64 {
+        let output = self.host.command("ping").args(["-q", "-c", "20", "-i", "0.05", address]).output().unwrap();
+        let output = text(&output.stdout);
+        // rtt min/avg/max/mdev = 0.151/0.276/0.361/0.090 ms
+        let stats = output.lines().find(|l| l.contains("min/avg/max")).unwrap_or_else(|| panic!("{output}"));
+        stats.split('=').nth(1).unwrap().trim().split('/').nth(1).unwrap().parse().unwrap()
+    }
+
+    /// MB/s of 64 MiB sent over TCP from this machine to `server` listening at `address`.
+    fn tcp_mb_per_s(&self, server: &Machine, address: &str) -> f64 {
+        let sink = format!(
+            "import socket\ns = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+             s.bind(('{address}', 47200)); s.listen(1); c, _ = s.accept()\n\
+             while c.recv(1 << 20): pass\n"
+        );
+        let mut sink = server.host.command("python3").args(["-c", &sink]).spawn().unwrap();
+        let send = format!(
+            "import socket, time\nfor _ in range(100):\n    try:\n        c = socket.create_connection(('{address}', 47200), timeout=2); break\n    \
+             except OSError: time.sleep(0.1)\nblock = b'x' * (1 << 20); t = time.time()\n\
+             for _ in range(64): c.sendall(block)\nc.shutdown(socket.SHUT_WR); c.recv(1); print(64 / (time.time() - t))\n"
+        );
+        let output = self.host.command("python3").args(["-c", &send]).output().unwrap();
+        let _ = sink.wait();
+        text(&output.stdout).trim().parse().unwrap_or_else(|_| panic!("{}", text(&output.stderr)))
+    }
+
     fn ping(&self, address: &str) -> bool {
         self.host.run_ok(&format!("ping -c 1 -W 1 {address} >/dev/null"))
     }
@@ -204,6 +231,12 @@ async fn leases_across_machines_with_no_route_between_them_get_private_overlays(
     config.overlay = Some(herd_coordinator::OverlayConfig::new("0.0.0.0:0".parse().unwrap()));
     let coordinator = herd_coordinator::start(config).await.expect("the coordinator and its lighthouse start");
     let port = coordinator.addr().port();
+    let restart_config = {
+        let mut config = test_config(&dir.path().join("herd.db"), format!("0.0.0.0:{port}").parse().unwrap());
+        config.missed_heartbeats_max = 10;
+        config.overlay = Some(herd_coordinator::OverlayConfig::new("0.0.0.0:0".parse().unwrap()));
+        config
+    };
     let tag = format!("{}", std::process::id() % 10_000);
     let mut machines = Vec::new();
     for i in 0..4u8 {
@@ -219,6 +252,15 @@ async fn leases_across_machines_with_no_route_between_them_get_private_overlays(
     let a_id = a.id.to_string();
     let a_up = overlay_up(&customer.client, &a_id, 0).await;
     let overlay_ms = lease_started.elapsed().as_millis();
+    let ray = eventually("the Ray cluster is ready", RAY_READY_MAX, || async {
+        let cluster = customer.client.cluster(&a_id).await.unwrap();
+        let failed = cluster.nodes.iter().filter_map(|n| n.ray.as_ref()).find(|r| r.state == RayNodeState::Failed);
+        assert!(failed.is_none_or(|f| !f.detail.as_deref().unwrap_or("").starts_with("cannot")), "{failed:?}");
+        (cluster.ray.as_ref().unwrap().state == RayClusterState::Ready).then_some(cluster)
+    })
+    .await;
+    let ray_ms = lease_started.elapsed().as_millis();
+
     let member = |cluster: &Cluster, i: usize| {
         machines.iter().position(|m| m.device == cluster.nodes[i].device_id).expect("one of the machines")
     };
@@ -243,15 +285,10 @@ async fn leases_across_machines_with_no_route_between_them_get_private_overlays(
     let page = page.text().await.unwrap();
     assert!(!page.contains("100.64.") && !page.contains("relayed"), "the explorer shows no overlay: {page}");
 
-    let ray = eventually("the Ray cluster is ready", RAY_READY_MAX, || async {
-        let cluster = customer.client.cluster(&a_id).await.unwrap();
-        let failed = cluster.nodes.iter().filter_map(|n| n.ray.as_ref()).find(|r| r.state == RayNodeState::Failed);
-        assert!(failed.is_none_or(|f| !f.detail.as_deref().unwrap_or("").starts_with("cannot")), "{failed:?}");
-        (cluster.ray.as_ref().unwrap().state == RayClusterState::Ready).then_some(cluster)
-    })
-    .await;
-    let ray_ms = lease_started.elapsed().as_millis();
     assert_eq!(ray.kind, ClusterKind::Ray);
+    // The two machines lease B will get share a LAN: their overlay goes direct.
+    let free: Vec<usize> = (0..machines.len()).filter(|i| ![a0, a1].contains(i)).collect();
+    machines[free[0]].host.link_to(&machines[free[1]].host, 20);
 
     // A Ray job of the test's own sees both nodes, on their overlay addresses.
     let script =
@@ -322,11 +359,42 @@ async fn leases_across_machines_with_no_route_between_them_get_private_overlays(
     assert!(!machines[b0].ping(&addr0) && !machines[b0].ping(&addr1), "another lease cannot ping lease A");
     assert!(!machines[b0].connects(&head_addr, gcs_port), "nor reach lease A's Ray head over TCP");
     assert!(!machines[a0].ping(&b_addr1), "nor the other way round");
+    let b_seen = overlay_up(&customer.client, b.id.as_str(), 1).await;
+    let b_paths: Vec<&String> =
+        b_seen.nodes.iter().flat_map(|n| &n.overlay.as_ref().unwrap().peers).map(|(_, p)| p).collect();
+    assert!(b_paths.iter().any(|p| p.starts_with("direct 10.236.20.")), "on one LAN, direct: {b_paths:?}");
+
+    // Figures: round trips and TCP throughput, relayed (lease A) and direct (lease B) on the
+    // overlay against the underlay link they ride on.
+    let lan_peer = machines[b1].host.lan_addr().expect("b1 is on the LAN");
+    let figures = [
+        ("overlay relayed", &machines[a0], addr1.clone(), &machines[a1]),
+        ("overlay direct", &machines[b0], b_addr1.clone(), &machines[b1]),
+        ("underlay LAN", &machines[b0], lan_peer.clone(), &machines[b1]),
+    ];
+    let mut measured = Vec::new();
+    for (what, from, to, server) in figures {
+        let rtt = from.rtt_ms(&to);
+        let mbps = from.tcp_mb_per_s(server, &to);
+        measured.push(format!("{what}: rtt {rtt:.3} ms, tcp {mbps:.0} MB/s"));
+    }
+    eprintln!("FIGURES paths: {}", measured.join("; "));
 
     // The relay restarts: how long until lease A's nodes talk again.
     kill_lighthouse(dir.path());
     let recovery = first_ping_ms(&machines[a0], &addr1, Duration::from_secs(150));
     assert!(recovery.is_some(), "traffic through the relay came back after its restart");
+
+    // The coordinator restarts (its lighthouse with it, on a new port): the CA and every
+    // certificate stay, the nodes rejoin on the same addresses.
+    coordinator.shutdown().await;
+    let restarted = Instant::now();
+    let coordinator = herd_coordinator::start(restart_config).await.expect("the coordinator restarts");
+    let after = first_ping_ms(&machines[a0], &addr1, Duration::from_secs(60));
+    assert!(after.is_some(), "lease A's nodes talk again after a coordinator restart");
+    let rejoined = overlay_up(&customer.client, &a_id, 0).await;
+    assert_eq!(overlay_address(&rejoined, &machines[a0].device), addr0, "the same certificate and address");
+    let coordinator_restart_ms = restarted.elapsed().as_millis();
 
     // Revocation: lease B ends (two machines free up), lease A's rank-1 machine dies and is
     // replaced; the dead machine's certificate (its configuration is still on its disk) no
@@ -367,7 +435,7 @@ async fn leases_across_machines_with_no_route_between_them_get_private_overlays(
 
     eprintln!(
         "FIGURES overlay: lease→overlay up {overlay_ms} ms, first ping {} ms, lease→Ray ready {ray_ms} ms, \
-         relay restart → traffic {} ms",
+         relay restart → traffic {} ms, coordinator restart → traffic {coordinator_restart_ms} ms",
         first_ping.unwrap(),
         recovery.unwrap()
     );

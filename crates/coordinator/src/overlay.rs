@@ -51,8 +51,8 @@ pub struct Overlay {
     authority: Authority,
     ca_pem: String,
     lighthouses: Vec<OverlayLighthouse>,
-    /// Kept for its life: dropping it kills the lighthouse.
-    _lighthouse: Nebula,
+    /// Taken at shutdown (`stop`); dropping it kills the lighthouse too.
+    lighthouse: std::sync::Mutex<Option<Nebula>>,
     pub lighthouse_status: tokio::sync::watch::Receiver<herd_overlay::NebulaStatus>,
     pub listen: SocketAddr,
     /// Random per start of the lighthouse, plus its restarts: see `relay_generation`.
@@ -109,7 +109,7 @@ impl Overlay {
             authority,
             lighthouses: vec![OverlayLighthouse { overlay_ip: ip.to_string(), underlay }],
             lighthouse_status: nebula.status(),
-            _lighthouse: nebula,
+            lighthouse: std::sync::Mutex::new(Some(nebula)),
             listen,
             generation_base: rand::random::<u64>() >> 1,
         })
@@ -117,6 +117,15 @@ impl Overlay {
 }
 
 impl Overlay {
+    /// Stops the lighthouse and relay (the coordinator is shutting down): a stopped
+    /// coordinator must not keep relaying, whoever still holds the app.
+    pub async fn stop(&self) {
+        let lighthouse = self.lighthouse.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(lighthouse) = lighthouse {
+            lighthouse.stop().await;
+        }
+    }
+
     /// Changes when the lighthouse restarted (or the coordinator did).
     pub fn relay_generation(&self) -> u64 {
         self.generation_base + u64::from(self.lighthouse_status.borrow().restarts)

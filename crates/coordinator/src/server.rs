@@ -136,6 +136,9 @@ impl RunningCoordinator {
         }
         let _ = self.reconciler.await;
         let _ = self.prover.await;
+        if let Some(overlay) = &self.app.overlay {
+            overlay.stop().await;
+        }
         self.app.store.close().await;
         tracing::info!("coordinator stopped");
     }

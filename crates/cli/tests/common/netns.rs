@@ -42,6 +42,29 @@ impl NatHost {
         NatHost { ns, veth, host_addr, addr }
     }
 
+    /// A direct link to `other` (one LAN, 10.236.SUBNET.0/24), beside each one's link here.
+    pub fn link_to(&self, other: &NatHost, subnet: u8) {
+        let (a, b) = (format!("{}l", self.veth), format!("{}l", other.veth));
+        sh(&format!("ip link add {a} netns {} type veth peer name {b} netns {}", self.ns, other.ns));
+        sh(&format!(
+            "ip netns exec {} sh -c 'ip addr add 10.236.{subnet}.1/24 dev {a} && ip link set {a} up'",
+            self.ns
+        ));
+        sh(&format!(
+            "ip netns exec {} sh -c 'ip addr add 10.236.{subnet}.2/24 dev {b} && ip link set {b} up'",
+            other.ns
+        ));
+    }
+
+    /// The machine's address on a LAN made by `link_to`, if it has one.
+    pub fn lan_addr(&self) -> Option<String> {
+        let output = self.command("ip").args(["-4", "-o", "addr", "show"]).output().ok()?;
+        String::from_utf8_lossy(&output.stdout)
+            .split_whitespace()
+            .find(|w| w.starts_with("10.236."))
+            .map(|a| a.split('/').next().unwrap_or(a).to_owned())
+    }
+
     /// `ip netns exec NS` followed by `program`.
     pub fn command(&self, program: &str) -> Command {
         let mut command = Command::new("ip");
