@@ -154,6 +154,27 @@ pub async fn after_relay_restart(app: &App, seen: &mut u64) -> StoreResult<()> {
     Ok(())
 }
 
+#[cfg(test)]
+impl Overlay {
+    /// A CA in memory and no lighthouse process (unit tests of the membership logic).
+    pub fn for_tests() -> Overlay {
+        let authority = Authority::create("herd-test", now().0 / 1000);
+        let (_, status) = tokio::sync::watch::channel(herd_overlay::NebulaStatus::default());
+        Overlay {
+            ca_pem: authority.cert_pem(),
+            authority,
+            lighthouses: vec![OverlayLighthouse {
+                overlay_ip: plan::lighthouse_address(0).to_string(),
+                underlay: vec![":4242".into()],
+            }],
+            lighthouse_status: status,
+            listen: "127.0.0.1:4242".parse().expect("an address"),
+            lighthouse: std::sync::Mutex::new(None),
+            generation_base: 1,
+        }
+    }
+}
+
 /// Writes a file only its owner can read (it holds a private key).
 pub fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     use std::io::Write;
@@ -295,5 +316,111 @@ pub async fn adopt(app: &App, device: &Address) -> StoreResult<()> {
     match app.store.device_overlay_lease(device).await? {
         Some(cluster) => sync(app, &cluster).await,
         None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use herd_core::{Address, ClusterId, Timestamp};
+    use herd_overlay::Certificate;
+    use herd_proto::worker::{OverlayAssignment, OverlaySupport, ServerMessage};
+    use tokio::sync::mpsc::Receiver;
+    use tokio::time::Instant;
+
+    use super::*;
+    use crate::test_support::{admit, hello, lease_with_job, temp_store};
+
+    fn joined(outbox: &mut Receiver<ServerMessage>) -> Option<OverlayAssignment> {
+        let mut last = None;
+        while let Ok(message) = outbox.try_recv() {
+            if let ServerMessage::JoinOverlay(assignment) = message {
+                last = Some(assignment);
+            }
+        }
+        last
+    }
+
+    async fn ready(store: &crate::store::Store, owner: &Address, seed: u8) -> Address {
+        let device = Address::from_public_key(&[seed; 32]);
+        admit(store, &herd_proto::worker::HelloPayload { simulated: false, ..hello(&device, owner) }).await;
+        let key = herd_core::hex::encode(&herd_overlay::HostKey::generate().public());
+        store.record_overlay_support(&device, Some(&OverlaySupport::Ready { public_key: key })).await.unwrap();
+        device
+    }
+
+    /// A lease's certificates follow its life: signed for each member by the CA, renewed with
+    /// the same address on extend (not blocklisted), re-signed and the old one blocklisted when
+    /// an agent restarts with a new key, all revoked at the end; the block is free again.
+    #[tokio::test]
+    async fn a_leases_certificates_follow_its_membership() {
+        let (_dir, store, url) = temp_store().await;
+        let owner = Address::from_public_key(&[1; 32]);
+        store.register_account(&owner, "hash", Timestamp(0)).await.unwrap();
+        let (a, b) = (ready(&store, &owner, 2).await, ready(&store, &owner, 3).await);
+        let (stop, shutdown) = tokio::sync::watch::channel(false);
+        let market = crate::market::SharedMarket::load(&store, true).await.unwrap();
+        let books = crate::books::SharedBooks::load(&store, None).await.unwrap();
+        let config = crate::app::CoordinatorConfig::new(url, "127.0.0.1:0".parse().unwrap());
+        let app = App::new(store.clone(), market, books, config, Some(Overlay::for_tests()), shutdown);
+        let ca = app.overlay.as_ref().unwrap().authority.cert().details.public_key;
+        let (_ca, mut a_out) = app.hub.attach(&a, Instant::now());
+        let (_cb, mut b_out) = app.hub.attach(&b, Instant::now());
+
+        let (cluster, _job) = lease_with_job(&store, &owner, &[(a.clone(), 1_000), (b.clone(), 1_000)], 0, now()).await;
+        sync(&app, &cluster).await.unwrap();
+        let (first_a, first_b) = (joined(&mut a_out).unwrap(), joined(&mut b_out).unwrap());
+        assert_eq!((first_a.address.as_str(), first_b.address.as_str()), ("100.64.1.1/10", "100.64.1.2/10"));
+        let cert = Certificate::from_pem(&first_a.cert).unwrap();
+        cert.verify(&ca).unwrap();
+        assert_eq!(cert.details.groups, vec![plan::lease_group(cluster.as_str())]);
+        assert!(first_a.blocklist.is_empty());
+
+        // In step already: the same assignment, nothing signed again.
+        sync(&app, &cluster).await.unwrap();
+        assert_eq!(joined(&mut a_out), Some(first_a.clone()));
+
+        // Extended: renewed to the new end, same address, the old one not blocklisted.
+        store.extend_cluster(&cluster, 3_600_000).await.unwrap().unwrap();
+        sync(&app, &cluster).await.unwrap();
+        let renewed = joined(&mut a_out).unwrap();
+        let renewed_cert = Certificate::from_pem(&renewed.cert).unwrap();
+        assert_eq!(renewed.address, first_a.address);
+        assert_eq!(renewed_cert.details.not_after, cert.details.not_after + 3_600);
+        assert!(renewed.blocklist.is_empty(), "a renewal revokes nothing");
+        let renewed_b = joined(&mut b_out).unwrap();
+
+        // b's agent restarted with a new key: a new certificate, the old one refused by a.
+        let key = herd_core::hex::encode(&herd_overlay::HostKey::generate().public());
+        store.record_overlay_support(&b, Some(&OverlaySupport::Ready { public_key: key })).await.unwrap();
+        sync(&app, &cluster).await.unwrap();
+        let b_again = joined(&mut b_out).unwrap();
+        assert_eq!(b_again.address, first_b.address);
+        let old_b = Certificate::from_pem(&renewed_b.cert).unwrap().fingerprint();
+        assert_eq!(joined(&mut a_out).unwrap().blocklist, vec![old_b]);
+
+        // The lease ends: everything is revoked, and block 1 is free for the next lease.
+        store.terminate_cluster(&cluster, "test", now()).await.unwrap().unwrap();
+        sync(&app, &cluster).await.unwrap();
+        let ended = store.overlay_lease(&cluster, now()).await.unwrap().unwrap();
+        assert!(ended.active.is_empty() && ended.blocklist.len() == 3, "{:?}", ended.blocklist);
+        let next = ClusterId::from_entropy([42; 8]);
+        let devices = [(a.clone(), 1_000), (b.clone(), 1_000)];
+        let new = crate::store::NewCluster {
+            id: &next,
+            owner: &owner,
+            hardware: "CPU",
+            country: None,
+            devices: &devices,
+            price_per_hour_micros: 2_000,
+            asset: herd_core::Asset::Usdc,
+            request: r#"{"nodes": 2}"#,
+            now: now(),
+            expires_at: Timestamp(now().0 + 3_600_000),
+            ray: None,
+        };
+        store.commit_cluster(&new).await.unwrap().unwrap();
+        sync(&app, &next).await.unwrap();
+        assert_eq!(joined(&mut a_out).unwrap().address, "100.64.1.1/10", "the ended lease's block is reused");
+        drop(stop);
     }
 }
