@@ -8,13 +8,13 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Output, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
+use common::customer::Customer;
 use common::netns::NatHost;
 use common::{eventually, new_account, shared_ray_envs, test_config};
 use herd_cli::client::Client;
-use herd_cli::credentials::{sign_in, Credentials};
 use herd_core::{Address, ClusterKind, DeviceState, JobState, RayNodeState};
 use herd_proto::api::{Cluster, CreateCluster, CreateJob, RayClusterState};
 
@@ -138,31 +138,6 @@ impl Machine {
 impl Drop for Machine {
     fn drop(&mut self) {
         self.kill_agent();
-    }
-}
-
-struct Customer {
-    config: tempfile::TempDir,
-    url: String,
-    client: Client,
-}
-
-impl Customer {
-    async fn new(url: &str) -> Customer {
-        let key = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
-        let (credential, _) = sign_in(&Client::new(url, None), &key).await.unwrap();
-        let config = tempfile::tempdir().unwrap();
-        Credentials::new(config.path().to_path_buf()).save(url, credential.clone()).unwrap();
-        let client = Client::new(url, Some(credential.api_key));
-        let funds = herd_proto::api::Deposit { asset: herd_core::Asset::Usdc, amount: "1000".into(), id: None };
-        client.deposit(&funds).await.unwrap();
-        Customer { config, url: url.to_owned(), client }
-    }
-
-    async fn herd(&self, args: &[&str]) -> Output {
-        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_herd"));
-        command.args(args).env("HERD_CONFIG_DIR", self.config.path()).env("HERD_COORDINATOR", &self.url);
-        tokio::task::spawn_blocking(move || command.output().expect("herd runs")).await.unwrap()
     }
 }
 
@@ -417,7 +392,7 @@ async fn leases_across_machines_with_no_route_between_them_get_private_overlays(
     assert!(first_ping_ms(&machines[rejoin], &addr0, Duration::from_secs(30)).is_some(), "the replacement joined");
     // The dead machine comes back with its old certificate and key.
     let path = dir.path().join("revoked.yml");
-    write_private(&path, &old_config);
+    herd_overlay::config::write_private(&path, &old_config).unwrap();
     let mut revoked = machines[lost]
         .host
         .command("nebula")
@@ -441,13 +416,6 @@ async fn leases_across_machines_with_no_route_between_them_get_private_overlays(
     );
     drop(machines);
     coordinator.shutdown().await;
-}
-
-fn write_private(path: &Path, text: &str) {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path).unwrap();
-    file.write_all(text.as_bytes()).unwrap();
 }
 
 /// A machine without Nebula, and one whose agent lacks CAP_NET_ADMIN, say exactly why and

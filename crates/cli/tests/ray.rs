@@ -8,13 +8,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
+use common::customer::Customer;
 use common::{eventually, processes_with_home, shared_ray_envs, TestNetwork};
-use ed25519_dalek::SigningKey;
 use herd_cli::client::Client;
-use herd_cli::credentials::{sign_in, Credentials};
 use herd_core::{ClusterKind, JobKind, JobState, RayNodeState};
 use herd_proto::api::{Cluster, CreateCluster, Job, RayClusterState};
-use rand::rngs::OsRng;
 use serde_json::Value;
 
 /// The first run installs Ray (about a minute); later runs find it.
@@ -24,24 +22,7 @@ fn examples() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples")
 }
 
-struct Customer {
-    config: tempfile::TempDir,
-    url: String,
-    client: Client,
-}
-
 impl Customer {
-    async fn new(url: &str) -> Customer {
-        let key = SigningKey::generate(&mut OsRng);
-        let (credential, _) = sign_in(&Client::new(url, None), &key).await.unwrap();
-        let config = tempfile::tempdir().unwrap();
-        Credentials::new(config.path().to_path_buf()).save(url, credential.clone()).unwrap();
-        let client = Client::new(url, Some(credential.api_key));
-        let funds = herd_proto::api::Deposit { asset: herd_core::Asset::Usdc, amount: "1000".into(), id: None };
-        client.deposit(&funds).await.unwrap();
-        Customer { config, url: url.to_owned(), client }
-    }
-
     /// `herd job submit` of `examples/NAME` with `env` (`NAME=VALUE`s): its `RESULT`.
     async fn example(&self, cluster: &str, name: &str, env: &[&str]) -> Value {
         let dir = examples().join(name);
@@ -51,13 +32,6 @@ impl Customer {
         }
         args.extend(["--", "python", "main.py"]);
         result_of(&self.herd(&args).await)
-    }
-
-    /// `herd ARGS…` as this customer, off the async runtime.
-    async fn herd(&self, args: &[&str]) -> Output {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_herd"));
-        command.args(args).env("HERD_CONFIG_DIR", self.config.path()).env("HERD_COORDINATOR", &self.url);
-        tokio::task::spawn_blocking(move || command.output().expect("herd runs")).await.unwrap()
     }
 }
 

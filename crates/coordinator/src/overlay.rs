@@ -98,7 +98,8 @@ impl Overlay {
         };
         std::fs::create_dir_all(dir).map_err(|e| OverlayError::Lighthouse(format!("{}: {e}", dir.display())))?;
         let path = dir.join("lighthouse.yml");
-        write_private(&path, &lighthouse.render()).map_err(|e| OverlayError::Lighthouse(e.to_string()))?;
+        herd_overlay::config::write_private(&path, &lighthouse.render())
+            .map_err(|e| OverlayError::Lighthouse(e.to_string()))?;
         let nebula = Nebula::start(&config.nebula, &path, "lighthouse");
         nebula.wait_up(LIGHTHOUSE_START_MAX).await.map_err(OverlayError::Lighthouse)?;
         let underlay =
@@ -173,15 +174,6 @@ impl Overlay {
             generation_base: 1,
         }
     }
-}
-
-/// Writes a file only its owner can read (it holds a private key).
-pub fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let _ = std::fs::remove_file(path);
-    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
-    file.write_all(text.as_bytes())
 }
 
 fn free_udp_port(listen: SocketAddr) -> std::io::Result<SocketAddr> {

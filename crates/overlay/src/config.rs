@@ -91,3 +91,13 @@ impl LighthouseConfig {
         serde_yaml::to_string(&config).expect("a JSON value renders as YAML")
     }
 }
+
+/// Writes a configuration (it holds a private key) to a file only its owner can read,
+/// replacing any earlier one.
+pub fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let _ = std::fs::remove_file(path);
+    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    file.write_all(text.as_bytes())
+}

@@ -166,7 +166,7 @@ impl Overlays {
         };
         std::fs::create_dir_all(&self.0.dir)?;
         let path = self.0.dir.join(format!("{}.yml", assignment.cluster_id));
-        write_private(&path, &config.render())?;
+        herd_overlay::config::write_private(&path, &config.render())?;
         Ok(path)
     }
 
@@ -265,14 +265,6 @@ fn host_of(url: &str) -> String {
         return v6.split(']').next().unwrap_or(v6).to_owned();
     }
     authority.rsplit_once(':').map_or(authority, |(host, _)| host).to_owned()
-}
-
-fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let _ = std::fs::remove_file(path);
-    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
-    file.write_all(text.as_bytes())
 }
 
 /// A killed agent's nebula dies with it (parent-death signal); where that could not be set,

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod customer;
 pub mod docker;
 pub mod fake_lan;
 pub mod install;
