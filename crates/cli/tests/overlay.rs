@@ -28,7 +28,7 @@ async fn ray_installed() {
 
 fn nebula_installed() {
     common::install::apt_install(&["/usr/bin/nebula"], &["nebula"]).expect("nebula installs");
-    common::install::apt_install(&["/usr/bin/ping", "/bin/ping"], &["iputils-ping"]).expect("ping installs");
+    common::install::apt_install(&["/bin/ping"], &["iputils-ping"]).expect("ping installs");
 }
 
 /// A `herd worker start` agent (process runtime) inside a NAT host, paired to its own
@@ -420,7 +420,8 @@ async fn leases_across_machines_with_no_route_between_them_get_private_overlays(
 
 /// A machine without Nebula, and one whose agent lacks CAP_NET_ADMIN, say exactly why and
 /// are offered for single-node leases only; with both, a 2-node lease is refused with the
-/// reason, a 1-node one runs.
+/// reason, a 1-node one runs. And an operator's second lighthouse, configured from the CA key,
+/// is accepted by Nebula.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn machines_that_cannot_join_an_overlay_say_why_and_take_single_node_leases() {
     nebula_installed();
@@ -441,6 +442,24 @@ async fn machines_that_cannot_join_an_overlay_say_why_and_take_single_node_lease
     )
     .await;
     let url = format!("http://127.0.0.1:{port}");
+    // Another lighthouse and relay, configured offline from the CA key, runs with real Nebula.
+    let extra = dir.path().join("lighthouse-1.yml");
+    let free_udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+    let ca_key = dir.path().join("herd.db.overlay-ca.key");
+    let wrote = std::process::Command::new(env!("CARGO_BIN_EXE_herd"))
+        .args(["operator", "overlay-lighthouse", "--index", "1", "--listen", &free_udp, "--ca-key"])
+        .arg(&ca_key)
+        .arg("--out")
+        .arg(&extra)
+        .output()
+        .unwrap();
+    assert!(wrote.status.success(), "{}", text(&wrote.stderr));
+    assert!(text(&wrote.stdout).contains("100.64.0.2"), "{}", text(&wrote.stdout));
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&extra).unwrap().permissions().mode() & 0o777, 0o600);
+    let lighthouse = herd_overlay::Nebula::start(Path::new("nebula"), &extra, "extra lighthouse");
+    lighthouse.wait_up(Duration::from_secs(15)).await.expect("nebula accepts the lighthouse's certificate");
+    lighthouse.stop().await;
     let public = Client::new(&url, None);
     let missing =
         public.device(no_nebula.device.as_str()).await.unwrap().device.overlay_unavailable.unwrap_or_default();

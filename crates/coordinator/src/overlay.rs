@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use herd_core::{Address, ClusterId};
 use herd_overlay::authority::HostRequest;
-use herd_overlay::{plan, Authority, HostKey, LighthouseConfig, Nebula};
+use herd_overlay::{plan, Authority, LighthouseConfig, Nebula};
 use herd_proto::worker::{OverlayAssignment, OverlayLighthouse, ServerMessage};
 
 use crate::app::{now, App};
@@ -31,11 +31,19 @@ pub struct OverlayConfig {
     pub public: Vec<String>,
     /// The `nebula` program.
     pub nebula: PathBuf,
+    /// Lighthouses and relays the operator runs elsewhere (`herd operator overlay-lighthouse`
+    /// writes their configurations): index (1..) and how workers reach it.
+    pub extra_lighthouses: Vec<(usize, Vec<String>)>,
 }
 
 impl OverlayConfig {
     pub fn new(listen: SocketAddr) -> OverlayConfig {
-        OverlayConfig { listen, public: Vec::new(), nebula: PathBuf::from(herd_overlay::NEBULA) }
+        OverlayConfig {
+            listen,
+            public: Vec::new(),
+            nebula: PathBuf::from(herd_overlay::NEBULA),
+            extra_lighthouses: Vec::new(),
+        }
     }
 }
 
@@ -78,24 +86,8 @@ impl Overlay {
             0 => free_udp_port(config.listen).map_err(|e| OverlayError::Lighthouse(e.to_string()))?,
             _ => config.listen,
         };
-        let key = HostKey::generate();
         let ip = plan::lighthouse_address(0);
-        let cert = authority.sign_host(&HostRequest {
-            name: "lighthouse-0",
-            ip,
-            prefix: plan::PREFIX,
-            groups: vec!["lighthouse".into()],
-            public_key: key.public(),
-            not_before: at - herd_overlay::authority::CLOCK_SKEW_SECS,
-            not_after: i64::MAX,
-        });
-        let lighthouse = LighthouseConfig {
-            ca_pem: authority.cert_pem(),
-            cert_pem: cert.to_pem(),
-            key_pem: key.private_pem(),
-            listen,
-            blocklist: Vec::new(),
-        };
+        let lighthouse = LighthouseConfig::signed(&authority, 0, listen, at);
         std::fs::create_dir_all(dir).map_err(|e| OverlayError::Lighthouse(format!("{}: {e}", dir.display())))?;
         let path = dir.join("lighthouse.yml");
         herd_overlay::config::write_private(&path, &lighthouse.render())
@@ -104,11 +96,18 @@ impl Overlay {
         nebula.wait_up(LIGHTHOUSE_START_MAX).await.map_err(OverlayError::Lighthouse)?;
         let underlay =
             if config.public.is_empty() { vec![format!(":{}", listen.port())] } else { config.public.clone() };
-        tracing::info!(%listen, ?underlay, "overlay lighthouse and relay running");
+        tracing::info!(%listen, ?underlay, extra = config.extra_lighthouses.len(), "overlay lighthouse and relay running");
+        let mut lighthouses = vec![OverlayLighthouse { overlay_ip: ip.to_string(), underlay }];
+        for (index, underlay) in &config.extra_lighthouses {
+            lighthouses.push(OverlayLighthouse {
+                overlay_ip: plan::lighthouse_address(*index).to_string(),
+                underlay: underlay.clone(),
+            });
+        }
         Ok(Overlay {
             ca_pem: authority.cert_pem(),
             authority,
-            lighthouses: vec![OverlayLighthouse { overlay_ip: ip.to_string(), underlay }],
+            lighthouses,
             lighthouse_status: nebula.status(),
             lighthouse: std::sync::Mutex::new(Some(nebula)),
             listen,

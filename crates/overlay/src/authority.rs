@@ -60,6 +60,12 @@ impl Authority {
             write_new(&cert_path, &authority.cert_pem(), 0o644)?;
             return Ok(authority);
         }
+        Authority::load(key_path)
+    }
+
+    /// Loads the CA at `key_path` (its certificate beside it); an error if either is missing.
+    pub fn load(key_path: &Path) -> Result<Authority, AuthorityError> {
+        let cert_path = cert_path(key_path);
         let mode = fs::metadata(key_path)
             .map_err(|source| AuthorityError::Read { path: key_path.into(), source })?
             .permissions()

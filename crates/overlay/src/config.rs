@@ -76,6 +76,29 @@ impl NodeConfig {
 }
 
 impl LighthouseConfig {
+    /// Lighthouse `index`'s configuration with a fresh key and a certificate from `authority`
+    /// (valid from `now`, Unix seconds, for the CA's life).
+    pub fn signed(authority: &crate::Authority, index: usize, listen: std::net::SocketAddr, now: i64) -> Self {
+        let key = crate::HostKey::generate();
+        let name = format!("lighthouse-{index}");
+        let cert = authority.sign_host(&crate::authority::HostRequest {
+            name: &name,
+            ip: crate::plan::lighthouse_address(index),
+            prefix: crate::plan::PREFIX,
+            groups: vec!["lighthouse".into()],
+            public_key: key.public(),
+            not_before: now - crate::authority::CLOCK_SKEW_SECS,
+            not_after: i64::MAX,
+        });
+        LighthouseConfig {
+            ca_pem: authority.cert_pem(),
+            cert_pem: cert.to_pem(),
+            key_pem: key.private_pem(),
+            listen,
+            blocklist: Vec::new(),
+        }
+    }
+
     pub fn render(&self) -> String {
         let config = json!({
             "pki": {"ca": self.ca_pem, "cert": self.cert_pem, "key": self.key_pem, "blocklist": self.blocklist},

@@ -122,6 +122,23 @@ pub struct CoordinatorArgs {
     /// The Nebula program the lighthouse runs on.
     #[arg(long, env = "HERD_NEBULA", default_value = "nebula")]
     nebula: PathBuf,
+    /// Another lighthouse and relay the operator runs (configured with `herd operator
+    /// overlay-lighthouse`), INDEX=HOST:PORT (repeatable): every node also uses it.
+    #[arg(long = "overlay-lighthouse", requires = "overlay_listen", value_parser = parse_lighthouse,
+          value_name = "INDEX=HOST:PORT")]
+    overlay_lighthouses: Vec<(usize, Vec<String>)>,
+}
+
+fn parse_lighthouse(text: &str) -> Result<(usize, Vec<String>), String> {
+    let (index, address) = text.split_once('=').ok_or_else(|| format!("expected INDEX=HOST:PORT, got {text:?}"))?;
+    let index: usize = index.parse().map_err(|_| format!("the lighthouse index must be 1..=15, got {index:?}"))?;
+    if !(1..herd_overlay::plan::MAX_LIGHTHOUSES).contains(&index) {
+        return Err(format!("the lighthouse index must be 1..=15 (0 is the coordinator's own), got {index}"));
+    }
+    if address.rsplit_once(':').is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err()) {
+        return Err(format!("expected HOST:PORT after {index}=, got {address:?}"));
+    }
+    Ok((index, vec![address.to_owned()]))
 }
 
 fn parse_proof_target(text: &str) -> Result<Duration, String> {
@@ -179,8 +196,12 @@ pub async fn coordinator(args: CoordinatorArgs) -> anyhow::Result<i32> {
         config.genesis_allocations = args.genesis;
     }
     if let Some(listen) = args.overlay_listen {
-        config.overlay =
-            Some(herd_coordinator::OverlayConfig { listen, public: args.overlay_public, nebula: args.nebula });
+        config.overlay = Some(herd_coordinator::OverlayConfig {
+            listen,
+            public: args.overlay_public,
+            nebula: args.nebula,
+            extra_lighthouses: args.overlay_lighthouses,
+        });
     }
     let _db_lock = InstanceLock::database(&config.db_url)?;
     let coordinator = herd_coordinator::start(config).await?;

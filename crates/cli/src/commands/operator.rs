@@ -80,6 +80,24 @@ pub enum OperatorCommand {
         #[command(flatten)]
         key: LedgerKeyArg,
     },
+    /// Write the configuration of another overlay lighthouse and relay (run it elsewhere with
+    /// `nebula -config FILE`), signed by the network's overlay CA; then give the coordinator
+    /// `--overlay-lighthouse INDEX=HOST:PORT`. Works offline, from the CA key file.
+    OverlayLighthouse {
+        /// The overlay CA key (beside the database: `herd.db.overlay-ca.key`).
+        #[arg(long, value_name = "PATH")]
+        ca_key: std::path::PathBuf,
+        /// Which lighthouse: 1 to 15 (0 is the coordinator's own); its overlay address is
+        /// 100.64.0.(INDEX+1).
+        #[arg(long, value_parser = clap::value_parser!(u8).range(1..16))]
+        index: u8,
+        /// Where it listens (UDP).
+        #[arg(long, default_value = "0.0.0.0:4242")]
+        listen: std::net::SocketAddr,
+        /// The configuration file to write (mode 0600: it holds the lighthouse's key).
+        #[arg(long, value_name = "FILE")]
+        out: std::path::PathBuf,
+    },
 }
 
 fn print_entries(entries: &[AuditEntry]) {
@@ -116,6 +134,21 @@ pub async fn audit(context: &Context, command: AuditCommand) -> anyhow::Result<i
 pub async fn run(context: &Context, command: OperatorCommand) -> anyhow::Result<i32> {
     let client = context.anonymous_client();
     match command {
+        OperatorCommand::OverlayLighthouse { ca_key, index, listen, out } => {
+            if listen.port() == 0 {
+                anyhow::bail!("--listen needs a port: nodes are told where the lighthouse is, so it cannot move");
+            }
+            let authority = herd_overlay::Authority::load(&ca_key)?;
+            let now = crate::output::now_ms() / 1000;
+            let config = herd_overlay::LighthouseConfig::signed(&authority, usize::from(index), listen, now);
+            herd_overlay::config::write_private(&out, &config.render())
+                .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", out.display()))?;
+            let address = herd_overlay::plan::lighthouse_address(usize::from(index));
+            crate::outln!("wrote {} (lighthouse {index}, overlay address {address}, UDP {listen})", out.display());
+            crate::outln!("run it:   nebula -config {}", out.display());
+            crate::outln!("then:     herd coordinator … --overlay-lighthouse {index}=PUBLIC_HOST:{}", listen.port());
+            Ok(0)
+        }
         OperatorCommand::Block { device, reason, key } => {
             let id = resolve_device(&client, &device).await?;
             let changed = client.set_blocked(&key.load()?, &id, true, &reason).await?;
