@@ -217,18 +217,24 @@ impl Run {
             LogEvent::Error(error) => tracing::warn!(nebula = %self.name, %error, "nebula"),
             LogEvent::Peer(ip, path) => tracing::debug!(nebula = %self.name, %ip, ?path, "nebula peer"),
         }
-        self.status.send_modify(|status| match event {
+        // Watchers (the agent's reports to the coordinator) wake only on a real change:
+        // nebula logs a handshake for every re-key of a tunnel that did not move.
+        self.status.send_if_modified(|status| match event {
             LogEvent::Up => {
+                let changed = !status.up || status.error.is_some();
                 status.up = true;
                 status.error = None;
+                changed
             }
             // Before it is up an error is why it fails to start; once up, errors are passing
             // (a peer's stale address unreachable) and only logged.
-            LogEvent::Error(error) if !status.up => status.error = Some(error),
-            LogEvent::Error(_) => {}
-            LogEvent::Peer(ip, path) => {
-                status.peers.insert(ip, path);
+            LogEvent::Error(error) if !status.up => {
+                let changed = status.error.as_ref() != Some(&error);
+                status.error = Some(error);
+                changed
             }
+            LogEvent::Error(_) => false,
+            LogEvent::Peer(ip, path) => status.peers.insert(ip, path.clone()).as_ref() != Some(&path),
         });
     }
 }

@@ -166,7 +166,14 @@ pub async fn devices(State(app): State<App>, signed_in: SignedIn, Query(query): 
                         tr {
                             td { (device_link(&device.id)) @if device.simulated { " " (simulated_mark()) } }
                             td { @if let Some(model) = &device.gpu_model { (device.gpu_count) "× " (model) } @else { (device.spec.cpu.logical_cores) " cores" } }
-                            td { (badge(device.state.as_str())) }
+                            td {
+                                (badge(device.state.as_str()))
+                                // Where the network runs lease overlays, a device that cannot
+                                // join one is offered for single-node leases only: say why.
+                                @if let (Some(why), true, false) = (&device.overlay_unavailable, app.overlay.is_some(), device.simulated) {
+                                    br; small class="muted" { "single-node leases only: " (why) }
+                                }
+                            }
                             td {
                                 @match &status {
                                     Earning::Yes { hired } => {
