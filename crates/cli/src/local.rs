@@ -91,7 +91,16 @@ impl LocalNetwork {
             let listen = SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), 0);
             coordinator_config.overlay = Some(herd_coordinator::OverlayConfig::new(listen));
         }
-        let coordinator = herd_coordinator::start(coordinator_config).await?;
+        let coordinator = match herd_coordinator::start(coordinator_config.clone()).await {
+            // The overlay is optional on one machine: a nebula that cannot run does not stop
+            // the network, it only leaves multi-node leases of real machines without one.
+            Err(herd_coordinator::StartError::Overlay(error)) => {
+                tracing::warn!(%error, "the overlay lighthouse cannot start; running without lease overlays");
+                coordinator_config.overlay = None;
+                herd_coordinator::start(coordinator_config).await?
+            }
+            started => started?,
+        };
         let url = coordinator.url();
 
         let supplier_key = keys::load_or_create(&config.data_dir.join("supplier.key"))?;

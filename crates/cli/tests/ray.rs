@@ -162,7 +162,7 @@ async fn a_ray_cluster_runs_the_examples_and_only_its_owner_reaches_it() {
     assert!(Command::new("kill").args(["-9", &raylet.0.to_string()]).status().unwrap().success());
     let healed = eventually("the crashed node is restarted and rejoins", Duration::from_secs(120), || async {
         let cluster = customer.client.cluster(&id).await.unwrap();
-        let worker = cluster.nodes.iter().filter_map(|n| n.ray.clone()).find(|r| !r.head).unwrap();
+        let worker = cluster.nodes.iter().filter_map(|n| n.ray.clone()).find(|r| !r.head)?;
         let ready = cluster.ray.as_ref().unwrap().state == RayClusterState::Ready;
         (ready && worker.restarts >= 1).then_some(cluster)
     })
