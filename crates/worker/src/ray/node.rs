@@ -227,7 +227,7 @@ impl Launched {
             Launched::Process { child, group } => {
                 let status = child.wait().await;
                 // `--block` exits when any Ray process of the node dies; end the rest with it.
-                signal(*group, Signal::SIGKILL);
+                signal(group.take(), Signal::SIGKILL);
                 describe(status)
             }
             Launched::Container { docker, id } => {
@@ -241,8 +241,20 @@ impl Launched {
     /// Stops the node: SIGTERM (Ray shuts down cleanly), SIGKILL after the grace.
     async fn stop(&mut self) {
         match self {
-            Launched::Process { child, group } => kill(*group, child).await,
+            Launched::Process { child, group } => kill(group.take(), child).await,
             Launched::Container { docker, id } => docker.stop_ray_node(id).await,
+        }
+    }
+}
+
+/// A node dropped without `ended` or `stop` (its agent's runtime shut down under it, as at
+/// the end of an in-process test) takes its whole process group with it: the child's
+/// kill-on-drop reaches only the guard, and `ray start` and its services were left running,
+/// re-parented to init. The group id cannot have been reused: its leader is not yet reaped.
+impl Drop for Launched {
+    fn drop(&mut self) {
+        if let Launched::Process { group: Some(group), .. } = self {
+            let _ = killpg(*group, Signal::SIGKILL);
         }
     }
 }
