@@ -113,7 +113,7 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn silent_devices_go_offline_after_three_missed_heartbeats() {
         let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let url = herd_testkit::database_url(dir.path());
         let store = Store::open(&url).await.unwrap();
         let (owner, quiet, chatty) = (
             Address::from_public_key(&[1; 32]),
@@ -163,7 +163,7 @@ mod tests {
     #[tokio::test]
     async fn expired_leases_end_and_free_their_devices() {
         let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let url = herd_testkit::database_url(dir.path());
         let store = Store::open(&url).await.unwrap();
         let (owner, device) = (Address::from_public_key(&[1; 32]), Address::from_public_key(&[2; 32]));
         store.register_account(&owner, "hash", now()).await.unwrap();

@@ -113,7 +113,7 @@ impl Sim {
             true => tempfile::tempdir_in("/dev/shm").unwrap(),
             false => tempfile::tempdir().unwrap(),
         };
-        let url = format!("sqlite://{}", dir.path().join("sim.db").display());
+        let url = herd_testkit::database_url(dir.path());
         let key_path = dir.path().join("ledger.key");
         let app = open_app(&url, &key_path).await;
         let at = Timestamp(START_MS);

@@ -6,10 +6,11 @@ use herd_proto::worker::HelloPayload;
 use crate::app::{now, App, CoordinatorConfig};
 use crate::store::Store;
 
-/// A fresh store on a temporary file (kept alive by the returned directory), with its URL.
+/// A fresh store on the run's backend (`HERD_TEST_DB`): a SQLite file in a temporary
+/// directory (kept alive by the returned directory) or a new PostgreSQL schema; with its URL.
 pub async fn temp_store() -> (tempfile::TempDir, Store, String) {
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("t.db").display());
+    let url = herd_testkit::database_url(dir.path());
     let store = Store::open(&url).await.unwrap();
     (dir, store, url)
 }

@@ -112,9 +112,12 @@ async fn reserve(
     ray_version: Option<&str>,
     quote: Option<&Quote>,
 ) -> ApiResult<Cluster> {
-    let id = ClusterId::from_entropy(random_entropy());
     let request_json = serde_json::to_string(body).expect("requests serialise");
     for _ in 0..PLAN_ATTEMPTS_MAX {
+        // A new id per attempt: a stale plan voids its hold, and a retry within the same
+        // millisecond under the same id would name the voided hold again (the ledger takes
+        // a reused id as already done) and run the lease with no money held.
+        let id = ClusterId::from_entropy(random_entropy());
         // Plan and take the devices in the index under one lock, so concurrent requests in
         // this coordinator never plan the same device; the database re-checks at commit.
         let nodes = {

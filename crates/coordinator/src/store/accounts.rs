@@ -17,9 +17,9 @@ impl Store {
         expires_at: Timestamp,
         now: Timestamp,
     ) -> StoreResult<()> {
-        let mut tx = self.write.begin().await?;
-        sqlx::query("DELETE FROM auth_challenges WHERE expires_at <= ?").bind(now.0).execute(&mut *tx).await?;
-        sqlx::query("INSERT INTO auth_challenges (nonce, address, purpose, expires_at) VALUES (?, ?, ?, ?)")
+        let mut tx = self.begin_write().await?;
+        sqlx::query("DELETE FROM auth_challenges WHERE expires_at <= $1").bind(now.0).execute(&mut *tx).await?;
+        sqlx::query("INSERT INTO auth_challenges (nonce, address, purpose, expires_at) VALUES ($1, $2, $3, $4)")
             .bind(nonce)
             .bind(address.as_str())
             .bind(purpose)
@@ -41,7 +41,7 @@ impl Store {
     ) -> StoreResult<bool> {
         let done = sqlx::query(
             "UPDATE auth_challenges SET used = 1
-             WHERE nonce = ? AND address = ? AND purpose = ? AND used = 0 AND expires_at > ?",
+             WHERE nonce = $1 AND address = $2 AND purpose = $3 AND used = 0 AND expires_at > $4",
         )
         .bind(nonce)
         .bind(address.as_str())
@@ -54,8 +54,8 @@ impl Store {
 
     /// Creates the account with its first API key in one transaction; false if it exists.
     pub async fn register_account(&self, address: &Address, key_hash: &str, now: Timestamp) -> StoreResult<bool> {
-        let mut tx = self.write.begin().await?;
-        let inserted = sqlx::query("INSERT OR IGNORE INTO accounts (address, created_at) VALUES (?, ?)")
+        let mut tx = self.begin_write().await?;
+        let inserted = sqlx::query("INSERT INTO accounts (address, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING")
             .bind(address.as_str())
             .bind(now.0)
             .execute(&mut *tx)
@@ -69,14 +69,14 @@ impl Store {
     }
 
     pub async fn add_api_key(&self, address: &Address, key_hash: &str, now: Timestamp) -> StoreResult<()> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         insert_api_key(&mut tx, address, key_hash, now).await?;
         tx.commit().await?;
         Ok(())
     }
 
     pub async fn address_for_api_key(&self, key_hash: &str) -> StoreResult<Option<Address>> {
-        let row = sqlx::query("SELECT address FROM api_keys WHERE key_hash = ?")
+        let row = sqlx::query("SELECT address FROM api_keys WHERE key_hash = $1")
             .bind(key_hash)
             .fetch_optional(&self.read)
             .await?;
@@ -94,9 +94,9 @@ impl Store {
         now: Timestamp,
         open_max: u32,
     ) -> StoreResult<bool> {
-        let mut tx = self.write.begin().await?;
-        sqlx::query("DELETE FROM pairing_codes WHERE expires_at <= ?").bind(now.0).execute(&mut *tx).await?;
-        let open: i64 = sqlx::query("SELECT COUNT(*) FROM pairing_codes WHERE owner = ? AND used = 0")
+        let mut tx = self.begin_write().await?;
+        sqlx::query("DELETE FROM pairing_codes WHERE expires_at <= $1").bind(now.0).execute(&mut *tx).await?;
+        let open: i64 = sqlx::query("SELECT COUNT(*) FROM pairing_codes WHERE owner = $1 AND used = 0")
             .bind(owner.as_str())
             .fetch_one(&mut *tx)
             .await?
@@ -104,7 +104,7 @@ impl Store {
         if open >= i64::from(open_max) {
             return Ok(false);
         }
-        sqlx::query("INSERT INTO pairing_codes (code_hash, owner, expires_at) VALUES (?, ?, ?)")
+        sqlx::query("INSERT INTO pairing_codes (code_hash, owner, expires_at) VALUES ($1, $2, $3)")
             .bind(code_hash)
             .bind(owner.as_str())
             .bind(expires_at.0)
@@ -118,7 +118,7 @@ impl Store {
     /// or already used.
     pub async fn consume_pairing_code(&self, code_hash: &str, owner: &Address, now: Timestamp) -> StoreResult<bool> {
         let done = sqlx::query(
-            "UPDATE pairing_codes SET used = 1 WHERE code_hash = ? AND owner = ? AND used = 0 AND expires_at > ?",
+            "UPDATE pairing_codes SET used = 1 WHERE code_hash = $1 AND owner = $2 AND used = 0 AND expires_at > $3",
         )
         .bind(code_hash)
         .bind(owner.as_str())
@@ -129,7 +129,7 @@ impl Store {
     }
 
     pub async fn account_exists(&self, address: &Address) -> StoreResult<bool> {
-        let row = sqlx::query("SELECT 1 FROM accounts WHERE address = ?")
+        let row = sqlx::query("SELECT 1 FROM accounts WHERE address = $1")
             .bind(address.as_str())
             .fetch_optional(&self.read)
             .await?;
@@ -141,7 +141,7 @@ impl Store {
             "SELECT created_at,
                 (SELECT COUNT(*) FROM devices WHERE owner = a.address),
                 (SELECT COUNT(*) FROM clusters WHERE owner = a.address AND state = 'running')
-             FROM accounts a WHERE address = ?",
+             FROM accounts a WHERE address = $1",
         )
         .bind(address.as_str())
         .fetch_optional(&self.read)
@@ -156,12 +156,12 @@ impl Store {
 }
 
 async fn insert_api_key(
-    tx: &mut sqlx::SqliteConnection,
+    tx: &mut sqlx::AnyConnection,
     address: &Address,
     key_hash: &str,
     now: Timestamp,
 ) -> StoreResult<()> {
-    sqlx::query("INSERT INTO api_keys (key_hash, address, created_at) VALUES (?, ?, ?)")
+    sqlx::query("INSERT INTO api_keys (key_hash, address, created_at) VALUES ($1, $2, $3)")
         .bind(key_hash)
         .bind(address.as_str())
         .bind(now.0)

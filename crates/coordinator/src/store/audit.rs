@@ -4,7 +4,7 @@
 
 use herd_core::Timestamp;
 use herd_proto::api::AuditEntry;
-use sqlx::{Row, SqliteConnection};
+use sqlx::{AnyConnection, Row};
 
 use super::{Store, StoreResult};
 
@@ -56,10 +56,10 @@ impl NewAudit {
     }
 }
 
-pub(super) async fn record(conn: &mut SqliteConnection, entry: &NewAudit, now: Timestamp) -> StoreResult<()> {
+pub(super) async fn record(conn: &mut AnyConnection, entry: &NewAudit, now: Timestamp) -> StoreResult<()> {
     sqlx::query(
         "INSERT INTO audit_log (at, actor, action, target, detail, origin, signature, action_id)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
     )
     .bind(now.0)
     .bind(&entry.actor)
@@ -86,11 +86,11 @@ impl Store {
     pub async fn audit_entries(&self, after: i64, limit: u32, target: Option<&str>) -> StoreResult<Vec<AuditEntry>> {
         let rows = sqlx::query(
             "SELECT seq, at, actor, action, target, detail, origin, signature FROM audit_log
-             WHERE seq > ?1 AND (?2 IS NULL OR target = ?2) ORDER BY seq LIMIT ?3",
+             WHERE seq > $1 AND ($2 IS NULL OR target = $2) ORDER BY seq LIMIT $3",
         )
         .bind(after)
         .bind(target)
-        .bind(limit)
+        .bind(i64::from(limit))
         .fetch_all(&self.read)
         .await?;
         rows.iter()

@@ -6,8 +6,8 @@ use herd_core::{
     Timestamp,
 };
 use herd_proto::api;
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, SqliteConnection};
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
 
 use super::devices::apply_event;
 use super::jobs::refresh_job_state;
@@ -53,7 +53,7 @@ pub(super) struct Tenure<'a> {
 
 /// Records a device's tenure of a rank; returns its lease epoch.
 pub(super) async fn insert_node(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     tenure: &Tenure<'_>,
     ray: bool,
     head: bool,
@@ -61,13 +61,13 @@ pub(super) async fn insert_node(
 ) -> StoreResult<i64> {
     let row = sqlx::query(
         "INSERT INTO cluster_nodes (cluster_id, rank, device_id, node_hour_micros, ray_head, ray_state, joined_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING epoch",
+         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING epoch",
     )
     .bind(tenure.cluster.as_str())
     .bind(i64::from(tenure.rank))
     .bind(tenure.device.as_str())
     .bind(tenure.node_hour_micros)
-    .bind(head)
+    .bind(i64::from(head))
     .bind(ray.then_some(RayNodeState::Starting.as_str()))
     .bind(now.0)
     .fetch_one(&mut *conn)
@@ -79,11 +79,11 @@ impl Store {
     /// Applies a placement plan in one transaction. Every device must still be ready and
     /// unleased; otherwise nothing is written and the caller re-plans.
     pub async fn commit_cluster(&self, new: &NewCluster<'_>) -> StoreResult<Result<(), StalePlan>> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO clusters (id, owner, state, hardware, country, created_at, expires_at,
                 price_per_hour_micros, asset, request, kind, ray_version, nodes_wanted)
-             VALUES (?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, 'running', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         )
         .bind(new.id.as_str())
         .bind(new.owner.as_str())
@@ -102,7 +102,7 @@ impl Store {
         let reason = format!("leased to cluster {}", new.id);
         for (rank, (device, node_hour)) in new.devices.iter().enumerate() {
             let taken = sqlx::query(
-                "UPDATE devices SET cluster_id = ? WHERE id = ? AND state = 'ready' AND cluster_id IS NULL",
+                "UPDATE devices SET cluster_id = $1 WHERE id = $2 AND state = 'ready' AND cluster_id IS NULL",
             )
             .bind(new.id.as_str())
             .bind(device.as_str())
@@ -122,7 +122,7 @@ impl Store {
 
     pub async fn cluster(&self, id: &ClusterId) -> StoreResult<Option<api::Cluster>> {
         let row =
-            sqlx::query("SELECT * FROM clusters WHERE id = ?").bind(id.as_str()).fetch_optional(&self.read).await?;
+            sqlx::query("SELECT * FROM clusters WHERE id = $1").bind(id.as_str()).fetch_optional(&self.read).await?;
         match row {
             Some(row) => Ok(Some(self.cluster_from_row(&row).await?)),
             None => Ok(None),
@@ -137,11 +137,11 @@ impl Store {
         limit: u32,
     ) -> StoreResult<Vec<api::Cluster>> {
         let rows = sqlx::query(
-            "SELECT * FROM clusters WHERE owner = ? AND (? OR state = 'running') ORDER BY created_at DESC LIMIT ?",
+            "SELECT * FROM clusters WHERE owner = $1 AND ($2 OR state = 'running') ORDER BY created_at DESC LIMIT $3",
         )
         .bind(owner.as_str())
         .bind(include_terminated)
-        .bind(limit)
+        .bind(i64::from(limit))
         .fetch_all(&self.read)
         .await?;
         let mut clusters = Vec::with_capacity(rows.len());
@@ -151,7 +151,7 @@ impl Store {
         Ok(clusters)
     }
 
-    async fn cluster_from_row(&self, row: &SqliteRow) -> StoreResult<api::Cluster> {
+    async fn cluster_from_row(&self, row: &AnyRow) -> StoreResult<api::Cluster> {
         let id: ClusterId = parse_col("clusters.id", row.get("id"))?;
         // A rank's current holder (or its holder when the lease ended) has no leave reason;
         // the devices it replaced have one.
@@ -162,7 +162,7 @@ impl Store {
              FROM cluster_nodes n JOIN devices d ON d.id = n.device_id
              LEFT JOIN overlay_certs o ON o.cluster_id = n.cluster_id AND o.device_id = n.device_id
                 AND o.epoch = n.epoch AND o.revoked_at IS NULL AND o.replaced_at IS NULL
-             WHERE n.cluster_id = ? ORDER BY n.rank, n.epoch",
+             WHERE n.cluster_id = $1 ORDER BY n.rank, n.epoch",
         )
         .bind(id.as_str())
         .fetch_all(&self.read)
@@ -191,12 +191,12 @@ impl Store {
                     device_state: parse_col("devices.state", n.get("state"))?,
                     country: n.get("country"),
                     address: n.get("advertise_addr"),
-                    simulated: n.get("simulated"),
+                    simulated: super::flag(n, "simulated"),
                     overlay: node_overlay(n),
                     node_hour_micros: n.get("node_hour_micros"),
                     ray: match n.get::<Option<&str>, _>("ray_state") {
                         Some(state) => Some(api::RayNodeStatus {
-                            head: n.get("ray_head"),
+                            head: super::flag(n, "ray_head"),
                             state: parse_col("cluster_nodes.ray_state", state)?,
                             detail: n.get("ray_detail"),
                             restarts: n.get::<i64, _>("ray_restarts") as u32,
@@ -248,7 +248,7 @@ impl Store {
     }
 
     pub async fn cluster_owner(&self, id: &ClusterId) -> StoreResult<Option<(Address, ClusterState)>> {
-        let row = sqlx::query("SELECT owner, state FROM clusters WHERE id = ?")
+        let row = sqlx::query("SELECT owner, state FROM clusters WHERE id = $1")
             .bind(id.as_str())
             .fetch_optional(&self.read)
             .await?;
@@ -258,7 +258,7 @@ impl Store {
     /// Pushes a running cluster's end out by `add_ms`; None if it is not running.
     pub async fn extend_cluster(&self, id: &ClusterId, add_ms: i64) -> StoreResult<Option<Timestamp>> {
         let row = sqlx::query(
-            "UPDATE clusters SET expires_at = expires_at + ? WHERE id = ? AND state = 'running' RETURNING expires_at",
+            "UPDATE clusters SET expires_at = expires_at + $1 WHERE id = $2 AND state = 'running' RETURNING expires_at",
         )
         .bind(add_ms)
         .bind(id.as_str())
@@ -275,9 +275,9 @@ impl Store {
         reason: &str,
         now: Timestamp,
     ) -> StoreResult<Option<Terminated>> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         let ended = sqlx::query(
-            "UPDATE clusters SET state = 'terminated', ended_at = ?, end_reason = ? WHERE id = ? AND state = 'running'",
+            "UPDATE clusters SET state = 'terminated', ended_at = $1, end_reason = $2 WHERE id = $3 AND state = 'running'",
         )
         .bind(now.0)
         .bind(reason)
@@ -288,7 +288,7 @@ impl Store {
             return Ok(None);
         }
         let mut terminated = Terminated::default();
-        let devices = sqlx::query("SELECT id, state FROM devices WHERE cluster_id = ?")
+        let devices = sqlx::query("SELECT id, state FROM devices WHERE cluster_id = $1")
             .bind(id.as_str())
             .fetch_all(&mut *tx)
             .await?;
@@ -296,14 +296,14 @@ impl Store {
         for row in &devices {
             let device: Address = parse_col("devices.id", row.get(0))?;
             let state: DeviceState = parse_col("devices.state", row.get(1))?;
-            sqlx::query("UPDATE devices SET cluster_id = NULL WHERE id = ?")
+            sqlx::query("UPDATE devices SET cluster_id = NULL WHERE id = $1")
                 .bind(device.as_str())
                 .execute(&mut *tx)
                 .await?;
             apply_event(&mut tx, &device, state, Event::Release, &release_reason, now).await?;
             terminated.devices.push(device);
         }
-        let jobs = sqlx::query("SELECT id FROM jobs WHERE cluster_id = ? AND state IN ('pending', 'running')")
+        let jobs = sqlx::query("SELECT id FROM jobs WHERE cluster_id = $1 AND state IN ('pending', 'running')")
             .bind(id.as_str())
             .fetch_all(&mut *tx)
             .await?;
@@ -311,13 +311,13 @@ impl Store {
         for row in &jobs {
             let job: JobId = parse_col("jobs.id", row.get(0))?;
             // A job waiting to be retried ends with the lease, as it stands.
-            sqlx::query("UPDATE jobs SET retry_wanted_at = NULL WHERE id = ?")
+            sqlx::query("UPDATE jobs SET retry_wanted_at = NULL WHERE id = $1")
                 .bind(job.as_str())
                 .execute(&mut *tx)
                 .await?;
             sqlx::query(
-                "UPDATE job_tasks SET state = ?, error = ?, finished_at = ?
-                 WHERE job_id = ? AND state IN ('pending', 'running')",
+                "UPDATE job_tasks SET state = $1, error = $2, finished_at = $3
+                 WHERE job_id = $4 AND state IN ('pending', 'running')",
             )
             .bind(TaskState::Stopped.as_str())
             .bind(&task_error)
@@ -330,25 +330,25 @@ impl Store {
         }
         // Ray jobs have no tasks: they end with the cluster that runs them.
         sqlx::query(
-            "UPDATE jobs SET state = 'stopped', message = ?, finished_at = ?, retry_wanted_at = NULL
-             WHERE cluster_id = ? AND kind = 'ray' AND state IN ('pending', 'running')",
+            "UPDATE jobs SET state = 'stopped', message = $1, finished_at = $2, retry_wanted_at = NULL
+             WHERE cluster_id = $3 AND kind = 'ray' AND state IN ('pending', 'running')",
         )
         .bind(&task_error)
         .bind(now.0)
         .bind(id.as_str())
         .execute(&mut *tx)
         .await?;
-        sqlx::query("UPDATE cluster_nodes SET ray_state = 'stopped', ray_detail = NULL WHERE cluster_id = ? AND ray_state IS NOT NULL")
+        sqlx::query("UPDATE cluster_nodes SET ray_state = 'stopped', ray_detail = NULL WHERE cluster_id = $1 AND ray_state IS NOT NULL")
             .bind(id.as_str())
             .execute(&mut *tx)
             .await?;
         // Every current tenure ends with the lease (no leave reason: they were not replaced).
-        sqlx::query("UPDATE cluster_nodes SET left_at = ? WHERE cluster_id = ? AND left_at IS NULL")
+        sqlx::query("UPDATE cluster_nodes SET left_at = $1 WHERE cluster_id = $2 AND left_at IS NULL")
             .bind(now.0)
             .bind(id.as_str())
             .execute(&mut *tx)
             .await?;
-        sqlx::query("UPDATE clusters SET ray_gcs_address = NULL, healing = NULL WHERE id = ?")
+        sqlx::query("UPDATE clusters SET ray_gcs_address = NULL, healing = NULL WHERE id = $1")
             .bind(id.as_str())
             .execute(&mut *tx)
             .await?;
@@ -360,7 +360,7 @@ impl Store {
     /// (replaced devices included: their seconds may not all be posted yet), and how far
     /// every current node is known to have been up.
     pub async fn lease_terms(&self, id: &ClusterId) -> StoreResult<Option<crate::billing::LeaseTerms>> {
-        let Some(row) = sqlx::query("SELECT owner, asset, state, expires_at, ended_at FROM clusters WHERE id = ?")
+        let Some(row) = sqlx::query("SELECT owner, asset, state, expires_at, ended_at FROM clusters WHERE id = $1")
             .bind(id.as_str())
             .fetch_optional(&self.read)
             .await?
@@ -369,7 +369,7 @@ impl Store {
         };
         let nodes = sqlx::query(
             "SELECT n.epoch, n.node_hour_micros, n.joined_at, n.left_at, d.owner, d.last_heartbeat_at
-             FROM cluster_nodes n JOIN devices d ON d.id = n.device_id WHERE n.cluster_id = ? ORDER BY n.epoch",
+             FROM cluster_nodes n JOIN devices d ON d.id = n.device_id WHERE n.cluster_id = $1 ORDER BY n.epoch",
         )
         .bind(id.as_str())
         .fetch_all(&self.read)
@@ -399,9 +399,9 @@ impl Store {
     }
 
     pub async fn expired_clusters(&self, now: Timestamp, limit: u32) -> StoreResult<Vec<ClusterId>> {
-        let rows = sqlx::query("SELECT id FROM clusters WHERE state = 'running' AND expires_at <= ? LIMIT ?")
+        let rows = sqlx::query("SELECT id FROM clusters WHERE state = 'running' AND expires_at <= $1 LIMIT $2")
             .bind(now.0)
-            .bind(limit)
+            .bind(i64::from(limit))
             .fetch_all(&self.read)
             .await?;
         rows.iter().map(|r| parse_col("clusters.id", r.get(0))).collect()
@@ -413,13 +413,13 @@ impl Store {
 }
 
 /// A node's overlay columns as the API shows them.
-fn node_overlay(row: &SqliteRow) -> Option<api::NodeOverlay> {
+fn node_overlay(row: &AnyRow) -> Option<api::NodeOverlay> {
     let address: String = row.get::<Option<String>, _>("overlay_address")?;
     let report: Option<herd_proto::worker::OverlayReport> =
         row.get::<Option<&str>, _>("overlay_report").and_then(|text| serde_json::from_str(text).ok());
     Some(api::NodeOverlay {
         address,
-        up: row.get::<Option<bool>, _>("overlay_up").unwrap_or(false),
+        up: super::flag(row, "overlay_up"),
         error: report.as_ref().and_then(|r| r.error.clone()),
         restarts: report.as_ref().map_or(0, |r| r.restarts),
         peers: report.map(|r| r.peers).unwrap_or_default(),

@@ -4,8 +4,8 @@ use herd_core::device::DeviceEvent as Event;
 use herd_core::{Address, ConnectivityTier, DeviceSpec, DeviceState, Timestamp};
 use herd_proto::api;
 use herd_proto::worker::HelloPayload;
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, SqliteConnection};
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
 
 use super::{json_col, parse_col, Store, StoreResult};
 
@@ -44,7 +44,7 @@ const DEVICE_COLUMNS: &str = "id, owner, state, state_reason, simulated, country
      cluster_id, utilization, last_heartbeat_at, created_at, connectivity, security, reputation, floor_micros, cpu_cores, \
      overlay_unavailable";
 
-fn device_from_row(row: &SqliteRow) -> StoreResult<api::Device> {
+fn device_from_row(row: &AnyRow) -> StoreResult<api::Device> {
     let cluster_id: Option<String> = row.get("cluster_id");
     let utilization: Option<String> = row.get("utilization");
     Ok(api::Device {
@@ -52,7 +52,7 @@ fn device_from_row(row: &SqliteRow) -> StoreResult<api::Device> {
         owner: parse_col("devices.owner", row.get("owner"))?,
         state: parse_col("devices.state", row.get("state"))?,
         state_reason: row.get("state_reason"),
-        simulated: row.get("simulated"),
+        simulated: super::flag(row, "simulated"),
         country: row.get("country"),
         gpu_model: row.get("gpu_model"),
         gpu_count: row.get::<i64, _>("gpu_count") as u32,
@@ -75,7 +75,7 @@ fn device_from_row(row: &SqliteRow) -> StoreResult<api::Device> {
 /// Applies `event` to the device's current state and records the change; a transition the
 /// state machine forbids is skipped (and logged) rather than written.
 pub(super) async fn apply_event(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     id: &Address,
     from: DeviceState,
     event: Event,
@@ -99,7 +99,7 @@ pub(super) async fn apply_event(
         _ => None,
     };
     if let Some(counter) = counter {
-        let sql = format!("UPDATE devices SET {counter} = {counter} + 1 WHERE id = ?");
+        let sql = format!("UPDATE devices SET {counter} = {counter} + 1 WHERE id = $1");
         sqlx::query(&sql).bind(id.as_str()).execute(&mut *conn).await?;
         super::verifications::refresh_reputation(conn, id).await?;
     }
@@ -107,20 +107,20 @@ pub(super) async fn apply_event(
 }
 
 pub(super) async fn record_state(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     id: &Address,
     from: Option<DeviceState>,
     to: DeviceState,
     reason: &str,
     now: Timestamp,
 ) -> StoreResult<()> {
-    sqlx::query("UPDATE devices SET state = ?, state_reason = ? WHERE id = ?")
+    sqlx::query("UPDATE devices SET state = $1, state_reason = $2 WHERE id = $3")
         .bind(to.as_str())
         .bind(reason)
         .bind(id.as_str())
         .execute(&mut *conn)
         .await?;
-    sqlx::query("INSERT INTO device_events (device_id, from_state, to_state, reason, at) VALUES (?, ?, ?, ?, ?)")
+    sqlx::query("INSERT INTO device_events (device_id, from_state, to_state, reason, at) VALUES ($1, $2, $3, $4, $5)")
         .bind(id.as_str())
         .bind(from.map(|s| s.as_str()))
         .bind(to.as_str())
@@ -135,22 +135,22 @@ pub(super) async fn record_state(
 /// of them) while a UUID is reported twice: one physical GPU cannot be two devices. Blocked
 /// devices do not count, so an operator clears a flag by blocking the impostor.
 async fn record_gpus(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     id: &Address,
     spec: &herd_core::DeviceSpec,
     now: Timestamp,
 ) -> StoreResult<()> {
-    sqlx::query("DELETE FROM device_gpus WHERE device_id = ?").bind(id.as_str()).execute(&mut *conn).await?;
+    sqlx::query("DELETE FROM device_gpus WHERE device_id = $1").bind(id.as_str()).execute(&mut *conn).await?;
     let mut clash: Option<(String, String)> = None;
     for gpu in spec.gpus.iter().filter(|g| !g.uuid.is_empty()) {
-        sqlx::query("INSERT OR IGNORE INTO device_gpus (uuid, device_id) VALUES (?, ?)")
+        sqlx::query("INSERT INTO device_gpus (uuid, device_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
             .bind(&gpu.uuid)
             .bind(id.as_str())
             .execute(&mut *conn)
             .await?;
         let others = sqlx::query(
             "SELECT g.device_id FROM device_gpus g JOIN devices d ON d.id = g.device_id
-             WHERE g.uuid = ? AND g.device_id != ? AND d.state != 'blocked'",
+             WHERE g.uuid = $1 AND g.device_id != $2 AND d.state != 'blocked'",
         )
         .bind(&gpu.uuid)
         .bind(id.as_str())
@@ -165,7 +165,7 @@ async fn record_gpus(
     match clash {
         Some((uuid, other)) => flag(conn, id, &format!("GPU {uuid} is also reported by device {other}"), now).await,
         None => {
-            sqlx::query("UPDATE devices SET flag_reason = NULL WHERE id = ?")
+            sqlx::query("UPDATE devices SET flag_reason = NULL WHERE id = $1")
                 .bind(id.as_str())
                 .execute(&mut *conn)
                 .await?;
@@ -175,20 +175,20 @@ async fn record_gpus(
 }
 
 /// The device's current state, if it exists.
-pub(super) async fn device_state(conn: &mut SqliteConnection, id: &Address) -> StoreResult<Option<DeviceState>> {
-    let row = sqlx::query("SELECT state FROM devices WHERE id = ?").bind(id.as_str()).fetch_optional(conn).await?;
+pub(super) async fn device_state(conn: &mut AnyConnection, id: &Address) -> StoreResult<Option<DeviceState>> {
+    let row = sqlx::query("SELECT state FROM devices WHERE id = $1").bind(id.as_str()).fetch_optional(conn).await?;
     row.map(|r| parse_col("devices.state", r.get(0))).transpose()
 }
 
 /// Says why a pending device is still pending (other states keep their own reason).
 pub(super) async fn set_pending_reason(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     id: &Address,
     state: DeviceState,
     reason: &str,
 ) -> StoreResult<()> {
     if state == DeviceState::Pending {
-        sqlx::query("UPDATE devices SET state_reason = ? WHERE id = ?")
+        sqlx::query("UPDATE devices SET state_reason = $1 WHERE id = $2")
             .bind(reason)
             .bind(id.as_str())
             .execute(conn)
@@ -197,8 +197,8 @@ pub(super) async fn set_pending_reason(
     Ok(())
 }
 
-async fn flag(conn: &mut SqliteConnection, id: &Address, reason: &str, now: Timestamp) -> StoreResult<()> {
-    sqlx::query("UPDATE devices SET flag_reason = ?, admitted = 0, state_reason = ? WHERE id = ?")
+async fn flag(conn: &mut AnyConnection, id: &Address, reason: &str, now: Timestamp) -> StoreResult<()> {
+    sqlx::query("UPDATE devices SET flag_reason = $1, admitted = 0, state_reason = $2 WHERE id = $3")
         .bind(reason)
         .bind(format!("flagged: {reason}"))
         .bind(id.as_str())
@@ -223,9 +223,9 @@ impl Store {
         let offer = hello.spec.gpu_offer();
         let spec = serde_json::to_string(&hello.spec).expect("a spec always serialises");
         let claim = hello.spec.admission_claim(hello.simulated);
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         let existing = sqlx::query(
-            "SELECT owner, state, state_reason, admitted, admitted_claim, cluster_id, simulated FROM devices WHERE id = ?",
+            "SELECT owner, state, state_reason, admitted, admitted_claim, cluster_id, simulated FROM devices WHERE id = $1",
         )
         .bind(id.as_str())
         .fetch_optional(&mut *tx)
@@ -236,14 +236,14 @@ impl Store {
                 sqlx::query(
                     "INSERT INTO devices (id, owner, state, state_reason, simulated, country, gpu_model, gpu_count,
                         spec, advertise_addr, last_heartbeat_at, created_at)
-                     VALUES (?, ?, 'pending', 'registered', ?, ?, ?, ?, ?, ?, ?, ?)",
+                     VALUES ($1, $2, 'pending', 'registered', $3, $4, $5, $6, $7, $8, $9, $10)",
                 )
                 .bind(id.as_str())
                 .bind(hello.owner.as_str())
-                .bind(hello.simulated)
+                .bind(i64::from(hello.simulated))
                 .bind(&hello.country)
                 .bind(offer.map(|(m, _)| m.name))
-                .bind(offer.map_or(0, |(_, n)| n))
+                .bind(i64::from(offer.map_or(0, |(_, n)| n)))
                 .bind(&spec)
                 .bind(&hello.advertise_addr)
                 .bind(now.0)
@@ -262,17 +262,17 @@ impl Store {
                 if state == DeviceState::Blocked {
                     return Ok(Err(HelloRefusal::Blocked(row.get("state_reason"))));
                 }
-                if row.get::<bool, _>("simulated") != hello.simulated {
+                if super::flag(&row, "simulated") != hello.simulated {
                     return Ok(Err(HelloRefusal::SimulatedChanged { claimed: hello.simulated }));
                 }
                 sqlx::query(
-                    "UPDATE devices SET country = ?, gpu_model = ?, gpu_count = ?, spec = ?,
-                        advertise_addr = ?, last_heartbeat_at = ?
-                     WHERE id = ?",
+                    "UPDATE devices SET country = $1, gpu_model = $2, gpu_count = $3, spec = $4,
+                        advertise_addr = $5, last_heartbeat_at = $6
+                     WHERE id = $7",
                 )
                 .bind(&hello.country)
                 .bind(offer.map(|(m, _)| m.name))
-                .bind(offer.map_or(0, |(_, n)| n))
+                .bind(i64::from(offer.map_or(0, |(_, n)| n)))
                 .bind(&spec)
                 .bind(&hello.advertise_addr)
                 .bind(now.0)
@@ -280,13 +280,13 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
                 let leased = row.get::<Option<String>, _>("cluster_id").is_some();
-                let mut admitted = row.get::<bool, _>("admitted");
+                let mut admitted = super::flag(&row, "admitted");
                 let proven: Option<String> = row.get("admitted_claim");
                 if admitted && proven.as_deref() != Some(claim.as_str()) {
                     // What the last proof vouched for is not what the device claims now.
                     sqlx::query(
                         "UPDATE devices SET admitted = 0, admitted_claim = NULL, next_verification_at = NULL
-                         WHERE id = ?",
+                         WHERE id = $1",
                     )
                     .bind(id.as_str())
                     .execute(&mut *tx)
@@ -304,17 +304,17 @@ impl Store {
         let declared = hello.throughput.filter(|_| hello.simulated);
         let connectivity = declared.map(|t| ConnectivityTier::from_measurement(t.down_mbps, t.up_mbps));
         sqlx::query(
-            "UPDATE devices SET cpu_cores = ?, ram_gib = ?, floor_micros = ?,
-                connectivity = COALESCE(?, connectivity), down_mbps = COALESCE(?, down_mbps),
-                up_mbps = COALESCE(?, up_mbps)
-             WHERE id = ?",
+            "UPDATE devices SET cpu_cores = $1, ram_gib = $2, floor_micros = $3,
+                connectivity = COALESCE($4, connectivity), down_mbps = COALESCE($5, down_mbps),
+                up_mbps = COALESCE($6, up_mbps)
+             WHERE id = $7",
         )
-        .bind(hello.spec.cpu.logical_cores)
+        .bind(i64::from(hello.spec.cpu.logical_cores))
         .bind((hello.spec.memory_bytes >> 30) as i64)
         .bind(hello.floor_micros)
         .bind(connectivity.map(|c| c.as_str()))
-        .bind(declared.map(|t| t.down_mbps))
-        .bind(declared.map(|t| t.up_mbps))
+        .bind(declared.map(|t| i64::from(t.down_mbps)))
+        .bind(declared.map(|t| i64::from(t.up_mbps)))
         .bind(id.as_str())
         .execute(&mut *tx)
         .await?;
@@ -340,14 +340,14 @@ impl Store {
         audit: &super::NewAudit,
         now: Timestamp,
     ) -> StoreResult<Option<bool>> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         let Some(state) = device_state(&mut tx, id).await? else { return Ok(None) };
         if (state == DeviceState::Blocked) == blocked {
             return Ok(Some(false));
         }
         sqlx::query(
             "UPDATE devices SET admitted = 0, admitted_claim = NULL, next_verification_at = NULL, deadline_strikes = 0
-             WHERE id = ?",
+             WHERE id = $1",
         )
         .bind(id.as_str())
         .execute(&mut *tx)
@@ -368,10 +368,10 @@ impl Store {
         if beats.is_empty() {
             return Ok(());
         }
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         for (id, at, utilization) in beats {
             let utilization = serde_json::to_string(utilization).expect("utilization always serialises");
-            sqlx::query("UPDATE devices SET last_heartbeat_at = ?, utilization = ? WHERE id = ?")
+            sqlx::query("UPDATE devices SET last_heartbeat_at = $1, utilization = $2 WHERE id = $3")
                 .bind(at.0)
                 .bind(utilization)
                 .bind(id.as_str())
@@ -392,7 +392,7 @@ impl Store {
         reason: &str,
         now: Timestamp,
     ) -> StoreResult<Option<super::healing::Loss>> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         let Some(state) = device_state(&mut tx, id).await? else {
             return Ok(None);
         };
@@ -429,26 +429,31 @@ impl Store {
     /// page of a large fleet skips index entries, not table rows.
     pub async fn owned_devices(&self, owner: &Address, limit: u32, offset: u32) -> StoreResult<Vec<api::Device>> {
         let sql =
-            format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE owner = ? ORDER BY created_at, id LIMIT ? OFFSET ?");
-        let rows = sqlx::query(&sql).bind(owner.as_str()).bind(limit).bind(offset).fetch_all(&self.read).await?;
+            format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE owner = $1 ORDER BY created_at, id LIMIT $2 OFFSET $3");
+        let rows = sqlx::query(&sql)
+            .bind(owner.as_str())
+            .bind(i64::from(limit))
+            .bind(i64::from(offset))
+            .fetch_all(&self.read)
+            .await?;
         rows.iter().map(device_from_row).collect()
     }
 
     pub async fn list_devices(&self, filter: &DeviceFilter) -> StoreResult<Vec<api::Device>> {
         let sql = format!(
             "SELECT {DEVICE_COLUMNS} FROM devices
-             WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR gpu_model = ?2)
-               AND (?3 IS NULL OR country = ?3) AND (?4 IS NULL OR owner = ?4) AND (?7 IS NULL OR connectivity = ?7)
-               AND (?8 IS NULL OR (id >= ?8 AND id < ?8 || '~'))
-             ORDER BY created_at, id LIMIT ?5 OFFSET ?6"
+             WHERE ($1 IS NULL OR state = $1) AND ($2 IS NULL OR gpu_model = $2)
+               AND ($3 IS NULL OR country = $3) AND ($4 IS NULL OR owner = $4) AND ($7 IS NULL OR connectivity = $7)
+               AND ($8 IS NULL OR (id >= $8 AND id < $8 || '~'))
+             ORDER BY created_at, id LIMIT $5 OFFSET $6"
         );
         let rows = sqlx::query(&sql)
             .bind(filter.state.map(|s| s.as_str()))
             .bind(filter.gpu_model.as_deref())
             .bind(filter.country.as_deref())
             .bind(filter.owner.as_ref().map(|o| o.as_str()))
-            .bind(filter.limit)
-            .bind(filter.offset)
+            .bind(i64::from(filter.limit))
+            .bind(i64::from(filter.offset))
             .bind(filter.connectivity.as_deref())
             // Ids are base58: every character sorts below '~', so the prefix is a key range.
             .bind(filter.id_prefix.as_deref())
@@ -460,22 +465,22 @@ impl Store {
     /// The hardware a device last reported.
     pub async fn device_spec(&self, id: &Address) -> StoreResult<Option<DeviceSpec>> {
         let row =
-            sqlx::query("SELECT spec FROM devices WHERE id = ?").bind(id.as_str()).fetch_optional(&self.read).await?;
+            sqlx::query("SELECT spec FROM devices WHERE id = $1").bind(id.as_str()).fetch_optional(&self.read).await?;
         row.map(|r| json_col("devices.spec", r.get(0))).transpose()
     }
 
     pub async fn device(&self, id: &Address) -> StoreResult<Option<api::Device>> {
-        let sql = format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE id = ?");
+        let sql = format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE id = $1");
         let row = sqlx::query(&sql).bind(id.as_str()).fetch_optional(&self.read).await?;
         row.as_ref().map(device_from_row).transpose()
     }
 
     pub async fn device_events(&self, id: &Address, limit: u32) -> StoreResult<Vec<api::DeviceEvent>> {
         let rows = sqlx::query(
-            "SELECT from_state, to_state, reason, at FROM device_events WHERE device_id = ? ORDER BY id DESC LIMIT ?",
+            "SELECT from_state, to_state, reason, at FROM device_events WHERE device_id = $1 ORDER BY id DESC LIMIT $2",
         )
         .bind(id.as_str())
-        .bind(limit)
+        .bind(i64::from(limit))
         .fetch_all(&self.read)
         .await?;
         rows.iter()

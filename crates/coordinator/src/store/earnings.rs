@@ -3,12 +3,12 @@
 
 use herd_core::{Address, Asset, Timestamp};
 use herd_ledger::AccountKey;
+use sqlx::any::{Any, AnyArguments};
 use sqlx::query::Query;
-use sqlx::sqlite::{Sqlite, SqliteArguments};
 use sqlx::Row;
 
 use super::ledger::account_tag;
-use super::{parse_col, Store, StoreResult};
+use super::{parse_col, Backend, Store, StoreResult};
 
 /// Money that came into an account for one reason (`code`) in one asset.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,17 +30,57 @@ pub struct DeviceRewards {
 
 /// An account's journal entries, through its index.
 const ACCOUNT_ENTRIES: &str = "FROM journal_accounts a JOIN journal j ON j.seq = a.seq";
-/// Those crediting the user `?2` (tag `?1`); the `json_extract` check keeps out entries of
-/// another account whose 64-bit tag collides.
-const CREDITED_TO: &str =
-    "a.account = ?1 AND json_extract(j.body, '$.credit.kind') = 'user' AND json_extract(j.body, '$.credit.id') = ?2";
+
+/// The text at `path` (dot-separated, a constant) in a journal entry's JSON body.
+fn field(backend: Backend, path: &str) -> String {
+    match backend {
+        Backend::Sqlite => format!("json_extract(j.body, '$.{path}')"),
+        Backend::Postgres => format!("(j.body::jsonb #>> '{{{}}}')", path.replace('.', ",")),
+    }
+}
+
+/// An entry's amount, as an integer.
+fn amount(backend: Backend) -> String {
+    format!("CAST({} AS BIGINT)", field(backend, "amount"))
+}
+
+/// Entries crediting the user `$2` (tag `$1`); the body check keeps out entries of another
+/// account whose 64-bit tag collides.
+fn credited_to(backend: Backend) -> String {
+    format!("a.account = $1 AND {} = 'user' AND {} = $2", field(backend, "credit.kind"), field(backend, "credit.id"))
+}
+
+/// A reward id's device: what follows `reward:HOUR:`.
+fn reward_device(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Sqlite => "substr(j.transfer_id, 8 + instr(substr(j.transfer_id, 8), ':'))",
+        Backend::Postgres => "split_part(j.transfer_id, ':', 3)",
+    }
+}
+
+/// A pay id's tenure epoch: the number after its last colon (`pay:…:EPOCH`). SQLite's nested
+/// `replace`/`rtrim` takes what follows the last colon; PostgreSQL's pattern yields NULL (no
+/// join) for an id without one.
+fn pay_epoch(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Sqlite => {
+            "CAST(replace(j.transfer_id, rtrim(j.transfer_id, replace(j.transfer_id, ':', '')), '') AS INTEGER)"
+        }
+        Backend::Postgres => "CAST(substring(j.transfer_id from ':([0-9]+)$') AS BIGINT)",
+    }
+}
 
 impl Store {
     /// Everything paid into `owner`'s account, by reason and asset.
     pub async fn income_of(&self, owner: &Address) -> StoreResult<Vec<Income>> {
+        let b = self.backend();
         let rows = sqlx::query(&format!(
-            "SELECT json_extract(j.body, '$.code') AS code, json_extract(j.body, '$.asset') AS asset,
-                    SUM(json_extract(j.body, '$.amount')), COUNT(*) {ACCOUNT_ENTRIES} WHERE {CREDITED_TO} GROUP BY 1, 2 ORDER BY 1, 2"
+            "SELECT {} AS code, {} AS asset, CAST(SUM({}) AS BIGINT), COUNT(*)
+             {ACCOUNT_ENTRIES} WHERE {} GROUP BY 1, 2 ORDER BY 1, 2",
+            field(b, "code"),
+            field(b, "asset"),
+            amount(b),
+            credited_to(b)
         ))
         .bind(account_tag(&AccountKey::User(owner.to_string())))
         .bind(owner.as_str())
@@ -60,11 +100,15 @@ impl Store {
 
     /// Block rewards paid for each of `owner`'s devices (reward ids are `reward:HOUR:DEVICE`).
     pub async fn block_rewards_by_device(&self, owner: &Address) -> StoreResult<Vec<DeviceRewards>> {
+        let b = self.backend();
         let rows = sqlx::query(&format!(
-            "SELECT substr(j.transfer_id, 8 + instr(substr(j.transfer_id, 8), ':')) AS device,
-                    SUM(json_extract(j.body, '$.amount')), COUNT(*), MAX(j.at)
-             {ACCOUNT_ENTRIES} WHERE {CREDITED_TO} AND j.transfer_id LIKE 'reward:%' AND json_extract(j.body, '$.code') = 'block-reward'
-             GROUP BY 1"
+            "SELECT {} AS device, CAST(SUM({}) AS BIGINT), COUNT(*), MAX(j.at)
+             {ACCOUNT_ENTRIES} WHERE {} AND j.transfer_id LIKE 'reward:%' AND {} = 'block-reward'
+             GROUP BY 1",
+            reward_device(b),
+            amount(b),
+            credited_to(b),
+            field(b, "code")
         ))
         .bind(account_tag(&AccountKey::User(owner.to_string())))
         .bind(owner.as_str())
@@ -82,16 +126,19 @@ impl Store {
     }
 
     /// Lease pay received for each of `owner`'s devices, per asset: pay ids end in the tenure's
-    /// epoch (`pay:…:EPOCH`), and the tenure names the device. The nested `replace`/`rtrim`
-    /// takes what follows the id's last colon.
+    /// epoch (`pay:…:EPOCH`), and the tenure names the device.
     pub async fn job_earnings_by_device(&self, owner: &Address) -> StoreResult<Vec<(String, Asset, i64)>> {
+        let b = self.backend();
         let rows = sqlx::query(&format!(
-            "SELECT cn.device_id, json_extract(j.body, '$.asset') AS asset, SUM(json_extract(j.body, '$.amount'))
-             {ACCOUNT_ENTRIES}
-             JOIN cluster_nodes cn
-               ON cn.epoch = CAST(replace(j.transfer_id, rtrim(j.transfer_id, replace(j.transfer_id, ':', '')), '') AS INTEGER)
-             WHERE {CREDITED_TO} AND json_extract(j.body, '$.code') = 'lease-earning' AND j.transfer_id LIKE 'pay:%'
-             GROUP BY 1, 2"
+            "SELECT cn.device_id, {} AS asset, CAST(SUM({}) AS BIGINT)
+             {ACCOUNT_ENTRIES} JOIN cluster_nodes cn ON cn.epoch = {}
+             WHERE {} AND {} = 'lease-earning' AND j.transfer_id LIKE 'pay:%'
+             GROUP BY 1, 2",
+            field(b, "asset"),
+            amount(b),
+            pay_epoch(b),
+            credited_to(b),
+            field(b, "code")
         ))
         .bind(account_tag(&AccountKey::User(owner.to_string())))
         .bind(owner.as_str())
@@ -112,13 +159,18 @@ impl Store {
             return Ok((Vec::new(), 0));
         }
         // Only placeholders are formatted into the SQL; every value is bound.
-        let list = vec!["?"; devices.len()].join(", ");
+        let b = self.backend();
+        let n = devices.len();
         let from = format!(
             "FROM journal_accounts a JOIN journal j ON j.seq = a.seq
-             WHERE a.account IN ({list}) AND json_extract(j.body, '$.credit.kind') = 'burn'
-               AND json_extract(j.body, '$.debit.kind') = 'stake_vault' AND json_extract(j.body, '$.debit.id') IN ({list})"
+             WHERE a.account IN ({}) AND {} = 'burn' AND {} = 'stake_vault' AND {} IN ({})",
+            super::placeholders(1, n),
+            field(b, "credit.kind"),
+            field(b, "debit.kind"),
+            field(b, "debit.id"),
+            super::placeholders(n + 1, n)
         );
-        fn bind_all<'q>(sql: &'q str, devices: &[Address]) -> Query<'q, Sqlite, SqliteArguments<'q>> {
+        fn bind_all<'q>(sql: &'q str, devices: &[Address]) -> Query<'q, Any, AnyArguments<'q>> {
             let mut query = sqlx::query(sql);
             for device in devices {
                 query = query.bind(account_tag(&AccountKey::StakeVault(device.to_string())));
@@ -128,10 +180,10 @@ impl Store {
             }
             query
         }
-        let total_sql = format!("SELECT COALESCE(SUM(json_extract(j.body, '$.amount')), 0) {from}");
+        let total_sql = format!("SELECT CAST(COALESCE(SUM({}), 0) AS BIGINT) {from}", amount(b));
         let total: i64 = bind_all(&total_sql, devices).fetch_one(&self.read).await?.get(0);
-        let rows_sql = format!("SELECT j.* {from} ORDER BY j.seq DESC LIMIT ?");
-        let rows = bind_all(&rows_sql, devices).bind(limit).fetch_all(&self.read).await?;
+        let rows_sql = format!("SELECT j.* {from} ORDER BY j.seq DESC LIMIT ${}", 2 * n + 1);
+        let rows = bind_all(&rows_sql, devices).bind(i64::from(limit)).fetch_all(&self.read).await?;
         let mut slashes = Vec::new();
         for row in &rows {
             let entry = super::ledger::entry_from_row(row)?;
@@ -149,15 +201,19 @@ impl Store {
         device: &Address,
         limit: u32,
     ) -> StoreResult<Vec<(Timestamp, i64)>> {
+        let b = self.backend();
         let rows = sqlx::query(&format!(
-            "SELECT j.at, json_extract(j.body, '$.amount')
-             {ACCOUNT_ENTRIES} WHERE {CREDITED_TO} AND j.transfer_id LIKE 'reward:%:' || ?3 AND json_extract(j.body, '$.code') = 'block-reward'
-             ORDER BY j.seq DESC LIMIT ?4"
+            "SELECT j.at, {}
+             {ACCOUNT_ENTRIES} WHERE {} AND j.transfer_id LIKE 'reward:%:' || $3 AND {} = 'block-reward'
+             ORDER BY j.seq DESC LIMIT $4",
+            amount(b),
+            credited_to(b),
+            field(b, "code")
         ))
         .bind(account_tag(&AccountKey::User(owner.to_string())))
         .bind(owner.as_str())
         .bind(device.as_str())
-        .bind(limit)
+        .bind(i64::from(limit))
         .fetch_all(&self.read)
         .await?;
         Ok(rows.iter().map(|r| (Timestamp(r.get(0)), r.get(1))).collect())

@@ -88,16 +88,18 @@ impl Census {
 
 impl Store {
     pub async fn census(&self) -> StoreResult<Census> {
-        let rows =
-            sqlx::query("SELECT gpu_model, state, COUNT(*), SUM(gpu_count) FROM devices GROUP BY state, gpu_model")
-                .fetch_all(&self.read)
-                .await?;
+        let rows = sqlx::query(
+            "SELECT gpu_model, state, COUNT(*), CAST(SUM(gpu_count) AS BIGINT) FROM devices GROUP BY state, gpu_model",
+        )
+        .fetch_all(&self.read)
+        .await?;
         let by_state_model = rows
             .iter()
             .map(|r| (r.get(0), r.get(1), r.get::<i64, _>(2).max(0) as u64, r.get::<i64, _>(3).max(0) as u64))
             .collect();
         let rows = sqlx::query(
-            "SELECT country, COUNT(*), SUM(state IN ('ready', 'hired')), SUM(gpu_count), SUM(simulated)
+            "SELECT country, COUNT(*), CAST(SUM(CASE WHEN state IN ('ready', 'hired') THEN 1 ELSE 0 END) AS BIGINT),
+                    CAST(SUM(gpu_count) AS BIGINT), CAST(SUM(simulated) AS BIGINT)
              FROM devices WHERE state != 'blocked' GROUP BY country",
         )
         .fetch_all(&self.read)
@@ -116,10 +118,10 @@ impl Store {
         let rows = sqlx::query(
             "SELECT c.id, c.state, c.kind, c.hardware, c.price_per_hour_micros, c.created_at, c.expires_at, c.ended_at,
                 (SELECT COUNT(*) FROM cluster_nodes n WHERE n.cluster_id = c.id AND n.leave_reason IS NULL)
-             FROM clusters c ORDER BY c.created_at DESC, c.id LIMIT ? OFFSET ?",
+             FROM clusters c ORDER BY c.created_at DESC, c.id LIMIT $1 OFFSET $2",
         )
-        .bind(limit)
-        .bind(offset)
+        .bind(i64::from(limit))
+        .bind(i64::from(offset))
         .fetch_all(&self.read)
         .await?;
         rows.iter()
@@ -161,20 +163,20 @@ impl Store {
     /// devices in seconds, for `herd bench explorer` (a real hello and proof per device
     /// would take an hour). Each gets its registration and admission events, as a real one.
     pub async fn import_simulated(&self, devices: &[ImportedDevice], now: Timestamp) -> StoreResult<()> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         for device in devices {
             let offer = device.spec.gpu_offer();
             sqlx::query(
                 "INSERT INTO devices (id, owner, state, state_reason, admitted, admitted_claim, simulated, country,
                     gpu_model, gpu_count, spec, advertise_addr, last_heartbeat_at, created_at, cpu_cores, ram_gib)
-                 VALUES (?, ?, 'ready', 'imported for a benchmark', 1, ?, 1, ?, ?, ?, ?, '127.0.0.1', ?, ?, ?, ?)",
+                 VALUES ($1, $2, 'ready', 'imported for a benchmark', 1, $3, 1, $4, $5, $6, $7, '127.0.0.1', $8, $9, $10, $11)",
             )
             .bind(device.id.as_str())
             .bind(device.owner.as_str())
             .bind(device.spec.admission_claim(true))
             .bind(&device.country)
             .bind(offer.map(|(model, _)| model.name))
-            .bind(offer.map_or(0, |(_, gpus)| gpus))
+            .bind(i64::from(offer.map_or(0, |(_, gpus)| gpus)))
             .bind(serde_json::to_string(&device.spec).expect("a spec always serialises"))
             .bind(now.0)
             .bind(now.0)
@@ -186,7 +188,7 @@ impl Store {
                 [(None, "pending", "registered"), (Some("pending"), "ready", "imported for a benchmark")]
             {
                 sqlx::query(
-                    "INSERT INTO device_events (device_id, from_state, to_state, reason, at) VALUES (?, ?, ?, ?, ?)",
+                    "INSERT INTO device_events (device_id, from_state, to_state, reason, at) VALUES ($1, $2, $3, $4, $5)",
                 )
                 .bind(device.id.as_str())
                 .bind(from)
@@ -213,7 +215,7 @@ impl Store {
             // Only placeholders are formatted into the SQL; every id is bound.
             let sql = format!(
                 "SELECT id, gpu_model, gpu_count FROM devices WHERE id IN ({})",
-                vec!["?"; chunk.len()].join(", ")
+                super::placeholders(1, chunk.len())
             );
             let mut query = sqlx::query(&sql);
             for id in chunk {

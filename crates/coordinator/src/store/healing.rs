@@ -5,7 +5,7 @@
 use herd_core::device::DeviceEvent as Event;
 use herd_core::ray::choose_head;
 use herd_core::{Address, ClusterId, DeviceState, JobId, Micros, Timestamp};
-use sqlx::{Row, SqliteConnection};
+use sqlx::{AnyConnection, Row};
 
 use super::clusters::{insert_node, Tenure};
 use super::devices::apply_event;
@@ -66,7 +66,7 @@ pub struct Retry {
 /// hands the head to the best surviving node at once, and the Ray jobs it ran are retried or
 /// failed. Runs inside `mark_offline`'s transaction.
 pub(super) async fn lose_tenure(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     device: &Address,
     reason: &str,
     now: Timestamp,
@@ -76,7 +76,7 @@ pub(super) async fn lose_tenure(
         "SELECT n.epoch, n.cluster_id, n.rank, n.ray_head, n.ray_state IS NOT NULL AS ray, n.joined_at,
             d.last_heartbeat_at
          FROM cluster_nodes n JOIN clusters c ON c.id = n.cluster_id JOIN devices d ON d.id = n.device_id
-         WHERE n.device_id = ? AND n.left_at IS NULL AND c.state = 'running'",
+         WHERE n.device_id = $1 AND n.left_at IS NULL AND c.state = 'running'",
     )
     .bind(device.as_str())
     .fetch_optional(&mut *conn)
@@ -91,10 +91,10 @@ pub(super) async fn lose_tenure(
     let left = row.get::<Option<i64>, _>("last_heartbeat_at").unwrap_or(joined).clamp(joined, now.0.max(joined));
     let why = format!("lost: the device went offline ({reason})");
     sqlx::query(
-        "UPDATE cluster_nodes SET left_at = ?, leave_reason = ?,
+        "UPDATE cluster_nodes SET left_at = $1, leave_reason = $2,
             ray_state = CASE WHEN ray_state IS NULL THEN NULL ELSE 'failed' END,
-            ray_detail = CASE WHEN ray_state IS NULL THEN NULL ELSE ? END
-         WHERE epoch = ?",
+            ray_detail = CASE WHEN ray_state IS NULL THEN NULL ELSE $3 END
+         WHERE epoch = $4",
     )
     .bind(left)
     .bind(&why)
@@ -102,15 +102,15 @@ pub(super) async fn lose_tenure(
     .bind(epoch)
     .execute(&mut *conn)
     .await?;
-    sqlx::query("UPDATE devices SET cluster_id = NULL WHERE id = ?").bind(device.as_str()).execute(&mut *conn).await?;
+    sqlx::query("UPDATE devices SET cluster_id = NULL WHERE id = $1").bind(device.as_str()).execute(&mut *conn).await?;
     let released = format!("released from cluster {cluster}: rank {rank} goes to a replacement");
     apply_event(conn, device, DeviceState::Offline, Event::Release, &released, now).await?;
-    sqlx::query("UPDATE clusters SET healing = ?, heal_tried_at = NULL WHERE id = ?")
+    sqlx::query("UPDATE clusters SET healing = $1, heal_tried_at = NULL WHERE id = $2")
         .bind(format!("rank {rank} was lost ({reason}); finding a replacement"))
         .bind(cluster.as_str())
         .execute(&mut *conn)
         .await?;
-    if row.get::<bool, _>("ray") && row.get::<bool, _>("ray_head") {
+    if super::flag(&row, "ray") && super::flag(&row, "ray_head") {
         loss.head_moved = move_ray_head(conn, &cluster).await?;
         lose_ray_jobs(conn, &cluster, now, loss).await?;
     }
@@ -121,25 +121,25 @@ pub(super) async fn lose_tenure(
 
 /// Makes the best surviving node the Ray head (reputation, then rank) and has every node
 /// start again around it; false if no node survives (the replacement will be the head).
-async fn move_ray_head(conn: &mut SqliteConnection, cluster: &ClusterId) -> StoreResult<bool> {
+async fn move_ray_head(conn: &mut AnyConnection, cluster: &ClusterId) -> StoreResult<bool> {
     let survivors = sqlx::query(
         "SELECT n.rank, d.reputation FROM cluster_nodes n JOIN devices d ON d.id = n.device_id
-         WHERE n.cluster_id = ? AND n.left_at IS NULL",
+         WHERE n.cluster_id = $1 AND n.left_at IS NULL",
     )
     .bind(cluster.as_str())
     .fetch_all(&mut *conn)
     .await?;
     let candidates: Vec<(u32, u16)> =
         survivors.iter().map(|r| (r.get::<i64, _>(0) as u32, r.get::<i64, _>(1).clamp(0, 1000) as u16)).collect();
-    sqlx::query("UPDATE clusters SET ray_gcs_address = NULL WHERE id = ?")
+    sqlx::query("UPDATE clusters SET ray_gcs_address = NULL WHERE id = $1")
         .bind(cluster.as_str())
         .execute(&mut *conn)
         .await?;
     let Some(head) = choose_head(&candidates) else { return Ok(false) };
     sqlx::query(
-        "UPDATE cluster_nodes SET ray_head = (rank = ?), ray_state = 'starting',
-            ray_detail = 'the head was lost: re-forming the Ray cluster around rank ' || ?
-         WHERE cluster_id = ? AND left_at IS NULL",
+        "UPDATE cluster_nodes SET ray_head = CASE WHEN rank = $1 THEN 1 ELSE 0 END, ray_state = 'starting',
+            ray_detail = 'the head was lost: re-forming the Ray cluster around rank ' || $2
+         WHERE cluster_id = $3 AND left_at IS NULL",
     )
     .bind(i64::from(head))
     .bind(i64::from(head))
@@ -152,13 +152,13 @@ async fn move_ray_head(conn: &mut SqliteConnection, cluster: &ClusterId) -> Stor
 /// A lost head takes Ray's state with it (GCS: jobs, actors, objects): every unfinished Ray
 /// job of the cluster is retried on the re-formed cluster if it has retries left, else failed.
 async fn lose_ray_jobs(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     cluster: &ClusterId,
     now: Timestamp,
     loss: &mut Loss,
 ) -> StoreResult<()> {
     let rows = sqlx::query(
-        "SELECT id FROM jobs WHERE cluster_id = ? AND kind = 'ray' AND state IN ('pending', 'running')
+        "SELECT id FROM jobs WHERE cluster_id = $1 AND kind = 'ray' AND state IN ('pending', 'running')
            AND retry_wanted_at IS NULL",
     )
     .bind(cluster.as_str())
@@ -175,13 +175,8 @@ async fn lose_ray_jobs(
 /// A job lost a node: if it has retries left (and was not stopped), its next attempt waits for
 /// the cluster to heal, and its tasks on other devices are stopped (returned); otherwise it
 /// ends failed. Returns whether it will be retried.
-pub(super) async fn want_retry(
-    conn: &mut SqliteConnection,
-    job: &JobId,
-    what: &str,
-    now: Timestamp,
-) -> StoreResult<bool> {
-    let Some(row) = sqlx::query("SELECT attempt, max_retries, stop_requested FROM jobs WHERE id = ?")
+pub(super) async fn want_retry(conn: &mut AnyConnection, job: &JobId, what: &str, now: Timestamp) -> StoreResult<bool> {
+    let Some(row) = sqlx::query("SELECT attempt, max_retries, stop_requested FROM jobs WHERE id = $1")
         .bind(job.as_str())
         .fetch_optional(&mut *conn)
         .await?
@@ -189,7 +184,7 @@ pub(super) async fn want_retry(
         return Ok(false);
     };
     let (attempt, max_retries): (i64, i64) = (row.get(0), row.get(1));
-    let stopped: bool = row.get(2);
+    let stopped = super::flag(&row, 2);
     if stopped || attempt > max_retries {
         let message = if stopped {
             format!("{what}; the job was being stopped")
@@ -200,10 +195,10 @@ pub(super) async fn want_retry(
         };
         // A command job's state follows its tasks; a Ray job's ends here.
         sqlx::query(
-            "UPDATE jobs SET message = ?,
+            "UPDATE jobs SET message = $1,
                 state = CASE WHEN kind = 'ray' THEN 'failed' ELSE state END,
-                finished_at = CASE WHEN kind = 'ray' THEN COALESCE(finished_at, ?) ELSE finished_at END
-             WHERE id = ?",
+                finished_at = CASE WHEN kind = 'ray' THEN COALESCE(finished_at, $2) ELSE finished_at END
+             WHERE id = $3",
         )
         .bind(message)
         .bind(now.0)
@@ -217,23 +212,25 @@ pub(super) async fn want_retry(
         attempt + 1,
         max_retries + 1
     );
-    sqlx::query("UPDATE jobs SET state = 'pending', message = ?, retry_wanted_at = ?, finished_at = NULL WHERE id = ?")
-        .bind(message)
-        .bind(now.0)
-        .bind(job.as_str())
-        .execute(&mut *conn)
-        .await?;
+    sqlx::query(
+        "UPDATE jobs SET state = 'pending', message = $1, retry_wanted_at = $2, finished_at = NULL WHERE id = $3",
+    )
+    .bind(message)
+    .bind(now.0)
+    .bind(job.as_str())
+    .execute(&mut *conn)
+    .await?;
     Ok(true)
 }
 
 /// The job's unfinished tasks are stopped for a retry: those not started end now, the
 /// devices of the running ones are returned to be told.
 pub(super) async fn stop_for_retry(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     job: &JobId,
     now: Timestamp,
 ) -> StoreResult<Vec<(Address, u32)>> {
-    let running = sqlx::query("SELECT device_id, attempt FROM job_tasks WHERE job_id = ? AND state = 'running'")
+    let running = sqlx::query("SELECT device_id, attempt FROM job_tasks WHERE job_id = $1 AND state = 'running'")
         .bind(job.as_str())
         .fetch_all(&mut *conn)
         .await?;
@@ -248,9 +245,9 @@ impl Store {
             "SELECT c.id, c.request, c.nodes_wanted, c.heal_tried_at FROM clusters c
              WHERE c.state = 'running'
                AND (SELECT COUNT(*) FROM cluster_nodes n WHERE n.cluster_id = c.id AND n.left_at IS NULL) < c.nodes_wanted
-             ORDER BY c.created_at LIMIT ?",
+             ORDER BY c.created_at LIMIT $1",
         )
-        .bind(limit)
+        .bind(i64::from(limit))
         .fetch_all(&self.read)
         .await?;
         let mut vacancies = Vec::new();
@@ -258,7 +255,7 @@ impl Store {
             let cluster: ClusterId = parse_col("clusters.id", row.get("id"))?;
             let current = sqlx::query(
                 "SELECT n.rank, d.owner, d.country FROM cluster_nodes n JOIN devices d ON d.id = n.device_id
-                 WHERE n.cluster_id = ? AND n.left_at IS NULL",
+                 WHERE n.cluster_id = $1 AND n.left_at IS NULL",
             )
             .bind(cluster.as_str())
             .fetch_all(&self.read)
@@ -269,7 +266,7 @@ impl Store {
             let countries: Vec<String> = current.iter().map(|r| r.get(2)).collect();
             for rank in (0..row.get::<i64, _>("nodes_wanted")).filter(|r| !held.contains(r)) {
                 let price: Option<i64> = sqlx::query(
-                    "SELECT node_hour_micros FROM cluster_nodes WHERE cluster_id = ? AND rank = ? ORDER BY epoch DESC LIMIT 1",
+                    "SELECT node_hour_micros FROM cluster_nodes WHERE cluster_id = $1 AND rank = $2 ORDER BY epoch DESC LIMIT 1",
                 )
                 .bind(cluster.as_str())
                 .bind(rank)
@@ -299,23 +296,23 @@ impl Store {
         node_hour_micros: Micros,
         now: Timestamp,
     ) -> StoreResult<Result<i64, NotReplaced>> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         let cluster = sqlx::query(
             "SELECT c.kind, c.nodes_wanted,
-                EXISTS (SELECT 1 FROM cluster_nodes n WHERE n.cluster_id = c.id AND n.rank = ? AND n.left_at IS NULL),
-                EXISTS (SELECT 1 FROM cluster_nodes n WHERE n.cluster_id = c.id AND n.ray_head AND n.left_at IS NULL)
-             FROM clusters c WHERE c.id = ? AND c.state = 'running'",
+                EXISTS (SELECT 1 FROM cluster_nodes n WHERE n.cluster_id = c.id AND n.rank = $1 AND n.left_at IS NULL),
+                EXISTS (SELECT 1 FROM cluster_nodes n WHERE n.cluster_id = c.id AND n.ray_head = 1 AND n.left_at IS NULL)
+             FROM clusters c WHERE c.id = $2 AND c.state = 'running'",
         )
         .bind(i64::from(vacancy.rank))
         .bind(vacancy.cluster.as_str())
         .fetch_optional(&mut *tx)
         .await?;
         let Some(cluster) = cluster else { return Ok(Err(NotReplaced::Moot)) };
-        if cluster.get::<bool, _>(2) {
+        if super::flag(&cluster, 2) {
             return Ok(Err(NotReplaced::Moot));
         }
         let taken =
-            sqlx::query("UPDATE devices SET cluster_id = ? WHERE id = ? AND state = 'ready' AND cluster_id IS NULL")
+            sqlx::query("UPDATE devices SET cluster_id = $1 WHERE id = $2 AND state = 'ready' AND cluster_id IS NULL")
                 .bind(vacancy.cluster.as_str())
                 .bind(device.as_str())
                 .execute(&mut *tx)
@@ -326,17 +323,17 @@ impl Store {
         let reason = format!("leased to cluster {} (replacing rank {})", vacancy.cluster, vacancy.rank);
         apply_event(&mut tx, device, DeviceState::Ready, Event::Lease, &reason, now).await?;
         let ray = cluster.get::<&str, _>(0) == "ray";
-        let head = ray && !cluster.get::<bool, _>(3);
+        let head = ray && !super::flag(&cluster, 3);
         let tenure = Tenure { cluster: &vacancy.cluster, rank: vacancy.rank, device, node_hour_micros };
         let epoch = insert_node(&mut tx, &tenure, ray, head, now).await?;
-        let held: i64 = sqlx::query("SELECT COUNT(*) FROM cluster_nodes WHERE cluster_id = ? AND left_at IS NULL")
+        let held: i64 = sqlx::query("SELECT COUNT(*) FROM cluster_nodes WHERE cluster_id = $1 AND left_at IS NULL")
             .bind(vacancy.cluster.as_str())
             .fetch_one(&mut *tx)
             .await?
             .get(0);
         let wanted: i64 = cluster.get(1);
         let healing = (held < wanted).then(|| format!("{} of {wanted} nodes; finding replacements", held));
-        sqlx::query("UPDATE clusters SET healing = ?, heal_tried_at = NULL WHERE id = ?")
+        sqlx::query("UPDATE clusters SET healing = $1, heal_tried_at = NULL WHERE id = $2")
             .bind(healing)
             .bind(vacancy.cluster.as_str())
             .execute(&mut *tx)
@@ -347,7 +344,7 @@ impl Store {
 
     /// Records a search for a replacement that found none (the customer sees why).
     pub async fn heal_deferred(&self, cluster: &ClusterId, why: &str, now: Timestamp) -> StoreResult<()> {
-        sqlx::query("UPDATE clusters SET healing = ?, heal_tried_at = ? WHERE id = ? AND state = 'running'")
+        sqlx::query("UPDATE clusters SET healing = $1, heal_tried_at = $2 WHERE id = $3 AND state = 'running'")
             .bind(why)
             .bind(now.0)
             .bind(cluster.as_str())
@@ -365,9 +362,9 @@ impl Store {
                AND NOT EXISTS (SELECT 1 FROM job_tasks t WHERE t.job_id = j.id AND t.state IN ('pending', 'running'))
                AND (j.kind = 'ray'
                     OR (SELECT COUNT(*) FROM cluster_nodes n WHERE n.cluster_id = c.id AND n.left_at IS NULL) = c.nodes_wanted)
-             ORDER BY j.retry_wanted_at LIMIT ?",
+             ORDER BY j.retry_wanted_at LIMIT $1",
         )
-        .bind(limit)
+        .bind(i64::from(limit))
         .fetch_all(&self.read)
         .await?;
         rows.iter()
@@ -385,10 +382,10 @@ impl Store {
     /// pending again. Returns the devices to send the tasks to; None if the retry is no
     /// longer due (stopped, already started, the cluster short again).
     pub async fn start_retry(&self, retry: &Retry, now: Timestamp) -> StoreResult<Option<Vec<Address>>> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         let due = sqlx::query(
             "SELECT j.max_retries FROM jobs j JOIN clusters c ON c.id = j.cluster_id
-             WHERE j.id = ? AND j.attempt = ? AND j.retry_wanted_at IS NOT NULL AND c.state = 'running'
+             WHERE j.id = $1 AND j.attempt = $2 AND j.retry_wanted_at IS NOT NULL AND c.state = 'running'
                AND NOT EXISTS (SELECT 1 FROM job_tasks t WHERE t.job_id = j.id AND t.state IN ('pending', 'running'))
                AND (SELECT COUNT(*) FROM cluster_nodes n WHERE n.cluster_id = c.id AND n.left_at IS NULL) = c.nodes_wanted",
         )
@@ -399,30 +396,35 @@ impl Store {
         let Some(due) = due else { return Ok(None) };
         let max_retries: i64 = due.get(0);
         let rows = sqlx::query(
-            "UPDATE job_tasks SET attempt = ?, state = 'pending', exit_code = NULL, error = NULL, started_at = NULL,
+            "UPDATE job_tasks SET attempt = $1, state = 'pending', exit_code = NULL, error = NULL, started_at = NULL,
                 finished_at = NULL,
                 device_id = (SELECT n.device_id FROM cluster_nodes n
-                             WHERE n.cluster_id = ? AND n.rank = job_tasks.rank AND n.left_at IS NULL)
-             WHERE job_id = ? RETURNING device_id",
+                             WHERE n.cluster_id = $2 AND n.rank = job_tasks.rank AND n.left_at IS NULL)
+             WHERE job_id = $3 RETURNING rank, device_id",
         )
         .bind(i64::from(retry.attempt))
         .bind(retry.cluster.as_str())
         .bind(retry.job.as_str())
         .fetch_all(&mut *tx)
         .await?;
-        let devices =
-            rows.iter().map(|r| parse_col("job_tasks.device_id", r.get(0))).collect::<StoreResult<Vec<_>>>()?;
+        // In rank order (RETURNING promises no order).
+        let mut ranked = rows
+            .iter()
+            .map(|r| Ok((r.get::<i64, _>(0), parse_col("job_tasks.device_id", r.get(1))?)))
+            .collect::<StoreResult<Vec<(i64, Address)>>>()?;
+        ranked.sort_by_key(|(rank, _)| *rank);
+        let devices: Vec<Address> = ranked.into_iter().map(|(_, device)| device).collect();
         let message = format!("attempt {} of {} (the previous one lost a node)", retry.attempt, max_retries + 1);
         sqlx::query(
-            "UPDATE jobs SET attempt = ?, state = 'pending', message = ?, retry_wanted_at = NULL, finished_at = NULL
-             WHERE id = ?",
+            "UPDATE jobs SET attempt = $1, state = 'pending', message = $2, retry_wanted_at = NULL, finished_at = NULL
+             WHERE id = $3",
         )
         .bind(i64::from(retry.attempt))
         .bind(&message)
         .bind(retry.job.as_str())
         .execute(&mut *tx)
         .await?;
-        sqlx::query("INSERT INTO job_logs (job_id, rank, stream, text, at) VALUES (?, 0, 'stderr', ?, ?)")
+        sqlx::query("INSERT INTO job_logs (job_id, rank, stream, text, at) VALUES ($1, 0, 'stderr', $2, $3)")
             .bind(retry.job.as_str())
             .bind(format!("herd: {message}"))
             .bind(now.0)
@@ -435,9 +437,9 @@ impl Store {
     /// A Ray job was resubmitted to its re-formed cluster as `attempt`.
     pub async fn ray_retry_submitted(&self, retry: &Retry) -> StoreResult<bool> {
         let done = sqlx::query(
-            "UPDATE jobs SET attempt = ?, state = 'pending', retry_wanted_at = NULL, finished_at = NULL,
-                message = 'attempt ' || ? || ' of ' || (max_retries + 1) || ' (resubmitted after a lost node)'
-             WHERE id = ? AND attempt = ? AND retry_wanted_at IS NOT NULL",
+            "UPDATE jobs SET attempt = $1, state = 'pending', retry_wanted_at = NULL, finished_at = NULL,
+                message = 'attempt ' || $2 || ' of ' || (max_retries + 1) || ' (resubmitted after a lost node)'
+             WHERE id = $3 AND attempt = $4 AND retry_wanted_at IS NOT NULL",
         )
         .bind(i64::from(retry.attempt))
         .bind(i64::from(retry.attempt))
@@ -459,7 +461,7 @@ impl Store {
         error: &str,
         now: Timestamp,
     ) -> StoreResult<Option<Vec<(Address, u32)>>> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         let end = super::jobs::TaskEnd { state: herd_core::TaskState::Failed, exit_code: None, error: Some(error) };
         if !super::jobs::end_task(&mut tx, job, attempt, device, &end, now).await? {
             return Ok(None);
@@ -478,9 +480,9 @@ impl Store {
     /// not wait.
     pub async fn stop_waiting_retry(&self, job: &JobId, now: Timestamp) -> StoreResult<bool> {
         let done = sqlx::query(
-            "UPDATE jobs SET state = 'stopped', stop_requested = 1, retry_wanted_at = NULL, finished_at = ?,
+            "UPDATE jobs SET state = 'stopped', stop_requested = 1, retry_wanted_at = NULL, finished_at = $1,
                 message = 'stopped while it waited to be retried'
-             WHERE id = ? AND retry_wanted_at IS NOT NULL",
+             WHERE id = $2 AND retry_wanted_at IS NOT NULL",
         )
         .bind(now.0)
         .bind(job.as_str())
@@ -491,14 +493,14 @@ impl Store {
 
     #[cfg(test)]
     pub async fn mark_retry_wanted_for_tests(&self, job: &JobId) {
-        let mut tx = self.write.begin().await.unwrap();
+        let mut tx = self.begin_write().await.unwrap();
         assert!(want_retry(&mut tx, job, "a test lost a node", Timestamp(0)).await.unwrap());
         tx.commit().await.unwrap();
     }
 
     /// A Ray job's failure coincided with a lost node: retried if it has retries left.
     pub async fn ray_job_lost_node(&self, job: &JobId, what: &str, now: Timestamp) -> StoreResult<bool> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         let retried = want_retry(&mut tx, job, what, now).await?;
         tx.commit().await?;
         Ok(retried)
@@ -508,7 +510,7 @@ impl Store {
     /// have failed because of it).
     pub async fn node_lost_since(&self, cluster: &ClusterId, since: Timestamp) -> StoreResult<bool> {
         let row = sqlx::query(
-            "SELECT EXISTS (SELECT 1 FROM cluster_nodes WHERE cluster_id = ? AND leave_reason IS NOT NULL AND left_at >= ?)",
+            "SELECT EXISTS (SELECT 1 FROM cluster_nodes WHERE cluster_id = $1 AND leave_reason IS NOT NULL AND left_at >= $2)",
         )
         .bind(cluster.as_str())
         .bind(since.0)

@@ -7,8 +7,8 @@ use herd_core::{
 };
 use herd_proto::api::{self, LogLine, Stream};
 use herd_proto::worker::TaskAssignment;
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, SqliteConnection};
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
 
 use super::{json_col, parse_col, Store, StoreResult};
 
@@ -40,14 +40,14 @@ pub struct DeviceTask {
 /// Fails a device's unfinished tasks with `error`; returns the jobs they belong to (their
 /// states are re-derived).
 pub(super) async fn fail_device_tasks(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     device: &Address,
     error: &str,
     now: Timestamp,
 ) -> StoreResult<Vec<JobId>> {
     let rows = sqlx::query(
-        "UPDATE job_tasks SET state = 'failed', error = ?, finished_at = ?
-         WHERE device_id = ? AND state IN ('pending', 'running') RETURNING job_id",
+        "UPDATE job_tasks SET state = 'failed', error = $1, finished_at = $2
+         WHERE device_id = $3 AND state IN ('pending', 'running') RETURNING job_id",
     )
     .bind(error)
     .bind(now.0)
@@ -73,7 +73,7 @@ pub(super) struct TaskEnd<'a> {
 /// Ends the device's unfinished task of that job attempt; false if there is none (it ended
 /// already, or the report is of an attempt or a device that is not current).
 pub(super) async fn end_task(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     job: &JobId,
     attempt: u32,
     device: &Address,
@@ -81,8 +81,8 @@ pub(super) async fn end_task(
     now: Timestamp,
 ) -> StoreResult<bool> {
     let done = sqlx::query(
-        "UPDATE job_tasks SET state = ?, exit_code = ?, error = ?, finished_at = ?, started_at = COALESCE(started_at, ?)
-         WHERE job_id = ? AND device_id = ? AND attempt = ? AND state IN ('pending', 'running')",
+        "UPDATE job_tasks SET state = $1, exit_code = $2, error = $3, finished_at = $4, started_at = COALESCE(started_at, $5)
+         WHERE job_id = $6 AND device_id = $7 AND attempt = $8 AND state IN ('pending', 'running')",
     )
     .bind(end.state.as_str())
     .bind(end.exit_code)
@@ -99,13 +99,13 @@ pub(super) async fn end_task(
 
 /// Ends the job's tasks that have not started (the worker may never have received them).
 pub(super) async fn stop_pending_tasks(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     job: &JobId,
     error: &str,
     now: Timestamp,
 ) -> StoreResult<()> {
     sqlx::query(
-        "UPDATE job_tasks SET state = 'stopped', error = ?, finished_at = ? WHERE job_id = ? AND state = 'pending'",
+        "UPDATE job_tasks SET state = 'stopped', error = $1, finished_at = $2 WHERE job_id = $3 AND state = 'pending'",
     )
     .bind(error)
     .bind(now.0)
@@ -116,20 +116,16 @@ pub(super) async fn stop_pending_tasks(
 }
 
 /// Re-derives a job's state from its tasks (the only source of truth) and stores it.
-pub(super) async fn refresh_job_state(
-    conn: &mut SqliteConnection,
-    job: &JobId,
-    now: Timestamp,
-) -> StoreResult<JobState> {
+pub(super) async fn refresh_job_state(conn: &mut AnyConnection, job: &JobId, now: Timestamp) -> StoreResult<JobState> {
     let rows =
-        sqlx::query("SELECT state FROM job_tasks WHERE job_id = ?").bind(job.as_str()).fetch_all(&mut *conn).await?;
+        sqlx::query("SELECT state FROM job_tasks WHERE job_id = $1").bind(job.as_str()).fetch_all(&mut *conn).await?;
     if rows.is_empty() {
         // A Ray job: Ray, not tasks, decides its state (see `update_ray_job`).
         let state: String =
-            sqlx::query("SELECT state FROM jobs WHERE id = ?").bind(job.as_str()).fetch_one(&mut *conn).await?.get(0);
+            sqlx::query("SELECT state FROM jobs WHERE id = $1").bind(job.as_str()).fetch_one(&mut *conn).await?.get(0);
         return parse_col("jobs.state", &state);
     }
-    let retrying: Option<i64> = sqlx::query("SELECT retry_wanted_at FROM jobs WHERE id = ?")
+    let retrying: Option<i64> = sqlx::query("SELECT retry_wanted_at FROM jobs WHERE id = $1")
         .bind(job.as_str())
         .fetch_one(&mut *conn)
         .await?
@@ -141,7 +137,7 @@ pub(super) async fn refresh_job_state(
     let tasks = rows.iter().map(|r| parse_col("job_tasks.state", r.get(0))).collect::<StoreResult<Vec<TaskState>>>()?;
     let state = JobState::from_tasks(&tasks);
     sqlx::query(
-        "UPDATE jobs SET state = ?, finished_at = CASE WHEN ? THEN COALESCE(finished_at, ?) ELSE NULL END WHERE id = ?",
+        "UPDATE jobs SET state = $1, finished_at = CASE WHEN $2 THEN COALESCE(finished_at, $3) ELSE NULL END WHERE id = $4",
     )
     .bind(state.as_str())
     .bind(state.is_terminal())
@@ -161,11 +157,11 @@ fn stream_name(stream: Stream) -> &'static str {
 
 impl Store {
     pub async fn create_job(&self, new: &NewJob<'_>) -> StoreResult<()> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO jobs (id, cluster_id, owner, state, command, env, image, limits, created_at, kind,
                 max_retries, runtime_env)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         )
         .bind(new.id.as_str())
         .bind(new.cluster_id.as_str())
@@ -182,7 +178,7 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         for (rank, device) in new.nodes {
-            sqlx::query("INSERT INTO job_tasks (job_id, rank, device_id, state) VALUES (?, ?, ?, 'pending')")
+            sqlx::query("INSERT INTO job_tasks (job_id, rank, device_id, state) VALUES ($1, $2, $3, 'pending')")
                 .bind(new.id.as_str())
                 .bind(i64::from(*rank))
                 .bind(device.as_str())
@@ -194,7 +190,7 @@ impl Store {
     }
 
     pub async fn job(&self, id: &JobId) -> StoreResult<Option<api::Job>> {
-        let row = sqlx::query("SELECT * FROM jobs WHERE id = ?").bind(id.as_str()).fetch_optional(&self.read).await?;
+        let row = sqlx::query("SELECT * FROM jobs WHERE id = $1").bind(id.as_str()).fetch_optional(&self.read).await?;
         match row {
             Some(row) => Ok(Some(self.job_from_row(&row).await?)),
             None => Ok(None),
@@ -208,12 +204,12 @@ impl Store {
         limit: u32,
     ) -> StoreResult<Vec<api::Job>> {
         let rows = sqlx::query(
-            "SELECT * FROM jobs WHERE owner = ? AND (? IS NULL OR cluster_id = ?) ORDER BY created_at DESC LIMIT ?",
+            "SELECT * FROM jobs WHERE owner = $1 AND ($2 IS NULL OR cluster_id = $3) ORDER BY created_at DESC LIMIT $4",
         )
         .bind(owner.as_str())
         .bind(cluster.map(|c| c.as_str()))
         .bind(cluster.map(|c| c.as_str()))
-        .bind(limit)
+        .bind(i64::from(limit))
         .fetch_all(&self.read)
         .await?;
         let mut jobs = Vec::with_capacity(rows.len());
@@ -223,9 +219,9 @@ impl Store {
         Ok(jobs)
     }
 
-    async fn job_from_row(&self, row: &SqliteRow) -> StoreResult<api::Job> {
+    async fn job_from_row(&self, row: &AnyRow) -> StoreResult<api::Job> {
         let id: JobId = parse_col("jobs.id", row.get("id"))?;
-        let tasks = sqlx::query("SELECT * FROM job_tasks WHERE job_id = ? ORDER BY rank")
+        let tasks = sqlx::query("SELECT * FROM job_tasks WHERE job_id = $1 ORDER BY rank")
             .bind(id.as_str())
             .fetch_all(&self.read)
             .await?;
@@ -263,7 +259,7 @@ impl Store {
 
     /// A Ray job's runtime_env as submitted.
     pub async fn job_runtime_env(&self, id: &JobId) -> StoreResult<Option<api::RayRuntimeEnv>> {
-        let row = sqlx::query("SELECT runtime_env FROM jobs WHERE id = ?")
+        let row = sqlx::query("SELECT runtime_env FROM jobs WHERE id = $1")
             .bind(id.as_str())
             .fetch_optional(&self.read)
             .await?;
@@ -275,7 +271,8 @@ impl Store {
 
     /// The extra environment a job was created with.
     pub async fn job_env(&self, id: &JobId) -> StoreResult<BTreeMap<String, String>> {
-        let row = sqlx::query("SELECT env FROM jobs WHERE id = ?").bind(id.as_str()).fetch_optional(&self.read).await?;
+        let row =
+            sqlx::query("SELECT env FROM jobs WHERE id = $1").bind(id.as_str()).fetch_optional(&self.read).await?;
         match row {
             Some(row) => json_col("jobs.env", row.get(0)),
             None => Ok(BTreeMap::new()),
@@ -284,23 +281,23 @@ impl Store {
 
     pub async fn job_owner(&self, id: &JobId) -> StoreResult<Option<Address>> {
         let row =
-            sqlx::query("SELECT owner FROM jobs WHERE id = ?").bind(id.as_str()).fetch_optional(&self.read).await?;
+            sqlx::query("SELECT owner FROM jobs WHERE id = $1").bind(id.as_str()).fetch_optional(&self.read).await?;
         row.map(|r| parse_col("jobs.owner", r.get(0))).transpose()
     }
 
     pub async fn job_state(&self, id: &JobId) -> StoreResult<Option<JobState>> {
         let row =
-            sqlx::query("SELECT state FROM jobs WHERE id = ?").bind(id.as_str()).fetch_optional(&self.read).await?;
+            sqlx::query("SELECT state FROM jobs WHERE id = $1").bind(id.as_str()).fetch_optional(&self.read).await?;
         row.map(|r| parse_col("jobs.state", r.get(0))).transpose()
     }
 
     /// The worker confirmed it started the task. Only the device the task was assigned to
     /// can report on it, and only on the current attempt.
     pub async fn task_started(&self, job: &JobId, attempt: u32, device: &Address, now: Timestamp) -> StoreResult<bool> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         let done = sqlx::query(
-            "UPDATE job_tasks SET state = 'running', started_at = ?
-             WHERE job_id = ? AND device_id = ? AND attempt = ? AND state = 'pending'",
+            "UPDATE job_tasks SET state = 'running', started_at = $1
+             WHERE job_id = $2 AND device_id = $3 AND attempt = $4 AND state = 'pending'",
         )
         .bind(now.0)
         .bind(job.as_str())
@@ -326,15 +323,15 @@ impl Store {
         error: Option<&str>,
         now: Timestamp,
     ) -> StoreResult<bool> {
-        let mut tx = self.write.begin().await?;
-        let Some(row) = sqlx::query("SELECT stop_requested FROM jobs WHERE id = ?")
+        let mut tx = self.begin_write().await?;
+        let Some(row) = sqlx::query("SELECT stop_requested FROM jobs WHERE id = $1")
             .bind(job.as_str())
             .fetch_optional(&mut *tx)
             .await?
         else {
             return Ok(false);
         };
-        let state = TaskState::from_exit(exit_code, row.get::<bool, _>(0));
+        let state = TaskState::from_exit(exit_code, super::flag(&row, 0));
         let end = TaskEnd { state, exit_code, error };
         if !end_task(&mut tx, job, attempt, device, &end, now).await? {
             return Ok(false);
@@ -355,12 +352,12 @@ impl Store {
         lines: &[String],
         now: Timestamp,
     ) -> StoreResult<bool> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         // Output precedes its task's exit report on the worker's queue, so a finished task
         // takes none: what arrives then is from a device that was declared lost.
         let Some(row) = sqlx::query(
             "SELECT rank FROM job_tasks
-             WHERE job_id = ? AND device_id = ? AND attempt = ? AND state IN ('pending', 'running')",
+             WHERE job_id = $1 AND device_id = $2 AND attempt = $3 AND state IN ('pending', 'running')",
         )
         .bind(job.as_str())
         .bind(device.as_str())
@@ -372,7 +369,7 @@ impl Store {
         };
         let rank: i64 = row.get(0);
         for line in lines {
-            sqlx::query("INSERT INTO job_logs (job_id, rank, stream, text, at) VALUES (?, ?, ?, ?, ?)")
+            sqlx::query("INSERT INTO job_logs (job_id, rank, stream, text, at) VALUES ($1, $2, $3, $4, $5)")
                 .bind(job.as_str())
                 .bind(rank)
                 .bind(stream_name(stream))
@@ -387,11 +384,11 @@ impl Store {
 
     pub async fn logs_after(&self, job: &JobId, after_seq: i64, limit: u32) -> StoreResult<Vec<LogLine>> {
         let rows = sqlx::query(
-            "SELECT seq, rank, stream, text, at FROM job_logs WHERE job_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+            "SELECT seq, rank, stream, text, at FROM job_logs WHERE job_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
         )
         .bind(job.as_str())
         .bind(after_seq)
-        .bind(limit)
+        .bind(i64::from(limit))
         .fetch_all(&self.read)
         .await?;
         rows.iter().map(log_line).collect()
@@ -399,21 +396,22 @@ impl Store {
 
     /// The job's last `limit` lines, oldest first.
     pub async fn logs_tail(&self, job: &JobId, limit: u32) -> StoreResult<Vec<LogLine>> {
-        let rows =
-            sqlx::query("SELECT seq, rank, stream, text, at FROM job_logs WHERE job_id = ? ORDER BY seq DESC LIMIT ?")
-                .bind(job.as_str())
-                .bind(limit)
-                .fetch_all(&self.read)
-                .await?;
+        let rows = sqlx::query(
+            "SELECT seq, rank, stream, text, at FROM job_logs WHERE job_id = $1 ORDER BY seq DESC LIMIT $2",
+        )
+        .bind(job.as_str())
+        .bind(i64::from(limit))
+        .fetch_all(&self.read)
+        .await?;
         rows.iter().rev().map(log_line).collect()
     }
 
     /// Asks the job to stop: tasks not yet started end now; returns the devices whose tasks
     /// may be running and must be told.
     pub async fn request_stop(&self, job: &JobId, now: Timestamp) -> StoreResult<Vec<Address>> {
-        let mut tx = self.write.begin().await?;
-        sqlx::query("UPDATE jobs SET stop_requested = 1 WHERE id = ?").bind(job.as_str()).execute(&mut *tx).await?;
-        let rows = sqlx::query("SELECT device_id FROM job_tasks WHERE job_id = ? AND state IN ('pending', 'running')")
+        let mut tx = self.begin_write().await?;
+        sqlx::query("UPDATE jobs SET stop_requested = 1 WHERE id = $1").bind(job.as_str()).execute(&mut *tx).await?;
+        let rows = sqlx::query("SELECT device_id FROM job_tasks WHERE job_id = $1 AND state IN ('pending', 'running')")
             .bind(job.as_str())
             .fetch_all(&mut *tx)
             .await?;
@@ -441,7 +439,7 @@ impl Store {
                   FROM cluster_nodes n JOIN devices d ON d.id = n.device_id
                   WHERE n.cluster_id = j.cluster_id AND n.rank = 0 AND n.left_at IS NULL) AS head_addr
              FROM job_tasks t JOIN jobs j ON j.id = t.job_id
-             WHERE t.device_id = ? AND t.state IN ('pending', 'running') AND (? IS NULL OR t.job_id = ?)
+             WHERE t.device_id = $1 AND t.state IN ('pending', 'running') AND ($2 IS NULL OR t.job_id = $3)
              ORDER BY j.created_at",
         )
         .bind(device.as_str())
@@ -473,7 +471,7 @@ impl Store {
                 Ok(DeviceTask {
                     assignment,
                     state: parse_col("job_tasks.state", r.get("state"))?,
-                    stop_requested: r.get("stop_requested"),
+                    stop_requested: super::flag(r, "stop_requested"),
                 })
             })
             .collect()
@@ -485,7 +483,7 @@ impl Store {
     }
 }
 
-fn log_line(r: &SqliteRow) -> StoreResult<LogLine> {
+fn log_line(r: &AnyRow) -> StoreResult<LogLine> {
     Ok(LogLine {
         seq: r.get(0),
         rank: r.get::<i64, _>(1) as u32,

@@ -4,8 +4,8 @@ use herd_core::Timestamp;
 use herd_ledger::journal::Entry;
 use herd_ledger::AccountKey;
 use sha2::{Digest, Sha256};
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, SqliteConnection};
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
 
 use super::{json_col, Store, StoreResult};
 
@@ -22,7 +22,7 @@ pub(super) fn account_tag(key: &AccountKey) -> i64 {
     i64::from_be_bytes(digest[..8].try_into().expect("8 bytes"))
 }
 
-pub(super) fn entry_from_row(row: &SqliteRow) -> StoreResult<SignedEntry> {
+pub(super) fn entry_from_row(row: &AnyRow) -> StoreResult<SignedEntry> {
     Ok(SignedEntry {
         entry: Entry {
             seq: row.get::<i64, _>("seq") as u64,
@@ -35,27 +35,32 @@ pub(super) fn entry_from_row(row: &SqliteRow) -> StoreResult<SignedEntry> {
     })
 }
 
-/// Rows per INSERT: 12 values each stays well under SQLite's 32,766 bound parameters, and
+/// Rows per INSERT: 7 values each stays well under SQLite's 32,766 (and PostgreSQL's 65,535)
+/// bound parameters, and
 /// one statement per few hundred entries (not one per entry) is what makes batches cheap.
 const ROWS_PER_INSERT: usize = 500;
 
 /// Appends entries inside the caller's transaction (so a caller can commit other state,
 /// such as a billing cursor, atomically with them).
-pub(crate) async fn append_entries(conn: &mut SqliteConnection, entries: &[SignedEntry]) -> StoreResult<()> {
+pub(crate) async fn append_entries(conn: &mut AnyConnection, entries: &[SignedEntry]) -> StoreResult<()> {
     for chunk in entries.chunks(ROWS_PER_INSERT) {
-        let mut insert =
-            sqlx::QueryBuilder::new("INSERT INTO journal (seq, at, transfer_id, body, prev_hash, hash, signature) ");
-        insert.push_values(chunk, |mut row, SignedEntry { entry, signature }| {
+        let sql = format!(
+            "INSERT INTO journal (seq, at, transfer_id, body, prev_hash, hash, signature) VALUES {}",
+            super::value_rows(chunk.len(), 7)
+        );
+        let mut insert = sqlx::query(&sql);
+        for SignedEntry { entry, signature } in chunk {
             let t = &entry.transfer;
-            row.push_bind(entry.seq as i64)
-                .push_bind(entry.at_ms)
-                .push_bind(t.id.clone())
-                .push_bind(serde_json::to_string(t).expect("transfers serialise"))
-                .push_bind(entry.prev_hash.clone())
-                .push_bind(entry.hash.clone())
-                .push_bind(signature.clone());
-        });
-        insert.build().execute(&mut *conn).await?;
+            insert = insert
+                .bind(entry.seq as i64)
+                .bind(entry.at_ms)
+                .bind(t.id.clone())
+                .bind(serde_json::to_string(t).expect("transfers serialise"))
+                .bind(entry.prev_hash.clone())
+                .bind(entry.hash.clone())
+                .bind(signature.clone());
+        }
+        insert.execute(&mut *conn).await?;
     }
     let mut pairs: Vec<(i64, i64)> = entries
         .iter()
@@ -64,14 +69,20 @@ pub(crate) async fn append_entries(conn: &mut SqliteConnection, entries: &[Signe
             [(account_tag(&e.entry.transfer.debit), seq), (account_tag(&e.entry.transfer.credit), seq)]
         })
         .collect();
-    // Sorted across the batch, the index inserts walk the B-tree in order, not at random.
+    // Sorted across the batch, the index inserts walk the B-tree in order, not at random;
+    // a transfer between an account and itself touches it once.
     pairs.sort_unstable();
+    pairs.dedup();
     for chunk in pairs.chunks(ROWS_PER_INSERT * 3) {
-        let mut touches = sqlx::QueryBuilder::new("INSERT OR IGNORE INTO journal_accounts (account, seq) ");
-        touches.push_values(chunk, |mut row, (account, seq)| {
-            row.push_bind(*account).push_bind(*seq);
-        });
-        touches.build().execute(&mut *conn).await?;
+        let sql = format!(
+            "INSERT INTO journal_accounts (account, seq) VALUES {} ON CONFLICT DO NOTHING",
+            super::value_rows(chunk.len(), 2)
+        );
+        let mut touches = sqlx::query(&sql);
+        for (account, seq) in chunk {
+            touches = touches.bind(*account).bind(*seq);
+        }
+        touches.execute(&mut *conn).await?;
     }
     Ok(())
 }
@@ -90,12 +101,12 @@ pub enum Alongside {
 
 impl Store {
     pub async fn append_journal(&self, entries: &[SignedEntry], alongside: &[Alongside]) -> StoreResult<()> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         append_entries(&mut tx, entries).await?;
         for item in alongside {
             match item {
                 Alongside::Marker { key, value } => {
-                    sqlx::query("INSERT INTO economy (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value")
+                    sqlx::query("INSERT INTO economy (key, value) VALUES ($1, $2) ON CONFLICT(key) DO UPDATE SET value = excluded.value")
                         .bind(key)
                         .bind(value)
                         .execute(&mut *tx)
@@ -103,7 +114,7 @@ impl Store {
                 }
                 Alongside::Block { hour, at, emission, paid, failed, to_treasury } => {
                     sqlx::query(
-                        "INSERT INTO reward_blocks (hour, at, emission, paid, failed, to_treasury) VALUES (?, ?, ?, ?, ?, ?)",
+                        "INSERT INTO reward_blocks (hour, at, emission, paid, failed, to_treasury) VALUES ($1, $2, $3, $4, $5, $6)",
                     )
                     .bind(hour)
                     .bind(at)
@@ -124,16 +135,16 @@ impl Store {
     }
 
     pub async fn economy_marker(&self, key: &str) -> StoreResult<Option<i64>> {
-        let row = sqlx::query("SELECT value FROM economy WHERE key = ?").bind(key).fetch_optional(&self.read).await?;
+        let row = sqlx::query("SELECT value FROM economy WHERE key = $1").bind(key).fetch_optional(&self.read).await?;
         Ok(row.map(|r| r.get(0)))
     }
 
     /// Reward blocks, newest first: (hour, at, emission, paid JSON, failed JSON, to treasury).
     pub async fn reward_blocks(&self, limit: u32) -> StoreResult<Vec<(i64, i64, i64, String, String, i64)>> {
         let rows = sqlx::query(
-            "SELECT hour, at, emission, paid, failed, to_treasury FROM reward_blocks ORDER BY hour DESC LIMIT ?",
+            "SELECT hour, at, emission, paid, failed, to_treasury FROM reward_blocks ORDER BY hour DESC LIMIT $1",
         )
-        .bind(limit)
+        .bind(i64::from(limit))
         .fetch_all(&self.read)
         .await?;
         Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5))).collect())
@@ -141,9 +152,9 @@ impl Store {
 
     /// Entries after `after_seq`, oldest first.
     pub async fn journal(&self, after_seq: u64, limit: u32) -> StoreResult<Vec<SignedEntry>> {
-        let rows = sqlx::query("SELECT * FROM journal WHERE seq > ? ORDER BY seq LIMIT ?")
+        let rows = sqlx::query("SELECT * FROM journal WHERE seq > $1 ORDER BY seq LIMIT $2")
             .bind(after_seq as i64)
-            .bind(limit)
+            .bind(i64::from(limit))
             .fetch_all(&self.read)
             .await?;
         rows.iter().map(entry_from_row).collect()
@@ -153,10 +164,10 @@ impl Store {
     pub async fn journal_of(&self, account: &AccountKey, limit: u32) -> StoreResult<Vec<SignedEntry>> {
         let rows = sqlx::query(
             "SELECT j.* FROM journal_accounts a JOIN journal j ON j.seq = a.seq
-             WHERE a.account = ? ORDER BY a.seq DESC LIMIT ?",
+             WHERE a.account = $1 ORDER BY a.seq DESC LIMIT $2",
         )
         .bind(account_tag(account))
-        .bind(limit)
+        .bind(i64::from(limit))
         .fetch_all(&self.read)
         .await?;
         // The tag is a hash: keep only entries that really touch the account.

@@ -5,7 +5,7 @@ use herd_core::{Address, ConnectivityTier, Micros, SecurityTier, Timestamp};
 use herd_market::index::{DeviceOffer, CPU_ONLY};
 use herd_market::pricing::ModelLoad;
 use herd_proto::worker::Throughput;
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use super::{parse_col, Store, StoreResult};
@@ -22,10 +22,10 @@ pub fn default_floor_micros(gpu_model: Option<&str>, cpu_cores: u32) -> Micros {
 /// `multi_node` needs the one bind parameter: whether the network runs lease overlays.
 const OFFER_COLUMNS: &str =
     "id, owner, state, gpu_model, gpu_count, country, connectivity, security, reputation, cpu_cores, ram_gib, floor_micros,
-     (? = 0 OR simulated = 1 OR overlay_key IS NOT NULL) AS multi_node";
+     ($1 = 0 OR simulated = 1 OR overlay_key IS NOT NULL) AS multi_node";
 
 /// A device row as the market sees it, and whether it is free (ready) now.
-fn offer_from_row(row: &SqliteRow) -> StoreResult<(DeviceOffer, bool)> {
+fn offer_from_row(row: &AnyRow) -> StoreResult<(DeviceOffer, bool)> {
     let id: Address = parse_col("devices.id", row.get("id"))?;
     let owner: Address = parse_col("devices.owner", row.get("owner"))?;
     let gpu_model: Option<&str> = row.get("gpu_model");
@@ -46,7 +46,7 @@ fn offer_from_row(row: &SqliteRow) -> StoreResult<(DeviceOffer, bool)> {
         cpu_cores,
         ram_gib: row.get::<i64, _>("ram_gib").clamp(0, i64::from(u16::MAX)) as u16,
         floor_micros: floor.clamp(0, Micros::from(u32::MAX)) as u32,
-        multi_node: row.get("multi_node"),
+        multi_node: super::flag(row, "multi_node"),
     };
     Ok((offer, row.get::<&str, _>("state") == "ready"))
 }
@@ -62,22 +62,23 @@ impl Store {
     /// `overlay`: the network runs lease overlays (devices that cannot join one take
     /// single-node leases only).
     pub async fn market_offers(&self, overlay: bool) -> StoreResult<Vec<(DeviceOffer, bool)>> {
-        let sql = format!("SELECT {OFFER_COLUMNS} FROM devices WHERE state != 'blocked'");
-        let rows = sqlx::query(&sql).bind(overlay).fetch_all(&self.read).await?;
+        // In id order: the index breaks ties by insertion order, and a replay must place alike.
+        let sql = format!("SELECT {OFFER_COLUMNS} FROM devices WHERE state != 'blocked' ORDER BY id");
+        let rows = sqlx::query(&sql).bind(i64::from(overlay)).fetch_all(&self.read).await?;
         rows.iter().map(offer_from_row).collect()
     }
 
     /// One device as the market sees it (None if unknown or blocked).
     pub async fn market_offer(&self, id: &Address, overlay: bool) -> StoreResult<Option<(DeviceOffer, bool)>> {
-        let sql = format!("SELECT {OFFER_COLUMNS} FROM devices WHERE id = ? AND state != 'blocked'");
-        let row = sqlx::query(&sql).bind(overlay).bind(id.as_str()).fetch_optional(&self.read).await?;
+        let sql = format!("SELECT {OFFER_COLUMNS} FROM devices WHERE id = $1 AND state != 'blocked'");
+        let row = sqlx::query(&sql).bind(i64::from(overlay)).bind(id.as_str()).fetch_optional(&self.read).await?;
         row.as_ref().map(offer_from_row).transpose()
     }
 
     /// Online (ready or hired) and hired GPUs per catalog model.
     pub async fn model_loads(&self) -> StoreResult<Vec<ModelLoad>> {
         let rows = sqlx::query(
-            "SELECT gpu_model, state, SUM(gpu_count) FROM devices
+            "SELECT gpu_model, state, CAST(SUM(gpu_count) AS BIGINT) FROM devices
              WHERE gpu_model IS NOT NULL AND state IN ('ready', 'hired') GROUP BY gpu_model, state",
         )
         .fetch_all(&self.read)
@@ -98,7 +99,7 @@ impl Store {
     /// (gpu model or None for CPU-only, state, devices, GPUs) for online devices.
     pub async fn market_summary(&self) -> StoreResult<Vec<(Option<String>, String, u64, u64)>> {
         let rows = sqlx::query(
-            "SELECT gpu_model, state, COUNT(*), SUM(gpu_count) FROM devices
+            "SELECT gpu_model, state, COUNT(*), CAST(SUM(gpu_count) AS BIGINT) FROM devices
              WHERE state IN ('ready', 'hired') GROUP BY gpu_model, state",
         )
         .fetch_all(&self.read)
@@ -123,11 +124,11 @@ impl Store {
                 (SELECT MAX(e.at) FROM device_events e
                   WHERE e.device_id = d.id AND (e.from_state IS NULL OR e.from_state IN ('offline', 'pending'))) AS online_since,
                 EXISTS (SELECT 1 FROM verifications v WHERE v.device_id = d.id AND v.outcome = 'passed'
-                        AND v.finished_at >= ?1 - 3600000 AND v.finished_at < ?1) AS verified_this_hour
+                        AND v.finished_at >= $1 - 3600000 AND v.finished_at < $1) AS verified_this_hour
              FROM devices d WHERE d.simulated = 0 AND d.state != 'blocked'";
         let rows = match owner {
             Some(owner) => {
-                sqlx::query(&format!("{SELECT} AND d.owner = ?2"))
+                sqlx::query(&format!("{SELECT} AND d.owner = $2"))
                     .bind(at)
                     .bind(owner.as_str())
                     .fetch_all(&self.read)
@@ -176,13 +177,13 @@ impl Store {
     ) -> StoreResult<Option<ConnectivityTier>> {
         let tier = ConnectivityTier::from_measurement(throughput.down_mbps, throughput.up_mbps);
         let done = sqlx::query(
-            "UPDATE devices SET connectivity = ?, down_mbps = ?, up_mbps = ? WHERE id = ? AND (? = 0 OR simulated = 1)",
+            "UPDATE devices SET connectivity = $1, down_mbps = $2, up_mbps = $3 WHERE id = $4 AND ($5 = 0 OR simulated = 1)",
         )
         .bind(tier.as_str())
-        .bind(throughput.down_mbps)
-        .bind(throughput.up_mbps)
+        .bind(i64::from(throughput.down_mbps))
+        .bind(i64::from(throughput.up_mbps))
         .bind(id.as_str())
-        .bind(simulated_only)
+        .bind(i64::from(simulated_only))
         .execute(&self.write)
         .await?;
         Ok((done.rows_affected() == 1).then_some(tier))
@@ -197,9 +198,9 @@ impl Store {
         expires_at: Timestamp,
         now: Timestamp,
     ) -> StoreResult<()> {
-        let mut tx = self.write.begin().await?;
-        sqlx::query("DELETE FROM quotes WHERE expires_at <= ?").bind(now.0).execute(&mut *tx).await?;
-        sqlx::query("INSERT INTO quotes (id, owner, request, quote, expires_at) VALUES (?, ?, ?, ?, ?)")
+        let mut tx = self.begin_write().await?;
+        sqlx::query("DELETE FROM quotes WHERE expires_at <= $1").bind(now.0).execute(&mut *tx).await?;
+        sqlx::query("INSERT INTO quotes (id, owner, request, quote, expires_at) VALUES ($1, $2, $3, $4, $5)")
             .bind(id)
             .bind(owner.as_str())
             .bind(request)
@@ -213,26 +214,27 @@ impl Store {
 
     /// The owner's unexpired, unused quote; using it is `use_quote`, after the cluster exists.
     pub async fn quote(&self, id: &str, owner: &Address, now: Timestamp) -> StoreResult<Option<StoredQuote>> {
-        let row =
-            sqlx::query("SELECT request, quote FROM quotes WHERE id = ? AND owner = ? AND used = 0 AND expires_at > ?")
-                .bind(id)
-                .bind(owner.as_str())
-                .bind(now.0)
-                .fetch_optional(&self.read)
-                .await?;
+        let row = sqlx::query(
+            "SELECT request, quote FROM quotes WHERE id = $1 AND owner = $2 AND used = 0 AND expires_at > $3",
+        )
+        .bind(id)
+        .bind(owner.as_str())
+        .bind(now.0)
+        .fetch_optional(&self.read)
+        .await?;
         Ok(row.map(|r| StoredQuote { request: r.get(0), quote: r.get(1) }))
     }
 
     /// Makes a claimed quote usable again (its cluster could not be created).
     pub async fn release_quote(&self, id: &str) -> StoreResult<()> {
-        sqlx::query("UPDATE quotes SET used = 0 WHERE id = ?").bind(id).execute(&self.write).await?;
+        sqlx::query("UPDATE quotes SET used = 0 WHERE id = $1").bind(id).execute(&self.write).await?;
         Ok(())
     }
 
     /// Marks a quote used; false if it was used meanwhile (each quote creates one cluster).
     pub async fn use_quote(&self, id: &str) -> StoreResult<bool> {
         let done =
-            sqlx::query("UPDATE quotes SET used = 1 WHERE id = ? AND used = 0").bind(id).execute(&self.write).await?;
+            sqlx::query("UPDATE quotes SET used = 1 WHERE id = $1 AND used = 0").bind(id).execute(&self.write).await?;
         Ok(done.rows_affected() == 1)
     }
 }

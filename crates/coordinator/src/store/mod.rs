@@ -1,10 +1,18 @@
-//! Durable state in SQLite (through sqlx). Architecture invariant: only this module writes SQL,
-//! and every statement binds its values (no string-built queries with user input).
+//! Durable state in SQLite or PostgreSQL (through sqlx's `Any` driver). Architecture
+//! invariant: only this module writes SQL, and every statement binds its values (no
+//! string-built queries with user input).
 //!
-//! Writes go through a pool of exactly one connection: SQLite has a single writer anyway, and
-//! funnelling writes through one connection makes every multi-statement change (a cluster
-//! reservation, a job's tasks) a serialized transaction — the "one committer" that rejects
-//! stale placement plans. Reads use a separate pool and never block on writes (WAL).
+//! One query set serves both backends: placeholders are `$N` (SQLite reads them as numbered
+//! parameters, PostgreSQL natively), integers are `BIGINT`/`INTEGER` read as i64, flags are
+//! 0/1 integers, JSON is text. Where the dialects differ (JSON paths, string functions) the
+//! query asks [`Store::backend`] and the two texts sit side by side.
+//!
+//! Multi-statement changes (a cluster reservation, a job's tasks) run as serialized
+//! transactions — the "one committer" that rejects stale placement plans. On SQLite that is
+//! the write pool of exactly one connection (SQLite has one writer anyway); on PostgreSQL,
+//! where several coordinator replicas write to one database, [`Store::begin_write`] takes one
+//! transaction-scoped advisory lock first, so the same check-then-write sequences stay
+//! serialized across replicas. Reads use a separate pool and never block on writes.
 
 mod accounts;
 pub mod audit;
@@ -27,8 +35,8 @@ mod verifications;
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::Row;
+use sqlx::any::AnyPoolOptions;
+use sqlx::{Any, AnyPool, Executor, Row, Transaction};
 
 pub use audit::NewAudit;
 pub use clusters::{NewCluster, StalePlan, Terminated};
@@ -47,6 +55,8 @@ pub use verifications::{DueDevice, Finish, NewVerification, Verdict};
 pub enum StoreError {
     #[error("database error: {0}")]
     Sqlx(#[from] sqlx::Error),
+    #[error("unsupported database URL {0:?}: use sqlite://PATH or postgres://USER@HOST/DB")]
+    UnsupportedUrl(String),
     #[error("database holds an invalid value in {what}: {detail}")]
     Corrupt { what: &'static str, detail: String },
 }
@@ -69,7 +79,69 @@ pub(crate) fn json_col<T: serde::de::DeserializeOwned>(what: &'static str, text:
     serde_json::from_str(text).map_err(|e| corrupt(what, e))
 }
 
-const MIGRATIONS: &[(i64, &str, &str)] = &[
+/// A truth value read from a row: a stored 0/1 flag (both backends store flags as integers)
+/// or a computed condition (`EXISTS …`, `x IS NULL`: an integer on SQLite, a boolean on
+/// PostgreSQL). NULL reads as false.
+pub(crate) fn flag<I: sqlx::ColumnIndex<sqlx::any::AnyRow> + Copy>(row: &sqlx::any::AnyRow, column: I) -> bool {
+    match row.try_get::<Option<bool>, _>(column) {
+        Ok(value) => value.unwrap_or(false),
+        Err(_) => row.get::<Option<i64>, _>(column).is_some_and(|v| v != 0),
+    }
+}
+
+/// `$from, $from+1, …` (n placeholders) for an `IN (…)` list; only placeholders are ever
+/// formatted into SQL, every value is bound.
+pub(crate) fn placeholders(from: usize, n: usize) -> String {
+    (from..from + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+}
+
+/// `($1, $2), ($3, $4), …`: the VALUES of a multi-row INSERT of `rows` rows of `columns`.
+pub(crate) fn value_rows(rows: usize, columns: usize) -> String {
+    (0..rows).map(|r| format!("({})", placeholders(r * columns + 1, columns))).collect::<Vec<_>>().join(", ")
+}
+
+/// Which database a store runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    /// The backend a database URL names.
+    pub fn of_url(url: &str) -> StoreResult<Backend> {
+        if url.starts_with("sqlite:") {
+            Ok(Backend::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Backend::Postgres)
+        } else {
+            Err(StoreError::UnsupportedUrl(redact_url(url)))
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
+
+/// `url` with any password replaced by `***`, for logs and messages.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    let (authority, path) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) if userinfo.contains(':') => {
+            let user = userinfo.split(':').next().unwrap_or_default();
+            let tail = if path.is_empty() && !rest.contains('/') { String::new() } else { format!("/{path}") };
+            format!("{scheme}://{user}:***@{host}{tail}")
+        }
+        _ => url.to_string(),
+    }
+}
+
+const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("../../migrations/0001_init.sql")),
     (2, "pairing_codes", include_str!("../../migrations/0002_pairing_codes.sql")),
     (3, "market", include_str!("../../migrations/0003_market.sql")),
@@ -90,49 +162,52 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (18, "overlay", include_str!("../../migrations/0018_overlay.sql")),
 ];
 
+/// PostgreSQL starts at SQLite's version 18 in one file; later versions pair up.
+const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] =
+    &[(18, "schema", include_str!("../../migrations/postgres/0018_schema.sql"))];
+
+/// The advisory lock every PostgreSQL write transaction takes first (any constant; "herd" in
+/// ASCII).
+const WRITE_LOCK: i64 = 0x6865_7264;
+
 #[derive(Clone)]
 pub struct Store {
-    read: SqlitePool,
-    write: SqlitePool,
+    read: AnyPool,
+    write: AnyPool,
+    backend: Backend,
 }
 
 impl Store {
-    /// Opens (creating if needed) the database at `url` (`sqlite://PATH` or `sqlite::memory:`)
-    /// and applies pending migrations.
+    /// Opens the database at `url` (`sqlite://PATH`, created if missing, or
+    /// `postgres://USER[:PASSWORD]@HOST[:PORT]/DB`) and applies pending migrations.
     pub async fn open(url: &str) -> StoreResult<Store> {
-        let options = SqliteConnectOptions::from_str(url)?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            // FULL: a commit the API acknowledged survives power loss, not just a crash.
-            .synchronous(SqliteSynchronous::Full)
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10));
-        let write = SqlitePoolOptions::new()
-            .max_connections(1)
-            .min_connections(1)
-            .test_before_acquire(false)
-            .acquire_timeout(Duration::from_secs(30))
-            // Queuing for the one writer is the design, not a fault; under a flood every acquire
-            // is slow, and one WARN line per request is itself a flood: debug only (the wait
-            // shows in the API's latency and in /metrics).
-            .acquire_slow_threshold(Duration::from_secs(10))
-            .acquire_slow_level(log::LevelFilter::Debug)
-            .connect_with(options.clone())
-            .await?;
-        migrate(&write).await?;
-        let read = SqlitePoolOptions::new()
-            .max_connections(4)
-            .test_before_acquire(false)
-            .acquire_timeout(Duration::from_secs(30))
-            .acquire_slow_threshold(Duration::from_secs(10))
-            .acquire_slow_level(log::LevelFilter::Debug)
-            .connect_with(options.read_only(true))
-            .await?;
-        Ok(Store { read, write })
+        sqlx::any::install_default_drivers();
+        let backend = Backend::of_url(url)?;
+        let (write, read) = match backend {
+            Backend::Sqlite => open_sqlite(url).await?,
+            Backend::Postgres => open_postgres(url).await?,
+        };
+        let store = Store { read, write, backend };
+        store.migrate().await?;
+        Ok(store)
     }
 
-    /// Waits for in-flight statements and closes both pools; the WAL is checkpointed as the
-    /// last connection closes.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Starts a write transaction that is serialized with every other one, on this process
+    /// and (PostgreSQL) on every replica sharing the database.
+    pub(crate) async fn begin_write(&self) -> StoreResult<Transaction<'static, Any>> {
+        let mut tx = self.write.begin().await?;
+        if self.backend == Backend::Postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(WRITE_LOCK).execute(&mut *tx).await?;
+        }
+        Ok(tx)
+    }
+
+    /// Waits for in-flight statements and closes both pools (SQLite checkpoints its WAL as
+    /// the last connection closes).
     pub async fn close(&self) {
         self.read.close().await;
         self.write.close().await;
@@ -142,27 +217,88 @@ impl Store {
         sqlx::query("SELECT 1").execute(&self.read).await?;
         Ok(())
     }
+
+    async fn migrate(&self) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        tx.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL)")
+            .await?;
+        let applied: Vec<i64> = sqlx::query("SELECT version FROM schema_migrations")
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let migrations = match self.backend {
+            Backend::Sqlite => SQLITE_MIGRATIONS,
+            Backend::Postgres => POSTGRES_MIGRATIONS,
+        };
+        for (version, name, sql) in migrations {
+            if applied.contains(version) {
+                continue;
+            }
+            sqlx::raw_sql(sql).execute(&mut *tx).await?;
+            sqlx::query("INSERT INTO schema_migrations (version, name) VALUES ($1, $2)")
+                .bind(version)
+                .bind(name)
+                .execute(&mut *tx)
+                .await?;
+            tracing::info!(version, name, backend = self.backend.name(), "applied database migration");
+        }
+        // One transaction (PostgreSQL's DDL is transactional; the advisory lock keeps two
+        // replicas starting at once from both migrating).
+        tx.commit().await?;
+        Ok(())
+    }
 }
 
-async fn migrate(pool: &SqlitePool) -> StoreResult<()> {
-    sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL)")
-        .execute(pool)
+fn pool_options(max: u32) -> AnyPoolOptions {
+    AnyPoolOptions::new()
+        .max_connections(max)
+        .test_before_acquire(false)
+        .acquire_timeout(Duration::from_secs(30))
+        // Queuing for the writer is the design, not a fault; under a flood every acquire is
+        // slow, and one WARN line per request is itself a flood: debug only (the wait shows in
+        // the API's latency and in /metrics).
+        .acquire_slow_threshold(Duration::from_secs(10))
+        .acquire_slow_level(log::LevelFilter::Debug)
+}
+
+async fn open_sqlite(url: &str) -> StoreResult<(AnyPool, AnyPool)> {
+    // Settings go in per connection: WAL (readers never block the writer), FULL sync (a commit
+    // the API acknowledged survives power loss, not just a crash), foreign keys, and a busy
+    // wait instead of an immediate "database is locked".
+    const PRAGMAS: &str =
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;";
+    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+    let with_mode = |mode: &str| {
+        let rest: Vec<&str> =
+            query.into_iter().flat_map(|q| q.split('&')).filter(|p| !p.starts_with("mode=")).collect();
+        let mut params = vec![format!("mode={mode}")];
+        params.extend(rest.iter().map(|p| p.to_string()));
+        format!("{base}?{}", params.join("&"))
+    };
+    let memory = url.contains(":memory:");
+    let write = pool_options(1)
+        .min_connections(1)
+        .after_connect(|conn, _| Box::pin(async move { conn.execute(PRAGMAS).await.map(|_| ()) }))
+        .connect(&if memory { url.to_string() } else { with_mode("rwc") })
         .await?;
-    let applied: Vec<i64> =
-        sqlx::query("SELECT version FROM schema_migrations").fetch_all(pool).await?.iter().map(|r| r.get(0)).collect();
-    for (version, name, sql) in MIGRATIONS {
-        if applied.contains(version) {
-            continue;
-        }
-        let mut tx = pool.begin().await?;
-        sqlx::raw_sql(sql).execute(&mut *tx).await?;
-        sqlx::query("INSERT INTO schema_migrations (version, name) VALUES (?, ?)")
-            .bind(version)
-            .bind(name)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        tracing::info!(version, name, "applied database migration");
-    }
-    Ok(())
+    let read = pool_options(4)
+        .after_connect(|conn, _| {
+            Box::pin(
+                async move { conn.execute("PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;").await.map(|_| ()) },
+            )
+        })
+        .connect(&if memory { url.to_string() } else { with_mode("ro") })
+        .await?;
+    Ok((write, read))
+}
+
+async fn open_postgres(url: &str) -> StoreResult<(AnyPool, AnyPool)> {
+    // One writer per replica, as on SQLite: a process's writes commit in the order it makes
+    // them (the reconcilers, metering and the heartbeat writer rely on that), and the
+    // advisory lock orders transactions across replicas.
+    let write = pool_options(1).connect(url).await?;
+    let read = pool_options(8).connect(url).await?;
+    Ok((write, read))
 }

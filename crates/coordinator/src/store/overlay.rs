@@ -52,7 +52,7 @@ impl Store {
             Some(OverlaySupport::Unavailable { reason }) => (None, Some(reason.as_str())),
             None => (None, Some("the agent predates overlay networks; upgrade it to join multi-node leases")),
         };
-        sqlx::query("UPDATE devices SET overlay_key = ?, overlay_unavailable = ? WHERE id = ?")
+        sqlx::query("UPDATE devices SET overlay_key = $1, overlay_unavailable = $2 WHERE id = $3")
             .bind(key)
             .bind(unavailable)
             .bind(device.as_str())
@@ -66,10 +66,10 @@ impl Store {
     /// join). A single node has nobody to reach: it runs without a TUN.
     pub async fn lease_can_join_overlay(&self, cluster: &ClusterId) -> StoreResult<bool> {
         let row = sqlx::query(
-            "SELECT COUNT(*) AS nodes, SUM(d.overlay_key IS NOT NULL AND d.simulated = 0) AS joinable
+            "SELECT COUNT(*) AS nodes, CAST(SUM(CASE WHEN d.overlay_key IS NOT NULL AND d.simulated = 0 THEN 1 ELSE 0 END) AS BIGINT) AS joinable
              FROM cluster_nodes n JOIN devices d ON d.id = n.device_id
              JOIN clusters c ON c.id = n.cluster_id
-             WHERE n.cluster_id = ? AND n.left_at IS NULL AND c.nodes_wanted > 1",
+             WHERE n.cluster_id = $1 AND n.left_at IS NULL AND c.nodes_wanted > 1",
         )
         .bind(cluster.as_str())
         .fetch_one(&self.read)
@@ -81,8 +81,8 @@ impl Store {
     /// Gives a running lease the lowest free address block (kept if it has one); None when
     /// the lease is not running or every block is taken.
     pub async fn assign_overlay_block(&self, cluster: &ClusterId, max_block: u32) -> StoreResult<Option<u32>> {
-        let mut tx = self.write.begin().await?;
-        let row = sqlx::query("SELECT overlay_block, state FROM clusters WHERE id = ?")
+        let mut tx = self.begin_write().await?;
+        let row = sqlx::query("SELECT overlay_block, state FROM clusters WHERE id = $1")
             .bind(cluster.as_str())
             .fetch_optional(&mut *tx)
             .await?;
@@ -111,7 +111,7 @@ impl Store {
         if block > i64::from(max_block) {
             return Ok(None);
         }
-        sqlx::query("UPDATE clusters SET overlay_block = ? WHERE id = ?")
+        sqlx::query("UPDATE clusters SET overlay_block = $1 WHERE id = $2")
             .bind(block)
             .bind(cluster.as_str())
             .execute(&mut *tx)
@@ -121,7 +121,7 @@ impl Store {
     }
 
     pub async fn overlay_lease(&self, cluster: &ClusterId, now: Timestamp) -> StoreResult<Option<OverlayLease>> {
-        let Some(row) = sqlx::query("SELECT overlay_block, state, expires_at FROM clusters WHERE id = ?")
+        let Some(row) = sqlx::query("SELECT overlay_block, state, expires_at FROM clusters WHERE id = $1")
             .bind(cluster.as_str())
             .fetch_optional(&self.read)
             .await?
@@ -131,7 +131,7 @@ impl Store {
         let members = sqlx::query(
             "SELECT n.device_id, n.rank, n.epoch, d.overlay_key
              FROM cluster_nodes n JOIN devices d ON d.id = n.device_id
-             WHERE n.cluster_id = ? AND n.left_at IS NULL ORDER BY n.rank",
+             WHERE n.cluster_id = $1 AND n.left_at IS NULL ORDER BY n.rank",
         )
         .bind(cluster.as_str())
         .fetch_all(&self.read)
@@ -148,7 +148,7 @@ impl Store {
         .collect::<StoreResult<Vec<_>>>()?;
         let active = sqlx::query(
             "SELECT fingerprint, device_id, epoch, host, address, public_key, cert, not_after FROM overlay_certs
-             WHERE cluster_id = ? AND revoked_at IS NULL AND replaced_at IS NULL ORDER BY host",
+             WHERE cluster_id = $1 AND revoked_at IS NULL AND replaced_at IS NULL ORDER BY host",
         )
         .bind(cluster.as_str())
         .fetch_all(&self.read)
@@ -168,7 +168,7 @@ impl Store {
         })
         .collect::<StoreResult<Vec<_>>>()?;
         let blocklist: Vec<String> = sqlx::query_scalar(
-            "SELECT fingerprint FROM overlay_certs WHERE cluster_id = ? AND revoked_at IS NOT NULL AND not_after > ?
+            "SELECT fingerprint FROM overlay_certs WHERE cluster_id = $1 AND revoked_at IS NOT NULL AND not_after > $2
              ORDER BY revoked_at",
         )
         .bind(cluster.as_str())
@@ -187,7 +187,7 @@ impl Store {
 
     /// The next host number of a lease's block (addresses are never reused within a lease).
     pub async fn next_overlay_host(&self, cluster: &ClusterId) -> StoreResult<u32> {
-        let max: Option<i64> = sqlx::query_scalar("SELECT MAX(host) FROM overlay_certs WHERE cluster_id = ?")
+        let max: Option<i64> = sqlx::query_scalar("SELECT MAX(host) FROM overlay_certs WHERE cluster_id = $1")
             .bind(cluster.as_str())
             .fetch_one(&self.write)
             .await?;
@@ -204,10 +204,10 @@ impl Store {
         retire: Option<(&str, bool)>,
         now: Timestamp,
     ) -> StoreResult<()> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         if let Some((fingerprint, revoke)) = retire {
             let column = if revoke { "revoked_at" } else { "replaced_at" };
-            sqlx::query(&format!("UPDATE overlay_certs SET {column} = ? WHERE fingerprint = ?"))
+            sqlx::query(&format!("UPDATE overlay_certs SET {column} = $1 WHERE fingerprint = $2"))
                 .bind(now.0)
                 .bind(fingerprint)
                 .execute(&mut *tx)
@@ -216,7 +216,7 @@ impl Store {
         sqlx::query(
             "INSERT INTO overlay_certs (fingerprint, cluster_id, device_id, epoch, host, address, public_key, cert,
                 not_after, issued_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(&cert.fingerprint)
         .bind(cluster.as_str())
@@ -236,9 +236,9 @@ impl Store {
 
     /// Revokes these certificates (members that left, or the whole lease at its end).
     pub async fn revoke_overlay_certs(&self, fingerprints: &[String], now: Timestamp) -> StoreResult<()> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         for fingerprint in fingerprints {
-            sqlx::query("UPDATE overlay_certs SET revoked_at = ? WHERE fingerprint = ? AND revoked_at IS NULL")
+            sqlx::query("UPDATE overlay_certs SET revoked_at = $1 WHERE fingerprint = $2 AND revoked_at IS NULL")
                 .bind(now.0)
                 .bind(fingerprint)
                 .execute(&mut *tx)
@@ -252,10 +252,10 @@ impl Store {
     pub async fn record_overlay_report(&self, device: &Address, report: &OverlayReport) -> StoreResult<bool> {
         let text = serde_json::to_string(report).expect("reports serialise");
         let done = sqlx::query(
-            "UPDATE overlay_certs SET up = ?, report = ?
-             WHERE cluster_id = ? AND device_id = ? AND epoch = ? AND revoked_at IS NULL AND replaced_at IS NULL",
+            "UPDATE overlay_certs SET up = $1, report = $2
+             WHERE cluster_id = $3 AND device_id = $4 AND epoch = $5 AND revoked_at IS NULL AND replaced_at IS NULL",
         )
-        .bind(report.up)
+        .bind(i64::from(report.up))
         .bind(text)
         .bind(report.cluster_id.as_str())
         .bind(device.as_str())
@@ -277,7 +277,7 @@ impl Store {
     pub async fn device_overlay_lease(&self, device: &Address) -> StoreResult<Option<ClusterId>> {
         let id: Option<String> = sqlx::query_scalar(
             "SELECT c.id FROM devices d JOIN clusters c ON c.id = d.cluster_id
-             WHERE d.id = ? AND c.state = 'running' AND c.overlay_block IS NOT NULL",
+             WHERE d.id = $1 AND c.state = 'running' AND c.overlay_block IS NOT NULL",
         )
         .bind(device.as_str())
         .fetch_optional(&self.read)

@@ -1,11 +1,11 @@
 use herd_core::{Address, Timestamp};
 use herd_proto::api::Payout;
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use super::{parse_col, Store, StoreResult};
 
-fn payout_from_row(row: &SqliteRow) -> StoreResult<Payout> {
+fn payout_from_row(row: &AnyRow) -> StoreResult<Payout> {
     Ok(Payout {
         id: row.get("id"),
         owner: parse_col("payouts.owner", row.get("owner"))?,
@@ -24,7 +24,7 @@ impl Store {
     pub async fn insert_payout(&self, payout: &Payout, reference: &str) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO payouts (id, owner, asset, amount, recipient, reference, url, state, created_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(&payout.id)
         .bind(payout.owner.as_str())
@@ -41,14 +41,14 @@ impl Store {
     }
 
     pub async fn payout(&self, id: &str) -> StoreResult<Option<Payout>> {
-        let row = sqlx::query("SELECT * FROM payouts WHERE id = ?").bind(id).fetch_optional(&self.read).await?;
+        let row = sqlx::query("SELECT * FROM payouts WHERE id = $1").bind(id).fetch_optional(&self.read).await?;
         row.as_ref().map(payout_from_row).transpose()
     }
 
     pub async fn payouts_of(&self, owner: &Address, limit: u32) -> StoreResult<Vec<Payout>> {
-        let rows = sqlx::query("SELECT * FROM payouts WHERE owner = ? ORDER BY created_at DESC LIMIT ?")
+        let rows = sqlx::query("SELECT * FROM payouts WHERE owner = $1 ORDER BY created_at DESC LIMIT $2")
             .bind(owner.as_str())
-            .bind(limit)
+            .bind(i64::from(limit))
             .fetch_all(&self.read)
             .await?;
         rows.iter().map(payout_from_row).collect()
@@ -57,7 +57,7 @@ impl Store {
     /// Marks a pending payout settled; false if it was not pending.
     pub async fn settle_payout(&self, id: &str, tx_signature: &str, now: Timestamp) -> StoreResult<bool> {
         let done = sqlx::query(
-            "UPDATE payouts SET state = 'settled', tx_signature = ?, settled_at = ? WHERE id = ? AND state = 'pending'",
+            "UPDATE payouts SET state = 'settled', tx_signature = $1, settled_at = $2 WHERE id = $3 AND state = 'pending'",
         )
         .bind(tx_signature)
         .bind(now.0)
@@ -71,7 +71,7 @@ impl Store {
 impl Store {
     /// Starts (or keeps) a device's unstake cooldown; returns when it was requested.
     pub async fn request_unstake(&self, device: &Address, now: Timestamp) -> StoreResult<Timestamp> {
-        sqlx::query("INSERT OR IGNORE INTO unstake_requests (device_id, requested_at) VALUES (?, ?)")
+        sqlx::query("INSERT INTO unstake_requests (device_id, requested_at) VALUES ($1, $2) ON CONFLICT DO NOTHING")
             .bind(device.as_str())
             .bind(now.0)
             .execute(&self.write)
@@ -80,7 +80,7 @@ impl Store {
     }
 
     pub async fn unstake_requested_at(&self, device: &Address) -> StoreResult<Option<Timestamp>> {
-        let row = sqlx::query("SELECT requested_at FROM unstake_requests WHERE device_id = ?")
+        let row = sqlx::query("SELECT requested_at FROM unstake_requests WHERE device_id = $1")
             .bind(device.as_str())
             .fetch_optional(&self.read)
             .await?;
@@ -88,7 +88,7 @@ impl Store {
     }
 
     pub async fn clear_unstake(&self, device: &Address) -> StoreResult<()> {
-        sqlx::query("DELETE FROM unstake_requests WHERE device_id = ?")
+        sqlx::query("DELETE FROM unstake_requests WHERE device_id = $1")
             .bind(device.as_str())
             .execute(&self.write)
             .await?;

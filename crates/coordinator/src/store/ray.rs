@@ -35,7 +35,7 @@ impl Store {
                    WHERE o.cluster_id = n.cluster_id AND o.device_id = n.device_id AND o.epoch = n.epoch
                      AND o.revoked_at IS NULL AND o.replaced_at IS NULL) AS overlay_address
              FROM cluster_nodes n JOIN clusters c ON c.id = n.cluster_id JOIN devices d ON d.id = n.device_id
-             WHERE n.cluster_id = ? AND n.left_at IS NULL AND c.state = 'running' AND c.kind = 'ray'
+             WHERE n.cluster_id = $1 AND n.left_at IS NULL AND c.state = 'running' AND c.kind = 'ray'
                AND d.cluster_id = c.id
              ORDER BY n.rank",
         )
@@ -45,7 +45,7 @@ impl Store {
         rows.iter()
             .map(|row| {
                 let device: Address = parse_col("cluster_nodes.device_id", row.get("device_id"))?;
-                let head: bool = row.get("ray_head");
+                let head = super::flag(row, "ray_head");
                 let gcs: Option<String> = row.get("ray_gcs_address");
                 if !head && gcs.is_none() {
                     return Ok((device, None));
@@ -61,7 +61,7 @@ impl Store {
                     rank: row.get::<i64, _>("rank") as u32,
                     version: row.get::<Option<String>, _>("ray_version").unwrap_or_default(),
                     head_address: if head { None } else { gcs },
-                    resources: RayResources::of_lease(&spec, row.get("simulated")),
+                    resources: RayResources::of_lease(&spec, super::flag(row, "simulated")),
                     limits: herd_core::TaskLimits::of_lease(&spec),
                     epoch: row.get("epoch"),
                     node_ip: overlay_address,
@@ -75,7 +75,7 @@ impl Store {
     pub async fn device_ray_cluster(&self, device: &Address) -> StoreResult<Option<ClusterId>> {
         let row = sqlx::query(
             "SELECT c.id FROM devices d JOIN clusters c ON c.id = d.cluster_id
-             WHERE d.id = ? AND c.state = 'running' AND c.kind = 'ray'",
+             WHERE d.id = $1 AND c.state = 'running' AND c.kind = 'ray'",
         )
         .bind(device.as_str())
         .fetch_optional(&self.read)
@@ -90,11 +90,11 @@ impl Store {
         device: &Address,
         report: &RayNodeReport,
     ) -> StoreResult<Option<RayReportOutcome>> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         let row = sqlx::query(
             "SELECT n.ray_head, c.ray_gcs_address, n.epoch FROM cluster_nodes n
              JOIN clusters c ON c.id = n.cluster_id JOIN devices d ON d.id = n.device_id
-             WHERE n.cluster_id = ? AND n.device_id = ? AND n.left_at IS NULL AND c.state = 'running'
+             WHERE n.cluster_id = $1 AND n.device_id = $2 AND n.left_at IS NULL AND c.state = 'running'
                AND c.kind = 'ray' AND d.cluster_id = c.id",
         )
         .bind(report.cluster_id.as_str())
@@ -108,13 +108,13 @@ impl Store {
         if report.epoch != 0 && report.epoch != epoch {
             return Ok(None);
         }
-        let head: bool = row.get(0);
+        let head = super::flag(&row, 0);
         let current_gcs: Option<String> = row.get(1);
         let stale_join = !head && report.head_address.is_some() && report.head_address != current_gcs;
         // A stale join is not recorded as running: the node must rejoin the current head.
         let state =
             if stale_join && report.state == RayNodeState::Running { RayNodeState::Starting } else { report.state };
-        sqlx::query("UPDATE cluster_nodes SET ray_state = ?, ray_detail = ?, ray_restarts = ? WHERE epoch = ?")
+        sqlx::query("UPDATE cluster_nodes SET ray_state = $1, ray_detail = $2, ray_restarts = $3 WHERE epoch = $4")
             .bind(state.as_str())
             .bind(report.detail.as_deref())
             .bind(i64::from(report.restarts))
@@ -125,7 +125,7 @@ impl Store {
         if head {
             let gcs = if report.state == RayNodeState::Running { report.gcs_address.clone() } else { None };
             if gcs != current_gcs {
-                sqlx::query("UPDATE clusters SET ray_gcs_address = ? WHERE id = ?")
+                sqlx::query("UPDATE clusters SET ray_gcs_address = $1 WHERE id = $2")
                     .bind(gcs.as_deref())
                     .bind(report.cluster_id.as_str())
                     .execute(&mut *tx)
@@ -141,7 +141,7 @@ impl Store {
     pub async fn ray_head(&self, cluster: &ClusterId) -> StoreResult<Option<(Address, RayNodeState)>> {
         let row = sqlx::query(
             "SELECT n.device_id, n.ray_state FROM cluster_nodes n JOIN clusters c ON c.id = n.cluster_id
-             WHERE n.cluster_id = ? AND n.ray_head AND n.left_at IS NULL AND c.state = 'running' AND c.kind = 'ray'",
+             WHERE n.cluster_id = $1 AND n.ray_head = 1 AND n.left_at IS NULL AND c.state = 'running' AND c.kind = 'ray'",
         )
         .bind(cluster.as_str())
         .fetch_optional(&self.read)
@@ -158,9 +158,9 @@ impl Store {
     /// Stores Ray's state of a Ray job; a job already finished keeps its end.
     pub async fn update_ray_job(&self, job: &JobId, update: &RayJobUpdate<'_>, now: Timestamp) -> StoreResult<()> {
         sqlx::query(
-            "UPDATE jobs SET state = ?, message = ?,
-                finished_at = CASE WHEN ? THEN COALESCE(finished_at, ?) ELSE NULL END
-             WHERE id = ? AND kind = 'ray' AND state IN ('pending', 'running') AND retry_wanted_at IS NULL",
+            "UPDATE jobs SET state = $1, message = $2,
+                finished_at = CASE WHEN $3 THEN COALESCE(finished_at, $4) ELSE NULL END
+             WHERE id = $5 AND kind = 'ray' AND state IN ('pending', 'running') AND retry_wanted_at IS NULL",
         )
         .bind(update.state.as_str())
         .bind(update.message)

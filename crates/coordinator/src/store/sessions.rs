@@ -15,9 +15,9 @@ impl Store {
         expires_at: Timestamp,
         now: Timestamp,
     ) -> StoreResult<()> {
-        let mut tx = self.write.begin().await?;
-        sqlx::query("DELETE FROM web_sessions WHERE expires_at <= ?").bind(now.0).execute(&mut *tx).await?;
-        sqlx::query("INSERT INTO web_sessions (token_hash, address, created_at, expires_at) VALUES (?, ?, ?, ?)")
+        let mut tx = self.begin_write().await?;
+        sqlx::query("DELETE FROM web_sessions WHERE expires_at <= $1").bind(now.0).execute(&mut *tx).await?;
+        sqlx::query("INSERT INTO web_sessions (token_hash, address, created_at, expires_at) VALUES ($1, $2, $3, $4)")
             .bind(token_hash)
             .bind(address.as_str())
             .bind(now.0)
@@ -30,7 +30,7 @@ impl Store {
 
     /// The account signed in with this session, if it exists and has not expired.
     pub async fn session_address(&self, token_hash: &str, now: Timestamp) -> StoreResult<Option<Address>> {
-        let row = sqlx::query("SELECT address FROM web_sessions WHERE token_hash = ? AND expires_at > ?")
+        let row = sqlx::query("SELECT address FROM web_sessions WHERE token_hash = $1 AND expires_at > $2")
             .bind(token_hash)
             .bind(now.0)
             .fetch_optional(&self.read)
@@ -39,7 +39,7 @@ impl Store {
     }
 
     pub async fn delete_session(&self, token_hash: &str) -> StoreResult<()> {
-        sqlx::query("DELETE FROM web_sessions WHERE token_hash = ?").bind(token_hash).execute(&self.write).await?;
+        sqlx::query("DELETE FROM web_sessions WHERE token_hash = $1").bind(token_hash).execute(&self.write).await?;
         Ok(())
     }
 
@@ -51,9 +51,9 @@ impl Store {
         expires_at: Timestamp,
         now: Timestamp,
     ) -> StoreResult<()> {
-        let mut tx = self.write.begin().await?;
-        sqlx::query("DELETE FROM login_links WHERE expires_at <= ?").bind(now.0).execute(&mut *tx).await?;
-        sqlx::query("INSERT INTO login_links (code_hash, address, expires_at) VALUES (?, ?, ?)")
+        let mut tx = self.begin_write().await?;
+        sqlx::query("DELETE FROM login_links WHERE expires_at <= $1").bind(now.0).execute(&mut *tx).await?;
+        sqlx::query("INSERT INTO login_links (code_hash, address, expires_at) VALUES ($1, $2, $3)")
             .bind(code_hash)
             .bind(address.as_str())
             .bind(expires_at.0)
@@ -65,7 +65,7 @@ impl Store {
 
     /// Whose link this is, without using it up (the confirmation page shows the address).
     pub async fn login_link_address(&self, code_hash: &str, now: Timestamp) -> StoreResult<Option<Address>> {
-        let row = sqlx::query("SELECT address FROM login_links WHERE code_hash = ? AND used = 0 AND expires_at > ?")
+        let row = sqlx::query("SELECT address FROM login_links WHERE code_hash = $1 AND used = 0 AND expires_at > $2")
             .bind(code_hash)
             .bind(now.0)
             .fetch_optional(&self.read)
@@ -76,7 +76,7 @@ impl Store {
     /// Uses the link up; its account, or None if it is unknown, expired or was used before.
     pub async fn consume_login_link(&self, code_hash: &str, now: Timestamp) -> StoreResult<Option<Address>> {
         let row = sqlx::query(
-            "UPDATE login_links SET used = 1 WHERE code_hash = ? AND used = 0 AND expires_at > ? RETURNING address",
+            "UPDATE login_links SET used = 1 WHERE code_hash = $1 AND used = 0 AND expires_at > $2 RETURNING address",
         )
         .bind(code_hash)
         .bind(now.0)

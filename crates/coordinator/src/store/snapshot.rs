@@ -52,7 +52,7 @@ impl Store {
         {
             let id: String = row.get(0);
             let tasks =
-                sqlx::query("SELECT rank, device_id, attempt, state FROM job_tasks WHERE job_id = ? ORDER BY rank")
+                sqlx::query("SELECT rank, device_id, attempt, state FROM job_tasks WHERE job_id = $1 ORDER BY rank")
                     .bind(&id)
                     .fetch_all(&self.read)
                     .await?

@@ -6,8 +6,8 @@ use herd_core::reputation::{self, Record};
 use herd_core::{Address, DeviceSpec, DeviceState, Timestamp};
 use herd_proto::proof::{ProofOutcome, Verification};
 use herd_verify::Params;
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, SqliteConnection};
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
 
 use super::devices::{apply_event, device_state, set_pending_reason};
 use super::{json_col, parse_col, Store, StoreResult};
@@ -71,7 +71,7 @@ pub struct Verdict {
 const COLUMNS: &str = "id, device_id, purpose, claim, n, row_count, steps, stride, openings, expected_ms, deadline_ms,
     issued_at, committed_at, finished_at, outcome, reason, verify_us";
 
-fn verification_from_row(row: &SqliteRow) -> StoreResult<Verification> {
+fn verification_from_row(row: &AnyRow) -> StoreResult<Verification> {
     let params = Params {
         n: row.get::<i64, _>("n") as u32,
         rows: row.get::<i64, _>("row_count") as u32,
@@ -118,7 +118,7 @@ fn backed_off(now: Timestamp, retry_at: Timestamp, in_row: i64) -> i64 {
 
 /// The coordinator blocked a device on a proof's verdict: the audit log says so.
 async fn audit_block(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     device: &Address,
     verification: &str,
     why: &str,
@@ -130,34 +130,39 @@ async fn audit_block(
 }
 
 /// What the device claims now (`DeviceSpec::admission_claim` of its stored spec).
-async fn current_claim(conn: &mut SqliteConnection, id: &Address) -> StoreResult<String> {
-    let row = sqlx::query("SELECT spec, simulated FROM devices WHERE id = ?").bind(id.as_str()).fetch_one(conn).await?;
+async fn current_claim(conn: &mut AnyConnection, id: &Address) -> StoreResult<String> {
+    let row =
+        sqlx::query("SELECT spec, simulated FROM devices WHERE id = $1").bind(id.as_str()).fetch_one(conn).await?;
     let spec: DeviceSpec = json_col("devices.spec", row.get("spec"))?;
-    Ok(spec.admission_claim(row.get("simulated")))
+    Ok(spec.admission_claim(super::flag(&row, "simulated")))
 }
 
 /// What a challenge was sized for (None for challenges from before claims were recorded).
-async fn proven_claim(conn: &mut SqliteConnection, verification: &str) -> StoreResult<Option<String>> {
+async fn proven_claim(conn: &mut AnyConnection, verification: &str) -> StoreResult<Option<String>> {
     let row =
-        sqlx::query("SELECT claim_key FROM verifications WHERE id = ?").bind(verification).fetch_one(conn).await?;
+        sqlx::query("SELECT claim_key FROM verifications WHERE id = $1").bind(verification).fetch_one(conn).await?;
     Ok(row.get("claim_key"))
 }
 
 /// Recomputes one device's reputation from its stored record.
-pub(super) async fn refresh_reputation(conn: &mut SqliteConnection, id: &Address) -> StoreResult<()> {
+pub(super) async fn refresh_reputation(conn: &mut AnyConnection, id: &Address) -> StoreResult<()> {
     let row = sqlx::query(
         "SELECT uptime_ppm, verifications_passed, verifications_failed, leases_completed, leases_interrupted
-         FROM devices WHERE id = ?",
+         FROM devices WHERE id = $1",
     )
     .bind(id.as_str())
     .fetch_one(&mut *conn)
     .await?;
     let score = reputation::score(&record_from_row(&row));
-    sqlx::query("UPDATE devices SET reputation = ? WHERE id = ?").bind(score).bind(id.as_str()).execute(conn).await?;
+    sqlx::query("UPDATE devices SET reputation = $1 WHERE id = $2")
+        .bind(i64::from(score))
+        .bind(id.as_str())
+        .execute(conn)
+        .await?;
     Ok(())
 }
 
-fn record_from_row(row: &SqliteRow) -> Record {
+fn record_from_row(row: &AnyRow) -> Record {
     let count = |column: &str| row.get::<i64, _>(column).clamp(0, i64::from(u32::MAX)) as u32;
     Record {
         uptime_ppm: count("uptime_ppm"),
@@ -169,22 +174,22 @@ fn record_from_row(row: &SqliteRow) -> Record {
 }
 
 /// One challenge's row, and a ready device proving itself for admission back to pending.
-async fn begin_one(tx: &mut SqliteConnection, new: &NewVerification<'_>, now: Timestamp) -> StoreResult<()> {
+async fn begin_one(tx: &mut AnyConnection, new: &NewVerification<'_>, now: Timestamp) -> StoreResult<()> {
     sqlx::query(
         "INSERT INTO verifications (id, device_id, purpose, claim, claim_key, n, row_count, steps, stride,
             openings, expected_ms, deadline_ms, issued_at, outcome)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'running')",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 'running')",
     )
     .bind(new.id)
     .bind(new.device.as_str())
     .bind(new.purpose)
     .bind(new.claim)
     .bind(new.claim_key)
-    .bind(new.params.n)
-    .bind(new.params.rows)
-    .bind(new.params.steps)
-    .bind(new.params.stride)
-    .bind(new.params.openings)
+    .bind(i64::from(new.params.n))
+    .bind(i64::from(new.params.rows))
+    .bind(i64::from(new.params.steps))
+    .bind(i64::from(new.params.stride))
+    .bind(i64::from(new.params.openings))
     .bind(new.expected_ms as i64)
     .bind(new.deadline_ms as i64)
     .bind(now.0)
@@ -192,8 +197,8 @@ async fn begin_one(tx: &mut SqliteConnection, new: &NewVerification<'_>, now: Ti
     .await?;
     // A device's record is bounded: only its latest challenges are kept.
     sqlx::query(
-        "DELETE FROM verifications WHERE device_id = ?1 AND id NOT IN
-            (SELECT id FROM verifications WHERE device_id = ?1 ORDER BY issued_at DESC, id LIMIT ?2)",
+        "DELETE FROM verifications WHERE device_id = $1 AND id NOT IN
+            (SELECT id FROM verifications WHERE device_id = $1 ORDER BY issued_at DESC, id LIMIT $2)",
     )
     .bind(new.device.as_str())
     .bind(VERIFICATIONS_KEPT)
@@ -208,7 +213,7 @@ async fn begin_one(tx: &mut SqliteConnection, new: &NewVerification<'_>, now: Ti
 
 /// One verdict applied to its challenge and device (see `Store::finish_verification`).
 async fn finish_one(
-    tx: &mut SqliteConnection,
+    tx: &mut AnyConnection,
     id: &str,
     device: &Address,
     verdict: &Verdict,
@@ -222,8 +227,8 @@ async fn finish_one(
         Finish::Inconclusive { outcome, .. } => *outcome,
     };
     let updated = sqlx::query(
-        "UPDATE verifications SET outcome = ?, reason = ?, committed_at = ?, finished_at = ?, verify_us = ?
-         WHERE id = ? AND outcome = 'running'",
+        "UPDATE verifications SET outcome = $1, reason = $2, committed_at = $3, finished_at = $4, verify_us = $5
+         WHERE id = $6 AND outcome = 'running'",
     )
     .bind(outcome.as_str())
     .bind(reason)
@@ -244,11 +249,11 @@ async fn finish_one(
         Finish::Passed { .. } if proven_claim(&mut *tx, id).await?.as_deref() != Some(claim_now.as_str()) => {
             // The device claims something else than what this challenge was sized for
             // (it reconnected with other hardware meanwhile): the pass vouches for nothing.
-            sqlx::query("UPDATE devices SET next_verification_at = NULL WHERE id = ?")
+            sqlx::query("UPDATE devices SET next_verification_at = NULL WHERE id = $1")
                 .bind(device.as_str())
                 .execute(&mut *tx)
                 .await?;
-            sqlx::query("UPDATE verifications SET outcome = 'aborted', reason = ? WHERE id = ?")
+            sqlx::query("UPDATE verifications SET outcome = 'aborted', reason = $1 WHERE id = $2")
                 .bind("the device's claim changed while it was proving")
                 .bind(id)
                 .execute(&mut *tx)
@@ -256,11 +261,11 @@ async fn finish_one(
         }
         Finish::Passed { next_check_at } => {
             sqlx::query(
-                "UPDATE devices SET admitted = 1, admitted_claim = ?, verified_at = ?, next_verification_at = ?,
+                "UPDATE devices SET admitted = 1, admitted_claim = $1, verified_at = $2, next_verification_at = $3,
                     verifications_passed = verifications_passed + 1, deadline_strikes = 0, inconclusive_in_row = 0,
                     security = CASE WHEN simulated = 1 THEN 'any' WHEN security = 'datacenter' THEN 'datacenter'
                                     ELSE 'verified' END
-                 WHERE id = ?",
+                 WHERE id = $4",
             )
             .bind(&claim_now)
             .bind(now.0)
@@ -277,7 +282,7 @@ async fn finish_one(
             let row = sqlx::query(
                 "UPDATE devices SET deadline_strikes = deadline_strikes + 1,
                     verifications_failed = verifications_failed + 1
-                 WHERE id = ? RETURNING deadline_strikes",
+                 WHERE id = $1 RETURNING deadline_strikes",
             )
             .bind(device.as_str())
             .fetch_one(&mut *tx)
@@ -285,14 +290,14 @@ async fn finish_one(
             let strikes: i64 = row.get(0);
             // Each miss in a row doubles the wait: a device that cannot answer in time
             // does not take proof slots from those that can.
-            sqlx::query("UPDATE devices SET next_verification_at = ? WHERE id = ?")
+            sqlx::query("UPDATE devices SET next_verification_at = $1 WHERE id = $2")
                 .bind(backed_off(now, *retry_at, strikes))
                 .bind(device.as_str())
                 .execute(&mut *tx)
                 .await?;
             if strikes >= i64::from(*strikes_max) {
                 sqlx::query(
-                    "UPDATE devices SET admitted = 0, next_verification_at = NULL, security = 'any' WHERE id = ?",
+                    "UPDATE devices SET admitted = 0, next_verification_at = NULL, security = 'any' WHERE id = $1",
                 )
                 .bind(device.as_str())
                 .execute(&mut *tx)
@@ -309,7 +314,7 @@ async fn finish_one(
             sqlx::query(
                 "UPDATE devices SET admitted = 0, next_verification_at = NULL, security = 'any',
                     verifications_failed = verifications_failed + 1
-                 WHERE id = ?",
+                 WHERE id = $1",
             )
             .bind(device.as_str())
             .execute(&mut *tx)
@@ -320,13 +325,13 @@ async fn finish_one(
         }
         Finish::Inconclusive { retry_at, .. } => {
             let row = sqlx::query(
-                "UPDATE devices SET inconclusive_in_row = inconclusive_in_row + 1 WHERE id = ?
+                "UPDATE devices SET inconclusive_in_row = inconclusive_in_row + 1 WHERE id = $1
                  RETURNING inconclusive_in_row",
             )
             .bind(device.as_str())
             .fetch_one(&mut *tx)
             .await?;
-            sqlx::query("UPDATE devices SET next_verification_at = ? WHERE id = ?")
+            sqlx::query("UPDATE devices SET next_verification_at = $1 WHERE id = $2")
                 .bind(backed_off(now, *retry_at, row.get(0)))
                 .bind(device.as_str())
                 .execute(&mut *tx)
@@ -348,7 +353,7 @@ impl Store {
     /// `begin_verification` for a scheduling pass's challenges, in one transaction (one
     /// commit, however many: a flood is challenged without a write per device).
     pub async fn begin_verifications(&self, news: &[NewVerification<'_>], now: Timestamp) -> StoreResult<()> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         for new in news {
             begin_one(&mut tx, new, now).await?;
         }
@@ -367,7 +372,7 @@ impl Store {
         verdict: &Verdict,
         now: Timestamp,
     ) -> StoreResult<Option<DeviceState>> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         let state = finish_one(&mut tx, id, device, verdict, now).await?;
         tx.commit().await?;
         Ok(state)
@@ -379,7 +384,7 @@ impl Store {
         verdicts: &[(String, Address, Verdict)],
         now: Timestamp,
     ) -> StoreResult<Vec<Option<DeviceState>>> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         let mut states = Vec::with_capacity(verdicts.len());
         for (id, device, verdict) in verdicts {
             states.push(finish_one(&mut tx, id, device, verdict, now).await?);
@@ -391,7 +396,7 @@ impl Store {
     /// At start-up: challenges a previous run left open can no longer be answered.
     pub async fn abort_running_verifications(&self, now: Timestamp) -> StoreResult<u64> {
         let done = sqlx::query(
-            "UPDATE verifications SET outcome = 'aborted', reason = 'the coordinator restarted', finished_at = ?
+            "UPDATE verifications SET outcome = 'aborted', reason = 'the coordinator restarted', finished_at = $1
              WHERE outcome = 'running'",
         )
         .bind(now.0)
@@ -417,15 +422,15 @@ impl Store {
                     ROW_NUMBER() OVER (PARTITION BY owner ORDER BY next_verification_at, id) AS owner_rank
                 FROM devices
                 WHERE (state = 'pending' AND flag_reason IS NULL
-                       AND (next_verification_at IS NULL OR next_verification_at <= ?1))
-                   OR (state = 'ready' AND (admitted = 0 OR next_verification_at IS NULL OR next_verification_at <= ?1))
+                       AND (next_verification_at IS NULL OR next_verification_at <= $1))
+                   OR (state = 'ready' AND (admitted = 0 OR next_verification_at IS NULL OR next_verification_at <= $1))
              )
-             WHERE owner_rank <= ?3
-             ORDER BY owner_rank, next_verification_at, RANDOM() LIMIT ?2",
+             WHERE owner_rank <= $3
+             ORDER BY owner_rank, next_verification_at, RANDOM() LIMIT $2",
         )
         .bind(now.0)
-        .bind(limit)
-        .bind(per_owner)
+        .bind(i64::from(limit))
+        .bind(i64::from(per_owner))
         .fetch_all(&self.read)
         .await?;
         rows.iter()
@@ -434,9 +439,9 @@ impl Store {
                     id: parse_col("devices.id", r.get("id"))?,
                     owner: parse_col("devices.owner", r.get("owner"))?,
                     state: parse_col("devices.state", r.get("state"))?,
-                    admitted: r.get("admitted"),
+                    admitted: super::flag(r, "admitted"),
                     flag_reason: r.get("flag_reason"),
-                    simulated: r.get("simulated"),
+                    simulated: super::flag(r, "simulated"),
                     spec: json_col("devices.spec", r.get("spec"))?,
                 })
             })
@@ -445,7 +450,7 @@ impl Store {
 
     /// A ready device that may not stay hireable (flagged): back to pending with the reason.
     pub async fn requalify(&self, id: &Address, reason: &str, now: Timestamp) -> StoreResult<()> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         if let Some(state) = device_state(&mut tx, id).await? {
             apply_event(&mut tx, id, state, Event::Requalify, reason, now).await?;
         }
@@ -456,8 +461,8 @@ impl Store {
     /// Most recent first.
     pub async fn verifications(&self, device: &Address, limit: u32) -> StoreResult<Vec<Verification>> {
         let sql =
-            format!("SELECT {COLUMNS} FROM verifications WHERE device_id = ? ORDER BY issued_at DESC, id LIMIT ?");
-        let rows = sqlx::query(&sql).bind(device.as_str()).bind(limit).fetch_all(&self.read).await?;
+            format!("SELECT {COLUMNS} FROM verifications WHERE device_id = $1 ORDER BY issued_at DESC, id LIMIT $2");
+        let rows = sqlx::query(&sql).bind(device.as_str()).bind(i64::from(limit)).fetch_all(&self.read).await?;
         rows.iter().map(verification_from_row).collect()
     }
 
@@ -473,16 +478,16 @@ impl Store {
         .fetch_all(&self.read)
         .await?;
         let mut changed = Vec::new();
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         for row in &rows {
             let since = row.get::<Option<i64>, _>("reputation_at").unwrap_or_else(|| row.get("created_at"));
             let online = matches!(row.get::<&str, _>("state"), "ready" | "hired");
             let mut record = record_from_row(row);
             record.uptime_ppm = reputation::decay_uptime(record.uptime_ppm, online, now.0 - since);
             let score = reputation::score(&record);
-            sqlx::query("UPDATE devices SET uptime_ppm = ?, reputation = ?, reputation_at = ? WHERE id = ?")
-                .bind(record.uptime_ppm)
-                .bind(score)
+            sqlx::query("UPDATE devices SET uptime_ppm = $1, reputation = $2, reputation_at = $3 WHERE id = $4")
+                .bind(i64::from(record.uptime_ppm))
+                .bind(i64::from(score))
                 .bind(now.0)
                 .bind(row.get::<&str, _>("id"))
                 .execute(&mut *tx)
