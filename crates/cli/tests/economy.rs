@@ -44,12 +44,7 @@ async fn hourly_blocks_emit_on_schedule_and_fees_are_bought_back_and_burned() {
     let addr = coordinator.addr();
     coordinator.shutdown().await;
     let db = dir.path().join("herd.db");
-    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display())).await.unwrap();
-    sqlx::query("UPDATE economy SET value = value - 3 * 3600000 WHERE key = 'genesis_at'")
-        .execute(&pool)
-        .await
-        .unwrap();
-    pool.close().await;
+    run_sql_behind_its_back(&db, "UPDATE economy SET value = value - 3 * 3600000 WHERE key = 'genesis_at'").await;
     let coordinator = herd_coordinator::start(test_config(&db, addr)).await.unwrap();
     let network = TestNetwork { dir, coordinator, url, supplier, supplier_client, supplier_key, workers };
     let client = Client::new(&network.url, None);

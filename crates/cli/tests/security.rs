@@ -92,7 +92,7 @@ async fn an_admission_is_bound_to_every_claimed_resource() {
 }
 
 fn ledger_key(network: &TestNetwork) -> SigningKey {
-    herd_keys::load(&network.dir.path().join("herd.db.ledger.key")).unwrap()
+    herd_keys::load(&ledger_key_path(&network.dir.path().join("herd.db"))).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -20,8 +20,12 @@ use crate::store::Store;
 
 #[derive(Debug, Clone)]
 pub struct CoordinatorConfig {
-    /// `sqlite://PATH` (created if missing).
+    /// `sqlite://PATH` (created if missing) or `postgres://USER[:PASSWORD]@HOST[:PORT]/DB`.
     pub db_url: String,
+    /// Where the coordinator's keys live (the ledger key that signs the journal, the overlay
+    /// CA key), each mode 0600. Default: beside a SQLite file. A PostgreSQL network must name
+    /// one: the keys outlive every process and every replica needs the same ones.
+    pub key_dir: Option<std::path::PathBuf>,
     pub listen: SocketAddr,
     /// Told to every worker in its welcome.
     pub heartbeat_interval: Duration,
@@ -64,6 +68,7 @@ impl CoordinatorConfig {
     pub fn new(db_url: impl Into<String>, listen: SocketAddr) -> CoordinatorConfig {
         CoordinatorConfig {
             db_url: db_url.into(),
+            key_dir: None,
             listen,
             heartbeat_interval: Duration::from_secs(5),
             missed_heartbeats_max: 3,
@@ -80,6 +85,22 @@ impl CoordinatorConfig {
             tls: None,
             overlay: None,
             abandon_slash_bps: 100,
+        }
+    }
+
+    /// Where the ledger key is (None: ephemeral, for in-memory test databases).
+    pub fn ledger_key_path(&self) -> Option<std::path::PathBuf> {
+        match &self.key_dir {
+            Some(dir) => Some(dir.join("ledger.key")),
+            None => crate::books::key_path_for(&self.db_url),
+        }
+    }
+
+    /// Where the overlay CA key is (None: ephemeral).
+    pub fn overlay_ca_key_path(&self) -> Option<std::path::PathBuf> {
+        match &self.key_dir {
+            Some(dir) => Some(dir.join("overlay-ca.key")),
+            None => crate::overlay::ca_key_path(&self.db_url),
         }
     }
 

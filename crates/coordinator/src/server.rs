@@ -10,7 +10,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::app::{App, CoordinatorConfig};
-use crate::books::{key_path_for, SharedBooks};
+use crate::books::SharedBooks;
 use crate::market::SharedMarket;
 use crate::store::{Store, StoreError};
 use crate::{api, reconcile};
@@ -22,6 +22,13 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 pub enum StartError {
     #[error("cannot open the database {url}")]
     Database { url: String, source: StoreError },
+    #[error(
+        "a PostgreSQL network needs a key directory (--key-dir): the ledger key that signs the journal must \
+         outlive this process, and every replica needs the same one"
+    )]
+    NoKeyDir,
+    #[error("cannot create the key directory {dir}")]
+    KeyDir { dir: PathBuf, source: std::io::Error },
     #[error("cannot open the ledger of {url}")]
     Books { url: String, source: crate::books::BooksError },
     #[error("cannot mint the genesis supply: {0}")]
@@ -43,26 +50,43 @@ pub struct RunningCoordinator {
     app: App,
 }
 
+/// The key directory, created private (0700) if missing.
+fn create_key_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+}
+
 /// Opens the database, binds the listener and starts serving and reconciling.
 pub async fn start(config: CoordinatorConfig) -> Result<RunningCoordinator, StartError> {
     // A bad certificate or key stops the start before anything is opened.
     let tls = config.tls.as_ref().map(crate::tls_server::server_config).transpose()?;
-    let store = Store::open(&config.db_url)
-        .await
-        .map_err(|source| StartError::Database { url: config.db_url.clone(), source })?;
+    let shown_url = crate::store::redact_url(&config.db_url);
+    let backend = crate::store::Backend::of_url(&config.db_url)
+        .map_err(|source| StartError::Database { url: shown_url.clone(), source })?;
+    if backend == crate::store::Backend::Postgres && config.key_dir.is_none() {
+        return Err(StartError::NoKeyDir);
+    }
+    if let Some(dir) = &config.key_dir {
+        create_key_dir(dir).map_err(|source| StartError::KeyDir { dir: dir.clone(), source })?;
+    }
+    let store =
+        Store::open(&config.db_url).await.map_err(|source| StartError::Database { url: shown_url.clone(), source })?;
     let listener =
         TcpListener::bind(config.listen).await.map_err(|source| StartError::Listen { addr: config.listen, source })?;
     let addr = listener.local_addr().map_err(|source| StartError::Listen { addr: config.listen, source })?;
     let market = SharedMarket::load(&store, config.overlay.is_some())
         .await
-        .map_err(|source| StartError::Database { url: config.db_url.clone(), source })?;
-    let key_path = key_path_for(&config.db_url);
+        .map_err(|source| StartError::Database { url: shown_url.clone(), source })?;
+    let key_path = config.ledger_key_path();
     let books = SharedBooks::load(&store, key_path.as_deref())
         .await
-        .map_err(|source| StartError::Books { url: config.db_url.clone(), source })?;
+        .map_err(|source| StartError::Books { url: shown_url.clone(), source })?;
     let overlay = match &config.overlay {
         Some(overlay_config) => {
-            let ca_key = crate::overlay::ca_key_path(&config.db_url);
+            let ca_key = config.overlay_ca_key_path();
             // Working files (the lighthouse's configuration) beside the database, else in a
             // directory of this process's own.
             let dir = match &ca_key {
@@ -76,10 +100,8 @@ pub async fn start(config: CoordinatorConfig) -> Result<RunningCoordinator, Star
     let (shutdown, shutdown_rx) = watch::channel(false);
     let app = App::new(store.clone(), market, books, config, overlay, shutdown_rx.clone());
     // After a restart, devices the database says are online get one timeout to reconnect.
-    let online = store
-        .online_device_ids()
-        .await
-        .map_err(|source| StartError::Database { url: app.config.db_url.clone(), source })?;
+    let online =
+        store.online_device_ids().await.map_err(|source| StartError::Database { url: shown_url.clone(), source })?;
     for device in &online {
         app.hub.watch(device, Instant::now());
     }
@@ -88,7 +110,7 @@ pub async fn start(config: CoordinatorConfig) -> Result<RunningCoordinator, Star
     app.store
         .abort_running_verifications(crate::app::now())
         .await
-        .map_err(|source| StartError::Database { url: app.config.db_url.clone(), source })?;
+        .map_err(|source| StartError::Database { url: shown_url.clone(), source })?;
     let router = api::router(app.clone());
     let mut server_shutdown = shutdown_rx.clone();
     let server = tokio::spawn(async move {
@@ -117,6 +139,11 @@ impl RunningCoordinator {
     /// Where the overlay lighthouse and relay listen, when the network runs one.
     pub fn overlay_listen(&self) -> Option<SocketAddr> {
         self.app.overlay.as_ref().map(|o| o.listen)
+    }
+
+    /// The database backend this coordinator runs on.
+    pub fn backend(&self) -> crate::store::Backend {
+        self.app.store.backend()
     }
 
     pub fn url(&self) -> String {

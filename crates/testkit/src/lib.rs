@@ -28,11 +28,17 @@ pub fn backend() -> TestBackend {
     }
 }
 
-/// A fresh, empty database for one test on the run's backend: a SQLite file in `dir`, or
-/// a new schema on the test PostgreSQL server.
+/// The database of a test's directory `dir` on the run's backend: the SQLite file
+/// `dir/herd.db`, or the PostgreSQL schema named after `dir` (created empty the first time).
+/// The same directory gives the same database, so a test can restart a coordinator on it.
 pub fn database_url(dir: &Path) -> String {
+    database_url_for_file(&dir.join("herd.db"))
+}
+
+/// As [`database_url`], for a test that names its SQLite file.
+pub fn database_url_for_file(file: &Path) -> String {
     match backend() {
-        TestBackend::Sqlite => format!("sqlite://{}", dir.join("herd.db").display()),
-        TestBackend::Postgres => postgres::fresh_database(),
+        TestBackend::Sqlite => format!("sqlite://{}", file.display()),
+        TestBackend::Postgres => postgres::database_for(file),
     }
 }

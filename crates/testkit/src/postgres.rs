@@ -7,9 +7,9 @@
 //! one server; later tests find it running. It outlives the test run, like a developer's
 //! local database; `pg_ctl -D /tmp/herd-test-postgres/data stop` ends it.
 
+use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -32,14 +32,16 @@ pub fn server_url() -> String {
     format!("postgres://{USER}@127.0.0.1:{PORT}/postgres")
 }
 
-/// A fresh schema on the test server (started if needed); its URL.
-pub fn fresh_database() -> String {
+/// The schema standing for `file` on the test server (started if needed), created empty the
+/// first time; its URL. Tests' files are in fresh temporary directories, so each test has a
+/// schema of its own, and a test that reopens its file reopens its schema.
+pub fn database_for(file: &Path) -> String {
     ensure_server();
-    static COUNTER: AtomicU32 = AtomicU32::new(0);
-    let schema =
-        format!("t_{}_{}_{:08x}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed), rand::random::<u32>());
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    file.hash(&mut hasher);
+    let schema = format!("t_{:016x}", hasher.finish());
     let url = server_url();
-    let create = format!("CREATE SCHEMA {schema}");
+    let create = format!("CREATE SCHEMA IF NOT EXISTS {schema}");
     // Its own runtime on its own thread: callers may be inside a runtime (async tests).
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");

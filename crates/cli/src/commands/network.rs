@@ -63,9 +63,15 @@ pub struct DemoArgs {
 
 #[derive(Debug, Args)]
 pub struct CoordinatorArgs {
-    /// Database URL: sqlite://PATH (created if missing).
+    /// Database URL: sqlite://PATH (created if missing; one coordinator) or
+    /// postgres://USER[:PASSWORD]@HOST[:PORT]/DB (production; needs --key-dir).
     #[arg(long, env = "HERD_DB", default_value = "sqlite://herd.db")]
     db: String,
+    /// Directory of the coordinator's keys (ledger signing key, overlay CA), mode 0600,
+    /// created if missing. Default: beside a SQLite database; required with PostgreSQL, and
+    /// the same keys on every replica.
+    #[arg(long, env = "HERD_KEY_DIR", value_name = "DIR")]
+    key_dir: Option<std::path::PathBuf>,
     /// Address to serve the API, the web pages and worker sockets on.
     #[arg(long, env = "HERD_LISTEN", default_value = "127.0.0.1:7700")]
     listen: SocketAddr,
@@ -179,6 +185,7 @@ pub async fn wait_for_signal() {
 
 pub async fn coordinator(args: CoordinatorArgs) -> anyhow::Result<i32> {
     let mut config = CoordinatorConfig::new(args.db, args.listen);
+    config.key_dir = args.key_dir;
     config.heartbeat_interval = Duration::from_millis(args.heartbeat_interval_ms);
     config.missed_heartbeats_max = args.missed_heartbeats;
     config.faucet = args.faucet;
@@ -204,8 +211,10 @@ pub async fn coordinator(args: CoordinatorArgs) -> anyhow::Result<i32> {
         });
     }
     let _db_lock = InstanceLock::database(&config.db_url)?;
+    let db_url = config.db_url.clone();
     let coordinator = herd_coordinator::start(config).await?;
     eprintln!("herd coordinator serving {} (Ctrl-C to stop)", coordinator.url());
+    eprintln!("database: {} {}", coordinator.backend().name(), herd_coordinator::store::redact_url(&db_url));
     match coordinator.overlay_listen() {
         Some(addr) => eprintln!("overlay lighthouse and relay on UDP {addr}"),
         None => eprintln!(

@@ -1,4 +1,5 @@
-//! Shared fixtures: a coordinator on a temp SQLite file and loopback port, real worker agents
+//! Shared fixtures: a coordinator on a temp SQLite file (or, with HERD_TEST_DB=postgres, a
+//! PostgreSQL schema of its own) and loopback port, real worker agents
 //! in-process, and accounts signed in with real keys.
 
 #![allow(dead_code)]
@@ -29,7 +30,12 @@ use tokio::task::JoinHandle;
 pub const HEARTBEAT: Duration = Duration::from_millis(200);
 
 pub fn test_config(db: &Path, listen: SocketAddr) -> CoordinatorConfig {
-    let mut config = CoordinatorConfig::new(format!("sqlite://{}", db.display()), listen);
+    // `db` names a SQLite file; on a PostgreSQL run (HERD_TEST_DB=postgres) it names the
+    // test's schema, and the keys live beside where the file would be.
+    let mut config = CoordinatorConfig::new(herd_testkit::database_url_for_file(db), listen);
+    if herd_testkit::backend() == herd_testkit::TestBackend::Postgres {
+        config.key_dir = db.parent().map(|dir| dir.join("keys"));
+    }
     config.heartbeat_interval = HEARTBEAT;
     config.reconcile_interval = Duration::from_millis(50);
     config.faucet = true;
@@ -39,6 +45,20 @@ pub fn test_config(db: &Path, listen: SocketAddr) -> CoordinatorConfig {
     config.proof.policy.allowance_ms = 1_000;
     config.proof.retry_after = Duration::from_millis(100);
     config
+}
+
+/// The ledger key of the coordinator on `db` (the operator's key in these tests).
+pub fn ledger_key_path(db: &Path) -> std::path::PathBuf {
+    test_config(db, loopback()).ledger_key_path().expect("a test database has a ledger key file")
+}
+
+/// Runs `sql` on the test database `db` behind the coordinator's back (tampering, moving
+/// time), on whichever backend the run uses.
+pub async fn run_sql_behind_its_back(db: &Path, sql: &str) {
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&herd_testkit::database_url_for_file(db)).await.unwrap();
+    sqlx::raw_sql(sql).execute(&pool).await.unwrap();
+    pool.close().await;
 }
 
 pub async fn start_coordinator(db: &Path, listen: SocketAddr) -> RunningCoordinator {

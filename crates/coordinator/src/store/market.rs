@@ -70,7 +70,7 @@ impl Store {
 
     /// One device as the market sees it (None if unknown or blocked).
     pub async fn market_offer(&self, id: &Address, overlay: bool) -> StoreResult<Option<(DeviceOffer, bool)>> {
-        let sql = format!("SELECT {OFFER_COLUMNS} FROM devices WHERE id = $1 AND state != 'blocked'");
+        let sql = format!("SELECT {OFFER_COLUMNS} FROM devices WHERE id = $2 AND state != 'blocked'");
         let row = sqlx::query(&sql).bind(i64::from(overlay)).bind(id.as_str()).fetch_optional(&self.read).await?;
         row.as_ref().map(offer_from_row).transpose()
     }

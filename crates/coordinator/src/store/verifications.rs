@@ -424,7 +424,7 @@ impl Store {
                 WHERE (state = 'pending' AND flag_reason IS NULL
                        AND (next_verification_at IS NULL OR next_verification_at <= $1))
                    OR (state = 'ready' AND (admitted = 0 OR next_verification_at IS NULL OR next_verification_at <= $1))
-             )
+             ) AS ranked
              WHERE owner_rank <= $3
              ORDER BY owner_rank, next_verification_at, RANDOM() LIMIT $2",
         )
