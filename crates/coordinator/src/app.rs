@@ -26,6 +26,8 @@ pub struct CoordinatorConfig {
     /// CA key), each mode 0600. Default: beside a SQLite file. A PostgreSQL network must name
     /// one: the keys outlive every process and every replica needs the same ones.
     pub key_dir: Option<std::path::PathBuf>,
+    /// The NATS server replicas talk through (`nats://HOST:PORT`); only with PostgreSQL.
+    pub bus: Option<String>,
     pub listen: SocketAddr,
     /// Told to every worker in its welcome.
     pub heartbeat_interval: Duration,
@@ -69,6 +71,7 @@ impl CoordinatorConfig {
         CoordinatorConfig {
             db_url: db_url.into(),
             key_dir: None,
+            bus: None,
             listen,
             heartbeat_interval: Duration::from_secs(5),
             missed_heartbeats_max: 3,
@@ -136,6 +139,10 @@ pub struct AppInner {
     pub operator_nonces: crate::operator::Nonces,
     /// The overlay CA and lighthouse, when the network runs one.
     pub overlay: Option<crate::overlay::Overlay>,
+    /// Whether this replica does the once-only work now.
+    pub leadership: crate::leader::Leadership,
+    /// The other replicas (`--bus`); None for a coordinator alone on its database.
+    pub bus: std::sync::OnceLock<crate::bus::Bus>,
 }
 
 #[derive(Clone)]
@@ -170,12 +177,28 @@ impl App {
             log_limits: Default::default(),
             operator_nonces: Default::default(),
             overlay,
+            leadership: Default::default(),
+            bus: Default::default(),
         }))
     }
 
+    /// A job has new output or a new state: wakes its followers here and on every replica.
     pub fn notify_job(&self, job: &JobId) {
+        self.wake_job_followers(job);
+        if let Some(bus) = self.bus.get() {
+            bus.announce_job(job);
+        }
+    }
+
+    /// Wakes this replica's followers of `job`.
+    pub fn wake_job_followers(&self, job: &JobId) {
         // No receivers is fine: nobody is following.
         let _ = self.job_events.send(job.clone());
+    }
+
+    /// Whether other replicas may share the database (there is a bus to them).
+    pub fn replicated(&self) -> bool {
+        self.bus.get().is_some()
     }
 }
 

@@ -79,6 +79,17 @@ pub fn key_path_for(db_url: &str) -> Option<PathBuf> {
     (!path.is_empty() && !path.contains(":memory:")).then(|| PathBuf::from(format!("{path}.ledger.key")))
 }
 
+/// Applies `tail` (entries after the books' head) to the books, verifying every link; if
+/// they do not verify onto the head, rebuilds from the whole journal instead.
+async fn catch_up(store: &Store, books: &mut Books, tail: &[SignedEntry]) -> Result<(), BooksError> {
+    let Books { ledger, chain } = books;
+    if let Err(divergence) = herd_ledger::journal::extend(ledger, chain, tail.iter().map(|e| &e.entry)) {
+        tracing::warn!(%divergence, "the journal's new entries do not follow these books; rebuilding them");
+        *books = replay(store).await?;
+    }
+    Ok(())
+}
+
 async fn replay(store: &Store) -> Result<Books, BooksError> {
     let mut entries = Vec::new();
     loop {
@@ -125,6 +136,15 @@ impl SharedBooks {
 
     pub async fn head(&self) -> Chain {
         self.books.lock().await.chain.clone()
+    }
+
+    /// Takes in what other writers (replicas) appended to the journal since this process's
+    /// head, so reads here see their transfers too. Returns how many entries were new.
+    pub async fn refresh(&self, store: &Store) -> Result<usize, BooksError> {
+        let mut books = self.books.lock().await;
+        let tail = store.journal(books.chain.seq, REPLAY_PAGE).await?;
+        catch_up(store, &mut books, &tail).await?;
+        Ok(tail.len())
     }
 }
 
@@ -179,6 +199,16 @@ impl App {
     ) -> Result<Vec<SignedEntry>, PostError> {
         let shared = &self.books;
         let mut books = shared.books.lock().await;
+        // The write transaction orders this post with every other writer's; first take in
+        // what other replicas appended since this one's head.
+        let mut write = self.store.begin_journal_write().await?;
+        let tail = write.entries_after(books.chain.seq).await?;
+        if !tail.is_empty() {
+            catch_up(&self.store, &mut books, &tail).await.map_err(|error| match error {
+                BooksError::Store(error) => PostError::Store(error),
+                other => PostError::Store(crate::store::corrupt("journal", other)),
+            })?;
+        }
         if let Some(seen) = batch.iter().find(|t| once && books.ledger.has_applied(&t.id)) {
             return Err(PostError::Replayed(seen.id.clone()));
         }
@@ -186,7 +216,11 @@ impl App {
         let applied = books.ledger.apply(batch, at)?;
         let entries =
             sign_batch(&shared.key, applied.into_iter().map(|transfer| books.chain.append(at, transfer)).collect());
-        if let Err(error) = self.store.append_journal(&entries, alongside).await {
+        let written = match write.append(&entries, alongside).await {
+            Ok(()) => write.commit().await,
+            Err(error) => Err(error),
+        };
+        if let Err(error) = written {
             tracing::error!(%error, "could not persist ledger entries; rebuilding the books from the journal");
             match replay(&self.store).await {
                 Ok(rebuilt) => *books = rebuilt,

@@ -68,6 +68,7 @@ impl From<StoreError> for ApiError {
         tracing::error!(%error, "database failure");
         match error {
             StoreError::Sqlx(_) => ApiError::unavailable("the database is unavailable; retry shortly"),
+            StoreError::Fork { .. } => ApiError::unavailable("the ledger moved on meanwhile; retry"),
             StoreError::Corrupt { .. } | StoreError::UnsupportedUrl(_) => ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",

@@ -67,6 +67,8 @@ pub const SPEEDTEST_TOKEN_TTL: Duration = Duration::from_secs(60);
 #[derive(Default)]
 pub struct Hub {
     inner: Mutex<Inner>,
+    /// Other replicas, for devices whose socket is not here.
+    bus: std::sync::OnceLock<crate::bus::Bus>,
 }
 
 impl Hub {
@@ -164,9 +166,25 @@ impl Hub {
         self.lock().last_seen.entry(device.clone()).or_insert(now);
     }
 
-    /// Queues a message; false if the device is not connected or its outbox is full (then
-    /// the connection is dropped so the worker reconnects and resynchronises).
+    /// Sends what this hub cannot deliver through the bus to the other replicas.
+    pub fn use_bus(&self, bus: crate::bus::Bus) {
+        let _ = self.bus.set(bus);
+    }
+
+    /// Queues a message; false if the device is not connected (here, or on another replica
+    /// when there is a bus: then it is handed to the bus) or its outbox is full (then the
+    /// connection is dropped so the worker reconnects and resynchronises).
     pub fn send(&self, device: &Address, message: ServerMessage) -> bool {
+        if !self.is_connected(device) {
+            if let Some(bus) = self.bus.get() {
+                return bus.send_to_device(device, &message);
+            }
+        }
+        self.send_local(device, message)
+    }
+
+    /// Queues a message for a socket on this replica only.
+    pub fn send_local(&self, device: &Address, message: ServerMessage) -> bool {
         let mut inner = self.lock();
         let Some(connection) = inner.connections.get(device) else {
             return false;

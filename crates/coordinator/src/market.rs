@@ -36,6 +36,17 @@ impl SharedMarket {
         Ok(SharedMarket(Mutex::new(Market { index, prices, prices_updated_ms: at })))
     }
 
+    /// Rebuilds the index from the database (devices another replica changed), keeping
+    /// prices. The index is swapped whole, so a plan never sees half of it.
+    pub async fn reload(&self, store: &Store, overlay: bool) -> StoreResult<()> {
+        let mut index = MarketIndex::new();
+        for (offer, free) in store.market_offers(overlay).await? {
+            index.upsert(&offer, free);
+        }
+        self.lock().index = index;
+        Ok(())
+    }
+
     pub fn lock(&self) -> MutexGuard<'_, Market> {
         // A panic while holding the lock leaves a consistent index (each call is atomic
         // with respect to it); keep serving.

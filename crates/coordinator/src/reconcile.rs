@@ -9,6 +9,7 @@ use crate::actions;
 use crate::app::{now, App};
 
 const EXPIRED_PER_TICK_MAX: u32 = 100;
+const SILENT_PER_TICK_MAX: u32 = 1_000;
 
 pub async fn run(app: App, mut shutdown: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(app.config.reconcile_interval);
@@ -34,9 +35,22 @@ pub(crate) struct TickState {
     relay_generation: u64,
 }
 
-/// One pass of every reconciler, as of `at`.
+/// One pass of every reconciler, as of `at`. Every replica stores its workers' heartbeats
+/// and takes in what the others wrote; the leader alone does the once-only work.
 pub(crate) async fn tick(app: &App, at: Instant, state: &mut TickState) {
     flush_heartbeats(app).await;
+    let leader = app.leadership.refresh(&app.store).await;
+    if app.replicated() {
+        follow_other_replicas(app).await;
+    }
+    if let Err(error) = app.update_prices().await {
+        tracing::warn!(%error, "price update failed; retrying next tick");
+    }
+    if !leader {
+        // The leader judges silence from the heartbeats every replica stores.
+        let _ = app.hub.take_stale(at, app.config.offline_after());
+        return;
+    }
     if let Err(error) = mark_silent_devices_offline(app, at).await {
         tracing::warn!(%error, "liveness reconcile failed; retrying next tick");
     }
@@ -48,9 +62,6 @@ pub(crate) async fn tick(app: &App, at: Instant, state: &mut TickState) {
     }
     if let Err(error) = crate::overlay::after_relay_restart(app, &mut state.relay_generation).await {
         tracing::warn!(%error, "overlay relay restart handling failed; retrying next tick");
-    }
-    if let Err(error) = app.update_prices().await {
-        tracing::warn!(%error, "price update failed; retrying next tick");
     }
     app.meter_leases().await;
     app.expire_holds().await;
@@ -69,6 +80,18 @@ pub(crate) async fn tick(app: &App, at: Instant, state: &mut TickState) {
 /// How often uptime is aged into every device's reputation (a full pass over the devices).
 const REPUTATION_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 
+/// Another replica may have moved money or changed devices: take in the journal's new
+/// entries and the devices' current offers (the commit's re-check in SQL keeps a stale plan
+/// safe either way; this keeps plans from going stale).
+async fn follow_other_replicas(app: &App) {
+    if let Err(error) = app.books.refresh(&app.store).await {
+        tracing::warn!(%error, "could not take in other replicas' ledger entries");
+    }
+    if let Err(error) = app.market.reload(&app.store, app.overlay.is_some()).await {
+        tracing::warn!(%error, "could not reload the market from the database");
+    }
+}
+
 async fn flush_heartbeats(app: &App) {
     let beats = app.hub.take_heartbeats();
     if let Err(error) = app.store.record_heartbeats(&beats).await {
@@ -81,7 +104,19 @@ async fn mark_silent_devices_offline(app: &App, at: Instant) -> crate::store::St
     let timeout = app.config.offline_after();
     let reason =
         format!("missed {} heartbeats ({} s without a word)", app.config.missed_heartbeats_max, timeout.as_secs_f64());
-    for device in app.hub.take_stale(at, timeout) {
+    let mut silent = app.hub.take_stale(at, timeout);
+    if app.replicated() {
+        // Replicas: a device's socket may be on another replica, whose hub this one cannot
+        // see; the heartbeats all of them store are the shared view.
+        // A new leader (or a restarted one) first gives every device one timeout to be heard,
+        // as the hub does after a restart.
+        let timeout_ms = timeout.as_millis() as i64;
+        silent = match app.leadership.led_for_ms() >= timeout_ms {
+            true => app.store.silent_devices(herd_core::Timestamp(now().0 - timeout_ms), SILENT_PER_TICK_MAX).await?,
+            false => Vec::new(),
+        };
+    }
+    for device in silent {
         if let Some(loss) = app.store.mark_offline(&device, &reason, now()).await? {
             tracing::warn!(%device, %reason, lost_tasks = loss.jobs.len(), cluster = ?loss.cluster, "device offline");
             actions::apply_loss(app, &device, &loss).await?;

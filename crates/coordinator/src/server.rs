@@ -27,6 +27,15 @@ pub enum StartError {
          outlive this process, and every replica needs the same one"
     )]
     NoKeyDir,
+    #[error("a SQLite network is one coordinator: --bus (replicas) needs --db postgres://…")]
+    BusNeedsPostgres,
+    #[error(
+        "another coordinator runs on this database (it holds the leader lock); replicas talk through NATS: \
+         start every replica with --bus nats://HOST:PORT"
+    )]
+    AnotherCoordinator,
+    #[error(transparent)]
+    Bus(#[from] crate::bus::BusError),
     #[error("cannot create the key directory {dir}")]
     KeyDir { dir: PathBuf, source: std::io::Error },
     #[error("cannot open the ledger of {url}")]
@@ -69,6 +78,13 @@ pub async fn start(config: CoordinatorConfig) -> Result<RunningCoordinator, Star
     if backend == crate::store::Backend::Postgres && config.key_dir.is_none() {
         return Err(StartError::NoKeyDir);
     }
+    if backend == crate::store::Backend::Sqlite && config.bus.is_some() {
+        return Err(StartError::BusNeedsPostgres);
+    }
+    let bus = match &config.bus {
+        Some(url) => Some(crate::bus::Bus::connect(url).await?),
+        None => None,
+    };
     if let Some(dir) = &config.key_dir {
         create_key_dir(dir).map_err(|source| StartError::KeyDir { dir: dir.clone(), source })?;
     }
@@ -99,6 +115,21 @@ pub async fn start(config: CoordinatorConfig) -> Result<RunningCoordinator, Star
     };
     let (shutdown, shutdown_rx) = watch::channel(false);
     let app = App::new(store.clone(), market, books, config, overlay, shutdown_rx.clone());
+    // Lead from the start where nobody else does (the reconcile loop keeps trying). Without a
+    // bus, a second coordinator on the database could not reach the first one's devices.
+    let leading = app.leadership.refresh(&store).await;
+    let bus_queue = match bus {
+        Some((bus, queue)) => {
+            app.hub.use_bus(bus.clone());
+            let _ = app.bus.set(bus);
+            Some(queue)
+        }
+        None if !leading => {
+            store.close().await;
+            return Err(StartError::AnotherCoordinator);
+        }
+        None => None,
+    };
     // After a restart, devices the database says are online get one timeout to reconnect.
     let online =
         store.online_device_ids().await.map_err(|source| StartError::Database { url: shown_url.clone(), source })?;
@@ -125,6 +156,9 @@ pub async fn start(config: CoordinatorConfig) -> Result<RunningCoordinator, Star
             tracing::error!(%error, "HTTP server failed");
         }
     });
+    if let Some(queue) = bus_queue {
+        tokio::spawn(crate::bus::run(app.clone(), queue, shutdown_rx.clone()));
+    }
     let prover = tokio::spawn(crate::proving::run(app.clone(), shutdown_rx.clone()));
     let reconciler = tokio::spawn(reconcile::run(app.clone(), shutdown_rx));
     tracing::info!(%addr, devices_watched = online.len(), "coordinator listening");
@@ -139,6 +173,11 @@ impl RunningCoordinator {
     /// Where the overlay lighthouse and relay listen, when the network runs one.
     pub fn overlay_listen(&self) -> Option<SocketAddr> {
         self.app.overlay.as_ref().map(|o| o.listen)
+    }
+
+    /// Whether this replica does the once-only work now.
+    pub fn is_leader(&self) -> bool {
+        self.app.leadership.is_leader()
     }
 
     /// The database backend this coordinator runs on.
@@ -166,6 +205,8 @@ impl RunningCoordinator {
         if let Some(overlay) = &self.app.overlay {
             overlay.stop().await;
         }
+        // Another replica takes over now, not when the last clone of the app is dropped.
+        self.app.leadership.release().await;
         self.app.store.close().await;
         tracing::info!("coordinator stopped");
     }

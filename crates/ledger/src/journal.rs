@@ -68,6 +68,18 @@ pub struct Divergence {
 pub fn verify<'a>(entries: impl IntoIterator<Item = &'a Entry>) -> Result<(Ledger, Chain), Divergence> {
     let mut ledger = Ledger::new();
     let mut chain = Chain::default();
+    extend(&mut ledger, &mut chain, entries)?;
+    Ok((ledger, chain))
+}
+
+/// Continues a verified replay with the entries that follow `chain`'s head (another writer's
+/// appends), checking each as [`verify`] does. On a divergence, `ledger` and `chain` hold the
+/// entries before it: the caller rebuilds from the start rather than trust them.
+pub fn extend<'a>(
+    ledger: &mut Ledger,
+    chain: &mut Chain,
+    entries: impl IntoIterator<Item = &'a Entry>,
+) -> Result<(), Divergence> {
     for entry in entries {
         let diverge = |reason: String| Divergence { seq: entry.seq, reason };
         if entry.seq != chain.seq + 1 {
@@ -84,9 +96,9 @@ pub fn verify<'a>(entries: impl IntoIterator<Item = &'a Entry>) -> Result<(Ledge
         if applied.is_empty() {
             return Err(diverge(format!("repeats transfer {}", entry.transfer.id)));
         }
-        chain = Chain { seq: entry.seq, head: entry.hash.clone() };
+        *chain = Chain { seq: entry.seq, head: entry.hash.clone() };
     }
-    Ok((ledger, chain))
+    Ok(())
 }
 
 #[cfg(test)]

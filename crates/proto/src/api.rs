@@ -27,7 +27,20 @@ pub struct ErrorDetail {
 pub struct Health {
     pub status: String,
     pub version: String,
+    /// Worker sockets on this replica.
     pub workers_connected: u64,
+    /// `sqlite` or `postgres`.
+    #[serde(default)]
+    pub database: String,
+    /// Whether this replica does the once-only work (always true on SQLite).
+    #[serde(default)]
+    pub leader: bool,
+    /// Round trip of a `SELECT 1` to the database, milliseconds.
+    #[serde(default)]
+    pub database_ms: f64,
+    /// Round trip to the bus between replicas, milliseconds (absent without one).
+    #[serde(default)]
+    pub bus_ms: Option<f64>,
 }
 
 // ---- accounts and authentication ----

@@ -42,3 +42,5 @@ pub fn database_url_for_file(file: &Path) -> String {
         TestBackend::Postgres => postgres::database_for(file),
     }
 }
+
+pub mod nats;

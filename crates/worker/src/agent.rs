@@ -94,7 +94,8 @@ impl Default for RuntimeConfig {
 
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
-    /// `http://HOST:PORT` of the coordinator.
+    /// `http://HOST:PORT` of the coordinator, or several replicas' comma-separated (tried in
+    /// turn when a session is lost).
     pub coordinator: String,
     /// Holds `device.key` and the jobs' working directories.
     pub data_dir: PathBuf,
@@ -238,6 +239,12 @@ enum SessionEnd {
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
+/// The first of the coordinator URLs (the overlay's lighthouse host and throughput tests
+/// use it).
+fn primary_coordinator(coordinators: &str) -> &str {
+    coordinators.split(',').next().unwrap_or(coordinators).trim()
+}
+
 fn socket_url(coordinator: &str) -> Result<String, AgentError> {
     let base = coordinator.trim_end_matches('/');
     if let Some(rest) = base.strip_prefix("http://") {
@@ -261,7 +268,10 @@ pub fn backoff_delay(attempt: u32, initial: Duration, max: Duration, random_unit
 /// Runs the agent until `shutdown` turns true or the coordinator refuses the device for a
 /// reason retrying cannot fix.
 pub async fn run(config: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Result<(), AgentError> {
-    let url = socket_url(&config.coordinator)?;
+    // Several coordinator replicas: a comma-separated list, tried in turn after each lost
+    // session (or one load-balanced URL).
+    let urls = config.coordinator.split(',').map(|url| socket_url(url.trim())).collect::<Result<Vec<_>, _>>()?;
+    let mut replica = 0usize;
     let key = keys::load_or_create(&config.data_dir.join("device.key"))?;
     let gpus = if config.simulated.is_some() { GpuProbe::none() } else { GpuProbe::load() };
     let spec = match (&config.simulated, &config.detected) {
@@ -344,7 +354,7 @@ pub async fn run(config: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Re
     let overlay = Overlays::new(
         config.nebula.clone(),
         config.data_dir.join("overlay"),
-        &config.coordinator,
+        primary_coordinator(&config.coordinator),
         config.simulated.is_some(),
         events.clone(),
     );
@@ -358,7 +368,7 @@ pub async fn run(config: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Re
         prover: &prover,
         gpu_solver: &gpu_solver,
         config: &config,
-        url: &url,
+        url: &urls[0],
         key: &key,
         spec: &spec,
         tasks: &tasks,
@@ -375,6 +385,7 @@ pub async fn run(config: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Re
         if welcomed {
             attempt = 0;
         }
+        let end_was_refusal = matches!(end, SessionEnd::Refused { .. });
         match end {
             SessionEnd::Shutdown => break Ok(()),
             SessionEnd::Refused { code, message } if FATAL_REFUSALS.contains(&code.as_str()) => {
@@ -390,7 +401,11 @@ pub async fn run(config: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Re
             _ = tokio::time::sleep(delay) => {}
             _ = async { let _ = shutdown.wait_for(|stop| *stop).await; } => break Ok(()),
         }
-        session = Session { ..session };
+        if urls.len() > 1 && !end_was_refusal {
+            replica = (replica + 1) % urls.len();
+            tracing::info!(coordinator = %urls[replica], "trying the next coordinator replica");
+        }
+        session = Session { url: &urls[replica], ..session };
     };
     tasks.stop_all().await;
     ray.stop_all().await;
@@ -718,7 +733,7 @@ impl Session<'_> {
         if !due {
             return;
         }
-        let coordinator = self.config.coordinator.clone();
+        let coordinator = primary_coordinator(&self.config.coordinator).to_owned();
         let measured = self.measured.clone();
         tokio::spawn(async move {
             match crate::throughput::measure(&coordinator, &token).await {

@@ -72,6 +72,11 @@ pub struct CoordinatorArgs {
     /// the same keys on every replica.
     #[arg(long, env = "HERD_KEY_DIR", value_name = "DIR")]
     key_dir: Option<std::path::PathBuf>,
+    /// NATS server the replicas of one network talk through (nats://HOST:PORT): run several
+    /// coordinators on one PostgreSQL database behind a load balancer. Without it, a second
+    /// coordinator on the database is refused.
+    #[arg(long, env = "HERD_BUS", value_name = "URL")]
+    bus: Option<String>,
     /// Address to serve the API, the web pages and worker sockets on.
     #[arg(long, env = "HERD_LISTEN", default_value = "127.0.0.1:7700")]
     listen: SocketAddr,
@@ -186,6 +191,7 @@ pub async fn wait_for_signal() {
 pub async fn coordinator(args: CoordinatorArgs) -> anyhow::Result<i32> {
     let mut config = CoordinatorConfig::new(args.db, args.listen);
     config.key_dir = args.key_dir;
+    config.bus = args.bus;
     config.heartbeat_interval = Duration::from_millis(args.heartbeat_interval_ms);
     config.missed_heartbeats_max = args.missed_heartbeats;
     config.faucet = args.faucet;
@@ -212,9 +218,14 @@ pub async fn coordinator(args: CoordinatorArgs) -> anyhow::Result<i32> {
     }
     let _db_lock = InstanceLock::database(&config.db_url)?;
     let db_url = config.db_url.clone();
+    let bus_url = config.bus.clone();
     let coordinator = herd_coordinator::start(config).await?;
     eprintln!("herd coordinator serving {} (Ctrl-C to stop)", coordinator.url());
     eprintln!("database: {} {}", coordinator.backend().name(), herd_coordinator::store::redact_url(&db_url));
+    match &bus_url {
+        Some(bus) => eprintln!("bus: {bus} (a replica; leader now: {})", coordinator.is_leader()),
+        None => eprintln!("bus: none (the only coordinator on this database)"),
+    }
     match coordinator.overlay_listen() {
         Some(addr) => eprintln!("overlay lighthouse and relay on UDP {addr}"),
         None => eprintln!(

@@ -13,11 +13,24 @@ use crate::metrics::labels;
 /// Liveness and readiness: the database answers.
 #[utoipa::path(get, path = "/v1/health", responses((status = 200, body = Health), (status = 503, body = herd_proto::api::ErrorBody)))]
 pub async fn health(State(app): State<App>) -> ApiResult<Json<Health>> {
+    let started = std::time::Instant::now();
     app.store.ping().await.map_err(|_| ApiError::unavailable("database unavailable"))?;
+    let database_ms = started.elapsed().as_secs_f64() * 1_000.0;
+    let bus_ms = match app.bus.get() {
+        Some(bus) => Some(
+            bus.ping().await.map_err(|e| ApiError::unavailable(format!("bus unavailable: {e}")))?.as_secs_f64()
+                * 1_000.0,
+        ),
+        None => None,
+    };
     Ok(Json(Health {
         status: "ok".into(),
         version: env!("CARGO_PKG_VERSION").into(),
         workers_connected: app.hub.connected_count() as u64,
+        database: app.store.backend().name().into(),
+        leader: app.leadership.is_leader(),
+        database_ms,
+        bus_ms,
     }))
 }
 

@@ -382,6 +382,19 @@ impl Store {
         Ok(())
     }
 
+    /// Online devices whose last stored heartbeat is older than `cutoff` (at most `limit`).
+    pub async fn silent_devices(&self, cutoff: Timestamp, limit: u32) -> StoreResult<Vec<Address>> {
+        let rows = sqlx::query(
+            "SELECT id FROM devices WHERE state IN ('pending', 'ready', 'hired')
+               AND COALESCE(last_heartbeat_at, created_at) < $1 ORDER BY id LIMIT $2",
+        )
+        .bind(cutoff.0)
+        .bind(i64::from(limit))
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter().map(|r| parse_col("devices.id", r.get(0))).collect()
+    }
+
     /// Marks an online device offline (None if it was not online), in one transaction: the
     /// tasks it was running fail (their jobs are retried when they have retries left), and
     /// its tenure of a running cluster's rank ends at its last heartbeat, the rank left for

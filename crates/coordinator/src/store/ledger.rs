@@ -5,9 +5,9 @@ use herd_ledger::journal::Entry;
 use herd_ledger::AccountKey;
 use sha2::{Digest, Sha256};
 use sqlx::any::AnyRow;
-use sqlx::{AnyConnection, Row};
+use sqlx::{Any, AnyConnection, Row, Transaction};
 
-use super::{json_col, Store, StoreResult};
+use super::{json_col, Store, StoreError, StoreResult};
 
 /// An entry and the coordinator's signature over its hash.
 #[derive(Debug, Clone)]
@@ -99,17 +99,64 @@ pub enum Alongside {
     Audit(super::NewAudit),
 }
 
+/// One append to the journal: a write transaction (serialized with every other writer, on
+/// every replica) in which the writer first reads what others appended since its head, then
+/// appends after it. [`JournalWrite::append`] checks that its first entry links to the
+/// stored head, so two writers can never both extend the same head (a fork), whatever they
+/// believe about each other; the primary key on `seq` refuses a second entry at a position.
+pub struct JournalWrite {
+    tx: Transaction<'static, Any>,
+}
+
 impl Store {
+    pub async fn begin_journal_write(&self) -> StoreResult<JournalWrite> {
+        Ok(JournalWrite { tx: self.begin_write().await? })
+    }
+
     pub async fn append_journal(&self, entries: &[SignedEntry], alongside: &[Alongside]) -> StoreResult<()> {
-        let mut tx = self.begin_write().await?;
-        append_entries(&mut tx, entries).await?;
+        let mut write = self.begin_journal_write().await?;
+        write.append(entries, alongside).await?;
+        write.commit().await
+    }
+}
+
+impl JournalWrite {
+    /// Entries after `seq`, oldest first (empty when this writer is at the head).
+    pub async fn entries_after(&mut self, seq: u64) -> StoreResult<Vec<SignedEntry>> {
+        let rows = sqlx::query("SELECT * FROM journal WHERE seq > $1 ORDER BY seq")
+            .bind(seq as i64)
+            .fetch_all(&mut *self.tx)
+            .await?;
+        rows.iter().map(entry_from_row).collect()
+    }
+
+    pub async fn commit(self) -> StoreResult<()> {
+        self.tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn append(&mut self, entries: &[SignedEntry], alongside: &[Alongside]) -> StoreResult<()> {
+        let tx = &mut self.tx;
+        if let Some(first) = entries.first() {
+            let head = sqlx::query("SELECT seq, hash FROM journal ORDER BY seq DESC LIMIT 1")
+                .fetch_optional(&mut **tx)
+                .await?;
+            let (head_seq, head_hash) = match &head {
+                Some(row) => (row.get::<i64, _>(0) as u64, row.get::<String, _>(1)),
+                None => (0, herd_ledger::journal::GENESIS_HASH.to_owned()),
+            };
+            if first.entry.seq != head_seq + 1 || first.entry.prev_hash != head_hash {
+                return Err(StoreError::Fork { seq: first.entry.seq, head: head_seq });
+            }
+        }
+        append_entries(tx, entries).await?;
         for item in alongside {
             match item {
                 Alongside::Marker { key, value } => {
                     sqlx::query("INSERT INTO economy (key, value) VALUES ($1, $2) ON CONFLICT(key) DO UPDATE SET value = excluded.value")
                         .bind(key)
                         .bind(value)
-                        .execute(&mut *tx)
+                        .execute(&mut **tx)
                         .await?;
                 }
                 Alongside::Block { hour, at, emission, paid, failed, to_treasury } => {
@@ -122,18 +169,19 @@ impl Store {
                     .bind(paid)
                     .bind(failed)
                     .bind(to_treasury)
-                    .execute(&mut *tx)
+                    .execute(&mut **tx)
                     .await?;
                 }
                 Alongside::Audit(entry) => {
-                    super::audit::record(&mut tx, entry, crate::app::now()).await?;
+                    super::audit::record(tx, entry, crate::app::now()).await?;
                 }
             }
         }
-        tx.commit().await?;
         Ok(())
     }
+}
 
+impl Store {
     pub async fn economy_marker(&self, key: &str) -> StoreResult<Option<i64>> {
         let row = sqlx::query("SELECT value FROM economy WHERE key = $1").bind(key).fetch_optional(&self.read).await?;
         Ok(row.map(|r| r.get(0)))

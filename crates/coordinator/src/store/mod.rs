@@ -45,7 +45,7 @@ pub use earnings::{DeviceRewards, Income};
 pub use explorer::{Census, ClusterRow, CountrySupply, ImportedDevice, ModelSupply};
 pub use healing::{Loss, NotReplaced, Retry, Vacancy};
 pub use jobs::{DeviceTask, NewJob};
-pub use ledger::{Alongside, SignedEntry};
+pub use ledger::{Alongside, JournalWrite, SignedEntry};
 pub use market::{default_floor_micros, StoredQuote};
 pub use overlay::{IssuedCert, OverlayLease, OverlayMember};
 pub use ray::{RayJobUpdate, RayReportOutcome};
@@ -57,6 +57,11 @@ pub enum StoreError {
     Sqlx(#[from] sqlx::Error),
     #[error("unsupported database URL {0:?}: use sqlite://PATH or postgres://USER@HOST/DB")]
     UnsupportedUrl(String),
+    #[error(
+        "refused a fork of the ledger's journal: entry {seq} does not follow the stored head (entry {head}); \
+         another writer appended first"
+    )]
+    Fork { seq: u64, head: u64 },
     #[error("database holds an invalid value in {what}: {detail}")]
     Corrupt { what: &'static str, detail: String },
 }
@@ -166,15 +171,48 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] =
     &[(18, "schema", include_str!("../../migrations/postgres/0018_schema.sql"))];
 
-/// The advisory lock every PostgreSQL write transaction takes first (any constant; "herd" in
-/// ASCII).
-const WRITE_LOCK: i64 = 0x6865_7264;
+/// Advisory locks are per database, and several herd networks may share one database in
+/// schemas of their own (tests do): each lock is keyed by the schema too.
+const LOCK_SPACE: &str = "hashtext(current_schema())";
+/// The advisory lock every PostgreSQL write transaction takes first.
+const WRITE_LOCK: &str = "hashtext('herd-write')";
 
 #[derive(Clone)]
 pub struct Store {
     read: AnyPool,
     write: AnyPool,
     backend: Backend,
+    /// For connections of their own (the leader lock's session).
+    url: std::sync::Arc<str>,
+}
+
+/// The advisory lock whose holder is the leader replica (session-scoped: it goes with the
+/// holder's connection, so a replica that dies loses it at once).
+const LEADER_LOCK: &str = "hashtext('herd-leader')";
+
+/// Leadership held on a connection of its own (PostgreSQL), or by being the only process on
+/// the database (SQLite: the database file's lock keeps a second coordinator out).
+pub enum LeaderLock {
+    Sole,
+    Session(sqlx::AnyConnection),
+}
+
+impl LeaderLock {
+    /// Ends the lock's session (PostgreSQL releases session locks with it).
+    pub async fn close(self) {
+        if let LeaderLock::Session(conn) = self {
+            use sqlx::Connection;
+            let _ = conn.close().await;
+        }
+    }
+
+    /// Whether the lock is still held: its session still answers.
+    pub async fn still_held(&mut self) -> bool {
+        match self {
+            LeaderLock::Sole => true,
+            LeaderLock::Session(conn) => sqlx::query("SELECT 1").execute(&mut *conn).await.is_ok(),
+        }
+    }
 }
 
 impl Store {
@@ -187,7 +225,7 @@ impl Store {
             Backend::Sqlite => open_sqlite(url).await?,
             Backend::Postgres => open_postgres(url).await?,
         };
-        let store = Store { read, write, backend };
+        let store = Store { read, write, backend, url: url.into() };
         store.migrate().await?;
         Ok(store)
     }
@@ -196,12 +234,29 @@ impl Store {
         self.backend
     }
 
+    /// Tries to become the leader replica: None while another replica holds the lock.
+    pub async fn try_leader_lock(&self) -> StoreResult<Option<LeaderLock>> {
+        if self.backend == Backend::Sqlite {
+            return Ok(Some(LeaderLock::Sole));
+        }
+        use sqlx::Connection;
+        let mut conn = sqlx::AnyConnection::connect(&self.url).await?;
+        let sql = format!("SELECT pg_try_advisory_lock({LOCK_SPACE}, {LEADER_LOCK})");
+        let taken = flag(&sqlx::query(&sql).fetch_one(&mut conn).await?, 0);
+        if taken {
+            Ok(Some(LeaderLock::Session(conn)))
+        } else {
+            conn.close().await.ok();
+            Ok(None)
+        }
+    }
+
     /// Starts a write transaction that is serialized with every other one, on this process
     /// and (PostgreSQL) on every replica sharing the database.
     pub(crate) async fn begin_write(&self) -> StoreResult<Transaction<'static, Any>> {
         let mut tx = self.write.begin().await?;
         if self.backend == Backend::Postgres {
-            sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(WRITE_LOCK).execute(&mut *tx).await?;
+            sqlx::query(&format!("SELECT pg_advisory_xact_lock({LOCK_SPACE}, {WRITE_LOCK})")).execute(&mut *tx).await?;
         }
         Ok(tx)
     }

@@ -70,7 +70,7 @@ impl Store {
                 state: row.get(2),
                 attempt: row.get::<i64, _>(3) as u32,
                 max_retries: row.get::<i64, _>(4) as u32,
-                waiting_retry: row.get(5),
+                waiting_retry: super::flag(&row, 5),
                 tasks,
             });
         }
