@@ -219,3 +219,83 @@ async fn the_unused_hold_can_come_back_as_credits() {
 fn usdc_of(ledger: &Ledger, network: &TestNetwork) -> i128 {
     usdc(ledger, &AccountKey::User(network.supplier.to_string())) - 10_000_000_000
 }
+
+/// Two coordinator replicas as their own processes on one PostgreSQL database and one NATS
+/// (always, whatever HERD_TEST_DB says); the leader, which holds the machine's socket, is
+/// killed with SIGKILL mid-lease. The other takes leadership, the machine re-attaches to it
+/// (it was given both replicas), billing resumes where the journal says — no second
+/// charged twice or skipped — and the whole journal verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_leader_replica_hands_over_and_billing_resumes_exactly() {
+    use std::process::{Child, Command, Stdio};
+
+    let dir = tempfile::tempdir().unwrap();
+    let nats = herd_testkit::nats::NatsServer::start();
+    let db = herd_testkit::postgres::database_for(&dir.path().join("herd.db"));
+    let keys = dir.path().join("keys").display().to_string();
+    let port = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let (port_a, port_b) = (port(), port());
+    let (url_a, url_b) = (format!("http://127.0.0.1:{port_a}"), format!("http://127.0.0.1:{port_b}"));
+    let spawn = |port: u16| -> Child {
+        Command::new(env!("CARGO_BIN_EXE_herd"))
+            .args(["coordinator", "--db", &db, "--key-dir", &keys, "--bus", &nats.url()])
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--faucet", "--allow-simulated"])
+            .args(["--heartbeat-interval-ms", "500"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let health = |url: String| async move { Client::new(&url, None).health().await.ok() };
+    let mut a = spawn(port_a);
+    eventually("replica A to lead", Duration::from_secs(20), || health(url_a.clone())).await;
+    let mut b = spawn(port_b);
+    let hb = eventually("replica B to answer", Duration::from_secs(20), || health(url_b.clone())).await;
+    assert!(!hb.leader, "A leads, B follows");
+
+    let (supplier_key, _) = new_account(&url_a).await;
+    let supplier = herd_keys::address_of(&supplier_key);
+    let both = format!("{url_a},{url_b}");
+    let mut config = herd_worker::AgentConfig::owned_by(&both, dir.path().join("rig"), &supplier_key, "US");
+    config.simulated = Some(spec(Some("NVIDIA H100 80GB HBM3"), 8));
+    config.throughput = Some(herd_proto::worker::Throughput { down_mbps: 2000, up_mbps: 1500 });
+    config.advertise_addr = Some("127.0.0.1".into());
+    let machine = start_agent(config);
+    devices_in_state(&url_a, &supplier, herd_core::DeviceState::Ready, 1).await;
+    assert_eq!(health(url_a.clone()).await.unwrap().workers_connected, 1, "the machine is on A");
+    let (_, customer_a) = new_account(&url_a).await;
+    let customer_b = Client::new(&url_b, customer_a.api_key().map(str::to_owned));
+    let started = Instant::now();
+    let cluster = customer_a.create_cluster(&h100(1, None)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+
+    a.kill().unwrap();
+    let killed = Instant::now();
+    a.wait().unwrap();
+    eventually("replica B to lead", Duration::from_secs(15), || async {
+        health(url_b.clone()).await.filter(|h| h.leader).map(drop)
+    })
+    .await;
+    let leader_after = killed.elapsed();
+    eventually("the machine to re-attach to B", Duration::from_secs(15), || async {
+        health(url_b.clone()).await.filter(|h| h.workers_connected == 1).map(drop)
+    })
+    .await;
+    let attached_after = killed.elapsed();
+    eprintln!("after SIGKILL of the leader: B led in {leader_after:?}, the machine re-attached in {attached_after:?}");
+    let device = Client::new(&url_b, None).device(cluster.nodes[0].device_id.as_str()).await.unwrap();
+    assert_eq!(device.device.state, herd_core::DeviceState::Hired, "still on its lease, never marked offline");
+
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    customer_b.delete_cluster(cluster.id.as_str()).await.unwrap();
+    let elapsed_ms = started.elapsed().as_millis() as i128;
+    let ledger = books(&url_b).await;
+    let paid = assert_settled(&ledger, &cluster, 10_000_000_000, &AccountKey::User(supplier.to_string()));
+    let cost = |ms: i128| i128::from(cluster.price_per_hour_micros) * ms / 3_600_000;
+    assert!(paid <= cost(elapsed_ms) * 10_226 / 10_000 + 10, "nothing charged twice: {paid}");
+    assert!(paid >= cost(4_500), "nothing skipped: {paid}");
+    herd_cli::audit::verify_ledger(&Client::new(&url_b, None)).await.unwrap();
+    machine.stop().await;
+    b.kill().unwrap();
+    b.wait().unwrap();
+}
