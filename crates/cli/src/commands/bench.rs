@@ -80,6 +80,10 @@ pub struct LedgerArgs {
     /// Transfers in the one-per-transaction baseline.
     #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     single: u64,
+    /// An empty database to measure instead of a temporary SQLite file (e.g. a fresh
+    /// PostgreSQL database or schema: postgres://USER@HOST/DB?options[search_path]=SCHEMA).
+    #[arg(long, value_name = "URL")]
+    pub db: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -1,5 +1,5 @@
 //! `herd bench ledger`: the real write path — apply in memory, chain, sign once per batch,
-//! append to the journal in one durable SQLite transaction — batched and one by one.
+//! append to the journal in one durable database transaction (SQLite, or PostgreSQL with --db) — batched and one by one.
 
 use std::time::{Duration, Instant};
 
@@ -25,7 +25,7 @@ struct Report {
     single_transfers: u64,
     single_per_sec: f64,
     speedup: f64,
-    /// Share of the batched run spent in memory (apply, chain, sign) rather than in SQLite.
+    /// Share of the batched run spent in memory (apply, chain, sign) rather than in the database.
     batched_in_memory_share: f64,
 }
 
@@ -84,7 +84,15 @@ async fn measure(writer: &mut Writer, total: u64, batch: u64) -> anyhow::Result<
 pub async fn run(context: &Context, args: &LedgerArgs) -> anyhow::Result<i32> {
     let dir = std::env::temp_dir().join(format!("herd-bench-ledger-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let store = Store::open(&format!("sqlite://{}", dir.join("bench.db").display())).await?;
+    let url = args.db.clone().unwrap_or_else(|| format!("sqlite://{}", dir.join("bench.db").display()));
+    let store = Store::open(&url).await?;
+    if store.journal_len().await?.0 > 0 {
+        anyhow::bail!(
+            "{} already holds a journal: the benchmark needs an empty database",
+            herd_coordinator::store::redact_url(&url)
+        );
+    }
+    let backend = store.backend().name();
     let mut writer = Writer {
         store,
         ledger: Ledger::new(),
@@ -135,7 +143,7 @@ pub async fn run(context: &Context, args: &LedgerArgs) -> anyhow::Result<i32> {
         ],
         vec!["batching gains".into(), format!("{:.0}×", report.speedup)],
         vec![
-            "batched time in memory / in SQLite".into(),
+            "batched time in memory / in the database".into(),
             format!(
                 "{:.0} % / {:.0} %",
                 report.batched_in_memory_share * 100.0,
@@ -143,6 +151,6 @@ pub async fn run(context: &Context, args: &LedgerArgs) -> anyhow::Result<i32> {
             ),
         ],
     ];
-    crate::outln!("{}", table(&["LEDGER BENCH (durable SQLite, one core)", ""], &rows));
+    crate::outln!("{}", table(&[&format!("LEDGER BENCH (durable {backend}, one core)"), ""], &rows));
     Ok(0)
 }
