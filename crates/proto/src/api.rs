@@ -35,7 +35,7 @@ pub struct Health {
     /// Whether this replica does the once-only work (always true on SQLite).
     #[serde(default)]
     pub leader: bool,
-    /// Round trip of a `SELECT 1` to the database, milliseconds.
+    /// Round trip of a trivial query to the database, milliseconds.
     #[serde(default)]
     pub database_ms: f64,
     /// Round trip to the bus between replicas, milliseconds (absent without one).

@@ -516,7 +516,7 @@ impl Store {
         .bind(since.0)
         .fetch_one(&self.read)
         .await?;
-        Ok(row.get(0))
+        Ok(super::flag(&row, 0))
     }
 }
 
