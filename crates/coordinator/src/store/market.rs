@@ -149,7 +149,7 @@ impl Store {
                     connectivity: parse_col("devices.connectivity", r.get("connectivity"))?,
                     hired: state == "hired",
                     online_since_ms: r.get::<Option<i64>, _>("online_since").filter(|_| online),
-                    verified_this_hour: r.get("verified_this_hour"),
+                    verified_this_hour: super::flag(r, "verified_this_hour"),
                 })
             })
             .collect()
