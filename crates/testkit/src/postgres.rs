@@ -70,17 +70,18 @@ fn start_server() -> Result<(), String> {
     if accepting() {
         return Ok(());
     }
-    let _one_installer = crate::install::install_lock();
+    // Installing takes the suite's install lock itself (and re-checks after waiting), so it
+    // comes before this function takes the lock: flock is per open file, and a second lock
+    // of the same file by this process would wait for itself.
+    if binaries().is_none() {
+        // pg_createcluster comes with the server packages (postgresql-common), not the client.
+        crate::install::apt_install(&["/usr/bin/pg_createcluster"], &["postgresql"])?;
+    }
+    let bin = binaries().ok_or("apt-get installed postgresql but there is no /usr/lib/postgresql/*/bin/initdb")?;
+    let _one_starter = crate::install::install_lock();
     if accepting() {
         return Ok(());
     }
-    let bin = match binaries() {
-        Some(bin) => bin,
-        None => {
-            crate::install::apt_install(&["/usr/lib/postgresql"], &["postgresql"])?;
-            binaries().ok_or("apt-get installed postgresql but no /usr/lib/postgresql/*/bin/initdb")?
-        }
-    };
     let root = Path::new(ROOT);
     let data = root.join("data");
     std::fs::create_dir_all(root).map_err(|e| format!("{ROOT}: {e}"))?;
