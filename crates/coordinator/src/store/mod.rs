@@ -135,14 +135,48 @@ impl Backend {
 /// `url` with any password replaced by `***`, for logs and messages.
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
-    let (authority, path) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) if userinfo.contains(':') => {
+    // The user info ends at the last '@' before any query: a password may itself hold
+    // '@' or '/' (unencoded), and must not leak either way.
+    let (address, query) = rest.split_once('?').map_or((rest, None), |(a, q)| (a, Some(q)));
+    match address.rsplit_once('@') {
+        Some((userinfo, host_and_path)) if userinfo.contains(':') => {
             let user = userinfo.split(':').next().unwrap_or_default();
-            let tail = if path.is_empty() && !rest.contains('/') { String::new() } else { format!("/{path}") };
-            format!("{scheme}://{user}:***@{host}{tail}")
+            let query = query.map(|q| format!("?{q}")).unwrap_or_default();
+            format!("{scheme}://{user}:***@{host_and_path}{query}")
         }
         _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_show_in_urls() {
+        for (url, shown) in [
+            ("postgres://herd:s3cret@db/herd", "postgres://herd:***@db/herd"),
+            ("postgres://herd:s3cret@db:5432", "postgres://herd:***@db:5432"),
+            ("postgres://herd:a/b@c@db/herd?sslmode=require", "postgres://herd:***@db/herd?sslmode=require"),
+            ("postgres://herd@db/herd", "postgres://herd@db/herd"),
+            ("sqlite:///var/lib/herd/herd.db", "sqlite:///var/lib/herd/herd.db"),
+        ] {
+            assert_eq!(redact_url(url), shown);
+        }
+    }
+
+    #[test]
+    fn urls_name_their_backend_and_others_are_refused() {
+        assert_eq!(Backend::of_url("sqlite://herd.db").unwrap(), Backend::Sqlite);
+        assert_eq!(Backend::of_url("postgresql://h/db").unwrap(), Backend::Postgres);
+        let refused = Backend::of_url("mysql://u:pw@h/db").unwrap_err().to_string();
+        assert!(refused.contains("mysql://u:***@h/db") && refused.contains("sqlite://PATH"), "{refused}");
+    }
+
+    #[test]
+    fn placeholders_number_rows_of_values() {
+        assert_eq!(placeholders(3, 2), "$3, $4");
+        assert_eq!(value_rows(2, 2), "($1, $2), ($3, $4)");
     }
 }
 
